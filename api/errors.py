@@ -1,0 +1,47 @@
+"""The one place where errors become HTTP responses: ``{"error": {code, message, data}}``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from hubbub.errors import ApiError, RateLimited
+
+__all__ = ["install_error_handlers"]
+
+
+def _body(code: str, message: str, data: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message, "data": data or {}}}
+
+
+async def _api_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ApiError)  # noqa: S101 - registered for ApiError only
+    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, RateLimited) else None
+    return JSONResponse(_body(exc.code, exc.message, exc.data), status_code=exc.status, headers=headers)
+
+
+async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)  # noqa: S101 - registered for it only
+    problems = [
+        {"field": ".".join(str(part) for part in error["loc"] if part != "body"), "reason": error["msg"]}
+        for error in exc.errors()
+    ]
+    message = "; ".join(f"{problem['field']}: {problem['reason']}" for problem in problems)
+    return JSONResponse(_body("invalid", message, {"problems": problems}), status_code=422)
+
+
+async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)  # noqa: S101 - registered for it only
+    code = "not_found" if exc.status_code == 404 else "http_error"  # noqa: PLR2004
+    return JSONResponse(_body(code, str(exc.detail)), status_code=exc.status_code, headers=exc.headers)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Route every error the API can produce through the same JSON shape."""
+    app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)

@@ -1,0 +1,33 @@
+"""What the API's handlers share, built once in the lifespan and handed out as dependencies."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from api.passwords import Passwords
+from api.ratelimit import SlidingWindowLimiter
+from api.schemas import BrokerEndpoint
+from config import Settings
+from hubbub.ids import SnowflakeGenerator
+from hubbub.tokens import TokenCodec
+
+__all__ = ["AppState"]
+
+
+@dataclass(frozen=True, slots=True)
+class AppState:
+    """The API's collaborators; tests and the launcher build them the same way."""
+
+    settings: Settings
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    tokens: TokenCodec
+    passwords: Passwords
+    login_limiter: SlidingWindowLimiter
+    address_limiter: SlidingWindowLimiter
+    ids: SnowflakeGenerator
+    broker: BrokerEndpoint
+    clock_ms: Callable[[], int]

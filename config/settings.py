@@ -1,0 +1,162 @@
+"""The settings object: env ``HUBBUB_*`` over an optional ``hubbub.toml`` over defaults.
+
+Every default works on one laptop (SQLite and a generated secret under ``data_dir``).
+Settings are built once by the entry point (``load_settings``) and passed down; nothing
+reads the environment at import time.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import stat
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from hubbub.errors import SettingsError
+
+__all__ = ["ENV_PREFIX", "Settings", "load_settings", "resolve_secret"]
+
+logger = logging.getLogger(__name__)
+
+ENV_PREFIX = "HUBBUB_"
+CONFIG_FILE_ENV = "HUBBUB_CONFIG_FILE"
+_SECRET_FILE = "secret.key"  # noqa: S105 - a file name
+_MIN_SECRET_LENGTH = 32
+_PLACEHOLDER_SECRETS = frozenset({"changeme", "change-me", "secret", "placeholder", "password", "hubbub"})
+# The largest legal JSON encoding of one character: an astral code point escaped as a
+# UTF-16 surrogate pair (``\ud83c\udf89``), which is what ``json.dumps`` does by default.
+MAX_JSON_BYTES_PER_CHAR = 12
+# Room for the cmid, the JSON keys, the topic name and the MQTT headers around the text.
+PACKET_OVERHEAD_BYTES = 4096
+
+Port = int
+
+
+class Settings(BaseSettings):
+    """Everything configurable, with the embedded defaults of a single-machine install."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", validate_default=True)
+
+    data_dir: Path = Field(Path("hubbub-data"), description="Where SQLite and the generated secret live.")
+    bind: str = Field("127.0.0.1", description="Address every listener binds to (0.0.0.0 for all).")
+    mqtt_port: Port = Field(1883, ge=0, le=65535, description="MQTT over TCP (0 = any free port).")
+    http_port: Port = Field(8000, ge=0, le=65535, description="REST API, docs and MQTT over WebSocket.")
+    broker_ws_port: Port = Field(
+        8083, ge=0, le=65535, description="MQTT over WebSocket when `hubbub broker` runs on its own."
+    )
+    public_host: str | None = Field(None, description="Host name clients are told to connect to.")
+    database_url: str | None = Field(
+        None, description="SQLAlchemy async URL; default sqlite+aiosqlite under data_dir."
+    )
+    secret_key: SecretStr | None = Field(
+        None, description="JWT signing secret (>= 32 chars); generated under data_dir when unset."
+    )
+    connect_timeout_s: float = Field(
+        10.0, gt=0, le=300, description="Time a new connection has to send CONNECT."
+    )
+    node_id: int = Field(0, ge=0, le=1023, description="This node's id inside Snowflake message ids.")
+    access_token_ttl_s: int = Field(900, ge=30, le=86_400, description="Access token lifetime.")
+    refresh_token_ttl_s: int = Field(30 * 86_400, ge=3600, description="Refresh token lifetime.")
+    max_message_chars: int = Field(100_000, ge=1, le=1_000_000, description="Longest text message.")
+    max_group_members: int = Field(100, ge=2, le=10_000, description="Largest group, creator included.")
+    login_attempts_per_minute: int = Field(10, ge=1, description="Login attempts per username.")
+    login_attempts_per_address_per_minute: int = Field(
+        60, ge=1, description="Login attempts per client address (many users may share one NAT)."
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("bind")
+    @classmethod
+    def _bind_is_an_address(cls, value: str) -> str:
+        if not value or any(ch.isspace() for ch in value):
+            raise ValueError("must be a host name or IP address")
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_is_async(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
+            raise ValueError("must start with sqlite+aiosqlite:// or postgresql+asyncpg://")
+        return value
+
+    @property
+    def resolved_database_url(self) -> str:
+        """The configured database, or SQLite in ``data_dir``."""
+        return self.database_url or f"sqlite+aiosqlite:///{self.data_dir.resolve() / 'hubbub.db'}"
+
+    @property
+    def advertised_host(self) -> str:
+        """Host name put in login responses so devices know where the broker is."""
+        if self.public_host:
+            return self.public_host
+        return "localhost" if self.bind in {"0.0.0.0", "::", "127.0.0.1"} else self.bind  # noqa: S104
+
+    @property
+    def max_packet_bytes(self) -> int:
+        """Largest MQTT packet accepted: every legal message fits, nothing much larger does."""
+        return self.max_message_chars * MAX_JSON_BYTES_PER_CHAR + PACKET_OVERHEAD_BYTES
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Explicit arguments, then the environment, then ``hubbub.toml`` (or ``$HUBBUB_CONFIG_FILE``)."""
+        del dotenv_settings, file_secret_settings
+        toml_file = Path(os.environ.get(CONFIG_FILE_ENV, "hubbub.toml"))
+        return init_settings, env_settings, TomlConfigSettingsSource(settings_cls, toml_file=toml_file)
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build the settings once, turning a validation failure into a message naming the setting."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{ENV_PREFIX}{'_'.join(str(part) for part in error['loc']).upper()}: {error['msg']}"
+            for error in exc.errors()
+        )
+        raise SettingsError(f"invalid setting: {problems}") from exc
+
+
+def resolve_secret(settings: Settings) -> str:
+    """The signing secret: the configured one (placeholders refused) or one generated once.
+
+    A generated secret is written to ``data_dir/secret.key`` with mode 0600 so that every
+    process sharing the data directory (``hubbub broker`` and ``hubbub api``) agrees on it.
+    """
+    if settings.secret_key is not None:
+        secret = settings.secret_key.get_secret_value()
+        if secret.strip().lower() in _PLACEHOLDER_SECRETS or len(secret) < _MIN_SECRET_LENGTH:
+            raise SettingsError(
+                f"invalid setting: {ENV_PREFIX}SECRET_KEY is a placeholder or shorter than "
+                f"{_MIN_SECRET_LENGTH} characters"
+            )
+        return secret
+    path = settings.data_dir / _SECRET_FILE
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if mode & 0o077:
+            raise SettingsError(f"{path} is readable by others (mode {mode:o}); chmod 600 it") from None
+        return path.read_text(encoding="ascii").strip()
+    with os.fdopen(fd, "w", encoding="ascii") as handle:
+        handle.write(secrets.token_urlsafe(48))
+    logger.info("generated a new signing secret in %s", path)
+    return path.read_text(encoding="ascii").strip()

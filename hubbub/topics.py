@@ -1,0 +1,89 @@
+"""Every MQTT topic name Hubbub uses: built and parsed here and nowhere else.
+
+IDs appear in topics as the decimal strings of their 64-bit values, as they do in JSON.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+from hubbub.ids import parse_id
+
+__all__ = [
+    "INTERNAL_PREFIX",
+    "ParsedTopic",
+    "TopicKind",
+    "conversation_send",
+    "conversation_typing",
+    "inbox",
+    "parse",
+    "presence",
+]
+
+INTERNAL_PREFIX = "$hubbub/"
+
+
+class TopicKind(Enum):
+    """What a topic is for."""
+
+    CONVERSATION_SEND = "conversation_send"
+    CONVERSATION_TYPING = "conversation_typing"
+    INBOX = "inbox"
+    PRESENCE = "presence"
+    INTERNAL = "internal"
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedTopic:
+    """A recognised topic; ``entity_id`` is the conversation or user id it names (0 for internal)."""
+
+    kind: TopicKind
+    entity_id: int
+
+
+def inbox(user_id: int) -> str:
+    """Topic where the server delivers every event for ``user_id``'s devices."""
+    return f"user/{user_id}/inbox"
+
+
+def conversation_send(conversation_id: int) -> str:
+    """Topic a member's device publishes a message to."""
+    return f"conv/{conversation_id}/send"
+
+
+def conversation_typing(conversation_id: int) -> str:
+    """Topic a member's device publishes typing notices to."""
+    return f"conv/{conversation_id}/typing"
+
+
+def presence(user_id: int) -> str:
+    """Retained topic carrying ``user_id``'s aggregated presence."""
+    return f"presence/{user_id}"
+
+
+_BY_SHAPE: dict[tuple[str, str], TopicKind] = {
+    ("conv", "send"): TopicKind.CONVERSATION_SEND,
+    ("conv", "typing"): TopicKind.CONVERSATION_TYPING,
+    ("user", "inbox"): TopicKind.INBOX,
+}
+
+
+def parse(topic: str) -> ParsedTopic | None:
+    """Recognise a concrete topic name; ``None`` for anything Hubbub does not define.
+
+    Wildcard filters are not topics and never parse.
+    """
+    if topic.startswith(INTERNAL_PREFIX):
+        return ParsedTopic(TopicKind.INTERNAL, 0)
+    parts = topic.split("/")
+    if len(parts) == 2 and parts[0] == "presence":  # noqa: PLR2004 - presence/{uid}
+        user_id = parse_id(parts[1])
+        return None if user_id is None else ParsedTopic(TopicKind.PRESENCE, user_id)
+    if len(parts) != 3:  # noqa: PLR2004 - every other topic is prefix/{id}/suffix
+        return None
+    kind = _BY_SHAPE.get((parts[0], parts[2]))
+    entity_id = parse_id(parts[1])
+    if kind is None or entity_id is None:
+        return None
+    return ParsedTopic(kind, entity_id)

@@ -1,0 +1,1 @@
+"""The persister: commits accepted messages to the message store, one writer per conversation."""

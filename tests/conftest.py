@@ -1,0 +1,64 @@
+"""Session fixtures: the real platform on SQLite, and again on a real PostgreSQL server."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.api import ApiClient
+from tests.support.platform import Platform, start_platform
+from tests.support.postgres import PostgresServer, start_postgres
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    server = start_postgres()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
+    """``hubbub up`` on SQLite, shared by the tests of a session (each uses its own users)."""
+    running = start_platform(tmp_path_factory.mktemp("platform"))
+    yield running
+    assert running.stop() == 0, running.process.log()
+
+
+@pytest.fixture(scope="session")
+def pg_platform(tmp_path_factory: pytest.TempPathFactory, postgres: PostgresServer) -> Iterator[Platform]:
+    """``hubbub up`` with its account store on PostgreSQL."""
+    running = start_platform(
+        tmp_path_factory.mktemp("pg-platform"), extra_env={"HUBBUB_DATABASE_URL": postgres.url}
+    )
+    yield running
+    assert running.stop() == 0, running.process.log()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def any_platform(request: pytest.FixtureRequest) -> Platform:
+    """The same test against each account-store backend."""
+    name = "platform" if request.param == "sqlite" else "pg_platform"
+    running: Platform = request.getfixturevalue(name)
+    return running
+
+
+@pytest.fixture
+def api(platform: Platform) -> Iterator[ApiClient]:
+    client = ApiClient(platform.http_url)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def any_api(any_platform: Platform) -> Iterator[ApiClient]:
+    client = ApiClient(any_platform.http_url)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    return tmp_path / "data"

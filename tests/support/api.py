@@ -1,0 +1,80 @@
+"""A REST client for tests: sign up and log in real users over HTTP."""
+
+from __future__ import annotations
+
+import itertools
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+__all__ = ["ApiClient", "Login"]
+
+_counter = itertools.count()
+PASSWORD = "correct horse 1"
+
+
+@dataclass(frozen=True)
+class Login:
+    """What ``POST /v1/auth/token`` returned for one device."""
+
+    user_id: str
+    device_id: str
+    access_token: str
+    refresh_token: str
+    username: str
+    password: str
+    mqtt: dict[str, Any]
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """Bearer authorisation for this device."""
+        return {"Authorization": f"Bearer {self.access_token}"}
+
+
+class ApiClient:
+    """``httpx.Client`` bound to one platform, with sign-up and login helpers."""
+
+    def __init__(self, base_url: str) -> None:
+        self.http = httpx.Client(base_url=base_url, timeout=30.0)
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self.http.close()
+
+    @staticmethod
+    def unique_username(prefix: str = "user") -> str:
+        """A username no other test uses."""
+        return f"{prefix}{os.getpid()}_{next(_counter)}"
+
+    def sign_up(
+        self, username: str | None = None, password: str = PASSWORD, **extra: object
+    ) -> dict[str, Any]:
+        """Create a user; the response body."""
+        body = {"username": username or self.unique_username(), "password": password} | extra
+        response = self.http.post("/v1/users", json=body)
+        assert response.status_code == 201, response.text
+        result: dict[str, Any] = response.json()
+        return result
+
+    def login(self, username: str, password: str = PASSWORD, **extra: object) -> Login:
+        """Log a (new, unless ``device_id`` given) device in."""
+        response = self.http.post("/v1/auth/token", json={"username": username, "password": password} | extra)
+        assert response.status_code == 200, response.text
+        body = response.json()
+        return Login(
+            user_id=body["user_id"],
+            device_id=body["device_id"],
+            access_token=body["access_token"],
+            refresh_token=body["refresh_token"],
+            username=username,
+            password=password,
+            mqtt=body["mqtt"],
+        )
+
+    def new_user(self, prefix: str = "user") -> Login:
+        """Sign up a fresh user and log one device in."""
+        username = self.unique_username(prefix)
+        self.sign_up(username)
+        return self.login(username)
