@@ -1,6 +1,7 @@
-"""Hubbub's REST API: accounts, login (JWT), conversations, history, devices."""
+"""Hubbub's REST API: accounts, login (JWT), conversations, history, sync."""
 
 from api.app import create_app
+from api.directory import SqlDirectory
 from api.schemas import BrokerEndpoint
 
-__all__ = ["BrokerEndpoint", "create_app"]
+__all__ = ["BrokerEndpoint", "SqlDirectory", "create_app"]

@@ -8,9 +8,25 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 __all__ = [
     "BrokerEndpoint",
+    "ConversationList",
+    "ConversationOut",
+    "ConversationSync",
+    "ConversationUpdate",
+    "CursorMove",
+    "DirectCreate",
+    "GroupCreate",
+    "MemberAdd",
+    "MemberOut",
+    "MessageOut",
+    "MessagePageOut",
+    "MissingRange",
     "ProfileUpdate",
+    "ReadMarker",
+    "ReadState",
     "RefreshRequest",
+    "SendBody",
     "SignUp",
+    "SyncOut",
     "TokenRequest",
     "TokenResponse",
     "UserOut",
@@ -86,3 +102,132 @@ class TokenResponse(BaseModel):
     user_id: str
     device_id: str
     mqtt: BrokerEndpoint
+
+
+IdStr = Annotated[str, StringConstraints(pattern=r"^[1-9][0-9]{0,18}$")]
+Cmid = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+Title = Annotated[str, StringConstraints(min_length=1, max_length=128, strip_whitespace=True)]
+
+
+class DirectCreate(_Strict):
+    """``POST /v1/conversations`` for the 1:1 chat with ``user_id``."""
+
+    type: Literal["direct"]
+    user_id: IdStr
+
+
+class GroupCreate(_Strict):
+    """``POST /v1/conversations`` for a group (the creator is a member and its admin)."""
+
+    type: Literal["group"]
+    title: Title
+    member_ids: list[IdStr] = Field(default_factory=list, max_length=10_000)
+
+
+class ConversationUpdate(_Strict):
+    """``PATCH /v1/conversations/{cid}``."""
+
+    title: Title
+
+
+class MemberAdd(_Strict):
+    """``POST /v1/conversations/{cid}/members``."""
+
+    user_id: IdStr
+
+
+class MemberOut(BaseModel):
+    """A member as listed in a conversation."""
+
+    user_id: str
+    username: str
+    display_name: str
+    role: str
+
+
+class MessageOut(BaseModel):
+    """A committed message (the same shape as the ``message`` inbox event, without ``kind``)."""
+
+    conversation_id: str
+    message_id: str
+    seq: int
+    sender_id: str
+    cmid: str
+    text: str
+    created_at: str
+
+
+class ConversationOut(BaseModel):
+    """A conversation as its members see it."""
+
+    id: str
+    type: Literal["direct", "group"]
+    title: str | None
+    members: list[MemberOut]
+    created_at: str
+    last_message: MessageOut | None = None
+    unread_count: int = 0
+    last_read_seq: int = 0
+
+
+class ConversationList(BaseModel):
+    """``GET /v1/conversations``: most recently active first."""
+
+    conversations: list[ConversationOut]
+
+
+class SendBody(_Strict):
+    """``POST /v1/conversations/{cid}/messages``: the same ``{cmid, text}`` as over MQTT."""
+
+    cmid: Cmid
+    text: str
+
+
+class MessagePageOut(BaseModel):
+    """A page of history in ascending ``seq``; ``has_more`` in the direction paged."""
+
+    messages: list[MessageOut]
+    has_more: bool
+
+
+class ReadMarker(_Strict):
+    """``POST /v1/conversations/{cid}/read``: everything up to ``seq`` is read."""
+
+    seq: int = Field(ge=0)
+
+
+class ReadState(BaseModel):
+    """The caller's read marker and what is still unread."""
+
+    last_read_seq: int
+    unread_count: int
+
+
+class MissingRange(BaseModel):
+    """History a sync page could not include: seqs ``after`` < seq <= ``up_to``."""
+
+    after: int
+    up_to: int
+
+
+class ConversationSync(BaseModel):
+    """What one conversation has past the device's cursor."""
+
+    conversation_id: str
+    cursor: int
+    latest_seq: int
+    messages: list[MessageOut]
+    complete: bool
+    missing: MissingRange | None = None
+
+
+class SyncOut(BaseModel):
+    """``GET /v1/sync``: every conversation that moved past this device's cursor."""
+
+    conversations: list[ConversationSync]
+
+
+class CursorMove(_Strict):
+    """``POST /v1/sync/cursors``: the device holds everything up to these seqs."""
+
+    cursors: dict[IdStr, Annotated[int, Field(ge=0)]] = Field(max_length=10_000)

@@ -12,6 +12,7 @@ from api.ratelimit import SlidingWindowLimiter
 from api.schemas import BrokerEndpoint
 from config import Settings
 from hubbub.ids import SnowflakeGenerator
+from hubbub.stores import InboxPublisher, MessageStore, MessageSubmitter
 from hubbub.tokens import TokenCodec
 
 __all__ = ["AppState"]
@@ -31,3 +32,6 @@ class AppState:
     ids: SnowflakeGenerator
     broker: BrokerEndpoint
     clock_ms: Callable[[], int]
+    messages: MessageStore
+    inbox: InboxPublisher
+    submitter: MessageSubmitter

@@ -68,6 +68,10 @@ class Settings(BaseSettings):
     access_token_ttl_s: int = Field(900, ge=30, le=86_400, description="Access token lifetime.")
     refresh_token_ttl_s: int = Field(30 * 86_400, ge=3600, description="Refresh token lifetime.")
     max_message_chars: int = Field(100_000, ge=1, le=1_000_000, description="Longest text message.")
+    sends_per_second: float = Field(20.0, gt=0, description="Sustained messages a second per device.")
+    send_burst: int = Field(
+        100, ge=1, description="Messages a device may send at once before the rate applies."
+    )
     max_group_members: int = Field(100, ge=2, le=10_000, description="Largest group, creator included.")
     login_attempts_per_minute: int = Field(10, ge=1, description="Login attempts per username.")
     login_attempts_per_address_per_minute: int = Field(

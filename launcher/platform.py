@@ -5,16 +5,26 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 
 import uvicorn
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from starlette.applications import Starlette
 from starlette.routing import WebSocketRoute
 
-from api import BrokerEndpoint, create_app
-from broker_plugins import BrokerOptions, HubbubBroker, WebSocketBridge
+from api import BrokerEndpoint, SqlDirectory, create_app
+from broker_plugins import BrokerOptions, HubbubBroker, IngestLimits, WebSocketBridge
 from config import Settings, resolve_secret
+from hubbub.envelope import AcceptedMessage
+from hubbub.ids import SnowflakeGenerator
 from hubbub.tokens import TokenCodec
+from launcher.database import create_engine
+from launcher.detached import BrokerElsewhere
 from launcher.http import ReadyServer, bind_socket
+from launcher.migrate import migrate
+from persister import Persister, SqlMessageStore
 
 __all__ = ["run_api", "run_broker", "run_up"]
 
@@ -23,6 +33,7 @@ logger = logging.getLogger(__name__)
 _WS_PATH = "/mqtt"
 # A WebSocket frame may carry one whole MQTT packet plus its framing.
 _WS_FRAME_OVERHEAD = 16
+_ACCEPTED_QUEUE = 10_000
 
 
 def _announce(**endpoints: str) -> None:
@@ -42,16 +53,6 @@ def _uvicorn(app: object, settings: Settings) -> ReadyServer:
     return ReadyServer(config)
 
 
-def _broker(settings: Settings, tokens: TokenCodec) -> HubbubBroker:
-    options = BrokerOptions(
-        bind=settings.bind,
-        mqtt_port=settings.mqtt_port,
-        max_packet_bytes=settings.max_packet_bytes,
-        connect_timeout_s=settings.connect_timeout_s,
-    )
-    return HubbubBroker(options, tokens=tokens)
-
-
 async def _serve_until_stopped(server: ReadyServer, sock: socket.socket, **announce: str) -> None:
     """Serve HTTP on ``sock`` until a signal stops uvicorn; announce once it is ready."""
     host, port = sock.getsockname()[:2]
@@ -65,48 +66,116 @@ async def _serve_until_stopped(server: ReadyServer, sock: socket.socket, **annou
             ready.cancel()
 
 
-async def run_up(settings: Settings) -> None:
-    """Broker, API and MQTT over WebSocket in one process, sharing one HTTP port."""
-    secret = resolve_secret(settings)
-    tokens = TokenCodec(secret, access_ttl_s=settings.access_token_ttl_s)
-    broker = _broker(settings, tokens)
+@dataclass(frozen=True)
+class _Core:
+    """The parts every process shares: settings-derived secrets, ids and the database."""
+
+    settings: Settings
+    tokens: TokenCodec
+    engine: AsyncEngine
+    ids: SnowflakeGenerator
+    store: SqlMessageStore
+
+
+@asynccontextmanager
+async def _core(settings: Settings) -> AsyncIterator[_Core]:
+    tokens = TokenCodec(resolve_secret(settings), access_ttl_s=settings.access_token_ttl_s)
+    engine = create_engine(settings.resolved_database_url)
+    try:
+        await migrate(engine)
+        yield _Core(settings, tokens, engine, SnowflakeGenerator(settings.node_id), SqlMessageStore(engine))
+    finally:
+        await engine.dispose()
+
+
+@asynccontextmanager
+async def _messaging(core: _Core) -> AsyncIterator[HubbubBroker]:
+    """A started broker with ingest, and the persister committing behind it."""
+    settings = core.settings
+    accepted: asyncio.Queue[AcceptedMessage] = asyncio.Queue(_ACCEPTED_QUEUE)
+    broker = HubbubBroker(
+        BrokerOptions(
+            bind=settings.bind,
+            mqtt_port=settings.mqtt_port,
+            max_packet_bytes=settings.max_packet_bytes,
+            connect_timeout_s=settings.connect_timeout_s,
+        ),
+        tokens=core.tokens,
+        directory=SqlDirectory(async_sessionmaker(core.engine, expire_on_commit=False)),
+        accepted=accepted,
+        ids=core.ids,
+        limits=IngestLimits(
+            max_chars=settings.max_message_chars,
+            sends_per_second=settings.sends_per_second,
+            send_burst=settings.send_burst,
+        ),
+    )
+    persister = Persister(core.store, accepted, broker.committed)
     await broker.start()
     try:
+        async with asyncio.TaskGroup() as group:
+            persisting = group.create_task(persister.run(), name="persister")
+            try:
+                yield broker
+            finally:
+                await broker.shutdown()
+                await persister.flush()
+                persisting.cancel()
+    finally:
+        if broker.transitions.state == "started":
+            await broker.shutdown()
+
+
+async def run_up(settings: Settings) -> None:
+    """Broker, persister, API and MQTT over WebSocket in one process, sharing one HTTP port."""
+    async with _core(settings) as core, _messaging(core) as broker:
         http_socket = bind_socket(settings.bind, settings.http_port)
-        http_port = http_socket.getsockname()[1]
         host = settings.advertised_host
         endpoint = BrokerEndpoint(
-            host=host, port=broker.mqtt_port, ws_url=f"ws://{host}:{http_port}{_WS_PATH}"
+            host=host, port=broker.mqtt_port, ws_url=f"ws://{host}:{http_socket.getsockname()[1]}{_WS_PATH}"
         )
-        app = create_app(settings, secret=secret, broker=endpoint)
+        app = create_app(
+            settings,
+            tokens=core.tokens,
+            engine=core.engine,
+            ids=core.ids,
+            broker=endpoint,
+            messages_store=core.store,
+            inbox=broker,
+            submitter=broker.ingest,
+        )
         app.add_api_websocket_route(_WS_PATH, WebSocketBridge(broker).serve)
         await _serve_until_stopped(
             _uvicorn(app, settings), http_socket, mqtt=f"{settings.bind}:{broker.mqtt_port}"
         )
-    finally:
-        await broker.shutdown()
 
 
 async def run_broker(settings: Settings) -> None:
-    """The broker alone: MQTT over TCP, and over WebSocket on ``broker_ws_port``."""
-    tokens = TokenCodec(resolve_secret(settings), access_ttl_s=settings.access_token_ttl_s)
-    broker = _broker(settings, tokens)
-    await broker.start()
-    try:
+    """The broker (with ingest and the persister): MQTT over TCP, and WebSocket on ``broker_ws_port``."""
+    async with _core(settings) as core, _messaging(core) as broker:
         ws_app = Starlette(routes=[WebSocketRoute(_WS_PATH, WebSocketBridge(broker).serve)])
         sock = bind_socket(settings.bind, settings.broker_ws_port)
         await _serve_until_stopped(
             _uvicorn(ws_app, settings), sock, mqtt=f"{settings.bind}:{broker.mqtt_port}"
         )
-    finally:
-        await broker.shutdown()
 
 
 async def run_api(settings: Settings) -> None:
     """The REST API alone; it tells devices where the broker is from the settings."""
-    host = settings.advertised_host
-    endpoint = BrokerEndpoint(
-        host=host, port=settings.mqtt_port, ws_url=f"ws://{host}:{settings.broker_ws_port}{_WS_PATH}"
-    )
-    app = create_app(settings, secret=resolve_secret(settings), broker=endpoint)
-    await _serve_until_stopped(_uvicorn(app, settings), bind_socket(settings.bind, settings.http_port))
+    async with _core(settings) as core:
+        host = settings.advertised_host
+        endpoint = BrokerEndpoint(
+            host=host, port=settings.mqtt_port, ws_url=f"ws://{host}:{settings.broker_ws_port}{_WS_PATH}"
+        )
+        elsewhere = BrokerElsewhere()
+        app = create_app(
+            settings,
+            tokens=core.tokens,
+            engine=core.engine,
+            ids=core.ids,
+            broker=endpoint,
+            messages_store=core.store,
+            inbox=elsewhere,
+            submitter=elsewhere,
+        )
+        await _serve_until_stopped(_uvicorn(app, settings), bind_socket(settings.bind, settings.http_port))

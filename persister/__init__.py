@@ -1,1 +1,10 @@
 """The persister: commits accepted messages to the message store, one writer per conversation."""
+
+from pathlib import Path
+
+from persister.persister import CommittedHandler, Persister
+from persister.sql_store import SqlMessageStore
+
+__all__ = ["MIGRATIONS", "CommittedHandler", "Persister", "SqlMessageStore"]
+
+MIGRATIONS = Path(__file__).with_name("migrations")

@@ -1,6 +1,9 @@
-"""The account database: models, engine and migrations (SQLite by default, PostgreSQL in production)."""
+"""The account database: models and the ``accounts`` branch of migrations."""
 
-from api.db.engine import create_engine, migrate
+from pathlib import Path
+
 from api.db.models import Base
 
-__all__ = ["Base", "create_engine", "migrate"]
+__all__ = ["MIGRATIONS", "Base"]
+
+MIGRATIONS = Path(__file__).with_name("migrations")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import BigInteger, ForeignKey, Index, String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-__all__ = ["Base", "Device", "RefreshToken", "User"]
+__all__ = ["Base", "Conversation", "Device", "DeviceCursor", "Member", "RefreshToken", "User"]
 
 
 class Base(DeclarativeBase):
@@ -48,3 +48,47 @@ class RefreshToken(Base):
     )
     user_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("users.id", ondelete="CASCADE"))
     expires_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class Conversation(Base):
+    """A 1:1 (``direct``) or group conversation. ``direct_key`` makes the pair's chat unique."""
+
+    __tablename__ = "conversations"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    kind: Mapped[str] = mapped_column(String(8))
+    title: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    direct_key: Mapped[str | None] = mapped_column(String(41), unique=True, nullable=True)
+    created_by: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class Member(Base):
+    """A user in a conversation, with its role and read marker."""
+
+    __tablename__ = "members"
+    __table_args__ = (Index("ix_members_user_id", "user_id"),)
+
+    conversation_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("conversations.id", ondelete="CASCADE"), primary_key=True
+    )
+    user_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    role: Mapped[str] = mapped_column(String(8))
+    joined_at: Mapped[int] = mapped_column(BigInteger)
+    last_read_seq: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class DeviceCursor(Base):
+    """How far a device holds a conversation's history: catch-up starts after ``seq``."""
+
+    __tablename__ = "device_cursors"
+
+    device_id: Mapped[str] = mapped_column(
+        String(24), ForeignKey("devices.id", ondelete="CASCADE"), primary_key=True
+    )
+    conversation_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("conversations.id", ondelete="CASCADE"), primary_key=True
+    )
+    seq: Mapped[int] = mapped_column(BigInteger)

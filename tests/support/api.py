@@ -9,10 +9,10 @@ from typing import Any
 
 import httpx
 
-__all__ = ["ApiClient", "Login"]
+__all__ = ["PASSWORD", "ApiClient", "Login"]
 
 _counter = itertools.count()
-PASSWORD = "correct horse 1"
+PASSWORD = "correct horse 1"  # the test users' password
 
 
 @dataclass(frozen=True)

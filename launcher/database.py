@@ -1,20 +1,14 @@
-"""Engine creation and start-up migrations for the account database."""
+"""The SQL engine shared by the account store and the SQL message store (one database by default)."""
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
-from alembic import command
-from alembic.config import Config
-from sqlalchemy import Connection, event
+from sqlalchemy import event
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-__all__ = ["create_engine", "migrate"]
-
-logger = logging.getLogger(__name__)
-_MIGRATIONS = Path(__file__).with_name("migrations")
+__all__ = ["create_engine"]
 
 
 def _sqlite_pragmas(dbapi_connection: DBAPIConnection, _record: object) -> None:
@@ -38,20 +32,3 @@ def create_engine(url: str) -> AsyncEngine:
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
     return create_async_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
-
-
-def _upgrade(connection: Connection) -> None:
-    config = Config()
-    config.set_main_option("script_location", str(_MIGRATIONS))
-    config.attributes["connection"] = connection
-    command.upgrade(config, "head")
-
-
-async def migrate(engine: AsyncEngine) -> None:
-    """Bring the schema to the newest Alembic revision (idempotent; run on every start)."""
-    async with engine.begin() as connection:
-        if connection.dialect.name == "postgresql":
-            # Two processes starting together (`hubbub api` and `hubbub broker`) must not race.
-            await connection.exec_driver_sql("SELECT pg_advisory_xact_lock(7461626275)")
-        await connection.run_sync(_upgrade)
-    logger.info("database schema is up to date")

@@ -1,0 +1,67 @@
+"""Catch-up for a device: everything past its lasting cursors, with explicit completeness.
+
+A device that was offline asks once; for every conversation whose history moved past
+its cursor it gets the messages after it (up to ``limit``) and ``complete``, or the range
+still missing — so a client never silently skips a gap. It then moves its cursors
+forward by saying what it holds.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, status
+
+from api import conversations as queries
+from api.deps import CurrentDevice, CurrentUser, SessionDep, StateDep
+from api.schemas import ConversationSync, CursorMove, MissingRange, SyncOut
+from api.views import message_out
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/v1/sync", tags=["sync"])
+
+
+@router.get("")
+async def sync(
+    user: CurrentUser,
+    device: CurrentDevice,
+    state: StateDep,
+    session: SessionDep,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> SyncOut:
+    """For each of my conversations past this device's cursor: the messages after it."""
+    conversation_ids = [conversation.id for conversation, _ in await queries.memberships(session, user.id)]
+    latest = await state.messages.latest_seqs(conversation_ids)
+    cursors = await queries.cursors(session, device.device_id)
+    moved = []
+    for conversation_id in conversation_ids:
+        cursor = cursors.get(conversation_id, 0)
+        newest = latest.get(conversation_id, 0)
+        if newest <= cursor:
+            continue
+        page = await state.messages.page(conversation_id, limit=limit, after=cursor)
+        held = page.messages[-1].seq if page.messages else cursor
+        moved.append(
+            ConversationSync(
+                conversation_id=str(conversation_id),
+                cursor=cursor,
+                latest_seq=newest,
+                messages=[message_out(message) for message in page.messages],
+                complete=held >= newest,
+                missing=None if held >= newest else MissingRange(after=held, up_to=newest),
+            )
+        )
+    return SyncOut(conversations=moved)
+
+
+@router.post("/cursors", status_code=status.HTTP_204_NO_CONTENT)
+async def move_cursors(
+    body: CursorMove, user: CurrentUser, device: CurrentDevice, state: StateDep, session: SessionDep
+) -> None:
+    """This device holds everything up to these seqs (cursors only move forward)."""
+    mine = {conversation.id for conversation, _ in await queries.memberships(session, user.id)}
+    wanted = {int(cid): seq for cid, seq in body.cursors.items() if int(cid) in mine}
+    latest = await state.messages.latest_seqs(list(wanted))
+    capped = {cid: min(seq, latest.get(cid, 0)) for cid, seq in wanted.items()}
+    await queries.move_cursors(session, device.device_id, capped)

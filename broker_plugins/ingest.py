@@ -1,0 +1,179 @@
+"""Ingest: the edge where a device's message is checked, stamped and handed to the persister.
+
+Checks, in order: the payload (JSON ``{"cmid", "text"}``, text only, non-empty, at most
+``max_chars`` characters), the sender's rate, membership. A failure becomes an ``error``
+event for the sending device and nothing else happens. An accepted message gets its
+Snowflake ``message_id``, the ``sender_id`` of the authenticated session (never of the
+payload) and ``created_at``, and goes to the persister's queue.
+
+Membership is cached per conversation for ``membership_ttl_s``; the API reports changes
+through ``membership_changed`` so that a removal takes effect at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import orjson
+
+from hubbub.envelope import AcceptedMessage, CommitResult, SendRequest, parse_send
+from hubbub.errors import MessageRejected
+from hubbub.ids import SnowflakeGenerator
+from hubbub.stores import Directory
+
+__all__ = ["Ingest", "IngestLimits", "TokenBucket"]
+
+logger = logging.getLogger(__name__)
+
+ErrorReporter = Callable[[int, str, int, str | None, MessageRejected], None]
+
+
+@dataclass(frozen=True, slots=True)
+class IngestLimits:
+    """Edge limits: text length and each device's send rate (a token bucket)."""
+
+    max_chars: int
+    sends_per_second: float
+    send_burst: int
+    membership_ttl_s: float = 30.0
+    submit_timeout_s: float = 10.0
+
+
+class TokenBucket:
+    """``rate`` tokens a second up to ``burst``; one token per message."""
+
+    __slots__ = ("_burst", "_rate", "_stamp", "_tokens")
+
+    def __init__(self, rate: float, burst: int, now: float) -> None:
+        self._rate = rate
+        self._burst = float(burst)
+        self._tokens = float(burst)
+        self._stamp = now
+
+    def take(self, now: float) -> bool:
+        """Spend a token if one is there."""
+        self._tokens = min(self._burst, self._tokens + (now - self._stamp) * self._rate)
+        self._stamp = now
+        if self._tokens < 1:
+            return False
+        self._tokens -= 1
+        return True
+
+
+def _best_effort_cmid(payload: bytes) -> str | None:
+    """The cmid of a rejected payload, when there is one to name in the error event."""
+    try:
+        body = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return None
+    cmid = body.get("cmid") if isinstance(body, dict) else None
+    return cmid if isinstance(cmid, str) and len(cmid) <= 64 else None  # noqa: PLR2004 - MAX_CMID_LENGTH
+
+
+class Ingest:
+    """Validates, stamps and queues messages; also serves REST sends (``MessageSubmitter``)."""
+
+    def __init__(
+        self,
+        directory: Directory,
+        accepted: asyncio.Queue[AcceptedMessage],
+        ids: SnowflakeGenerator,
+        limits: IngestLimits,
+        report_error: ErrorReporter,
+        *,
+        clock_s: Callable[[], float] = time.monotonic,
+        clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+    ) -> None:
+        self._directory = directory
+        self._accepted = accepted
+        self._ids = ids
+        self._limits = limits
+        self._report_error = report_error
+        self._clock_s = clock_s
+        self._clock_ms = clock_ms
+        self._buckets: dict[str, TokenBucket] = {}
+        self._members: dict[int, tuple[frozenset[int] | None, float]] = {}
+        self._waiting: dict[tuple[int, int, str], list[asyncio.Future[CommitResult]]] = {}
+
+    async def members(self, conversation_id: int) -> frozenset[int] | None:
+        """Members of ``conversation_id`` (cached), ``None`` if it does not exist."""
+        now = self._clock_s()
+        cached = self._members.get(conversation_id)
+        if cached is not None and cached[1] > now:
+            return cached[0]
+        members = await self._directory.members(conversation_id)
+        self._members[conversation_id] = (members, now + self._limits.membership_ttl_s)
+        return members
+
+    def membership_changed(self, conversation_id: int) -> None:
+        """Drop the cached members of ``conversation_id``."""
+        self._members.pop(conversation_id, None)
+
+    async def receive(self, sender_id: int, device_id: str, conversation_id: int, payload: bytes) -> None:
+        """A device published ``payload`` to ``conv/{conversation_id}/send``."""
+        try:
+            request = parse_send(payload, self._limits.max_chars)
+            await self._accept(conversation_id, sender_id, device_id, request)
+        except MessageRejected as rejection:
+            cmid = _best_effort_cmid(payload)
+            logger.info(
+                "rejected cid=%s cmid=%s device_id=%s: %s", conversation_id, cmid, device_id, rejection.code
+            )
+            self._report_error(sender_id, device_id, conversation_id, cmid, rejection)
+
+    async def submit(
+        self, conversation_id: int, sender_id: int, device_id: str, request: SendRequest
+    ) -> CommitResult:
+        """Send on behalf of a REST caller and wait for the commit (``MessageSubmitter``)."""
+        key = (conversation_id, sender_id, request.cmid)
+        waiter: asyncio.Future[CommitResult] = asyncio.get_running_loop().create_future()
+        self._waiting.setdefault(key, []).append(waiter)
+        try:
+            await self._accept(conversation_id, sender_id, device_id, request)
+            return await asyncio.wait_for(waiter, self._limits.submit_timeout_s)
+        finally:
+            waiters = self._waiting.get(key, [])
+            if waiter in waiters:
+                waiters.remove(waiter)
+            if not waiters:
+                self._waiting.pop(key, None)
+
+    def committed(self, results: Sequence[CommitResult]) -> None:
+        """Wake the REST callers waiting for these messages."""
+        if not self._waiting:
+            return
+        for result in results:
+            message = result.message
+            for waiter in self._waiting.pop((message.conversation_id, message.sender_id, message.cmid), []):
+                if not waiter.done():
+                    waiter.set_result(result)
+
+    async def _accept(
+        self, conversation_id: int, sender_id: int, device_id: str, request: SendRequest
+    ) -> None:
+        bucket = self._buckets.get(device_id)
+        now = self._clock_s()
+        if bucket is None:
+            bucket = self._buckets[device_id] = TokenBucket(
+                self._limits.sends_per_second, self._limits.send_burst, now
+            )
+        if not bucket.take(now):
+            raise MessageRejected("rate_limited", "sending too fast; slow down and resend")
+        members = await self.members(conversation_id)
+        if members is None or sender_id not in members:
+            # One answer for "no such conversation" and "not yours": it reveals nothing.
+            raise MessageRejected("not_member", "not a member of this conversation")
+        message = AcceptedMessage(
+            conversation_id=conversation_id,
+            message_id=self._ids.next_id(),
+            sender_id=sender_id,
+            sender_device_id=device_id,
+            cmid=request.cmid,
+            text=request.text,
+            created_at_ms=self._clock_ms(),
+        )
+        await self._accepted.put(message)

@@ -1,0 +1,282 @@
+"""A small Hubbub client: REST login, one MQTT connection, an outbox, ordered timelines.
+
+What a serious chat client does, in a few hundred lines, so the tests and ``hubbub chat``
+talk to the platform the way an app would:
+
+- sends go to an outbox and are resent with the same cmid after every reconnect (and
+  when no ack came for ``resend_after_s``) until their ``ack`` arrives;
+- incoming messages merge into per-conversation timelines by ``seq``; a gap (41 then
+  43) is filled from history over REST;
+- after each (re)connect the client catches up through ``/v1/sync`` and moves its
+  server-side cursors to what it holds.
+
+paho runs the network in its own thread; callbacks only update state and hand slow work
+(REST calls) to a worker thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from typing import Any, Literal
+
+import httpx
+import orjson
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.reasoncodes import ReasonCode
+
+from client.outbox import Outbox, Pending
+from client.timeline import Timeline
+from hubbub import topics
+
+__all__ = ["HubbubClient", "LoginFailed"]
+
+logger = logging.getLogger(__name__)
+
+# Errors after which resending cannot help; anything else (rate_limited) is retried.
+_FINAL_ERRORS = frozenset({"too_long", "empty", "invalid", "not_member"})
+
+
+class LoginFailed(Exception):
+    """The platform refused the credentials."""
+
+
+class HubbubClient:
+    """One device of one user."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        transport: Literal["tcp", "websockets"] = "tcp",
+        resend_after_s: float = 10.0,
+        on_event: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
+        self.http = httpx.Client(base_url=base_url, timeout=30.0)
+        self.transport = transport
+        self.outbox = Outbox()
+        self.timelines: dict[str, Timeline] = {}
+        self.acks: dict[str, dict[str, Any]] = {}
+        self.errors: list[dict[str, Any]] = []
+        self.events: queue.Queue[dict[str, Any]] = queue.Queue()
+        self.connected = threading.Event()
+        self.user_id = ""
+        self.device_id = ""
+        self._on_event = on_event
+        self._resend_after_s = resend_after_s
+        self._lock = threading.RLock()
+        self._tokens: dict[str, Any] = {}
+        self._mqtt: paho.Client | None = None
+        self._work: queue.Queue[Callable[[], None] | None] = queue.Queue()
+        self._worker = threading.Thread(target=self._run_worker, name="hubbub-client-worker", daemon=True)
+        self._worker.start()
+        self._resender: threading.Timer | None = None
+
+    # -- REST ------------------------------------------------------------------------------
+
+    def sign_up(self, username: str, password: str, display_name: str | None = None) -> dict[str, Any]:
+        """Create an account."""
+        body: dict[str, Any] = {"username": username, "password": password}
+        if display_name:
+            body["display_name"] = display_name
+        response = self.http.post("/v1/users", json=body)
+        response.raise_for_status()
+        created: dict[str, Any] = response.json()
+        return created
+
+    def login(self, username: str, password: str, *, device_id: str | None = None) -> None:
+        """Get tokens for this device (a new device unless ``device_id`` is given)."""
+        body: dict[str, Any] = {"username": username, "password": password}
+        if device_id:
+            body["device_id"] = device_id
+        response = self.http.post("/v1/auth/token", json=body)
+        if response.status_code != httpx.codes.OK:
+            raise LoginFailed(response.text)
+        self._use_tokens(response.json())
+
+    def _use_tokens(self, tokens: dict[str, Any]) -> None:
+        with self._lock:
+            self._tokens = tokens
+            self.user_id = tokens["user_id"]
+            self.device_id = tokens["device_id"]
+            self.http.headers["Authorization"] = f"Bearer {tokens['access_token']}"
+            if self._mqtt is not None:
+                self._mqtt.username_pw_set(self.user_id, tokens["access_token"])
+
+    def refresh(self) -> None:
+        """Trade the refresh token for new tokens."""
+        response = self.http.post("/v1/auth/refresh", json={"refresh_token": self._tokens["refresh_token"]})
+        response.raise_for_status()
+        self._use_tokens(response.json())
+
+    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:  # noqa: ANN401 - httpx's keywords
+        """A REST call as this device, refreshing the access token once if it expired."""
+        response = self.http.request(method, path, **kwargs)
+        if response.status_code == httpx.codes.UNAUTHORIZED and self._tokens.get("refresh_token"):
+            self.refresh()
+            response = self.http.request(method, path, **kwargs)
+        return response
+
+    # -- MQTT ------------------------------------------------------------------------------
+
+    def connect(self, timeout: float = 15.0) -> None:
+        """Open the MQTT connection (it reconnects by itself until ``close``)."""
+        endpoint = self._tokens["mqtt"]
+        client = paho.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=self.device_id,
+            protocol=paho.MQTTv311,
+            transport=self.transport,
+            clean_session=True,
+        )
+        client.username_pw_set(self.user_id, self._tokens["access_token"])
+        client.reconnect_delay_set(min_delay=1, max_delay=2)
+        client.on_connect = self._connected
+        client.on_disconnect = self._disconnected
+        client.on_message = self._received
+        if self.transport == "websockets":
+            url = httpx.URL(endpoint["ws_url"])
+            client.ws_set_options(path=url.path)
+            host, port = url.host, url.port or 80
+        else:
+            host, port = endpoint["host"], int(endpoint["port"])
+        with self._lock:
+            self._mqtt = client
+        client.connect_async(host, port, keepalive=30)
+        client.loop_start()
+        if not self.connected.wait(timeout):
+            raise TimeoutError("no MQTT connection")
+        self._schedule_resend()
+
+    def disconnect(self) -> None:
+        """Go offline: close the MQTT connection (REST keeps working; ``connect`` again later)."""
+        if self._resender is not None:
+            self._resender.cancel()
+        with self._lock:
+            client, self._mqtt = self._mqtt, None
+        if client is not None:
+            client.disconnect()
+            client.loop_stop()
+        self.connected.clear()
+
+    def close(self) -> None:
+        """Disconnect, stop the threads, close HTTP."""
+        self.disconnect()
+        self._work.put(None)
+        self._worker.join(timeout=10)
+        self.http.close()
+
+    def send(self, conversation_id: str, text: str, cmid: str | None = None) -> Pending:
+        """Queue a message in the outbox and publish it."""
+        pending = self.outbox.add(conversation_id, text, cmid)
+        self._publish(pending)
+        return pending
+
+    def resend_unacked(self) -> None:
+        """Publish everything in the outbox again, with the same cmids."""
+        for pending in self.outbox.unsettled():
+            self._publish(pending)
+
+    def _publish(self, pending: Pending) -> None:
+        with self._lock:
+            client = self._mqtt
+        if client is None or not client.is_connected():
+            return  # the resend on the next connect carries it
+        payload = orjson.dumps({"cmid": pending.cmid, "text": pending.text})
+        client.publish(topics.conversation_send(int(pending.conversation_id)), payload, qos=1)
+
+    def _schedule_resend(self) -> None:
+        def tick() -> None:
+            self.resend_unacked()
+            self._schedule_resend()
+
+        self._resender = threading.Timer(self._resend_after_s, tick)
+        self._resender.daemon = True
+        self._resender.start()
+
+    def _connected(self, client: paho.Client, _u: object, _f: object, code: ReasonCode, _p: object) -> None:
+        if code.is_failure:
+            logger.info("MQTT connection refused (%s); refreshing tokens", code)
+            self._work.put(self.refresh)
+            return
+        client.subscribe(topics.inbox(int(self.user_id)), qos=1)
+        self.connected.set()
+        self.resend_unacked()
+        self._work.put(self.catch_up)
+
+    def _disconnected(self, _c: paho.Client, _u: object, _f: object, _code: ReasonCode, _p: object) -> None:
+        self.connected.clear()
+
+    def _received(self, _c: paho.Client, _u: object, message: paho.MQTTMessage) -> None:
+        event: dict[str, Any] = orjson.loads(message.payload)
+        kind = event.get("kind")
+        if kind == "message":
+            self._merge(event)
+        elif kind == "ack":
+            self.acks[event["cmid"]] = event
+            self.outbox.settle(event["cmid"])
+        elif kind == "error":
+            self.errors.append(event)
+            if event.get("code") in _FINAL_ERRORS and event.get("cmid"):
+                self.outbox.settle(event["cmid"])
+        self.events.put(event)
+        if self._on_event is not None:
+            self._on_event(event)
+
+    # -- timelines and catch-up ------------------------------------------------------------
+
+    def _merge(self, message: dict[str, Any]) -> None:
+        with self._lock:
+            timeline = self.timelines.setdefault(message["conversation_id"], Timeline())
+            timeline.add(message)
+            gap = timeline.gap
+        if gap is not None:
+            self._work.put(lambda: self._fill(message["conversation_id"]))
+
+    def _fill(self, conversation_id: str) -> None:
+        """Fetch history after what is held until the gap is closed."""
+        while True:
+            with self._lock:
+                timeline = self.timelines.setdefault(conversation_id, Timeline())
+                gap = timeline.gap
+            if gap is None:
+                return
+            page = self.request(
+                "GET", f"/v1/conversations/{conversation_id}/messages", params={"after": gap[0]}
+            )
+            page.raise_for_status()
+            rows = page.json()["messages"]
+            with self._lock:
+                for row in rows:
+                    timeline.add(row)
+            if not rows:
+                return
+
+    def catch_up(self) -> None:
+        """Everything missed while away, from ``/v1/sync``; then move the cursors to what is held."""
+        while True:
+            response = self.request("GET", "/v1/sync")
+            response.raise_for_status()
+            moved = response.json()["conversations"]
+            if not moved:
+                return
+            held: dict[str, int] = {}
+            with self._lock:
+                for conversation in moved:
+                    timeline = self.timelines.setdefault(conversation["conversation_id"], Timeline())
+                    for message in conversation["messages"]:
+                        timeline.add(message)
+                    held[conversation["conversation_id"]] = timeline.held
+            self.request("POST", "/v1/sync/cursors", json={"cursors": held}).raise_for_status()
+            if all(conversation["complete"] for conversation in moved):
+                return
+
+    def _run_worker(self) -> None:
+        while (job := self._work.get()) is not None:
+            try:
+                job()
+            except (httpx.HTTPError, KeyError, ValueError):
+                logger.exception("client background work failed")

@@ -1,0 +1,46 @@
+"""What the API uses for messaging when the broker runs in another process (`hubbub api`).
+
+Conversation events and REST sends need the broker's ingest and fan-out; across processes
+they will travel over the cross-node hand-off (Redis, DESIGN.md "Scaling out"), which is
+not built yet. Until then the API says so: sends get 503, and the skipped events are
+logged (devices still see every change through REST and sync).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+from hubbub.envelope import CommitResult, SendRequest
+from hubbub.errors import ApiError
+
+__all__ = ["BrokerElsewhere"]
+
+logger = logging.getLogger(__name__)
+
+
+class BrokerUnavailable(ApiError):
+    """Messaging through REST needs the broker in this process."""
+
+    status = 503
+    default_code = "broker_unavailable"
+
+
+class BrokerElsewhere:
+    """``InboxPublisher`` and ``MessageSubmitter`` for an API running without the broker."""
+
+    async def publish(self, user_ids: Iterable[int], payload: bytes) -> None:
+        """Skip the event, saying so: the broker is not in this process."""
+        del payload
+        logger.warning("no broker in this process: event for %d users not delivered", len(list(user_ids)))
+
+    def membership_changed(self, conversation_id: int) -> None:
+        """Nothing cached here; the broker's cache expires on its own."""
+        del conversation_id
+
+    async def submit(
+        self, conversation_id: int, sender_id: int, device_id: str, request: SendRequest
+    ) -> CommitResult:
+        """Refuse: sending over REST needs `hubbub up` (or the cross-node hand-off)."""
+        del conversation_id, sender_id, device_id, request
+        raise BrokerUnavailable("sending over REST needs the broker in this process (`hubbub up`)")

@@ -1,0 +1,12 @@
+"""Alembic environment for the whole SQL schema.
+
+Each component keeps its own branch of revisions (``accounts`` in api/, ``messages`` in
+persister/); ``launcher.migrate`` runs them all.
+"""
+
+from alembic import context
+
+connection = context.config.attributes["connection"]
+context.configure(connection=connection, render_as_batch=True)
+with context.begin_transaction():
+    context.run_migrations()

@@ -1,0 +1,255 @@
+"""The SQL message store (SQLite by default, PostgreSQL in production).
+
+Rows are keyed by (conversation_id, seq), so a page is one index range scan; the unique
+(conversation_id, sender_id, cmid) constraint is the last line of defence against storing
+a resend twice. ``seq`` is assigned here from a cache of each conversation's last seq,
+which is only sound because the persister is the single writer of a conversation: any
+failed commit forgets the cached values it may have advanced.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Collection, Sequence
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    MetaData,
+    String,
+    Table,
+    Text,
+    and_,
+    func,
+    or_,
+    select,
+)
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from hubbub.envelope import AcceptedMessage, CommitResult, CommittedMessage
+from hubbub.stores import MessagePage
+
+__all__ = ["SqlMessageStore"]
+
+logger = logging.getLogger(__name__)
+
+_metadata = MetaData()
+messages = Table(
+    "messages",
+    _metadata,
+    Column("conversation_id", BigInteger, primary_key=True, autoincrement=False),
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("message_id", BigInteger, nullable=False, unique=True),
+    Column("sender_id", BigInteger, nullable=False),
+    Column("cmid", String(64), nullable=False),
+    Column("text", Text, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+)
+_COLUMNS = (
+    messages.c.conversation_id,
+    messages.c.message_id,
+    messages.c.seq,
+    messages.c.sender_id,
+    messages.c.cmid,
+    messages.c.text,
+    messages.c.created_at,
+)
+# Keeps each IN (...) list well under SQLite's bound-parameter limit.
+_CHUNK = 300
+
+
+def _message(row: Sequence[Any]) -> CommittedMessage:
+    conversation_id, message_id, seq, sender_id, cmid, text, created_at = row
+    return CommittedMessage(conversation_id, message_id, seq, sender_id, cmid, text, created_at)
+
+
+class SqlMessageStore:
+    """``MessageStore`` on SQLAlchemy Core; the engine is shared with the account store."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        self._last_seq: dict[int, int] = {}
+
+    async def commit(self, batch: Sequence[AcceptedMessage]) -> list[CommitResult]:
+        """Store ``batch`` in one transaction; see ``hubbub.stores.MessageStore.commit``."""
+        if not batch:
+            return []
+        conversations = {message.conversation_id for message in batch}
+        try:
+            async with self._engine.begin() as connection:
+                stored = await self._already_stored(connection, batch)
+                await self._load_last_seqs(connection, conversations - self._last_seq.keys())
+                results, rows = self._assign(batch, stored)
+                if rows:
+                    await connection.execute(messages.insert(), rows)
+        except BaseException:
+            for conversation_id in conversations:
+                self._last_seq.pop(conversation_id, None)
+            raise
+        return results
+
+    async def _already_stored(
+        self, connection: AsyncConnection, batch: Sequence[AcceptedMessage]
+    ) -> dict[tuple[int, int, str], CommittedMessage]:
+        keys = list({(m.conversation_id, m.sender_id, m.cmid) for m in batch})
+        found: dict[tuple[int, int, str], CommittedMessage] = {}
+        for start in range(0, len(keys), _CHUNK):
+            chunk = keys[start : start + _CHUNK]
+            condition = or_(
+                *(
+                    and_(
+                        messages.c.conversation_id == cid,
+                        messages.c.sender_id == sender,
+                        messages.c.cmid == cmid,
+                    )
+                    for cid, sender, cmid in chunk
+                )
+            )
+            for row in await connection.execute(select(*_COLUMNS).where(condition)):
+                message = _message(row)
+                found[(message.conversation_id, message.sender_id, message.cmid)] = message
+        return found
+
+    async def _load_last_seqs(self, connection: AsyncConnection, conversation_ids: Collection[int]) -> None:
+        if not conversation_ids:
+            return
+        self._last_seq.update(dict.fromkeys(conversation_ids, 0))
+        query = (
+            select(messages.c.conversation_id, func.max(messages.c.seq))
+            .where(messages.c.conversation_id.in_(list(conversation_ids)))
+            .group_by(messages.c.conversation_id)
+        )
+        for conversation_id, last in await connection.execute(query):
+            self._last_seq[conversation_id] = int(last)
+
+    def _assign(
+        self, batch: Sequence[AcceptedMessage], stored: dict[tuple[int, int, str], CommittedMessage]
+    ) -> tuple[list[CommitResult], list[dict[str, object]]]:
+        results: list[CommitResult] = []
+        rows: list[dict[str, object]] = []
+        for accepted in batch:
+            key = (accepted.conversation_id, accepted.sender_id, accepted.cmid)
+            existing = stored.get(key)
+            if existing is not None:
+                results.append(
+                    CommitResult(existing, duplicate=True, sender_device_id=accepted.sender_device_id)
+                )
+                continue
+            seq = self._last_seq[accepted.conversation_id] + 1
+            self._last_seq[accepted.conversation_id] = seq
+            committed = CommittedMessage(
+                accepted.conversation_id,
+                accepted.message_id,
+                seq,
+                accepted.sender_id,
+                accepted.cmid,
+                accepted.text,
+                accepted.created_at_ms,
+            )
+            stored[key] = committed  # a resend inside the same batch is a duplicate too
+            results.append(
+                CommitResult(committed, duplicate=False, sender_device_id=accepted.sender_device_id)
+            )
+            rows.append(
+                {
+                    "conversation_id": committed.conversation_id,
+                    "seq": committed.seq,
+                    "message_id": committed.message_id,
+                    "sender_id": committed.sender_id,
+                    "cmid": committed.cmid,
+                    "text": committed.text,
+                    "created_at": committed.created_at_ms,
+                }
+            )
+        return results, rows
+
+    async def page(
+        self,
+        conversation_id: int,
+        *,
+        limit: int,
+        before: int | None = None,
+        after: int | None = None,
+        around: int | None = None,
+    ) -> MessagePage:
+        """Up to ``limit`` messages in ascending seq; see ``hubbub.stores.MessageStore.page``."""
+        if around is not None:
+            half = limit // 2
+            older = await self._range(conversation_id, upper=around, limit=half + 1, descending=True)
+            newer = await self._range(
+                conversation_id, lower=around - 1, limit=limit - min(half, len(older)) + 1
+            )
+            kept_older = older[:half]
+            kept_newer = newer[: limit - len(kept_older)]
+            has_more = len(older) > half or len(newer) > len(kept_newer)
+            return MessagePage(kept_older[::-1] + kept_newer, has_more)
+        if after is not None:
+            rows = await self._range(conversation_id, lower=after, limit=limit + 1)
+            return MessagePage(rows[:limit], len(rows) > limit)
+        rows = await self._range(conversation_id, upper=before, limit=limit + 1, descending=True)
+        return MessagePage(rows[:limit][::-1], len(rows) > limit)
+
+    async def _range(
+        self,
+        conversation_id: int,
+        *,
+        limit: int,
+        lower: int | None = None,
+        upper: int | None = None,
+        descending: bool = False,
+    ) -> list[CommittedMessage]:
+        """Messages with lower < seq < upper, the first ``limit`` in the given order."""
+        query = select(*_COLUMNS).where(messages.c.conversation_id == conversation_id)
+        if lower is not None:
+            query = query.where(messages.c.seq > lower)
+        if upper is not None:
+            query = query.where(messages.c.seq < upper)
+        order = messages.c.seq.desc() if descending else messages.c.seq.asc()
+        async with self._engine.connect() as connection:
+            return [_message(row) for row in await connection.execute(query.order_by(order).limit(limit))]
+
+    async def latest_seqs(self, conversation_ids: Collection[int]) -> dict[int, int]:
+        """The highest seq of each conversation that has messages."""
+        found: dict[int, int] = {}
+        ids = list(conversation_ids)
+        async with self._engine.connect() as connection:
+            for start in range(0, len(ids), _CHUNK):
+                query = (
+                    select(messages.c.conversation_id, func.max(messages.c.seq))
+                    .where(messages.c.conversation_id.in_(ids[start : start + _CHUNK]))
+                    .group_by(messages.c.conversation_id)
+                )
+                found.update({cid: int(seq) for cid, seq in await connection.execute(query)})
+        return found
+
+    async def last_messages(self, conversation_ids: Collection[int]) -> dict[int, CommittedMessage]:
+        """The newest message of each conversation that has one."""
+        latest = await self.latest_seqs(conversation_ids)
+        found: dict[int, CommittedMessage] = {}
+        pairs = list(latest.items())
+        async with self._engine.connect() as connection:
+            for start in range(0, len(pairs), _CHUNK):
+                condition = or_(
+                    *(
+                        and_(messages.c.conversation_id == cid, messages.c.seq == seq)
+                        for cid, seq in pairs[start : start + _CHUNK]
+                    )
+                )
+                for row in await connection.execute(select(*_COLUMNS).where(condition)):
+                    message = _message(row)
+                    found[message.conversation_id] = message
+        return found
+
+    async def count_after(self, conversation_id: int, after_seq: int, exclude_sender: int) -> int:
+        """Messages after ``after_seq`` not sent by ``exclude_sender`` (unread counts)."""
+        query = select(func.count()).where(
+            messages.c.conversation_id == conversation_id,
+            messages.c.seq > after_seq,
+            messages.c.sender_id != exclude_sender,
+        )
+        async with self._engine.connect() as connection:
+            return int((await connection.execute(query)).scalar_one())
+
+    async def close(self) -> None:
+        """Nothing of its own: the shared engine is disposed by its owner."""
