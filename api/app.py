@@ -12,12 +12,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from api.errors import install_error_handlers
 from api.passwords import Passwords
 from api.ratelimit import SlidingWindowLimiter
-from api.routers import auth, conversations, health, messages, sync, users
+from api.routers import auth, conversations, friends, health, messages, presence, sync, users
 from api.schemas import BrokerEndpoint
 from api.state import AppState
 from config import Settings
 from hubbub.ids import SnowflakeGenerator
-from hubbub.stores import InboxPublisher, MessageStore, MessageSubmitter
+from hubbub.stores import InboxPublisher, MessageStore, MessageSubmitter, PresenceView
 from hubbub.tokens import TokenCodec
 
 __all__ = ["create_app"]
@@ -39,6 +39,7 @@ def create_app(
     messages_store: MessageStore,
     inbox: InboxPublisher,
     submitter: MessageSubmitter,
+    presence_view: PresenceView,
 ) -> FastAPI:
     """The API over an already migrated database; its own helpers are built in the lifespan."""
 
@@ -60,18 +61,12 @@ def create_app(
             messages=messages_store,
             inbox=inbox,
             submitter=submitter,
+            presence=presence_view,
         )
         yield
 
     app = FastAPI(title="Hubbub", version="0.1.0", lifespan=lifespan)
     install_error_handlers(app)
-    for router in (
-        health.router,
-        users.router,
-        auth.router,
-        conversations.router,
-        messages.router,
-        sync.router,
-    ):
-        app.include_router(router)
+    for module in (health, users, auth, friends, presence, conversations, messages, sync):
+        app.include_router(module.router)
     return app

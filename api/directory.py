@@ -1,17 +1,33 @@
-"""The account store's answer to "who is in this conversation" (``hubbub.stores.Directory``)."""
+"""The account store's answers to the broker (``hubbub.stores.Directory``)."""
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import exists, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import aliased
 
-from api.db.models import Conversation, Member
+from api.db.models import Conversation, Friendship, Member, User
 
-__all__ = ["SqlDirectory"]
+__all__ = ["SqlDirectory", "related_users"]
+
+
+def related_users(viewer_id: int, candidates: list[int]) -> object:
+    """A query of the ``candidates`` whose presence ``viewer_id`` may see (friends, co-members)."""
+    mine = aliased(Member)
+    theirs = aliased(Member)
+    friends = select(Friendship.friend_id).where(
+        Friendship.user_id == viewer_id, Friendship.friend_id.in_(candidates)
+    )
+    co_members = (
+        select(theirs.user_id)
+        .join(mine, mine.conversation_id == theirs.conversation_id)
+        .where(mine.user_id == viewer_id, theirs.user_id.in_(candidates))
+    )
+    return friends.union(co_members)
 
 
 class SqlDirectory:
-    """Membership lookups for the broker's ingest and fan-out."""
+    """Membership, relations and last activity for the broker's ingest, ACL and presence."""
 
     def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
         self._sessions = sessions
@@ -25,3 +41,26 @@ class SqlDirectory:
                 select(Member.user_id).where(Member.conversation_id == conversation_id)
             )
             return frozenset(rows)
+
+    async def can_see_presence(self, viewer_id: int, subject_id: int) -> bool:
+        """Self, friends and anyone sharing a conversation."""
+        if viewer_id == subject_id:
+            return True
+        async with self._sessions() as session:
+            related = related_users(viewer_id, [subject_id])
+            return bool(await session.scalar(select(exists(related))))  # type: ignore[arg-type]
+
+    async def last_active(self, user_id: int) -> int | None:
+        """The stored ``last_active_at`` of ``user_id``."""
+        async with self._sessions() as session:
+            return await session.scalar(select(User.last_active_at).where(User.id == user_id))
+
+    async def record_last_active(self, user_id: int, at_ms: int) -> None:
+        """Store ``last_active_at`` (only ever forward)."""
+        async with self._sessions() as session:
+            await session.execute(
+                update(User)
+                .where(User.id == user_id, (User.last_active_at.is_(None)) | (User.last_active_at < at_ms))
+                .values(last_active_at=at_ms)
+            )
+            await session.commit()

@@ -12,7 +12,7 @@ from api.ratelimit import SlidingWindowLimiter
 from api.schemas import BrokerEndpoint
 from config import Settings
 from hubbub.ids import SnowflakeGenerator
-from hubbub.stores import InboxPublisher, MessageStore, MessageSubmitter
+from hubbub.stores import InboxPublisher, MessageStore, MessageSubmitter, PresenceView
 from hubbub.tokens import TokenCodec
 
 __all__ = ["AppState"]
@@ -35,3 +35,4 @@ class AppState:
     messages: MessageStore
     inbox: InboxPublisher
     submitter: MessageSubmitter
+    presence: PresenceView

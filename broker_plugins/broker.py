@@ -7,6 +7,13 @@ Overridden internals (amqtt is pinned to the exact version; each seam has a test
   whoever sends a CONNECT with its client id — authenticated or not.
 - ``_handle_message_delivery``: a device's publish to ``conv/{cid}/send`` goes to ingest
   instead of being broadcast; nobody subscribes to it.
+- the protocol handler (``handler.py``) disconnects a client silent for 1.5 x its
+  keepalive; stock amqtt never does, so dead connections looked alive for ever.
+- ``_publish_retained_messages_for_subscription``: only for a filter the session really
+  holds. On every CONNECT stock amqtt offers the new client the retained messages of
+  every filter anyone on the node subscribed to — everybody's presence included.
+- ``add_subscription``: a subscription to ``presence/{uid}`` with no retained state (after
+  a restart, or for a user never seen) gets ``offline`` with the stored last activity.
 - ``stream_connected`` / ``websocket_connected``: every connection's reader is wrapped
   in ``PacketLimitReader`` so an oversized packet is refused from its fixed header.
   A connection must send its CONNECT within ``connect_timeout_s`` (stock amqtt waits
@@ -22,10 +29,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from amqtt.adapters import ReaderAdapter, StreamReaderAdapter, StreamWriterAdapter, WriterAdapter
 from amqtt.broker import Broker, RetainedApplicationMessage
 from amqtt.contexts import ListenerConfig
@@ -37,11 +45,12 @@ from amqtt.utils import gen_client_id
 
 from broker_plugins.auth import SERVICE_USERNAME_PREFIX
 from broker_plugins.fanout import fan_out
+from broker_plugins.handler import HubbubProtocolHandler, keepalive_deadline
 from broker_plugins.ingest import Ingest, IngestLimits
 from broker_plugins.limits import PacketLimitReader
+from broker_plugins.presence import PresenceTracker
 from hubbub import topics
-from hubbub.envelope import AcceptedMessage, CommitResult, error_event
-from hubbub.errors import MessageRejected
+from hubbub.envelope import AcceptedMessage, CommitResult, format_time
 from hubbub.ids import SnowflakeGenerator
 from hubbub.stores import Directory
 from hubbub.tokens import TokenCodec
@@ -63,6 +72,7 @@ class BrokerOptions:
     mqtt_port: int
     max_packet_bytes: int
     connect_timeout_s: float
+    presence_grace_s: float
 
 
 class HubbubBroker(Broker):
@@ -86,12 +96,29 @@ class HubbubBroker(Broker):
             "timeout_disconnect_delay": 0,
             "plugins": {
                 "broker_plugins.auth.TokenAuthPlugin": {"tokens": tokens},
-                "broker_plugins.acl.TopicAclPlugin": {},
+                "broker_plugins.acl.TopicAclPlugin": {"relations": directory},
+                "broker_plugins.presence.PresencePlugin": {"tracker": None},
             },
         }
+        self.presence = PresenceTracker(
+            grace_s=options.presence_grace_s,
+            publish=self._publish_presence,
+            is_connected=self._device_connected,
+        )
+        config["plugins"]["broker_plugins.presence.PresencePlugin"]["tracker"] = self.presence
         super().__init__(config)
         self._options = options
-        self.ingest = Ingest(directory, accepted, ids, limits, self._report_error)
+        self._directory = directory
+        self.ingest = Ingest(
+            directory,
+            accepted,
+            ids,
+            limits,
+            to_device=lambda user_id, device_id, payload: self.deliver(
+                topics.inbox(user_id), payload, device_id=device_id
+            ),
+            to_inbox=lambda user_id, payload: self.deliver(topics.inbox(user_id), payload),
+        )
         self._deliveries: set[asyncio.Task[Any]] = set()
         # Client ids authenticated in _initialize_client_session, consumed by _authenticate.
         self._authenticated: set[str] = set()
@@ -119,7 +146,7 @@ class HubbubBroker(Broker):
     ) -> tuple[BrokerProtocolHandler, Session]:
         try:
             handler, incoming = await asyncio.wait_for(
-                BrokerProtocolHandler.init_from_connect(reader, writer, self.plugins_manager),
+                HubbubProtocolHandler.init_from_connect(reader, writer, self.plugins_manager),
                 self._options.connect_timeout_s,
             )
         except TimeoutError:
@@ -151,6 +178,7 @@ class HubbubBroker(Broker):
             session.parent = 1
         else:
             incoming.parent = 0
+        session.keep_alive = keepalive_deadline(incoming.keep_alive)
         self._authenticated.add(session.client_id)
         return handler, session
 
@@ -173,6 +201,9 @@ class HubbubBroker(Broker):
                 await self.ingest.receive(
                     int(username), client_session.client_id, parsed.entity_id, message.data
                 )
+                return True
+            if parsed is not None and parsed.kind is TopicKind.CONVERSATION_TYPING:
+                await self.ingest.typing(int(username), client_session.client_id, parsed.entity_id)
                 return True
         return bool(await super()._handle_message_delivery(client_session, handler, wait_deliver))
 
@@ -199,11 +230,6 @@ class HubbubBroker(Broker):
         if not task.cancelled() and task.exception() is not None:
             logger.info("delivery failed: %r", task.exception())
 
-    def _report_error(
-        self, user_id: int, device_id: str, conversation_id: int, cmid: str | None, error: MessageRejected
-    ) -> None:
-        self.deliver(topics.inbox(user_id), error_event(conversation_id, cmid, error), device_id=device_id)
-
     async def committed(self, results: Sequence[CommitResult]) -> None:
         """The persister committed ``results``: deliver them and wake REST senders."""
         self.ingest.committed(results)
@@ -217,3 +243,56 @@ class HubbubBroker(Broker):
     def membership_changed(self, conversation_id: int) -> None:
         """``InboxPublisher``: forget the cached members of ``conversation_id``."""
         self.ingest.membership_changed(conversation_id)
+
+    def online(self, user_ids: Collection[int]) -> set[int]:
+        """``PresenceView``: users with a connected device on this node."""
+        return self.presence.online(user_ids)
+
+    def _device_connected(self, device_id: str) -> bool:
+        session = self._sessions.get(device_id, (None, None))[0]
+        return session is not None and session.transitions.state == "connected"
+
+    async def _publish_presence(self, user_id: int, online: bool, at_ms: int) -> None:
+        topic = topics.presence(user_id)
+        payload = _presence_payload(user_id, online=online, last_active_ms=at_ms)
+        self._retained_messages[topic] = RetainedApplicationMessage(None, topic, payload, 0)
+        self.deliver(topic, payload)
+        await self._directory.record_last_active(user_id, at_ms)
+
+    async def add_subscription(self, subscription: tuple[str, int], session: Session) -> int:
+        """Subscribe as amqtt does, plus the stored presence of a user with no retained state."""
+        code = int(await super().add_subscription(subscription, session))
+        topic = subscription[0]
+        if code != _REFUSED and topic not in self._retained_messages:
+            parsed = topics.parse(topic)
+            if parsed is not None and parsed.kind is TopicKind.PRESENCE:
+                user_id = parsed.entity_id
+                online = bool(self.presence.online([user_id]))
+                last = await self._directory.last_active(user_id)
+                payload = _presence_payload(user_id, online=online, last_active_ms=last)
+                self._retained_messages[topic] = RetainedApplicationMessage(None, topic, payload, 0)
+        return code
+
+    async def _publish_retained_messages_for_subscription(
+        self, subscription: tuple[str, int], session: Session
+    ) -> None:
+        if any(holder is session for holder, _ in self._subscriptions.get(subscription[0], ())):
+            await super()._publish_retained_messages_for_subscription(subscription, session)
+
+    async def shutdown(self) -> None:
+        """Stop deciding presence, then amqtt's shutdown."""
+        self.presence.close()
+        await super().shutdown()
+
+
+_REFUSED = 0x80
+
+
+def _presence_payload(user_id: int, *, online: bool, last_active_ms: int | None) -> bytes:
+    return orjson.dumps(
+        {
+            "user_id": str(user_id),
+            "status": "online" if online else "offline",
+            "last_active_at": None if last_active_ms is None else format_time(last_active_ms),
+        }
+    )

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import orjson
 
-from hubbub.envelope import AcceptedMessage, CommitResult, SendRequest, parse_send
+from hubbub.envelope import AcceptedMessage, CommitResult, SendRequest, error_event, parse_send, typing_event
 from hubbub.errors import MessageRejected
 from hubbub.ids import SnowflakeGenerator
 from hubbub.stores import Directory
@@ -29,7 +29,8 @@ __all__ = ["Ingest", "IngestLimits", "TokenBucket"]
 
 logger = logging.getLogger(__name__)
 
-ErrorReporter = Callable[[int, str, int, str | None, MessageRejected], None]
+ToDevice = Callable[[int, str, bytes], None]
+ToInbox = Callable[[int, bytes], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +40,8 @@ class IngestLimits:
     max_chars: int
     sends_per_second: float
     send_burst: int
+    typing_per_second: float = 1.0
+    typing_burst: int = 3
     membership_ttl_s: float = 30.0
     submit_timeout_s: float = 10.0
 
@@ -83,8 +86,9 @@ class Ingest:
         accepted: asyncio.Queue[AcceptedMessage],
         ids: SnowflakeGenerator,
         limits: IngestLimits,
-        report_error: ErrorReporter,
         *,
+        to_device: ToDevice,
+        to_inbox: ToInbox,
         clock_s: Callable[[], float] = time.monotonic,
         clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
     ) -> None:
@@ -92,10 +96,12 @@ class Ingest:
         self._accepted = accepted
         self._ids = ids
         self._limits = limits
-        self._report_error = report_error
+        self._to_device = to_device
+        self._to_inbox = to_inbox
         self._clock_s = clock_s
         self._clock_ms = clock_ms
         self._buckets: dict[str, TokenBucket] = {}
+        self._typing_buckets: dict[str, TokenBucket] = {}
         self._members: dict[int, tuple[frozenset[int] | None, float]] = {}
         self._waiting: dict[tuple[int, int, str], list[asyncio.Future[CommitResult]]] = {}
 
@@ -123,7 +129,26 @@ class Ingest:
             logger.info(
                 "rejected cid=%s cmid=%s device_id=%s: %s", conversation_id, cmid, device_id, rejection.code
             )
-            self._report_error(sender_id, device_id, conversation_id, cmid, rejection)
+            self._to_device(sender_id, device_id, error_event(conversation_id, cmid, rejection))
+
+    async def typing(self, sender_id: int, device_id: str, conversation_id: int) -> None:
+        """A device says its user is typing: tell the other members (never stored)."""
+        now = self._clock_s()
+        bucket = self._typing_buckets.get(device_id)
+        if bucket is None:
+            bucket = self._typing_buckets[device_id] = TokenBucket(
+                self._limits.typing_per_second, self._limits.typing_burst, now
+            )
+        if not bucket.take(now):
+            return  # typing notices are hints: extra ones are dropped, not answered
+        members = await self.members(conversation_id)
+        if members is None or sender_id not in members:
+            logger.info("typing refused cid=%s device_id=%s: not a member", conversation_id, device_id)
+            return
+        event = typing_event(conversation_id, sender_id)
+        for member in members:
+            if member != sender_id:
+                self._to_inbox(member, event)
 
     async def submit(
         self, conversation_id: int, sender_id: int, device_id: str, request: SendRequest

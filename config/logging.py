@@ -15,3 +15,5 @@ def configure_logging(level: str) -> None:
     if level != "DEBUG":
         for noisy in ("amqtt", "transitions", "websockets"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
+    # httpx logs every request URL at INFO; push URLs carry device tokens, which are secrets.
+    logging.getLogger("httpx").setLevel(logging.WARNING)

@@ -40,6 +40,7 @@ MAX_JSON_BYTES_PER_CHAR = 12
 PACKET_OVERHEAD_BYTES = 4096
 
 Port = int
+_REPO_WEB_DIST = Path(__file__).resolve().parents[1] / "web" / "dist"
 
 
 class Settings(BaseSettings):
@@ -53,6 +54,9 @@ class Settings(BaseSettings):
     http_port: Port = Field(8000, ge=0, le=65535, description="REST API, docs and MQTT over WebSocket.")
     broker_ws_port: Port = Field(
         8083, ge=0, le=65535, description="MQTT over WebSocket when `hubbub broker` runs on its own."
+    )
+    web_dir: Path = Field(
+        _REPO_WEB_DIST, description="The built web chat served at / (`make web` builds it)."
     )
     public_host: str | None = Field(None, description="Host name clients are told to connect to.")
     database_url: str | None = Field(
@@ -71,6 +75,9 @@ class Settings(BaseSettings):
     sends_per_second: float = Field(20.0, gt=0, description="Sustained messages a second per device.")
     send_burst: int = Field(
         100, ge=1, description="Messages a device may send at once before the rate applies."
+    )
+    presence_grace_s: float = Field(
+        10.0, ge=0, le=600, description="Time a user's last device may be gone before it shows offline."
     )
     max_group_members: int = Field(100, ge=2, le=10_000, description="Largest group, creator included.")
     login_attempts_per_minute: int = Field(10, ge=1, description="Login attempts per username.")

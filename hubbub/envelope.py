@@ -29,6 +29,7 @@ __all__ = [
     "message_event",
     "message_json",
     "parse_send",
+    "typing_event",
     "validate_text",
 ]
 
@@ -155,3 +156,8 @@ def error_event(conversation_id: int | None, cmid: str | None, error: MessageRej
             "message": error.message,
         }
     )
+
+
+def typing_event(conversation_id: int, user_id: int) -> bytes:
+    """The ``typing`` inbox event for the other members (never stored)."""
+    return orjson.dumps({"kind": "typing", "conversation_id": str(conversation_id), "user_id": str(user_id)})

@@ -12,7 +12,7 @@ from typing import Protocol
 
 from hubbub.envelope import AcceptedMessage, CommitResult, CommittedMessage, SendRequest
 
-__all__ = ["Directory", "InboxPublisher", "MessagePage", "MessageStore", "MessageSubmitter"]
+__all__ = ["Directory", "InboxPublisher", "MessagePage", "MessageStore", "MessageSubmitter", "PresenceView"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,10 +67,30 @@ class MessageStore(Protocol):
 
 
 class Directory(Protocol):
-    """Who is in a conversation: what ingest and fan-out ask of the account store."""
+    """What the broker asks of the account store: memberships, relations, last activity."""
 
     async def members(self, conversation_id: int) -> frozenset[int] | None:
         """The member user ids, or ``None`` when the conversation does not exist."""
+        ...
+
+    async def can_see_presence(self, viewer_id: int, subject_id: int) -> bool:
+        """Whether ``viewer_id`` may see ``subject_id``'s presence: self, friends, co-members."""
+        ...
+
+    async def last_active(self, user_id: int) -> int | None:
+        """When ``user_id`` was last seen (Unix ms), if ever."""
+        ...
+
+    async def record_last_active(self, user_id: int, at_ms: int) -> None:
+        """Remember that ``user_id`` was active at ``at_ms`` (survives restarts)."""
+        ...
+
+
+class PresenceView(Protocol):
+    """Who is online now, as the broker knows it."""
+
+    def online(self, user_ids: Collection[int]) -> set[int]:
+        """The users among ``user_ids`` with at least one connected device."""
         ...
 
 

@@ -2,14 +2,15 @@
 
 Conversation events and REST sends need the broker's ingest and fan-out; across processes
 they will travel over the cross-node hand-off (Redis, DESIGN.md "Scaling out"), which is
-not built yet. Until then the API says so: sends get 503, and the skipped events are
-logged (devices still see every change through REST and sync).
+not built yet. Until then the API says so: sends get 503, the skipped events are
+logged (devices still see every change through REST and sync), and presence lookups
+report everyone offline with their stored last activity.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 
 from hubbub.envelope import CommitResult, SendRequest
 from hubbub.errors import ApiError
@@ -37,6 +38,11 @@ class BrokerElsewhere:
     def membership_changed(self, conversation_id: int) -> None:
         """Nothing cached here; the broker's cache expires on its own."""
         del conversation_id
+
+    def online(self, user_ids: Collection[int]) -> set[int]:
+        """Unknown here: the broker holds the connections; everyone reads as offline."""
+        del user_ids
+        return set()
 
     async def submit(
         self, conversation_id: int, sender_id: int, device_id: str, request: SendRequest

@@ -13,6 +13,7 @@ import uvicorn
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from starlette.applications import Starlette
 from starlette.routing import WebSocketRoute
+from starlette.staticfiles import StaticFiles
 
 from api import BrokerEndpoint, SqlDirectory, create_app
 from broker_plugins import BrokerOptions, HubbubBroker, IngestLimits, WebSocketBridge
@@ -99,6 +100,7 @@ async def _messaging(core: _Core) -> AsyncIterator[HubbubBroker]:
             mqtt_port=settings.mqtt_port,
             max_packet_bytes=settings.max_packet_bytes,
             connect_timeout_s=settings.connect_timeout_s,
+            presence_grace_s=settings.presence_grace_s,
         ),
         tokens=core.tokens,
         directory=SqlDirectory(async_sessionmaker(core.engine, expire_on_commit=False)),
@@ -143,8 +145,13 @@ async def run_up(settings: Settings) -> None:
             messages_store=core.store,
             inbox=broker,
             submitter=broker.ingest,
+            presence_view=broker,
         )
         app.add_api_websocket_route(_WS_PATH, WebSocketBridge(broker).serve)
+        if settings.web_dir.is_dir():
+            app.mount("/", StaticFiles(directory=settings.web_dir, html=True), name="web")
+        else:
+            logger.warning("no web chat at %s: run `make web` to build it", settings.web_dir)
         await _serve_until_stopped(
             _uvicorn(app, settings), http_socket, mqtt=f"{settings.bind}:{broker.mqtt_port}"
         )
@@ -177,5 +184,6 @@ async def run_api(settings: Settings) -> None:
             messages_store=core.store,
             inbox=elsewhere,
             submitter=elsewhere,
+            presence_view=elsewhere,
         )
         await _serve_until_stopped(_uvicorn(app, settings), bind_socket(settings.bind, settings.http_port))

@@ -5,7 +5,17 @@ from __future__ import annotations
 from sqlalchemy import BigInteger, ForeignKey, Index, String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-__all__ = ["Base", "Conversation", "Device", "DeviceCursor", "Member", "RefreshToken", "User"]
+__all__ = [
+    "Base",
+    "Conversation",
+    "Device",
+    "DeviceCursor",
+    "FriendRequest",
+    "Friendship",
+    "Member",
+    "RefreshToken",
+    "User",
+]
 
 
 class Base(DeclarativeBase):
@@ -22,6 +32,7 @@ class User(Base):
     display_name: Mapped[str] = mapped_column(String(64))
     password_hash: Mapped[str] = mapped_column(String(255))
     created_at: Mapped[int] = mapped_column(BigInteger)
+    last_active_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
 
 class Device(Base):
@@ -92,3 +103,32 @@ class DeviceCursor(Base):
         BigInteger, ForeignKey("conversations.id", ondelete="CASCADE"), primary_key=True
     )
     seq: Mapped[int] = mapped_column(BigInteger)
+
+
+class Friendship(Base):
+    """One direction of an accepted friendship; both directions are stored."""
+
+    __tablename__ = "friends"
+
+    user_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    friend_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    created_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class FriendRequest(Base):
+    """A pending request from ``from_id`` to ``to_id``."""
+
+    __tablename__ = "friend_requests"
+    __table_args__ = (Index("ix_friend_requests_to_id", "to_id"),)
+
+    from_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    to_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    created_at: Mapped[int] = mapped_column(BigInteger)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 
 import pytest
@@ -9,6 +10,7 @@ import pytest
 from tests.support.api import ApiClient, Login
 from tests.support.mqtt import Device
 from tests.support.platform import Platform
+from tests.support.wire import connect_packet
 
 REFUSED = 0x80
 
@@ -48,3 +50,17 @@ def test_forbidden_subscriptions_get_0x80(connected: Device, topic: str) -> None
     assert connected.subscribe(topic) == [REFUSED]
     # The refusal does not cost the connection.
     assert not connected.disconnected.is_set()
+
+
+def test_a_new_connection_gets_no_retained_message_it_did_not_subscribe_to(
+    platform: Platform, api: ApiClient, connected: Device, alice: Login
+) -> None:
+    # Alice's own presence is retained on the broker and she subscribes to it.
+    assert connected.subscribe(f"presence/{alice.user_id}") == [1]
+    assert connected.next_message().retain
+    newcomer = api.new_user()
+    with socket.create_connection((platform.mqtt_host, platform.mqtt_port), timeout=10) as sock:
+        sock.sendall(connect_packet(newcomer.device_id, newcomer.user_id, newcomer.access_token))
+        assert sock.recv(4) == b"\x20\x02\x00\x00"
+        sock.sendall(b"\xc0\x00")  # PINGREQ: the very next packet must be its PINGRESP
+        assert sock.recv(2) == b"\xd0\x00"

@@ -54,6 +54,7 @@ def start_platform(
         "HUBBUB_BROKER_WS_PORT": "0",
         "HUBBUB_LOG_LEVEL": "INFO",
         "HUBBUB_CONNECT_TIMEOUT_S": "2",
+        "HUBBUB_PRESENCE_GRACE_S": "2",
         # every test logs in from 127.0.0.1; the per-address limit has its own test
         "HUBBUB_LOGIN_ATTEMPTS_PER_ADDRESS_PER_MINUTE": "1000000",
     }

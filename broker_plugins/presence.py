@@ -1,0 +1,143 @@
+"""Presence: a user is online while any of its devices is connected.
+
+The broker reports every device connection and disconnection — clean DISCONNECT,
+keepalive expiry (1.5 x the client's keepalive, see ``handler.py``) or a dropped socket
+alike. A user whose last device left is published ``offline`` only after a grace period
+(a train in a tunnel): a reconnect within it publishes nothing at all. And whatever the
+churn, each user's state is published at most once per grace period, so a mass reconnect
+after a network blip costs one publish per user that really changed, not a storm.
+
+State per user is kept only while something is pending or the user is online.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Callable, Collection, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+from amqtt.plugins.base import BasePlugin
+from amqtt.session import Session
+
+__all__ = ["PresencePlugin", "PresenceTracker"]
+
+logger = logging.getLogger(__name__)
+
+Publish = Callable[[int, bool, int], Coroutine[Any, Any, None]]
+
+
+@dataclass
+class _User:
+    devices: set[str] = field(default_factory=set)
+    published_online: bool = False
+    last_published_at: float = -math.inf
+    offline_since: float = 0.0
+    timer: asyncio.TimerHandle | None = None
+
+
+class PresenceTracker:
+    """Aggregates devices into users and decides when a user's presence is published."""
+
+    def __init__(
+        self,
+        *,
+        grace_s: float,
+        publish: Publish,
+        is_connected: Callable[[str], bool],
+        clock_s: Callable[[], float] = time.monotonic,
+        wall_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+    ) -> None:
+        self._grace = grace_s
+        self._publish = publish
+        self._is_connected = is_connected
+        self._clock = clock_s
+        self._wall_ms = wall_ms
+        self._users: dict[int, _User] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.published = 0  # presence publishes so far: the benchmark reports the rate
+
+    def online(self, user_ids: Collection[int]) -> set[int]:
+        """Users among ``user_ids`` with a connected device now."""
+        return {user_id for user_id in user_ids if (user := self._users.get(user_id)) and user.devices}
+
+    def device_connected(self, user_id: int, device_id: str) -> None:
+        """A device of ``user_id`` completed CONNECT."""
+        user = self._users.setdefault(user_id, _User())
+        user.devices.add(device_id)
+        self._settle(user_id)
+
+    def device_disconnected(self, user_id: int, device_id: str) -> None:
+        """A connection of ``device_id`` ended (unless a newer one of the same device took over)."""
+        user = self._users.get(user_id)
+        if user is None or self._is_connected(device_id):
+            return
+        user.devices.discard(device_id)
+        if not user.devices:
+            user.offline_since = self._clock()
+        self._settle(user_id)
+
+    def _settle(self, user_id: int) -> None:
+        user = self._users[user_id]
+        if user.timer is not None:
+            user.timer.cancel()
+            user.timer = None
+        online = bool(user.devices)
+        if online == user.published_online:
+            if not online:
+                del self._users[user_id]
+            return
+        now = self._clock()
+        due = user.last_published_at + self._grace
+        if not online:
+            due = max(due, user.offline_since + self._grace)
+        if due > now:
+            user.timer = asyncio.get_running_loop().call_at(
+                asyncio.get_running_loop().time() + (due - now), self._settle, user_id
+            )
+            return
+        user.published_online = online
+        user.last_published_at = now
+        self.published += 1
+        task = asyncio.create_task(
+            self._publish(user_id, online, self._wall_ms()), name=f"presence-{user_id}"
+        )
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        if not online:
+            del self._users[user_id]
+
+    def close(self) -> None:
+        """Cancel pending decisions (at shutdown)."""
+        for user in self._users.values():
+            if user.timer is not None:
+                user.timer.cancel()
+
+
+class PresencePlugin(BasePlugin):
+    """Feeds amqtt's connect/disconnect events to the tracker (devices only, not services)."""
+
+    @dataclass
+    class Config:
+        """``tracker``: the broker's ``PresenceTracker``."""
+
+        tracker: object = None
+
+    async def on_broker_client_connected(self, *, client_id: str, client_session: Session) -> None:
+        """A device is online."""
+        if client_session.username and client_session.username.isdigit():
+            self._tracker.device_connected(int(client_session.username), client_id)
+
+    async def on_broker_client_disconnected(self, *, client_id: str, client_session: Session) -> None:
+        """A device's connection ended, for whatever reason."""
+        if client_session.username and client_session.username.isdigit():
+            self._tracker.device_disconnected(int(client_session.username), client_id)
+
+    @property
+    def _tracker(self) -> PresenceTracker:
+        tracker = self.config.tracker
+        assert isinstance(tracker, PresenceTracker)  # noqa: S101 - set by HubbubBroker
+        return tracker
