@@ -1,0 +1,125 @@
+"""A webhook provider: POST each push as JSON to one configured URL (``HUBBUB_PUSH_WEBHOOK_URL``).
+
+For deployments that push through their own gateway (a Matrix-style push gateway, a bridge to
+a service Hubbub does not speak). The body carries the token, so the gateway can address it;
+with a ``secret`` each request is signed (``X-Hubbub-Signature: sha256=<hex HMAC of the
+body>``) so the gateway can tell Hubbub's requests from anyone else's. The gateway answers like
+the push services do: 2xx delivered (optionally ``{"rejected": [token]}``, as a Matrix push
+gateway answers), 404/410 the token is dead, 429/5xx retry (``Retry-After`` honoured), any other
+status a permanent failure.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import ssl
+from collections.abc import Mapping
+from http import HTTPStatus
+
+import httpx
+import orjson
+
+from notifier.providers._http import json_object, parse_retry_after, transport_failure
+from notifier.providers.base import Notification, PushOutcome, PushProvider
+
+__all__ = ["SIGNATURE_HEADER", "WebhookProvider", "sign"]
+
+_logger = logging.getLogger(__name__)
+
+SIGNATURE_HEADER = "X-Hubbub-Signature"
+_GONE = frozenset({HTTPStatus.NOT_FOUND, HTTPStatus.GONE})
+
+
+def sign(secret: str, body: bytes) -> str:
+    """The signature header's value for ``body``."""
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+class WebhookProvider(PushProvider):
+    """POSTs ``{"token": {...}, "notification": {...}}`` to ``url``."""
+
+    def __init__(
+        self,
+        *,
+        url: str,
+        secret: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: float = 10.0,
+        verify: ssl.SSLContext | bool = True,
+        name: str = "webhook",
+    ) -> None:
+        self._url = url
+        self._secret = secret
+        self._name = name
+        self._client = httpx.AsyncClient(
+            headers={"Content-Type": "application/json", **(headers or {})},
+            timeout=timeout,
+            verify=verify,
+            follow_redirects=False,
+        )
+
+    @property
+    def name(self) -> str:
+        """``webhook`` unless configured otherwise."""
+        return self._name
+
+    def render(self, notification: Notification) -> bytes:
+        """The JSON body posted for ``notification``."""
+        token = notification.token
+        return orjson.dumps(
+            {
+                "token": {"id": token.token_id, "provider": token.provider, "value": token.value},
+                "notification": {
+                    "title": notification.title,
+                    "body": notification.body,
+                    "thread_id": notification.thread_id,
+                    "badge": notification.badge,
+                    "data": dict(notification.data),
+                },
+            }
+        )
+
+    async def send(self, notification: Notification) -> PushOutcome:
+        """POST the push and classify the gateway's answer."""
+        body = self.render(notification)
+        if (refused := self.oversized(body)) is not None:
+            return refused
+        headers = {SIGNATURE_HEADER: sign(self._secret, body)} if self._secret else {}
+        try:
+            response = await self._client.post(self._url, content=body, headers=headers)
+        except httpx.HTTPError as exc:
+            _logger.warning(
+                "webhook push failed in transport: message_id=%s token_id=%s error=%s",
+                notification.message_id,
+                notification.token.token_id,
+                type(exc).__name__,
+            )
+            return transport_failure(exc)
+        return self._classify(notification, response)
+
+    def _classify(self, notification: Notification, response: httpx.Response) -> PushOutcome:
+        status = response.status_code
+        if response.is_success:
+            rejected = json_object(response.content).get("rejected")
+            token = notification.token
+            if isinstance(rejected, list) and (token.token_id in rejected or token.value in rejected):
+                return PushOutcome.token_rejected("rejected", status)
+            return PushOutcome.delivered(status)
+        if status in _GONE:
+            return PushOutcome.token_rejected(f"http_{status}", status)
+        if status == HTTPStatus.TOO_MANY_REQUESTS or status >= HTTPStatus.INTERNAL_SERVER_ERROR:
+            retry_after = parse_retry_after(response.headers.get("Retry-After"))
+            return PushOutcome.retry_later(f"http_{status}", status, retry_after)
+        _logger.warning(
+            "webhook refused a push: message_id=%s token_id=%s status=%d",
+            notification.message_id,
+            notification.token.token_id,
+            status,
+        )
+        return PushOutcome.permanent_failure(f"http_{status}", status)
+
+    async def close(self) -> None:
+        """Close the HTTP client's connections."""
+        await self._client.aclose()

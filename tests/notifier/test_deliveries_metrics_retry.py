@@ -1,0 +1,106 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from notifier.deliveries import MemoryDeliveryLog, SqlDeliveryLog, create_tables
+from notifier.metrics import PushMetrics
+from notifier.retry import RetryPolicy
+from tests.notifier.clock import FakeClock
+
+
+@pytest.fixture
+async def engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
+    engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'push.db'}")
+    await create_tables(engine)
+    yield engine
+    await engine.dispose()
+
+
+async def test_a_memory_claim_is_won_once() -> None:
+    log = MemoryDeliveryLog()
+    assert await log.claim(1, "a")
+    assert not await log.claim(1, "a")
+    assert await log.claim(1, "b")
+    assert await log.claim(2, "a")
+
+
+async def test_the_memory_log_forgets_the_oldest_beyond_its_capacity() -> None:
+    log = MemoryDeliveryLog(capacity=2)
+    for message_id in (1, 2, 3):
+        assert await log.claim(message_id, "a")
+    assert await log.claim(1, "a")
+    assert not await log.claim(3, "a")
+
+
+async def test_a_sql_claim_is_won_once_across_engines(engine: AsyncEngine, tmp_path: Path) -> None:
+    assert await SqlDeliveryLog(engine).claim(2**62, "token-1")
+    other = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'push.db'}")
+    try:
+        await create_tables(other)  # idempotent
+        log = SqlDeliveryLog(other)
+        assert not await log.claim(2**62, "token-1")
+        assert await log.claim(2**62, "token-2")
+    finally:
+        await other.dispose()
+
+
+async def test_old_sql_claims_are_pruned(engine: AsyncEngine) -> None:
+    clock = FakeClock()
+    log = SqlDeliveryLog(engine, clock=clock)
+    assert await log.claim(1, "a")
+    clock.advance(3600)
+    assert await log.claim(2, "a")
+    assert await log.prune(older_than_s=1800) == 1
+    assert await log.claim(1, "a")
+    assert not await log.claim(2, "a")
+
+
+def test_metrics_render_in_the_prometheus_text_format() -> None:
+    metrics = PushMetrics()
+    metrics.sent("apns")
+    metrics.sent("apns")
+    metrics.failed("fcm")
+    metrics.retried("webpush")
+    metrics.removed("apns")
+    metrics.dropped("intake")
+
+    text = metrics.render().decode()
+    assert "# TYPE hubbub_push_sent_total counter" in text
+    assert 'hubbub_push_sent_total{provider="apns"} 2.0' in text
+    assert 'hubbub_push_failed_total{provider="fcm"} 1.0' in text
+    assert 'hubbub_push_retried_total{provider="webpush"} 1.0' in text
+    assert 'hubbub_push_tokens_removed_total{provider="apns"} 1.0' in text
+    assert 'hubbub_push_dropped_total{stage="intake"} 1.0' in text
+    assert metrics.value("sent", provider="apns") == 2
+    assert metrics.value("sent", provider="fcm") == 0
+
+
+def test_two_metric_sets_do_not_collide() -> None:
+    first, second = PushMetrics(), PushMetrics()
+    first.sent("apns")
+    assert second.value("sent", provider="apns") == 0
+
+
+def test_backoff_doubles_with_jitter_up_to_the_cap() -> None:
+    policy = RetryPolicy(max_attempts=10, base_delay=1.0, max_delay=8.0)
+    assert [policy.delay(n, None, 0.0) for n in range(1, 6)] == [0.5, 1.0, 2.0, 4.0, 4.0]
+    assert [policy.delay(n, None, 0.999999) for n in range(1, 6)] == pytest.approx([1.0, 2.0, 4.0, 8.0, 8.0])
+
+
+def test_retry_after_is_a_floor_and_too_long_a_wait_gives_up() -> None:
+    policy = RetryPolicy(max_attempts=5, base_delay=1.0, max_delay=60.0)
+    assert policy.delay(1, 30.0, 0.5) == 30.0
+    assert policy.delay(1, 0.1, 0.5) == 0.75
+    assert policy.delay(1, 61.0, 0.5) is None
+
+
+def test_attempts_are_bounded() -> None:
+    policy = RetryPolicy(max_attempts=3)
+    assert policy.delay(2, None, 0.5) is not None
+    assert policy.delay(3, None, 0.5) is None
+    with pytest.raises(ValueError, match="max_attempts"):
+        RetryPolicy(max_attempts=0)
