@@ -5,7 +5,9 @@ VENV := .venv
 UV := $(VENV)/bin/uv
 STAMP := $(VENV)/.synced
 
-.PHONY: install run test lint bench system-deps clean
+WEB_BUILD := web/dist/index.html
+
+.PHONY: install web run test lint bench system-deps clean
 
 $(UV):
 	$(PYTHON) -m venv $(VENV)
@@ -17,16 +19,31 @@ $(STAMP): $(UV) uv.lock pyproject.toml
 
 install: $(STAMP)
 
-## Debian packages the tests start for real (PostgreSQL); skipped where already present.
-system-deps:
-	@if ! command -v pg_ctl >/dev/null && ! ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; then \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
-	fi
+## The web chat: MQTT.js and esbuild from the npm lock file, bundled into web/dist.
+$(WEB_BUILD): web/package.json web/package-lock.json web/build.mjs $(wildcard web/src/*)
+	cd web && npm ci --no-audit --no-fund --loglevel=error && npm run build
 
-run: install
+web: $(WEB_BUILD)
+
+APT_INSTALL := DEBIAN_FRONTEND=noninteractive apt-get install -y -qq
+
+## Debian packages the tests use for real (PostgreSQL, Chromium); skipped where already present.
+system-deps:
+	@missing=""; \
+	ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || command -v pg_ctl >/dev/null || missing="$$missing postgresql"; \
+	command -v chromium >/dev/null || missing="$$missing chromium fonts-noto-color-emoji"; \
+	if [ -n "$$missing" ]; then apt-get update -qq && $(APT_INSTALL) $$missing >/dev/null; fi
+
+## The benchmark: the project's broker beside stock amqtt and Mosquitto (Debian's package).
+bench: install
+	$(UV) sync --frozen --inexact --group bench --python $(VENV)/bin/python
+	@command -v mosquitto >/dev/null || (apt-get update -qq && $(APT_INSTALL) mosquitto >/dev/null)
+	$(VENV)/bin/python -m bench all --out docs/benchmarks.md --plots-dir docs/bench
+
+run: install web
 	$(VENV)/bin/hubbub up
 
-test: install system-deps
+test: install system-deps web
 	$(VENV)/bin/pytest
 
 lint: install
