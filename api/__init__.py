@@ -2,6 +2,7 @@
 
 from api.app import create_app
 from api.directory import SqlDirectory
+from api.push import SqlPushDirectory
 from api.schemas import BrokerEndpoint
 
-__all__ = ["BrokerEndpoint", "SqlDirectory", "create_app"]
+__all__ = ["BrokerEndpoint", "SqlDirectory", "SqlPushDirectory", "create_app"]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from api.errors import install_error_handlers
 from api.passwords import Passwords
 from api.ratelimit import SlidingWindowLimiter
-from api.routers import auth, conversations, friends, health, messages, presence, sync, users
+from api.routers import auth, conversations, devices, friends, health, messages, presence, sync, users
 from api.schemas import BrokerEndpoint
 from api.state import AppState
 from config import Settings
@@ -40,6 +40,8 @@ def create_app(
     inbox: InboxPublisher,
     submitter: MessageSubmitter,
     presence_view: PresenceView,
+    metrics: Callable[[], bytes],
+    vapid_public_key: str | None = None,
 ) -> FastAPI:
     """The API over an already migrated database; its own helpers are built in the lifespan."""
 
@@ -62,11 +64,13 @@ def create_app(
             inbox=inbox,
             submitter=submitter,
             presence=presence_view,
+            vapid_public_key=vapid_public_key,
+            metrics=metrics,
         )
         yield
 
     app = FastAPI(title="Hubbub", version="0.1.0", lifespan=lifespan)
     install_error_handlers(app)
-    for module in (health, users, auth, friends, presence, conversations, messages, sync):
+    for module in (health, users, auth, devices, friends, presence, conversations, messages, sync):
         app.include_router(module.router)
     return app

@@ -36,3 +36,5 @@ class AppState:
     inbox: InboxPublisher
     submitter: MessageSubmitter
     presence: PresenceView
+    vapid_public_key: str | None
+    metrics: Callable[[], bytes]

@@ -14,7 +14,7 @@ import stat
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -86,6 +86,25 @@ class Settings(BaseSettings):
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
+    push_webhook_url: str | None = Field(
+        None, description="POST pushes here as JSON when no native provider fits (else they are logged)."
+    )
+    push_webhook_secret: SecretStr | None = Field(None, description="HMAC-SHA256 key signing webhook pushes.")
+    push_coalesce_window_s: float = Field(
+        3.0, ge=0, le=60, description="Bursts within this window make one push."
+    )
+    apns_url: str = Field(
+        "https://api.push.apple.com", description="APNs endpoint (the sandbox, or a test server)."
+    )
+    apns_key_path: Path | None = Field(None, description="APNs token-auth key (.p8); enables APNs.")
+    apns_key_id: str | None = Field(None, description="The .p8 key's id.")
+    apns_team_id: str | None = Field(None, description="The Apple developer team id.")
+    apns_topic: str | None = Field(None, description="The app's bundle id (apns-topic).")
+    apns_ca_file: Path | None = Field(None, description="Extra CA to trust for the APNs endpoint (tests).")
+    fcm_url: str = Field("https://fcm.googleapis.com", description="FCM HTTP v1 endpoint.")
+    fcm_credentials_path: Path | None = Field(None, description="Service-account JSON; enables FCM.")
+    webpush_subject: str = Field("mailto:admin@localhost", description="VAPID subject (mailto: or https:).")
+
     @field_validator("bind")
     @classmethod
     def _bind_is_an_address(cls, value: str) -> str:
@@ -99,6 +118,16 @@ class Settings(BaseSettings):
         if value is not None and not value.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
             raise ValueError("must start with sqlite+aiosqlite:// or postgresql+asyncpg://")
         return value
+
+    @model_validator(mode="after")
+    def _apns_complete(self) -> Settings:
+        if self.apns_key_path is not None:
+            missing = [
+                name for name in ("apns_key_id", "apns_team_id", "apns_topic") if not getattr(self, name)
+            ]
+            if missing:
+                raise ValueError(f"APNs needs {', '.join(ENV_PREFIX + name.upper() for name in missing)} too")
+        return self
 
     @property
     def resolved_database_url(self) -> str:

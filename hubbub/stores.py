@@ -12,7 +12,18 @@ from typing import Protocol
 
 from hubbub.envelope import AcceptedMessage, CommitResult, CommittedMessage, SendRequest
 
-__all__ = ["Directory", "InboxPublisher", "MessagePage", "MessageStore", "MessageSubmitter", "PresenceView"]
+__all__ = [
+    "Directory",
+    "InboxPublisher",
+    "MessagePage",
+    "MessageStore",
+    "MessageSubmitter",
+    "PresenceView",
+    "PushAudience",
+    "PushDirectory",
+    "PushRecipient",
+    "RegisteredToken",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,4 +124,43 @@ class MessageSubmitter(Protocol):
         self, conversation_id: int, sender_id: int, device_id: str, request: SendRequest
     ) -> CommitResult:
         """The stored message (``duplicate`` if the cmid was stored before); raises ``MessageRejected``."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class RegisteredToken:
+    """A device's push registration: ``value`` is the token, or a Web Push subscription as JSON."""
+
+    token_id: str
+    provider: str
+    value: str
+
+
+@dataclass(frozen=True, slots=True)
+class PushRecipient:
+    """A user to push to: its app badge (unread count) and its devices' tokens."""
+
+    user_id: int
+    badge: int
+    tokens: tuple[RegisteredToken, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class PushAudience:
+    """Who gets a push for a message, and how it is titled."""
+
+    sender_name: str
+    conversation_title: str | None
+    recipients: tuple[PushRecipient, ...]
+
+
+class PushDirectory(Protocol):
+    """What the notifier asks of the account store."""
+
+    async def audience(self, message: CommittedMessage, user_ids: Collection[int]) -> PushAudience:
+        """Of ``user_ids`` (offline members), those who did not mute the conversation and have tokens."""
+        ...
+
+    async def remove_token(self, token_id: str) -> None:
+        """The push service rejected this token for good: forget it; its device must register again."""
         ...

@@ -11,6 +11,7 @@ from sqlalchemy import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 import api.db
+import notifier
 import persister
 
 __all__ = ["migrate"]
@@ -18,7 +19,7 @@ __all__ = ["migrate"]
 logger = logging.getLogger(__name__)
 
 _ENVIRONMENT = Path(__file__).with_name("migrations")
-_BRANCHES = (api.db.MIGRATIONS, persister.MIGRATIONS)
+_BRANCHES = (api.db.MIGRATIONS, persister.MIGRATIONS, notifier.MIGRATIONS)
 _POSTGRES_MIGRATION_LOCK = 7461626275  # any constant: serialises concurrent start-ups
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -15,16 +15,22 @@ from starlette.applications import Starlette
 from starlette.routing import WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
-from api import BrokerEndpoint, SqlDirectory, create_app
+from api import BrokerEndpoint, SqlDirectory, SqlPushDirectory, create_app
 from broker_plugins import BrokerOptions, HubbubBroker, IngestLimits, WebSocketBridge
 from config import Settings, resolve_secret
-from hubbub.envelope import AcceptedMessage
+from hubbub.envelope import AcceptedMessage, CommitResult
 from hubbub.ids import SnowflakeGenerator
 from hubbub.tokens import TokenCodec
 from launcher.database import create_engine
 from launcher.detached import BrokerElsewhere
 from launcher.http import ReadyServer, bind_socket
 from launcher.migrate import migrate
+from launcher.push import build_providers
+from notifier.deliveries import SqlDeliveryLog
+from notifier.dispatcher import Dispatcher
+from notifier.metrics import PushMetrics
+from notifier.planner import PushPlanner
+from notifier.providers.base import PushToken
 from persister import Persister, SqlMessageStore
 
 __all__ = ["run_api", "run_broker", "run_up"]
@@ -89,9 +95,18 @@ async def _core(settings: Settings) -> AsyncIterator[_Core]:
         await engine.dispose()
 
 
+@dataclass(frozen=True)
+class _Messaging:
+    """The running message pipeline, and what the API shows of it."""
+
+    broker: HubbubBroker
+    metrics: Callable[[], bytes]
+    vapid_public_key: str
+
+
 @asynccontextmanager
-async def _messaging(core: _Core) -> AsyncIterator[HubbubBroker]:
-    """A started broker with ingest, and the persister committing behind it."""
+async def _messaging(core: _Core) -> AsyncIterator[_Messaging]:
+    """A started broker with ingest, the persister committing behind it, and push after commits."""
     settings = core.settings
     accepted: asyncio.Queue[AcceptedMessage] = asyncio.Queue(_ACCEPTED_QUEUE)
     broker = HubbubBroker(
@@ -112,25 +127,54 @@ async def _messaging(core: _Core) -> AsyncIterator[HubbubBroker]:
             send_burst=settings.send_burst,
         ),
     )
-    persister = Persister(core.store, accepted, broker.committed)
+    providers = build_providers(settings)
+    push_directory = SqlPushDirectory(async_sessionmaker(core.engine, expire_on_commit=False), core.store)
+    metrics = PushMetrics()
+
+    async def remove_token(token: PushToken) -> None:
+        await push_directory.remove_token(token.token_id)
+
+    dispatcher = Dispatcher(
+        providers=providers.native,
+        default_provider=providers.fallback,
+        remove_token=remove_token,
+        delivery_log=SqlDeliveryLog(core.engine),
+        metrics=metrics,
+        coalesce_window=settings.push_coalesce_window_s,
+    )
+    planner = PushPlanner(push_directory, dispatcher, members=broker.ingest.members, online=broker.online)
+
+    async def committed(results: Sequence[CommitResult]) -> None:
+        await broker.committed(results)
+        planner.committed(results)
+
+    persister = Persister(core.store, accepted, committed)
     await broker.start()
     try:
         async with asyncio.TaskGroup() as group:
-            persisting = group.create_task(persister.run(), name="persister")
+            background = [
+                group.create_task(persister.run(), name="persister"),
+                group.create_task(dispatcher.run(), name="push-dispatcher"),
+                group.create_task(planner.run(), name="push-planner"),
+            ]
             try:
-                yield broker
+                yield _Messaging(broker, metrics.render, providers.vapid_public_key)
             finally:
                 await broker.shutdown()
                 await persister.flush()
-                persisting.cancel()
+                for task in background:
+                    task.cancel()
     finally:
         if broker.transitions.state == "started":
             await broker.shutdown()
+        for provider in (*providers.native, providers.fallback):
+            await provider.close()
 
 
 async def run_up(settings: Settings) -> None:
     """Broker, persister, API and MQTT over WebSocket in one process, sharing one HTTP port."""
-    async with _core(settings) as core, _messaging(core) as broker:
+    async with _core(settings) as core, _messaging(core) as messaging:
+        broker = messaging.broker
         http_socket = bind_socket(settings.bind, settings.http_port)
         host = settings.advertised_host
         endpoint = BrokerEndpoint(
@@ -146,6 +190,8 @@ async def run_up(settings: Settings) -> None:
             inbox=broker,
             submitter=broker.ingest,
             presence_view=broker,
+            metrics=messaging.metrics,
+            vapid_public_key=messaging.vapid_public_key,
         )
         app.add_api_websocket_route(_WS_PATH, WebSocketBridge(broker).serve)
         if settings.web_dir.is_dir():
@@ -159,7 +205,8 @@ async def run_up(settings: Settings) -> None:
 
 async def run_broker(settings: Settings) -> None:
     """The broker (with ingest and the persister): MQTT over TCP, and WebSocket on ``broker_ws_port``."""
-    async with _core(settings) as core, _messaging(core) as broker:
+    async with _core(settings) as core, _messaging(core) as messaging:
+        broker = messaging.broker
         ws_app = Starlette(routes=[WebSocketRoute(_WS_PATH, WebSocketBridge(broker).serve)])
         sock = bind_socket(settings.bind, settings.broker_ws_port)
         await _serve_until_stopped(
@@ -185,5 +232,6 @@ async def run_api(settings: Settings) -> None:
             inbox=elsewhere,
             submitter=elsewhere,
             presence_view=elsewhere,
+            metrics=PushMetrics().render,
         )
         await _serve_until_stopped(_uvicorn(app, settings), bind_socket(settings.bind, settings.http_port))

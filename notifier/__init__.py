@@ -9,7 +9,13 @@ transient failures, hands dead tokens back for removal and counts everything in 
 Modules: ``jobs`` (what to push), ``dispatcher`` (the engine), ``coalesce``, ``lanes``,
 ``retry``, ``payload``, ``deliveries`` (at-most-once across restarts), ``metrics``, and
 ``providers`` (``base``, ``apns``, ``fcm``, ``webpush`` with ``vapid`` and ``ece``, ``webhook``,
-``log``). Import what you need from those modules; this package imports nothing on purpose.
+``log``), and ``planner`` (committed messages to jobs). Import what you need from those
+modules; this package imports nothing on purpose. ``migrations`` holds the ``deliveries``
+branch of the schema.
 """
 
-__all__: list[str] = []
+from pathlib import Path
+
+__all__ = ["MIGRATIONS"]
+
+MIGRATIONS = Path(__file__).with_name("migrations")

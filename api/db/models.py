@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, ForeignKey, Index, String
+from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 __all__ = [
@@ -13,6 +13,7 @@ __all__ = [
     "FriendRequest",
     "Friendship",
     "Member",
+    "PushRegistration",
     "RefreshToken",
     "User",
 ]
@@ -89,6 +90,7 @@ class Member(Base):
     role: Mapped[str] = mapped_column(String(8))
     joined_at: Mapped[int] = mapped_column(BigInteger)
     last_read_seq: Mapped[int] = mapped_column(BigInteger, default=0)
+    muted: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
 class DeviceCursor(Base):
@@ -132,3 +134,23 @@ class FriendRequest(Base):
         BigInteger, ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
     )
     created_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class PushRegistration(Base):
+    """A device's push token (one per device).
+
+    A token the push service rejected leaves ``rejected_at`` set, so the device is told to
+    register again.
+    """
+
+    __tablename__ = "push_registrations"
+    __table_args__ = (Index("ix_push_registrations_user_id", "user_id"),)
+
+    device_id: Mapped[str] = mapped_column(
+        String(24), ForeignKey("devices.id", ondelete="CASCADE"), primary_key=True
+    )
+    user_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("users.id", ondelete="CASCADE"))
+    provider: Mapped[str] = mapped_column(String(16))
+    token: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    rejected_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)

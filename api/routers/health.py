@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
+from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy import text
 
-from api.deps import SessionDep
+from api.deps import SessionDep, StateDep
 
 __all__ = ["router"]
 
 router = APIRouter(tags=["health"])
+
+
+@router.get("/metrics", response_class=Response)
+async def metrics(state: StateDep) -> Response:
+    """Counters in the Prometheus text format (push sent / failed / retried / removed...)."""
+    return Response(state.metrics(), media_type=CONTENT_TYPE_LATEST)
 
 
 @router.get("/healthz")

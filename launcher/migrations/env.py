@@ -1,7 +1,7 @@
 """Alembic environment for the whole SQL schema.
 
 Each component keeps its own branch of revisions (``accounts`` in api/, ``messages`` in
-persister/); ``launcher.migrate`` runs them all.
+persister/, ``deliveries`` in notifier/); ``launcher.migrate`` runs them all.
 """
 
 from alembic import context
