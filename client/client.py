@@ -120,6 +120,10 @@ class HubbubClient:
             response = self.http.request(method, path, **kwargs)
         return response
 
+    def subscribe_events(self, handler: Callable[[dict[str, Any]], None]) -> None:
+        """Call ``handler`` (on the network thread) for every inbox event from now on."""
+        self._on_event = handler
+
     # -- MQTT ------------------------------------------------------------------------------
 
     def connect(self, timeout: float = 15.0) -> None:

@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from client import chat
 from config import Settings, configure_logging, load_settings
 from config.settings import CONFIG_FILE_ENV, ENV_PREFIX
 from hubbub.errors import SettingsError
@@ -37,6 +38,7 @@ def _settings_help() -> str:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hubbub", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands.add_parser("chat", help="talk as a user from this terminal (hubbub chat --help)", add_help=False)
     for name, (summary, _) in _COMMANDS.items():
         commands.add_parser(
             name,
@@ -58,7 +60,11 @@ def _event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``hubbub`` command."""
-    args = _parser().parse_args(argv)
+    args, rest = _parser().parse_known_args(argv)
+    if args.command == "chat":
+        return chat.main(rest)
+    if rest:
+        _parser().error(f"unrecognized arguments: {' '.join(rest)}")
     try:
         settings = load_settings()
     except SettingsError as exc:

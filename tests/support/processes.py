@@ -26,6 +26,14 @@ class ReadyProcess:
         self.log_path = log_path
         self._lines = lines
 
+    @classmethod
+    def attach(cls, process: subprocess.Popen[str], log_path: Path) -> ReadyProcess:
+        """Follow the stdout of a process started elsewhere (one that also needs stdin)."""
+        lines: queue.Queue[str | None] = queue.Queue()
+        assert process.stdout is not None
+        threading.Thread(target=_drain, args=(process.stdout, lines), daemon=True).start()
+        return cls(process, log_path, lines)
+
     def wait_for_line(self, predicate: Callable[[str], bool], timeout: float = READY_TIMEOUT_S) -> str:
         """The first stdout line matching ``predicate``; fails with the log if the process dies."""
         while True:
