@@ -62,6 +62,12 @@ class Settings(BaseSettings):
     database_url: str | None = Field(
         None, description="SQLAlchemy async URL; default sqlite+aiosqlite under data_dir."
     )
+    cassandra_hosts: str | None = Field(
+        None, description="host[:port],... of a Cassandra cluster for message history (else SQL)."
+    )
+    cassandra_keyspace: str = Field(
+        "hubbub", description="Keyspace of the history tables (created by operators)."
+    )
     secret_key: SecretStr | None = Field(
         None, description="JWT signing secret (>= 32 chars); generated under data_dir when unset."
     )

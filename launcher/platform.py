@@ -20,6 +20,7 @@ from broker_plugins import BrokerOptions, HubbubBroker, IngestLimits, WebSocketB
 from config import Settings, resolve_secret
 from hubbub.envelope import AcceptedMessage, CommitResult
 from hubbub.ids import SnowflakeGenerator
+from hubbub.stores import MessageStore
 from hubbub.tokens import TokenCodec
 from launcher.database import create_engine
 from launcher.detached import BrokerElsewhere
@@ -31,7 +32,7 @@ from notifier.dispatcher import Dispatcher
 from notifier.metrics import PushMetrics
 from notifier.planner import PushPlanner
 from notifier.providers.base import PushToken
-from persister import Persister, SqlMessageStore
+from persister import Persister, SqlMessageStore, cassandra_store
 
 __all__ = ["run_api", "run_broker", "run_up"]
 
@@ -81,7 +82,7 @@ class _Core:
     tokens: TokenCodec
     engine: AsyncEngine
     ids: SnowflakeGenerator
-    store: SqlMessageStore
+    store: MessageStore
 
 
 @asynccontextmanager
@@ -90,9 +91,37 @@ async def _core(settings: Settings) -> AsyncIterator[_Core]:
     engine = create_engine(settings.resolved_database_url)
     try:
         await migrate(engine)
-        yield _Core(settings, tokens, engine, SnowflakeGenerator(settings.node_id), SqlMessageStore(engine))
+        store = await _message_store(settings, engine)
+        try:
+            yield _Core(settings, tokens, engine, SnowflakeGenerator(settings.node_id), store)
+        finally:
+            await store.close()
     finally:
         await engine.dispose()
+
+
+async def _message_store(settings: Settings, engine: AsyncEngine) -> MessageStore:
+    """History in Cassandra when hosts are configured, else in the SQL database beside accounts."""
+    if not settings.cassandra_hosts:
+        return SqlMessageStore(engine)
+    hosts = [host.strip() for host in settings.cassandra_hosts.split(",") if host.strip()]
+    store = await cassandra_store.connect(hosts, settings.cassandra_keyspace)
+    await cassandra_store.create_schema(store.session, settings.cassandra_keyspace)
+    return store
+
+
+_PRUNE_EVERY_S = 3600.0
+# Push claims are kept long past any redelivery of a message, then forgotten.
+_DELIVERY_MEMORY_S = 2 * 86_400.0
+
+
+async def _prune_deliveries(deliveries: SqlDeliveryLog) -> None:
+    """Keep the push-delivery table small: claims matter only while a message may be retried."""
+    while True:
+        removed = await deliveries.prune(older_than_s=_DELIVERY_MEMORY_S)
+        if removed:
+            logger.info("forgot %d old push deliveries", removed)
+        await asyncio.sleep(_PRUNE_EVERY_S)
 
 
 @dataclass(frozen=True)
@@ -134,11 +163,12 @@ async def _messaging(core: _Core) -> AsyncIterator[_Messaging]:
     async def remove_token(token: PushToken) -> None:
         await push_directory.remove_token(token.token_id)
 
+    deliveries = SqlDeliveryLog(core.engine)
     dispatcher = Dispatcher(
         providers=providers.native,
         default_provider=providers.fallback,
         remove_token=remove_token,
-        delivery_log=SqlDeliveryLog(core.engine),
+        delivery_log=deliveries,
         metrics=metrics,
         coalesce_window=settings.push_coalesce_window_s,
     )
@@ -156,6 +186,7 @@ async def _messaging(core: _Core) -> AsyncIterator[_Messaging]:
                 group.create_task(persister.run(), name="persister"),
                 group.create_task(dispatcher.run(), name="push-dispatcher"),
                 group.create_task(planner.run(), name="push-planner"),
+                group.create_task(_prune_deliveries(deliveries), name="push-deliveries-pruning"),
             ]
             try:
                 yield _Messaging(broker, metrics.render, providers.vapid_public_key)

@@ -2,9 +2,10 @@
 
 from pathlib import Path
 
+from persister.cassandra_store import CassandraMessageStore
 from persister.persister import CommittedHandler, Persister
 from persister.sql_store import SqlMessageStore
 
-__all__ = ["MIGRATIONS", "CommittedHandler", "Persister", "SqlMessageStore"]
+__all__ = ["MIGRATIONS", "CassandraMessageStore", "CommittedHandler", "Persister", "SqlMessageStore"]
 
 MIGRATIONS = Path(__file__).with_name("migrations")

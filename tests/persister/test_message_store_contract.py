@@ -1,10 +1,19 @@
-"""The contract every ``MessageStore`` backend must keep (SQLite and PostgreSQL here)."""
+"""The contract every ``MessageStore`` backend must keep.
+
+SQLite and PostgreSQL always; Cassandra too when ``HUBBUB_CASSANDRA_HOSTS`` names a cluster
+(comma-separated ``host[:port]``), each test in a fresh keyspace.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import itertools
+import os
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,10 +26,38 @@ from tests.support.postgres import PostgresServer
 
 _ids = itertools.count(1_000)
 _databases = itertools.count()
+# No cluster can run here, so Cassandra joins the params only where one is named.
+_CASSANDRA_HOSTS = [
+    host.strip() for host in os.environ.get("HUBBUB_CASSANDRA_HOSTS", "").split(",") if host.strip()
+]
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@contextlib.asynccontextmanager
+async def _cassandra_store() -> AsyncIterator[MessageStore]:
+    # Imported here: the SQL params need no Cassandra driver.
+    from persister.cassandra_store import connect, create_schema  # noqa: PLC0415
+
+    keyspace = f"contract_{uuid.uuid4().hex}"
+    store = await connect(_CASSANDRA_HOSTS, keyspace)
+    session: Any = store.session  # the driver's Session, which has no type hints
+    replication = "{'class': 'SimpleStrategy', 'replication_factor': 1}"
+    try:
+        await asyncio.to_thread(
+            session.execute, f"CREATE KEYSPACE {keyspace} WITH replication = {replication}"
+        )
+        await create_schema(session, keyspace)
+        yield store
+    finally:
+        await asyncio.to_thread(session.execute, f"DROP KEYSPACE IF EXISTS {keyspace}")
+        await store.close()
+
+
+@pytest.fixture(params=["sqlite", "postgres", *(["cassandra"] if _CASSANDRA_HOSTS else [])])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[MessageStore]:
+    if request.param == "cassandra":
+        async with _cassandra_store() as cassandra:
+            yield cassandra
+        return
     if request.param == "sqlite":
         url = f"sqlite+aiosqlite:///{tmp_path / 'store.db'}"
     else:
