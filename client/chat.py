@@ -11,6 +11,7 @@ import getpass
 import os
 import sys
 import threading
+from collections.abc import Callable
 from typing import Any, TextIO
 
 from client.client import HubbubClient, LoginFailed
@@ -83,7 +84,7 @@ class Chat:
             else:
                 self.client.send(self.current, line.rstrip("\n"))
             return True
-        commands = {
+        commands: dict[tuple[str, int], Callable[[], None]] = {
             ("/list", 1): self.list_conversations,
             ("/history", 1): self.history,
             ("/dm", 2): lambda: self.open_direct(words[1]),
