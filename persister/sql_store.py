@@ -20,10 +20,9 @@ from sqlalchemy import (
     String,
     Table,
     Text,
-    and_,
     func,
-    or_,
     select,
+    tuple_,
 )
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -94,19 +93,10 @@ class SqlMessageStore:
     ) -> dict[tuple[int, int, str], CommittedMessage]:
         keys = list({(m.conversation_id, m.sender_id, m.cmid) for m in batch})
         found: dict[tuple[int, int, str], CommittedMessage] = {}
+        key = tuple_(messages.c.conversation_id, messages.c.sender_id, messages.c.cmid)
         for start in range(0, len(keys), _CHUNK):
             chunk = keys[start : start + _CHUNK]
-            condition = or_(
-                *(
-                    and_(
-                        messages.c.conversation_id == cid,
-                        messages.c.sender_id == sender,
-                        messages.c.cmid == cmid,
-                    )
-                    for cid, sender, cmid in chunk
-                )
-            )
-            for row in await connection.execute(select(*_COLUMNS).where(condition)):
+            for row in await connection.execute(select(*_COLUMNS).where(key.in_(chunk))):
                 message = _message(row)
                 found[(message.conversation_id, message.sender_id, message.cmid)] = message
         return found
@@ -230,13 +220,9 @@ class SqlMessageStore:
         pairs = list(latest.items())
         async with self._engine.connect() as connection:
             for start in range(0, len(pairs), _CHUNK):
-                condition = or_(
-                    *(
-                        and_(messages.c.conversation_id == cid, messages.c.seq == seq)
-                        for cid, seq in pairs[start : start + _CHUNK]
-                    )
-                )
-                for row in await connection.execute(select(*_COLUMNS).where(condition)):
+                chunk = pairs[start : start + _CHUNK]
+                query = select(*_COLUMNS).where(tuple_(messages.c.conversation_id, messages.c.seq).in_(chunk))
+                for row in await connection.execute(query):
                     message = _message(row)
                     found[message.conversation_id] = message
         return found
