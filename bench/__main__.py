@@ -1,4 +1,4 @@
-"""Command line: ``python -m bench relay --sizes 100,1000,10000 [--out FILE.md] [--plots-dir DIR]``.
+"""Command line: ``python -m bench relay ...`` for one scenario, ``python -m bench all`` for issue 6's suite.
 
 Each (broker, size) gets a freshly started broker, so one run's leftovers (sessions, queues,
 TIME_WAIT sockets on its port) cannot skew the next. A failed run is reported and the others go
@@ -17,6 +17,7 @@ from bench.brokers import BrokerUnderTest, ExternalTarget, Mosquitto, StockAmqtt
 from bench.loadgen import LoadParams
 from bench.relay import RelayError, RelayResult, run_relay
 from bench.report import Failure, markdown, plot
+from bench.suite import SuiteOptions, run_suite, write_suite
 
 BUILTIN = {"amqtt": StockAmqtt, "mosquitto": Mosquitto}
 
@@ -68,6 +69,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     relay.add_argument("--out", type=Path, help="write the Markdown report here")
     relay.add_argument("--plots-dir", type=Path, help="write PNG plots here (needs matplotlib)")
+    suite = sub.add_parser(
+        "all", help="relay, chat 1:1, groups, idle connections and a profile: docs/benchmarks.md"
+    )
+    suite.add_argument("--sizes", type=_sizes, default=[100, 1000, 10_000], help="relay subscriber counts")
+    suite.add_argument("--duration", type=float, default=8.0, help="seconds per measured run")
+    suite.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds at the start of each")
+    suite.add_argument("--connections", type=int, default=10_000, help="idle connections to hold")
+    suite.add_argument("--out", type=Path, help="write the Markdown report here")
+    suite.add_argument("--plots-dir", type=Path, help="write PNG plots here (needs matplotlib)")
     return parser
 
 
@@ -152,11 +162,22 @@ def relay(args: argparse.Namespace, argv: list[str]) -> int:
     return 0 if results and not failures else 1
 
 
+def _all(args: argparse.Namespace, argv: list[str]) -> int:
+    options = SuiteOptions(
+        sizes=tuple(args.sizes), duration=args.duration, warmup=args.warmup, connections=args.connections
+    )
+    results = run_suite(options)
+    write_suite(results, options, "python -m bench " + shlex.join(argv), args.out, args.plots_dir)
+    return 0 if results.relay and not results.failures and not results.errors else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m bench``."""
     argv = sys.argv[1:] if argv is None else argv
     args = _parser().parse_args(argv)
     try:
+        if args.scenario == "all":
+            return _all(args, argv)
         return relay(args, argv)
     except KeyboardInterrupt:
         sys.stderr.write("interrupted: workers and brokers stopped\n")

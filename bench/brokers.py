@@ -120,6 +120,37 @@ class SubprocessBroker(BrokerUnderTest):
     def command(self, workdir: Path, port: int) -> list[str]:
         """The argv that runs the broker on ``port``, with any config written into ``workdir``."""
 
+    def environment(self, workdir: Path, port: int) -> dict[str, str] | None:
+        """The child's environment (``None``: inherit ours); a broker configured by env overrides it."""
+        del workdir, port
+        return None
+
+    def working_dir(self, workdir: Path) -> Path:
+        """Where the child runs: its temp dir unless a broker needs its own source tree."""
+        return workdir
+
+    def ready(self, workdir: Path) -> None:
+        """Called once the broker accepts MQTT: a hook to read what it generated (secrets, ids)."""
+        del workdir
+
+    @property
+    def pid(self) -> int | None:
+        """The broker process id while it runs."""
+        return None if self._proc is None else self._proc.pid
+
+    def rss_bytes(self) -> int | None:
+        """Resident memory of the broker process, from /proc (Linux)."""
+        if self._proc is None:
+            return None
+        try:
+            status = Path(f"/proc/{self._proc.pid}/status").read_text()
+        except OSError:
+            return None
+        for line in status.splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        return None
+
     def start(self) -> tuple[str, int]:
         """Start the child, then wait until an MQTT CONNECT succeeds (or it dies / times out)."""
         self.stop()
@@ -129,13 +160,19 @@ class SubprocessBroker(BrokerUnderTest):
         argv = self.command(workdir, self.port)
         self._log = (workdir / "broker.log").open("wb")
         self._proc = subprocess.Popen(  # noqa: S603 - argv is built here from fixed parts, no shell
-            argv, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT, cwd=workdir
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            cwd=self.working_dir(workdir),
+            env=self.environment(workdir, self.port),
         )
         deadline = time.monotonic() + self.ready_timeout
         for _ in range(int(self.ready_timeout / 0.1) + 1):
             if self._proc.poll() is not None:
                 raise BrokerStartError(f"{self.name} exited with {self._proc.returncode}: {self.log_tail()}")
             if asyncio.run(_probe(LOOPBACK, self.port)):
+                self.ready(workdir)
                 return LOOPBACK, self.port
             if time.monotonic() > deadline:
                 break

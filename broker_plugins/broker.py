@@ -1,17 +1,17 @@
 """The Hubbub broker: amqtt 0.12.1 with the seams a chat platform needs.
 
-Overridden internals (amqtt is pinned to the exact version; each seam has a test):
+Routing, delivery, subscriptions and the connection lifecycle are ``RoutingBroker``'s
+(``routing.py``, with the per-connection ``handler.py``): work per message proportional
+to its recipients. On top of that, this class (amqtt is pinned to the exact version;
+each seam has a test):
 
 - ``_initialize_client_session``: authenticate *before* the CONNECT may touch an existing
   session. Stock amqtt deletes a clean session, or takes over a connected one, for
-  whoever sends a CONNECT with its client id — authenticated or not.
-- ``_handle_message_delivery``: a device's publish to ``conv/{cid}/send`` goes to ingest
-  instead of being broadcast; nobody subscribes to it.
-- the protocol handler (``handler.py``) disconnects a client silent for 1.5 x its
-  keepalive; stock amqtt never does, so dead connections looked alive for ever.
-- ``_publish_retained_messages_for_subscription``: only for a filter the session really
-  holds. On every CONNECT stock amqtt offers the new client the retained messages of
-  every filter anyone on the node subscribed to — everybody's presence included.
+  whoever sends a CONNECT with its client id — authenticated or not. The CONNECT is read
+  into a ``LightSession`` (``connect.py``, ``sessions.py``).
+- ``on_publish``: a device's publish to ``conv/{cid}/send`` goes to ingest instead of
+  being routed (nobody subscribes to it), ``conv/{cid}/typing`` likewise; a device may
+  publish nowhere else. Services publish anywhere.
 - ``add_subscription``: a subscription to ``presence/{uid}`` with no retained state (after
   a restart, or for a user never seen) gets ``offline`` with the stored last activity.
 - ``stream_connected`` / ``websocket_connected``: every connection's reader is wrapped
@@ -19,36 +19,36 @@ Overridden internals (amqtt is pinned to the exact version; each seam has a test
   A connection must send its CONNECT within ``connect_timeout_s`` (stock amqtt waits
   for ever, so idle sockets could pile up).
 
-Server events (messages, acks, errors, conversation changes) are delivered straight to
-the sessions subscribed to ``user/{uid}/inbox`` — a dictionary lookup per recipient —
-rather than through amqtt's broadcast loop, which tests every subscription filter on the
-node for every message.
+Server events (messages, acks, errors, conversation changes) are delivered to the
+sessions subscribed to ``user/{uid}/inbox`` by ``deliver``: one index lookup per user.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Awaitable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from amqtt.adapters import ReaderAdapter, StreamReaderAdapter, StreamWriterAdapter, WriterAdapter
-from amqtt.broker import Broker, RetainedApplicationMessage
+from amqtt.adapters import ReaderAdapter, WriterAdapter
+from amqtt.broker import RetainedApplicationMessage
 from amqtt.contexts import ListenerConfig
 from amqtt.errors import AMQTTError, MQTTError, NoDataError
 from amqtt.mqtt.connack import NOT_AUTHORIZED, ConnackPacket
-from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 from amqtt.session import Session
 from amqtt.utils import gen_client_id
 
 from broker_plugins.auth import SERVICE_USERNAME_PREFIX
+from broker_plugins.connect import read_connect
 from broker_plugins.fanout import fan_out
 from broker_plugins.handler import HubbubProtocolHandler, keepalive_deadline
 from broker_plugins.ingest import Ingest, IngestLimits
 from broker_plugins.limits import PacketLimitReader
 from broker_plugins.presence import PresenceTracker
+from broker_plugins.routing import REFUSED, RoutingBroker
+from broker_plugins.transport import TcpReader, TcpWriter
 from hubbub import topics
 from hubbub.envelope import AcceptedMessage, CommitResult, format_time
 from hubbub.ids import SnowflakeGenerator
@@ -62,6 +62,8 @@ logger = logging.getLogger(__name__)
 
 TCP_LISTENER = "default"
 WS_LISTENER = "ws"
+_SHUTDOWN_WRITE_S = 10.0
+_EVENT_QOS = 1  # server events are published at QoS 1: delivered at min(1, the device's subscription)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,8 +77,8 @@ class BrokerOptions:
     presence_grace_s: float
 
 
-class HubbubBroker(Broker):
-    """amqtt's broker with authentication-first CONNECT and bounded packets."""
+class HubbubBroker(RoutingBroker):
+    """amqtt's broker with authentication-first CONNECT, bounded packets, ingest and presence."""
 
     def __init__(
         self,
@@ -119,9 +121,10 @@ class HubbubBroker(Broker):
             ),
             to_inbox=lambda user_id, payload: self.deliver(topics.inbox(user_id), payload),
         )
-        self._deliveries: set[asyncio.Task[Any]] = set()
         # Client ids authenticated in _initialize_client_session, consumed by _authenticate.
         self._authenticated: set[str] = set()
+        self._last_active: dict[int, int] = {}
+        self._last_active_writer: asyncio.Task[None] | None = None
 
     @property
     def mqtt_port(self) -> int:
@@ -132,9 +135,9 @@ class HubbubBroker(Broker):
     async def stream_connected(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, listener_name: str
     ) -> None:
-        """A TCP connection: bounded reader, then amqtt's session handling."""
-        limited = PacketLimitReader(StreamReaderAdapter(reader), self._options.max_packet_bytes)
-        await self._client_connected(listener_name, limited, StreamWriterAdapter(writer))
+        """A TCP connection: bounded reader, then the session's lifecycle."""
+        limited = PacketLimitReader(TcpReader(reader), self._options.max_packet_bytes)
+        await self._client_connected(listener_name, limited, TcpWriter(writer))
 
     async def websocket_connected(self, reader: ReaderAdapter, writer: WriterAdapter) -> None:
         """A WebSocket connection accepted by the HTTP server (see ``websocket.py``)."""
@@ -143,11 +146,10 @@ class HubbubBroker(Broker):
 
     async def _initialize_client_session(
         self, reader: ReaderAdapter, writer: WriterAdapter, remote_address: str, remote_port: int
-    ) -> tuple[BrokerProtocolHandler, Session]:
+    ) -> tuple[HubbubProtocolHandler, Session]:
         try:
             handler, incoming = await asyncio.wait_for(
-                HubbubProtocolHandler.init_from_connect(reader, writer, self.plugins_manager),
-                self._options.connect_timeout_s,
+                read_connect(reader, writer, self.plugins_manager), self._options.connect_timeout_s
             )
         except TimeoutError:
             logger.info("no CONNECT from %s:%s in time; closing", remote_address, remote_port)
@@ -161,8 +163,10 @@ class HubbubBroker(Broker):
             await ConnackPacket.build(0, NOT_AUTHORIZED).to_stream(writer)
             await writer.close()
             raise MQTTError("CONNECT refused: not authorized")
-
-        session = incoming
+        handler.router = self
+        session: Session = incoming
+        if incoming.client_id and incoming.client_id in self._sessions:
+            await self.take_over(incoming.client_id)  # before the old session is deleted or reused
         if incoming.clean_session:
             if incoming.client_id:
                 await self._delete_session(incoming.client_id)
@@ -171,11 +175,11 @@ class HubbubBroker(Broker):
             incoming.parent = 0
         elif incoming.client_id in self._sessions:
             session, _ = self._sessions[incoming.client_id]
-            for attribute in ("will_flag", "will_message", "will_topic", "will_qos", "keep_alive"):
+            for attribute in ("will_flag", "will_message", "will_topic", "will_qos", "will_retain"):
                 setattr(session, attribute, getattr(incoming, attribute))
             session.username = incoming.username
             session.password = incoming.password
-            session.parent = 1
+            session.parent = 1  # session present [MQTT-3.2.2-2]
         else:
             incoming.parent = 0
         session.keep_alive = keepalive_deadline(incoming.keep_alive)
@@ -190,45 +194,33 @@ class HubbubBroker(Broker):
             return True
         return False
 
-    async def _handle_message_delivery(
-        self, client_session: Session, handler: BrokerProtocolHandler, wait_deliver: asyncio.Future[Any]
-    ) -> bool:
-        message = wait_deliver.result()
-        username = client_session.username or ""
-        if message is not None and message.topic and not username.startswith(SERVICE_USERNAME_PREFIX):
-            parsed = topics.parse(message.topic)
+    def may_publish(self, session: Session, topic: str) -> bool:
+        """Services publish anywhere; a device's publishes are all taken by ``on_publish`` first."""
+        del topic
+        return (session.username or "").startswith(SERVICE_USERNAME_PREFIX)
+
+    def on_publish(
+        self, handler: HubbubProtocolHandler, topic: str, payload: bytes, qos: int, retain: bool
+    ) -> Awaitable[None] | None:
+        """A device's send or typing notice goes to ingest; anything else is routed (services only)."""
+        session = handler.session
+        username = "" if session is None else session.username or ""
+        if session is not None and topic[:5] == "conv/" and not username.startswith(SERVICE_USERNAME_PREFIX):
+            parsed = topics.parse(topic)
             if parsed is not None and parsed.kind is TopicKind.CONVERSATION_SEND:
-                await self.ingest.receive(
-                    int(username), client_session.client_id, parsed.entity_id, message.data
-                )
-                return True
+                return self.ingest.receive(int(username), session.client_id, parsed.entity_id, payload)
             if parsed is not None and parsed.kind is TopicKind.CONVERSATION_TYPING:
-                await self.ingest.typing(int(username), client_session.client_id, parsed.entity_id)
-                return True
-        return bool(await super()._handle_message_delivery(client_session, handler, wait_deliver))
+                return self.ingest.typing(int(username), session.client_id, parsed.entity_id)
+        result: Awaitable[None] | None = super().on_publish(handler, topic, payload, qos, retain)
+        return result
 
     def deliver(self, topic: str, payload: bytes, *, device_id: str | None = None) -> None:
-        """Publish ``payload`` to the sessions subscribed to exactly ``topic`` (or one of them).
+        """Publish ``payload`` at QoS 1 to the sessions subscribed to ``topic`` (or only ``device_id``).
 
         Delivery is at QoS min(1, subscription QoS). A disconnected persistent session
         (clean_session=0) keeps QoS 1 events for its return, as MQTT requires.
         """
-        for session, subscription_qos in self._subscriptions.get(topic, ()):
-            if device_id is not None and session.client_id != device_id:
-                continue
-            qos = min(subscription_qos, 1)
-            if session.transitions.state == "connected":
-                handler = self._sessions[session.client_id][1]
-                task = asyncio.create_task(handler.mqtt_publish(topic, payload, qos, retain=False))
-                self._deliveries.add(task)
-                task.add_done_callback(self._delivery_done)
-            elif qos and not session.clean_session:
-                session.retained_messages.put_nowait(RetainedApplicationMessage(None, topic, payload, qos))
-
-    def _delivery_done(self, task: asyncio.Task[Any]) -> None:
-        self._deliveries.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            logger.info("delivery failed: %r", task.exception())
+        self.route(topic, payload, _EVENT_QOS, only_client=device_id)
 
     async def committed(self, results: Sequence[CommitResult]) -> None:
         """The persister committed ``results``: deliver them and wake REST senders."""
@@ -257,13 +249,33 @@ class HubbubBroker(Broker):
         payload = _presence_payload(user_id, online=online, last_active_ms=at_ms)
         self._retained_messages[topic] = RetainedApplicationMessage(None, topic, payload, 0)
         self.deliver(topic, payload)
-        await self._directory.record_last_active(user_id, at_ms)
+        self._record_last_active(user_id, at_ms)
+
+    def _record_last_active(self, user_id: int, at_ms: int) -> None:
+        """Store ``last_active_at`` behind the publish, one write at a time.
+
+        A mass (re)connect used to start one database write per user at once: thousands
+        of concurrent ORM sessions, ~20 KB of broker memory per connection at the peak,
+        and connects waiting on the database. Pending writes are now one dict entry per
+        user (a newer time replaces an older one), drained by a single task.
+        """
+        self._last_active[user_id] = max(at_ms, self._last_active.get(user_id, at_ms))
+        if self._last_active_writer is None or self._last_active_writer.done():
+            self._last_active_writer = asyncio.create_task(self._write_last_active(), name="last-active")
+
+    async def _write_last_active(self) -> None:
+        while self._last_active:
+            user_id, at_ms = self._last_active.popitem()
+            try:
+                await self._directory.record_last_active(user_id, at_ms)
+            except Exception:
+                logger.exception("storing last activity of user %s failed", user_id)
 
     async def add_subscription(self, subscription: tuple[str, int], session: Session) -> int:
-        """Subscribe as amqtt does, plus the stored presence of a user with no retained state."""
-        code = int(await super().add_subscription(subscription, session))
+        """Subscribe (``RoutingBroker``), plus the stored presence of a user with no retained state."""
+        code = await super().add_subscription(subscription, session)
         topic = subscription[0]
-        if code != _REFUSED and topic not in self._retained_messages:
+        if code != REFUSED and topic not in self._retained_messages:
             parsed = topics.parse(topic)
             if parsed is not None and parsed.kind is TopicKind.PRESENCE:
                 user_id = parsed.entity_id
@@ -273,26 +285,24 @@ class HubbubBroker(Broker):
                 self._retained_messages[topic] = RetainedApplicationMessage(None, topic, payload, 0)
         return code
 
-    async def _publish_retained_messages_for_subscription(
-        self, subscription: tuple[str, int], session: Session
-    ) -> None:
-        if any(holder is session for holder, _ in self._subscriptions.get(subscription[0], ())):
-            await super()._publish_retained_messages_for_subscription(subscription, session)
-
     async def shutdown(self) -> None:
-        """Stop deciding presence, then amqtt's shutdown."""
+        """Stop deciding presence, store the last activity still pending, then amqtt's shutdown."""
         self.presence.close()
+        if self._last_active_writer is not None:
+            await asyncio.wait([self._last_active_writer], timeout=_SHUTDOWN_WRITE_S)
         await super().shutdown()
 
 
-_REFUSED = 0x80
-
-
 def _presence_payload(user_id: int, *, online: bool, last_active_ms: int | None) -> bytes:
-    return orjson.dumps(
-        {
-            "user_id": str(user_id),
-            "status": "online" if online else "offline",
-            "last_active_at": None if last_active_ms is None else format_time(last_active_ms),
-        }
+    # Copied: orjson's result sits in a 4 KB allocation, and this one is retained per user.
+    return bytes(
+        memoryview(
+            orjson.dumps(
+                {
+                    "user_id": str(user_id),
+                    "status": "online" if online else "offline",
+                    "last_active_at": None if last_active_ms is None else format_time(last_active_ms),
+                }
+            )
+        )
     )

@@ -11,6 +11,8 @@ from __future__ import annotations
 from amqtt.adapters import ReaderAdapter
 from amqtt.errors import AMQTTError
 
+from broker_plugins.transport import FastReader
+
 __all__ = ["NotConnect", "PacketLimitReader", "PacketTooLarge"]
 
 _CONNECT = 1
@@ -45,6 +47,13 @@ class PacketLimitReader(ReaderAdapter):
     async def read(self, n: int = -1) -> bytes:
         """Read from the wrapped stream, tracking packet boundaries."""
         data: bytes = await self._inner.read(n)
+        self._track(data)
+        return data
+
+    async def read_some(self, limit: int) -> bytes:
+        """Whatever the wrapped reader has (up to ``limit`` bytes), tracked like ``read``."""
+        inner = self._inner
+        data: bytes = await (inner.read_some(limit) if isinstance(inner, FastReader) else inner.read(limit))
         self._track(data)
         return data
 

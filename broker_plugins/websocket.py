@@ -7,6 +7,7 @@ as a TCP stream would be, behind the same packet-size guard.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import TYPE_CHECKING
 
@@ -49,6 +50,14 @@ class _WebSocketReader(ReaderAdapter):
         del self._buffer[:size]
         return data
 
+    async def read_some(self, limit: int) -> bytes:
+        """What the next frame(s) brought, up to ``limit`` bytes; ``b""`` once closed."""
+        data = await self.read(-1)  # waits for at least one frame's bytes, returns all buffered
+        if len(data) > limit:
+            self._buffer[:0] = data[limit:]
+            data = data[:limit]
+        return data
+
     def feed_eof(self) -> None:
         self._closed = True
 
@@ -57,9 +66,20 @@ class _WebSocketWriter(WriterAdapter):
     def __init__(self, websocket: WebSocket) -> None:
         self._websocket = websocket
         self._pending = bytearray()
+        self._flush: asyncio.Task[None] | None = None
 
     def write(self, data: bytes) -> None:
         self._pending.extend(data)
+
+    def send_nowait(self, data: bytes) -> None:
+        """Buffer ``data`` and schedule one flush for everything buffered until it runs."""
+        self._pending.extend(data)
+        if self._flush is None or self._flush.done():
+            self._flush = asyncio.get_running_loop().create_task(self.drain())
+
+    def buffered(self) -> int:
+        """Bytes not yet handed to the WebSocket."""
+        return len(self._pending)
 
     async def drain(self) -> None:
         if self._pending and self._websocket.application_state == WebSocketState.CONNECTED:

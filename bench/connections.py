@@ -1,0 +1,138 @@
+"""The "connections" scenario: N idle authenticated connections, the broker's memory per connection.
+
+Why idle: a chat node's connections are mostly idle phones; what each costs at rest bounds
+how many one node holds. Each client connects with its own login and subscribes to its
+inbox (as a real device does), then stays silent. Memory per connection is the broker's
+RSS after all are connected minus its RSS before, divided by N: allocator slack and the
+kernel's socket buffers (not in RSS) aside, it is what the broker keeps per client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import sys
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from bench.brokers import SubprocessBroker, close_quietly
+from bench.loadgen import ClientSpec
+from bench.mqtt_wire import MqttConnection
+from bench.relay import RelayError, client_specs
+
+if TYPE_CHECKING:
+    from multiprocessing.connection import Connection
+
+__all__ = ["ConnectionsResult", "run_connections"]
+
+SETTLE_S = 3.0  # after the last connection: let deferred work (presence, GC) finish before measuring
+
+
+@dataclass
+class ConnectionsResult:
+    """One broker's idle-connection measurement."""
+
+    broker: str
+    connections: int
+    connected: int
+    connect_seconds: float
+    rss_before: int
+    rss_after: int
+
+    @property
+    def bytes_per_connection(self) -> float:
+        """RSS growth per connected client."""
+        return (self.rss_after - self.rss_before) / max(1, self.connected)
+
+    @property
+    def connect_rate(self) -> float:
+        """Connections (CONNECT + SUBSCRIBE) completed per second."""
+        return self.connected / self.connect_seconds if self.connect_seconds > 0 else 0.0
+
+
+async def _hold(host: str, port: int, specs: list[ClientSpec], pipe: Connection, concurrency: int) -> None:
+    sem = asyncio.Semaphore(concurrency)
+    conns: list[MqttConnection] = []
+
+    async def one(spec: ClientSpec) -> None:
+        async with sem, asyncio.timeout(30):
+            conn = await MqttConnection.open(
+                host,
+                port,
+                client_id=spec.client_id,
+                username=spec.username,
+                password=spec.password,
+                keepalive=600,
+            )
+            await conn.subscribe([(spec.topic, 1)])
+            conns.append(conn)
+
+    started = time.perf_counter()
+    results = await asyncio.gather(*(one(spec) for spec in specs), return_exceptions=True)
+    seconds = time.perf_counter() - started
+    failed = [r for r in results if isinstance(r, BaseException)]
+    pipe.send(("ready", len(conns), seconds, repr(failed[0]) if failed else ""))
+    try:
+        await asyncio.to_thread(pipe.poll, 600)
+    finally:
+        for conn in conns:
+            conn.close()
+
+
+def _worker(host: str, port: int, specs: list[ClientSpec], pipe: Connection, concurrency: int) -> None:
+    try:
+        asyncio.run(_hold(host, port, specs, pipe, concurrency))
+    finally:
+        pipe.close()
+
+
+def run_connections(
+    broker: SubprocessBroker, count: int, workers: int = 2, concurrency: int = 100
+) -> ConnectionsResult:
+    """Start ``broker``, hold ``count`` idle connections, measure its RSS growth and connect rate."""
+    ctx = multiprocessing.get_context("spawn")
+    procs = []
+    pipes: list[Connection] = []
+    try:
+        host, port = broker.start()
+        specs, _ = client_specs(broker, count)
+        time.sleep(1.0)
+        before = broker.rss_bytes() or 0
+        for w in range(workers):
+            parent, child = ctx.Pipe()
+            proc = ctx.Process(
+                target=_worker,
+                args=(host, port, specs[w::workers], child, concurrency // workers),
+                daemon=True,
+            )
+            proc.start()
+            child.close()
+            procs.append(proc)
+            pipes.append(parent)
+        ready = []
+        for pipe in pipes:
+            if not pipe.poll(300):
+                raise RelayError("connections worker never reported")
+            ready.append(pipe.recv())
+        first_error = next((r[3] for r in ready if r[3]), "")
+        if first_error:
+            sys.stderr.write(f"[{broker.name} connections] some failed: {first_error}\n")
+        time.sleep(SETTLE_S)
+        after = broker.rss_bytes() or 0
+        result = ConnectionsResult(
+            broker.name, count, sum(r[1] for r in ready), max(r[2] for r in ready), before, after
+        )
+        sys.stderr.write(
+            f"[{broker.name} connections] {result.connected:,} connected in {result.connect_seconds:.1f} s"
+            f" ({result.connect_rate:,.0f}/s), {result.bytes_per_connection / 1024:.1f} KB each\n"
+        )
+        return result
+    finally:
+        for pipe in pipes:
+            pipe.send("stop")
+        for proc in procs:
+            proc.join(30)
+            if proc.is_alive():
+                proc.terminate()
+        close_quietly(broker)

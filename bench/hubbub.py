@@ -1,0 +1,110 @@
+"""The project's own broker under test: ``hubbub broker`` in a subprocess with JWT logins.
+
+Why mint tokens here instead of logging in over REST: the broker only verifies the JWT
+(username = user id, client id = the token's device), so 10,000 subscribers need 10,000
+signatures with the data dir's secret, not 10,000 password hashes. Subscribers subscribe to
+their own ``user/{uid}/inbox``; the publisher is a service account (``service:bench``), the
+only kind of client allowed to publish there.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from bench.brokers import LOOPBACK, BrokerStartError, Credentials, SubprocessBroker
+
+__all__ = ["REPO_ROOT", "HubbubBroker", "hubbub_broker", "hubbub_env"]
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SERVICE = "bench"
+TOKEN_TTL_S = 86_400  # longer than any run: a token expiring mid-run would look like a broker fault
+
+
+def hubbub_env(data_dir: Path, **settings: str) -> dict[str, str]:
+    """Our environment minus any ``HUBBUB_*`` of the caller's, plus ``settings`` (upper-cased names)."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("HUBBUB_")}
+    env |= {
+        "HUBBUB_DATA_DIR": str(data_dir),
+        "HUBBUB_BIND": LOOPBACK,
+        "HUBBUB_LOG_LEVEL": "WARNING",
+        "PYTHONUNBUFFERED": "1",
+    }
+    env |= {f"HUBBUB_{name.upper()}": value for name, value in settings.items()}
+    return env
+
+
+class HubbubBroker(SubprocessBroker):
+    """``python -m launcher.cli broker`` on a free port, its SQLite and secret in a temp dir."""
+
+    name = "hubbub"
+    ready_timeout = 60.0
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._secret: str | None = None
+
+    def command(self, workdir: Path, port: int) -> list[str]:
+        """The broker alone (ingest and persister included), run from the repository root."""
+        del workdir, port
+        return [sys.executable, "-m", "launcher.cli", "broker"]
+
+    def environment(self, workdir: Path, port: int) -> dict[str, str]:
+        """Settings by environment, as in production."""
+        return hubbub_env(workdir / "data", mqtt_port=str(port), broker_ws_port="0")
+
+    def working_dir(self, workdir: Path) -> Path:
+        """The repository root, so ``launcher`` imports from this checkout."""
+        del workdir
+        return REPO_ROOT
+
+    def ready(self, workdir: Path) -> None:
+        """Read the signing secret the broker generated in its data dir."""
+        path = workdir / "data" / "secret.key"
+        if not path.exists():
+            raise BrokerStartError(f"hubbub wrote no secret at {path}")
+        self._secret = path.read_text().strip()
+
+    def _codec(self) -> object:
+        from hubbub.tokens import TokenCodec  # noqa: PLC0415 - the project's code, imported on demand
+
+        if self._secret is None:
+            raise BrokerStartError("credentials asked before the broker started")
+        return TokenCodec(self._secret, access_ttl_s=TOKEN_TTL_S)
+
+    def credentials_for(self, client_index: int) -> Credentials:
+        """User ``index + 1`` on device ``bench-{index}`` with a fresh access token."""
+        from hubbub.tokens import TokenCodec  # noqa: PLC0415
+
+        codec = self._codec()
+        assert isinstance(codec, TokenCodec)  # noqa: S101 - narrowing for mypy
+        user_id, device_id = client_index + 1, f"bench-{client_index}"
+        return Credentials(device_id, username=str(user_id), password=codec.issue_access(user_id, device_id))
+
+    def topic_for(self, client_index: int) -> str:
+        """The user's own inbox: the only topic a device may subscribe to."""
+        return f"user/{client_index + 1}/inbox"
+
+    def publisher_credentials(self, publisher_index: int) -> Credentials:
+        """A service account: services may publish to any inbox."""
+        from hubbub.tokens import TokenCodec  # noqa: PLC0415
+
+        codec = self._codec()
+        assert isinstance(codec, TokenCodec)  # noqa: S101
+        return Credentials(
+            f"bench-pub-{publisher_index}",
+            username=f"service:{SERVICE}",
+            password=codec.issue_service(SERVICE, ttl_s=TOKEN_TTL_S),
+        )
+
+    def version(self) -> str:
+        """The project's broker on the pinned amqtt."""
+        import importlib.metadata  # noqa: PLC0415
+
+        return f"hubbub (amqtt {importlib.metadata.version('amqtt')} subclass)"
+
+
+def hubbub_broker() -> HubbubBroker:
+    """Factory for ``--plugin bench.hubbub:hubbub_broker``."""
+    return HubbubBroker()

@@ -1,0 +1,135 @@
+"""``hubbub up`` for the pipeline scenarios: started in a subprocess, users made fast, then stopped.
+
+Why insert users straight into SQLite: signing up goes through argon2 (tens of milliseconds
+each by design), which would make a 1,000-user setup slower than the measurement. The
+broker and the API only verify JWTs minted with the data dir's secret, so users and devices
+rows plus a token per device are a real login. Conversations are created over REST, as a
+client would, so membership and ids are the platform's own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+import httpx
+
+from bench.hubbub import REPO_ROOT, TOKEN_TTL_S, hubbub_env
+
+__all__ = ["BenchUser", "RunningPlatform", "start_platform"]
+
+READY_PREFIX = "hubbub ready:"
+READY_TIMEOUT_S = 60.0
+USER_ID_BASE = 10_000_000  # far above anything the platform's own sign-up would hand out
+
+
+@dataclass(frozen=True)
+class BenchUser:
+    """A user with one device and its access token."""
+
+    user_id: int
+    device_id: str
+    token: str
+
+
+class RunningPlatform:
+    """A ``hubbub up`` child process and what the scenarios need from it."""
+
+    def __init__(
+        self, proc: subprocess.Popen[str], tmp: tempfile.TemporaryDirectory[str], log: IO[str]
+    ) -> None:
+        self.proc = proc
+        self._tmp = tmp
+        self._log = log
+        self.data_dir = Path(tmp.name) / "data"
+        self.mqtt_host = ""
+        self.mqtt_port = 0
+        self.http_url = ""
+
+    def cpu_seconds(self) -> float | None:
+        """User + system CPU of the platform process."""
+        try:
+            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return None
+        import os  # noqa: PLC0415
+
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def make_users(self, count: int) -> list[BenchUser]:
+        """``count`` users with one device each, written into the platform's SQLite database."""
+        from hubbub.tokens import TokenCodec  # noqa: PLC0415 - the project's own code
+
+        codec = TokenCodec((self.data_dir / "secret.key").read_text().strip(), access_ttl_s=TOKEN_TTL_S)
+        now = int(time.time() * 1000)
+        first = USER_ID_BASE + int(time.time()) % 1000 * 10_000
+        users = [BenchUser(first + k, f"bd{first + k}", "") for k in range(count)]
+        with contextlib.closing(sqlite3.connect(self.data_dir / "hubbub.db", timeout=30)) as db, db:
+            db.executemany(
+                "INSERT INTO users (id, username, display_name, password_hash, created_at)"
+                " VALUES (?, ?, ?, ?, ?)",
+                [(u.user_id, f"bench{u.user_id}", f"bench {u.user_id}", "!", now) for u in users],
+            )
+            db.executemany(
+                "INSERT INTO devices (id, user_id, name, created_at, last_login_at) VALUES (?, ?, ?, ?, ?)",
+                [(u.device_id, u.user_id, "bench", now, now) for u in users],
+            )
+        return [BenchUser(u.user_id, u.device_id, codec.issue_access(u.user_id, u.device_id)) for u in users]
+
+    def create_conversation(self, http: httpx.Client, creator: BenchUser, body: dict[str, object]) -> int:
+        """``POST /v1/conversations`` as ``creator``; the conversation id."""
+        response = http.post(
+            "/v1/conversations", json=body, headers={"Authorization": f"Bearer {creator.token}"}
+        )
+        response.raise_for_status()
+        return int(response.json()["id"])
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL after 20 s; our own child, by its pid."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        self._log.close()
+        self._tmp.cleanup()
+
+
+def start_platform(**settings: str) -> RunningPlatform:
+    """``hubbub up`` on free ports with ``settings`` (lower-case names); waits for its ready line."""
+    tmp = tempfile.TemporaryDirectory(prefix="bench-hubbub-up-")
+    data_dir = Path(tmp.name) / "data"
+    env = hubbub_env(data_dir, mqtt_port="0", http_port="0", **settings)
+    log = (Path(tmp.name) / "platform.log").open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "launcher.cli", "up"],
+        cwd=REPO_ROOT,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=log,
+        text=True,
+    )
+    running = RunningPlatform(proc, tmp, log)
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    assert proc.stdout is not None  # noqa: S101 - PIPE above
+    for line in proc.stdout:
+        if line.startswith(READY_PREFIX):
+            fields = dict(part.split("=", 1) for part in line.removeprefix(READY_PREFIX).split())
+            host, port = fields["mqtt"].rsplit(":", 1)
+            running.mqtt_host, running.mqtt_port, running.http_url = host, int(port), fields["http"]
+            return running
+        if time.monotonic() > deadline:
+            break
+    running.stop()
+    raise RuntimeError("hubbub up did not announce readiness")

@@ -1,0 +1,326 @@
+"""``python -m bench all``: every scenario of issue 6 in one run, one Markdown report.
+
+Why one run: the targets are ratios (the project's broker against Mosquitto), and ratios
+only mean something when both sides ran on the same machine in the same minutes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import math
+import os
+import platform
+import pstats
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench.brokers import BrokerUnderTest, Mosquitto, StockAmqtt, close_quietly
+from bench.chat import PipelineResult, run_chat, run_groups
+from bench.connections import ConnectionsResult, run_connections
+from bench.hubbub import HubbubBroker
+from bench.loadgen import LoadParams
+from bench.relay import RelayError, RelayResult, run_relay
+from bench.report import Failure, markdown, plot
+
+__all__ = ["SuiteOptions", "run_suite"]
+
+REFERENCE = "mosquitto"
+BASELINE = Path("docs/bench/baseline.md")  # the numbers before issue 6, kept by hand
+PROFILE_LINES = 25
+RELAY_RATIO, FLAT_SPREAD, CHAT_RATIO, CHAT_P99_MS, KB_PER_CONNECTION = 0.5, 0.10, 0.3, 50.0, 20.0
+
+
+@dataclass(frozen=True)
+class SuiteOptions:
+    """Sizes and durations; the defaults finish well inside the 15 minutes of ``make bench``."""
+
+    sizes: tuple[int, ...] = (100, 1000, 10_000)
+    duration: float = 8.0
+    warmup: float = 2.0
+    pairs: int = 50
+    chat_window: int = 5
+    groups: int = 10
+    group_members: int = 100
+    group_senders: int = 2
+    connections: int = 10_000
+
+
+class ProfiledHubbub(HubbubBroker):
+    """The project's broker under cProfile: where its CPU goes during a relay run."""
+
+    name = "hubbub-profiled"
+
+    def __init__(self, output: Path) -> None:
+        super().__init__()
+        self.output = output
+
+    def command(self, workdir: Path, port: int) -> list[str]:
+        """``python -m cProfile -o FILE -m launcher.cli broker``: written when SIGTERM stops it cleanly."""
+        del workdir, port
+        return [sys.executable, "-m", "cProfile", "-o", str(self.output), "-m", "launcher.cli", "broker"]
+
+
+@dataclass
+class SuiteResults:
+    """Everything one run measured."""
+
+    relay: list[RelayResult] = field(default_factory=list)
+    failures: list[Failure] = field(default_factory=list)
+    chat: list[PipelineResult] = field(default_factory=list)
+    groups: list[PipelineResult] = field(default_factory=list)
+    connections: list[ConnectionsResult] = field(default_factory=list)
+    profile: str = ""
+    errors: list[str] = field(default_factory=list)
+
+
+def _say(text: str) -> None:
+    sys.stderr.write(text + "\n")
+    sys.stderr.flush()
+
+
+def _relay(results: SuiteResults, options: SuiteOptions, params: LoadParams) -> None:
+    brokers: list[BrokerUnderTest] = [Mosquitto(), StockAmqtt(), HubbubBroker()]
+    for size in options.sizes:
+        for broker in brokers:
+            try:
+                host, port = broker.start()
+                results.relay.append(run_relay(broker, host, port, size, params))
+            except (RelayError, RuntimeError, OSError, ValueError, TimeoutError) as exc:
+                _say(f"[{broker.name} {size}] FAILED: {exc}")
+                results.failures.append(Failure(broker.name, size, str(exc) or type(exc).__name__))
+            finally:
+                close_quietly(broker)
+
+
+def _profile(params: LoadParams, size: int) -> str:
+    with tempfile.TemporaryDirectory(prefix="bench-profile-") as tmp:
+        output = Path(tmp) / "broker.prof"
+        broker = ProfiledHubbub(output)
+        try:
+            host, port = broker.start()
+            run_relay(broker, host, port, size, params)
+        finally:
+            close_quietly(broker)
+        if not output.exists():
+            return "(no profile written)"
+        text = io.StringIO()
+        stats = pstats.Stats(str(output), stream=text)
+        stats.sort_stats("tottime").print_stats(PROFILE_LINES)
+        lines = text.getvalue().splitlines()
+        start = next((k for k, line in enumerate(lines) if "ncalls" in line), 0)
+        return "\n".join(line.replace(str(Path.cwd()) + "/", "") for line in lines[start:] if line.strip())
+
+
+def run_suite(options: SuiteOptions) -> SuiteResults:
+    """Run every scenario; a failing one is recorded and the others still run."""
+    results = SuiteResults()
+    params = LoadParams(duration=options.duration, warmup=options.warmup)
+    _relay(results, options, params)
+    steps: list[tuple[str, Callable[[], None]]] = [
+        (
+            "chat",
+            lambda: results.chat.extend(
+                run_chat(options.pairs, options.duration, options.warmup, options.chat_window)
+            ),
+        ),
+        (
+            "groups",
+            lambda: results.groups.append(
+                run_groups(
+                    options.groups,
+                    options.group_members,
+                    options.group_senders,
+                    options.duration,
+                    options.warmup,
+                    options.chat_window,
+                )
+            ),
+        ),
+        (
+            "connections hubbub",
+            lambda: results.connections.append(run_connections(HubbubBroker(), options.connections)),
+        ),
+        (
+            "connections mosquitto",
+            lambda: results.connections.append(run_connections(Mosquitto(), options.connections)),
+        ),
+    ]
+    for name, step in steps:
+        try:
+            step()
+        except (RelayError, RuntimeError, OSError, ValueError, TimeoutError) as exc:
+            _say(f"[{name}] FAILED: {exc}")
+            results.errors.append(f"{name}: {exc}")
+    try:
+        results.profile = _profile(params, 1000)
+    except (RelayError, RuntimeError, OSError, ValueError, TimeoutError) as exc:
+        results.errors.append(f"profile: {exc}")
+    return results
+
+
+def _ratio(value: float, reference: float) -> str:
+    return "—" if reference <= 0 or math.isnan(reference) else f"{value / reference:.2f}"
+
+
+def suite_markdown(results: SuiteResults, options: SuiteOptions, command: str) -> str:
+    """The whole of docs/benchmarks.md."""
+    now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    relay_ref = {r.subscriptions: r.msgs_per_s for r in results.relay if r.broker == REFERENCE}
+    hubbub = {r.subscriptions: r.msgs_per_s for r in results.relay if r.broker == "hubbub"}
+    lines = [
+        "# Benchmarks",
+        "",
+        (
+            f"Command: `{command}` (what `make bench` runs). Run {now} on {os.cpu_count()} cores, "
+            f"{_memory_gib():.0f} GiB, Python {platform.python_version()}, loopback only; the load "
+            "generator runs on the same machine (2 worker processes)."
+        ),
+        "",
+        "## Targets (issue 6), from this run",
+        "",
+        "| target | measured | met |",
+        "| --- | --- | --- |",
+    ]
+    lines += _targets(results, relay_ref, hubbub)
+    lines += ["", "## 1. Relay: pub/sub only", ""]
+    relay_md = markdown(
+        results.relay,
+        results.failures,
+        LoadParams(duration=options.duration, warmup=options.warmup),
+        command,
+        {},
+    )
+    lines += relay_md.split("\n", 4)[4].splitlines()  # drop the relay report's own title and command
+    lines += [
+        "",
+        "![relay throughput](bench/relay-throughput.png)",
+        "![relay latency CDF](bench/relay-latency-cdf.png)",
+        "",
+    ]
+    lines += _pipeline_section(results, relay_ref)
+    lines += _connections_section(results)
+    lines += [
+        "## Where the time goes",
+        "",
+        (
+            "cProfile of the project's broker (`python -m cProfile -m launcher.cli broker`) during a relay "
+            "run at 1,000 subscriptions, top functions by own time (profiling slows it down ~2x; the shares "
+            "are what matters; `compile` is start-up: migrations and SQLAlchemy)."
+        ),
+        "",
+        "```",
+        results.profile or "(no profile)",
+        "```",
+        "",
+    ]
+    if BASELINE.exists():
+        lines += [BASELINE.read_text().rstrip(), ""]
+    if results.errors:
+        lines += ["## Failed steps", ""] + [f"- {e}" for e in results.errors] + [""]
+    return "\n".join(lines) + "\n"
+
+
+def _targets(results: SuiteResults, relay_ref: dict[int, float], hubbub: dict[int, float]) -> list[str]:
+    rows = []
+    ratios = {size: hubbub[size] / relay_ref[size] for size in hubbub if relay_ref.get(size)}
+    if ratios:
+        worst = min(ratios.values())
+        shown = ", ".join(f"{size:,}: {ratio:.2f}" for size, ratio in sorted(ratios.items()))
+        met = "yes" if worst >= RELAY_RATIO else "no"
+        rows.append(f"| relay ≥ 0.50 x Mosquitto at every size | {shown} | {met} |")
+    if len(hubbub) > 1:
+        spread = max(hubbub.values()) / min(hubbub.values()) - 1
+        rows.append(
+            f"| relay flat within 10 % from {min(hubbub):,} to {max(hubbub):,} subscriptions | "
+            f"spread {100 * spread:.0f} % | {'yes' if spread <= FLAT_SPREAD else 'no'} |"
+        )
+    peak = next((r for r in results.chat if r.label == "max"), None)
+    half = next((r for r in results.chat if r.label == "half"), None)
+    reference = max(relay_ref.values()) if relay_ref else float("nan")
+    if peak is not None:
+        ratio = peak.delivered_per_s / reference if not math.isnan(reference) else float("nan")
+        rows.append(
+            f"| chat 1:1 ≥ 0.30 x Mosquitto's relay rate | {peak.delivered_per_s:,.0f}/s = {ratio:.3f} x "
+            f"{reference:,.0f} | {'yes' if ratio >= CHAT_RATIO else 'no'} |"
+        )
+    if half is not None:
+        rows.append(
+            f"| chat p99 ≤ 50 ms at half that rate | {half.p99_ms:.1f} ms at {half.offered_per_s:,.0f}/s | "
+            f"{'yes' if half.p99_ms <= CHAT_P99_MS else 'no'} |"
+        )
+    own = next((c for c in results.connections if c.broker == "hubbub"), None)
+    if own is not None:
+        kib = own.bytes_per_connection / 1024
+        met = "yes" if kib <= KB_PER_CONNECTION else "no"
+        rows.append(f"| ≤ 20 KB broker memory per idle connection | {kib:.1f} KB | {met} |")
+    return rows
+
+
+def _pipeline_section(results: SuiteResults, relay_ref: dict[int, float]) -> list[str]:
+    del relay_ref
+    lines = [
+        "## 2. Chat 1:1 and 3. groups: the whole pipeline",
+        "",
+        (
+            "`hubbub up` (broker, ingest, persister on SQLite, fan-out, acks). Devices publish "
+            '`{"cmid","text"}` at QoS 1 to `conv/{cid}/send` and read `message`/`ack` events from their '
+            "inbox (QoS 1). delivered/s counts `message` events received by a recipient (not the sender's "
+            "own copy, not acks); latency is send to a recipient's receipt. max is a closed loop (each "
+            "sender keeps a few messages unacknowledged), half an open loop at half of max."
+        ),
+        "",
+        "| scenario | run | devices | delivered/s | p50 ms | p99 ms | sent | acked | platform CPU % |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    lines += [
+        f"| {r.scenario} | {r.label} | {r.devices:,} | {r.delivered_per_s:,.0f} | {r.p50_ms:.1f} | "
+        f"{r.p99_ms:.1f} | {r.sent:,} | {r.acked:,} | {r.platform_cpu_pct:.0f} |"
+        for r in results.chat + results.groups
+    ]
+    return [*lines, ""]
+
+
+def _connections_section(results: SuiteResults) -> list[str]:
+    lines = [
+        "## 4. Idle connections",
+        "",
+        (
+            "Each client connects with its own login, subscribes to its inbox and stays silent. Memory is "
+            "the broker's RSS growth divided by the connections."
+        ),
+        "",
+        "| broker | connections | connect s | connects/s | KB per connection |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    lines += [
+        f"| {c.broker} | {c.connected:,} | {c.connect_seconds:.1f} | {c.connect_rate:,.0f} | "
+        f"{c.bytes_per_connection / 1024:.1f} |"
+        for c in results.connections
+    ]
+    return [*lines, ""]
+
+
+def _memory_gib() -> float:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    except (ValueError, OSError):
+        return float("nan")
+
+
+def write_suite(
+    results: SuiteResults, options: SuiteOptions, command: str, out: Path | None, plots: Path | None
+) -> None:
+    """Print the report, write it and the plots."""
+    text = suite_markdown(results, options, command)
+    sys.stdout.write(text)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text)
+        _say(f"wrote {out}")
+    if plots is not None:
+        for path in plot(results.relay, plots):
+            _say(f"wrote {path}")

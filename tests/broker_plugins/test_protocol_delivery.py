@@ -1,0 +1,233 @@
+"""MQTT 3.1.1 delivery rules the broker overrides amqtt for, checked byte by byte on a real broker.
+
+Service accounts (``service:<name>``) may publish and subscribe to any non-$ topic, so these
+tests use them with raw packets: every wait is a blocking socket read with a timeout, and
+"nothing arrived before X" is shown by X arriving first, never by sleeping.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+
+from hubbub.tokens import TokenCodec
+from tests.support.platform import Platform
+from tests.support.wire import remaining_length
+
+TIMEOUT_S = 10.0
+PUBLISH, PUBACK, PUBREC, PUBREL, PUBCOMP, SUBACK = 3, 4, 5, 6, 7, 9
+
+
+@dataclass(frozen=True)
+class Packet:
+    kind: int
+    flags: int
+    body: bytes
+
+    @property
+    def qos(self) -> int:
+        return (self.flags >> 1) & 0x03
+
+    @property
+    def dup(self) -> bool:
+        return bool(self.flags & 0x08)
+
+    @property
+    def retain(self) -> bool:
+        return bool(self.flags & 0x01)
+
+    def publish(self) -> tuple[str, int | None, bytes]:
+        size = struct.unpack_from("!H", self.body)[0]
+        topic = self.body[2 : 2 + size].decode()
+        if self.qos:
+            return topic, struct.unpack_from("!H", self.body, 2 + size)[0], self.body[4 + size :]
+        return topic, None, self.body[2 + size :]
+
+
+def _string(text: str) -> bytes:
+    data = text.encode()
+    return struct.pack("!H", len(data)) + data
+
+
+class RawClient:
+    """A blocking MQTT 3.1.1 client that shows exactly what the broker sends."""
+
+    def __init__(self, platform: Platform, client_id: str, *, clean: bool = True) -> None:
+        secret = (platform.data_dir / "secret.key").read_text().strip()
+        token = TokenCodec(secret, access_ttl_s=60).issue_service("prototest")
+        self.sock = socket.create_connection((platform.mqtt_host, platform.mqtt_port), timeout=TIMEOUT_S)
+        self._buffer = b""
+        flags = 0b11000000 | (0b10 if clean else 0)
+        body = _string("MQTT") + bytes([4, flags]) + struct.pack("!H", 60)
+        body += _string(client_id) + _string("service:prototest") + _string(token)
+        self.sock.sendall(b"\x10" + remaining_length(len(body)) + body)
+        connack = self.read()
+        assert connack.kind == 2
+        assert connack.body[1] == 0, "CONNECT refused"
+        self.session_present = bool(connack.body[0] & 0x01)
+        self._next_id = 0
+
+    def packet_id(self) -> int:
+        self._next_id += 1
+        return self._next_id
+
+    def send(self, first: int, body: bytes) -> None:
+        self.sock.sendall(bytes([first]) + remaining_length(len(body)) + body)
+
+    def read(self) -> Packet:
+        for _ in range(10_000):  # each round reads more bytes or returns
+            if len(self._buffer) >= 2:
+                length, multiplier, index = 0, 1, 1
+                while index < len(self._buffer):
+                    byte = self._buffer[index]
+                    index += 1
+                    length += (byte & 0x7F) * multiplier
+                    multiplier *= 128
+                    if not byte & 0x80:
+                        break
+                if index + length <= len(self._buffer) and not self._buffer[index - 1] & 0x80:
+                    first, body = self._buffer[0], self._buffer[index : index + length]
+                    self._buffer = self._buffer[index + length :]
+                    return Packet(first >> 4, first & 0x0F, body)
+            data = self.sock.recv(65536)
+            assert data, "broker closed the connection"
+            self._buffer += data
+        raise AssertionError("no complete packet")
+
+    def subscribe(self, topic: str, qos: int) -> int:
+        self.send(0x82, struct.pack("!H", self.packet_id()) + _string(topic) + bytes([qos]))
+        suback = self.read()
+        assert suback.kind == SUBACK
+        return suback.body[2]
+
+    def publish(self, topic: str, payload: bytes, qos: int, *, retain: bool = False) -> None:
+        """Publish and complete the QoS flow from the publisher's side."""
+        packet_id = self.packet_id() if qos else None
+        body = _string(topic) + (struct.pack("!H", packet_id) if packet_id else b"") + payload
+        self.send(0x30 | (qos << 1) | int(retain), body)
+        if qos == 1:
+            assert self.read() == Packet(PUBACK, 0, struct.pack("!H", packet_id))
+        elif qos == 2:
+            assert self.read() == Packet(PUBREC, 0, struct.pack("!H", packet_id))
+            self.send(0x62, struct.pack("!H", packet_id))
+            assert self.read() == Packet(PUBCOMP, 0, struct.pack("!H", packet_id))
+
+    def ack(self, packet: Packet) -> None:
+        """Acknowledge a received PUBLISH (QoS 1: PUBACK; QoS 2: PUBREC, then PUBREL -> PUBCOMP)."""
+        _, packet_id, _ = packet.publish()
+        assert packet_id is not None
+        if packet.qos == 1:
+            self.send(0x40, struct.pack("!H", packet_id))
+        else:
+            self.send(0x50, struct.pack("!H", packet_id))
+            assert self.read() == Packet(PUBREL, 2, struct.pack("!H", packet_id))
+            self.send(0x70, struct.pack("!H", packet_id))
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture
+def clients() -> Iterator[list[RawClient]]:
+    made: list[RawClient] = []
+    yield made
+    for client in made:
+        client.close()
+
+
+def _client(platform: Platform, made: list[RawClient], name: str, **kwargs: bool) -> RawClient:
+    client = RawClient(platform, name, **kwargs)
+    made.append(client)
+    return client
+
+
+def _topic() -> str:
+    return f"proto/{uuid.uuid4().hex}"
+
+
+@pytest.mark.parametrize(
+    ("published", "granted", "delivered"), [(0, 2, 0), (1, 2, 1), (2, 1, 1), (2, 0, 0), (2, 2, 2)]
+)
+def test_delivery_qos_is_the_minimum_of_publish_and_subscription(
+    platform: Platform, clients: list[RawClient], published: int, granted: int, delivered: int
+) -> None:
+    # MQTT-3.8.4-6: stock amqtt delivered at the subscription's QoS whatever the publish's.
+    topic = _topic()
+    subscriber = _client(platform, clients, f"sub-{uuid.uuid4().hex[:8]}")
+    assert subscriber.subscribe(topic, granted) == granted
+    publisher = _client(platform, clients, f"pub-{uuid.uuid4().hex[:8]}")
+    publisher.publish(topic, b"hello", published)
+    received = subscriber.read()
+    assert received.kind == PUBLISH
+    assert received.qos == delivered
+    assert received.publish()[0] == topic
+    assert received.publish()[2] == b"hello"
+    assert not received.retain
+
+
+@pytest.mark.parametrize("qos", [0, 1, 2])
+def test_an_empty_retained_publish_clears_the_retained_message(
+    platform: Platform, clients: list[RawClient], qos: int
+) -> None:
+    # MQTT-3.3.1-10/11: a zero-byte retained PUBLISH removes the retained message, at any QoS.
+    topic = _topic()
+    publisher = _client(platform, clients, f"pub-{uuid.uuid4().hex[:8]}")
+    publisher.publish(topic, b"kept", qos, retain=True)
+    first = _client(platform, clients, f"sub-{uuid.uuid4().hex[:8]}")
+    assert first.subscribe(topic, 2) == 2
+    kept = first.read()
+    assert (kept.publish()[2], kept.retain) == (b"kept", True)
+    publisher.publish(topic, b"", qos, retain=True)
+    # Current subscribers get the empty message like any other: proof the broker handled it.
+    cleared = first.read()
+    assert (cleared.publish()[2], cleared.retain) == (b"", False)
+    if cleared.qos:
+        first.ack(cleared)
+    later = _client(platform, clients, f"sub-{uuid.uuid4().hex[:8]}")
+    assert later.subscribe(topic, 0) == 0
+    publisher.publish(topic, b"marker", 0)
+    # The first thing the new subscriber gets is the live marker: nothing retained is left.
+    marker = later.read()
+    assert (marker.publish()[2], marker.retain) == (b"marker", False)
+
+
+@pytest.mark.parametrize("qos", [1, 2])
+def test_unacknowledged_messages_are_resent_on_reconnect_with_session_present(
+    platform: Platform, clients: list[RawClient], qos: int
+) -> None:
+    # MQTT-4.4.0-1 (resend with DUP) and MQTT-3.2.2-2 (session present): the Paho interoperability
+    # test "redelivery on reconnect" that stock amqtt 0.12.1 fails.
+    topic, name = _topic(), f"persistent-{uuid.uuid4().hex[:8]}"
+    subscriber = _client(platform, clients, name, clean=False)
+    assert not subscriber.session_present
+    assert subscriber.subscribe(topic, 2) == 2
+    publisher = _client(platform, clients, f"pub-{uuid.uuid4().hex[:8]}")
+    publisher.publish(topic, b"unacked", qos)
+    first = subscriber.read()
+    assert (first.qos, first.dup, first.publish()[2]) == (qos, False, b"unacked")
+    subscriber.close()  # gone without acknowledging
+    publisher.publish(topic, b"while away", qos)
+    back = _client(platform, clients, name, clean=False)
+    assert back.session_present
+    resent = back.read()
+    assert (resent.qos, resent.dup, resent.publish()[2]) == (qos, True, b"unacked")
+    assert resent.publish()[1] == first.publish()[1]  # the same packet identifier
+    # Then what was published meanwhile (DUP or not, depending on whether the broker had
+    # already written it to the dying connection when the socket closed).
+    queued = back.read()
+    assert (queued.qos, queued.publish()[2]) == (qos, b"while away")
+    back.ack(resent)
+    back.ack(queued)
+
+
+def test_a_clean_session_starts_without_session_present(platform: Platform, clients: list[RawClient]) -> None:
+    name = f"clean-{uuid.uuid4().hex[:8]}"
+    persistent = _client(platform, clients, name, clean=False)
+    assert persistent.subscribe(_topic(), 1) == 1
+    persistent.close()
+    assert not _client(platform, clients, name, clean=True).session_present
