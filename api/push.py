@@ -84,12 +84,14 @@ class SqlPushDirectory:
                 unread += await self._messages.count_after(conversation_id, markers[conversation_id], user_id)
         return unread
 
-    async def remove_token(self, token_id: str) -> None:
-        """Mark the device's registration rejected: it is told to register again."""
+    async def remove_token(self, token_id: str) -> int | None:
+        """Mark the device's registration rejected (it must register again); its user, if any."""
         async with self._sessions() as session:
-            await session.execute(
+            user_id = await session.scalar(
                 update(PushRegistration)
                 .where(PushRegistration.device_id == token_id)
                 .values(token=None, rejected_at=self._clock_ms())
+                .returning(PushRegistration.user_id)
             )
             await session.commit()
+        return user_id

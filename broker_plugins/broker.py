@@ -125,6 +125,7 @@ class HubbubBroker(RoutingBroker):
         self._authenticated: set[str] = set()
         self._last_active: dict[int, int] = {}
         self._last_active_writer: asyncio.Task[None] | None = None
+        self._notices: dict[str, tuple[str, bytes]] = {}
 
     @property
     def mqtt_port(self) -> int:
@@ -284,6 +285,28 @@ class HubbubBroker(RoutingBroker):
                 payload = _presence_payload(user_id, online=online, last_active_ms=last)
                 self._retained_messages[topic] = RetainedApplicationMessage(None, topic, payload, 0)
         return code
+
+    def notify_device(self, user_id: int, device_id: str, payload: bytes) -> None:
+        """Tell one device something now, or when it next subscribes to its inbox.
+
+        Used when a push service rejected the device's token: the device, offline by
+        definition, must hear it on its return. Kept in memory (one notice per device);
+        the REST state says the same after a restart.
+        """
+        inbox = topics.inbox(user_id)
+        if self.route(inbox, payload, 1, only_client=device_id) == 0:
+            self._notices[device_id] = (inbox, payload)
+
+    async def on_subscribe(
+        self, handler: HubbubProtocolHandler, packet_id: int, topics_asked: list[tuple[str, int]]
+    ) -> None:
+        """Subscribe (``RoutingBroker``), then hand a returning device its pending notice."""
+        await super().on_subscribe(handler, packet_id, topics_asked)
+        session = handler.session
+        notice = self._notices.get(session.client_id) if session is not None else None
+        if notice is not None and any(topic == notice[0] for topic, _ in topics_asked):
+            del self._notices[session.client_id]
+            self.route(notice[0], notice[1], 1, only_client=session.client_id)
 
     async def shutdown(self) -> None:
         """Stop deciding presence, store the last activity still pending, then amqtt's shutdown."""

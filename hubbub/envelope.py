@@ -29,6 +29,7 @@ __all__ = [
     "message_event",
     "message_json",
     "parse_send",
+    "push_register_again_event",
     "typing_event",
     "validate_text",
 ]
@@ -161,3 +162,8 @@ def error_event(conversation_id: int | None, cmid: str | None, error: MessageRej
 def typing_event(conversation_id: int, user_id: int) -> bytes:
     """The ``typing`` inbox event for the other members (never stored)."""
     return orjson.dumps({"kind": "typing", "conversation_id": str(conversation_id), "user_id": str(user_id)})
+
+
+def push_register_again_event() -> bytes:
+    """Tells a device its push token was rejected for good: register a fresh one."""
+    return orjson.dumps({"kind": "push", "action": "register_again"})

@@ -161,6 +161,6 @@ class PushDirectory(Protocol):
         """Of ``user_ids`` (offline members), those who did not mute the conversation and have tokens."""
         ...
 
-    async def remove_token(self, token_id: str) -> None:
-        """The push service rejected this token for good: forget it; its device must register again."""
+    async def remove_token(self, token_id: str) -> int | None:
+        """The push service rejected this token for good: forget it, and say whose device it was."""
         ...

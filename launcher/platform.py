@@ -18,7 +18,7 @@ from starlette.staticfiles import StaticFiles
 from api import BrokerEndpoint, SqlDirectory, SqlPushDirectory, create_app
 from broker_plugins import BrokerOptions, HubbubBroker, IngestLimits, WebSocketBridge
 from config import Settings, resolve_secret
-from hubbub.envelope import AcceptedMessage, CommitResult
+from hubbub.envelope import AcceptedMessage, CommitResult, push_register_again_event
 from hubbub.ids import SnowflakeGenerator
 from hubbub.stores import MessageStore
 from hubbub.tokens import TokenCodec
@@ -161,7 +161,9 @@ async def _messaging(core: _Core) -> AsyncIterator[_Messaging]:
     metrics = PushMetrics()
 
     async def remove_token(token: PushToken) -> None:
-        await push_directory.remove_token(token.token_id)
+        user_id = await push_directory.remove_token(token.token_id)
+        if user_id is not None:  # the token id is its device's id
+            broker.notify_device(user_id, token.token_id, push_register_again_event())
 
     deliveries = SqlDeliveryLog(core.engine)
     dispatcher = Dispatcher(

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import pytest
 
 from client import HubbubClient
-from tests.support.chat import ClientFactory, client_factory
+from tests.support.chat import ClientFactory, client_factory, expect_event
 from tests.support.platform import Platform, start_platform
 from tests.support.webhook import PushGateway
 
@@ -135,6 +135,8 @@ def test_a_dead_token_is_removed_and_the_device_told_to_register_again(
     while state["registered"] and time.monotonic() < deadline:
         state = bob.request("GET", f"/v1/devices/{bob.device_id}/push").json()
     assert state == {"provider": "apns", "registered": False, "register_again": True}
+    bob.connect()  # and the device hears it when it comes back
+    assert expect_event(bob, "push")["action"] == "register_again"
 
 
 def test_registration_is_validated_and_for_ones_own_devices(clients: ClientFactory) -> None:
