@@ -29,6 +29,7 @@ __all__ = ["Ingest", "IngestLimits", "TokenBucket"]
 
 logger = logging.getLogger(__name__)
 
+_CACHE_LIMIT = 100_000  # cached conversations (and rate buckets) per node before pruning
 ToDevice = Callable[[int, str, bytes], None]
 ToInbox = Callable[[int, bytes], None]
 
@@ -65,6 +66,14 @@ class TokenBucket:
             return False
         self._tokens -= 1
         return True
+
+
+def _prune(buckets: dict[str, TokenBucket]) -> None:
+    """Forget every device's bucket once there are too many: a fresh bucket starts full,
+    so the worst a device gains is one extra burst.
+    """
+    if len(buckets) >= _CACHE_LIMIT:
+        buckets.clear()
 
 
 def _best_effort_cmid(payload: bytes) -> str | None:
@@ -112,6 +121,11 @@ class Ingest:
         if cached is not None and cached[1] > now:
             return cached[0]
         members = await self._directory.members(conversation_id)
+        if len(self._members) >= _CACHE_LIMIT:
+            # Bound memory on a long-lived node: forget what has expired (or, failing that, all).
+            self._members = {cid: entry for cid, entry in self._members.items() if entry[1] > now}
+            if len(self._members) >= _CACHE_LIMIT:
+                self._members.clear()
         self._members[conversation_id] = (members, now + self._limits.membership_ttl_s)
         return members
 
@@ -136,6 +150,7 @@ class Ingest:
         now = self._clock_s()
         bucket = self._typing_buckets.get(device_id)
         if bucket is None:
+            _prune(self._typing_buckets)
             bucket = self._typing_buckets[device_id] = TokenBucket(
                 self._limits.typing_per_second, self._limits.typing_burst, now
             )
@@ -183,6 +198,7 @@ class Ingest:
         bucket = self._buckets.get(device_id)
         now = self._clock_s()
         if bucket is None:
+            _prune(self._buckets)
             bucket = self._buckets[device_id] = TokenBucket(
                 self._limits.sends_per_second, self._limits.send_burst, now
             )
