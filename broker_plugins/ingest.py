@@ -69,8 +69,9 @@ class TokenBucket:
 
 
 def _prune(buckets: dict[str, TokenBucket]) -> None:
-    """Forget every device's bucket once there are too many: a fresh bucket starts full,
-    so the worst a device gains is one extra burst.
+    """Forget every device's bucket once there are too many.
+
+    A fresh bucket starts full, so the worst a device gains is one extra burst.
     """
     if len(buckets) >= _CACHE_LIMIT:
         buckets.clear()
