@@ -1,4 +1,4 @@
-"""Command line: ``python -m bench relay ...`` for one scenario, ``python -m bench all`` for issue 6's suite.
+"""Command line: ``python -m bench relay|presence ...`` for one scenario, ``python -m bench all`` for all.
 
 Each (broker, size) gets a freshly started broker, so one run's leftovers (sessions, queues,
 TIME_WAIT sockets on its port) cannot skew the next. A failed run is reported and the others go
@@ -15,6 +15,7 @@ from pathlib import Path
 
 from bench.brokers import BrokerUnderTest, ExternalTarget, Mosquitto, StockAmqtt, close_quietly
 from bench.loadgen import LoadParams
+from bench.presence_storm import CLIENTS, GRACE_S, insert_section, presence_markdown, run_presence
 from bench.relay import RelayError, RelayResult, run_relay
 from bench.report import Failure, markdown, plot
 from bench.suite import SuiteOptions, run_suite, write_suite
@@ -70,14 +71,28 @@ def _parser() -> argparse.ArgumentParser:
     relay.add_argument("--out", type=Path, help="write the Markdown report here")
     relay.add_argument("--plots-dir", type=Path, help="write PNG plots here (needs matplotlib)")
     suite = sub.add_parser(
-        "all", help="relay, chat 1:1, groups, idle connections and a profile: docs/benchmarks.md"
+        "all", help="relay, chat 1:1, groups, idle connections, presence storm, profile: docs/benchmarks.md"
     )
     suite.add_argument("--sizes", type=_sizes, default=[100, 1000, 10_000], help="relay subscriber counts")
     suite.add_argument("--duration", type=float, default=8.0, help="seconds per measured run")
     suite.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds at the start of each")
     suite.add_argument("--connections", type=int, default=10_000, help="idle connections to hold")
+    suite.add_argument("--presence-clients", type=int, default=CLIENTS, help="devices in the presence storm")
     suite.add_argument("--out", type=Path, help="write the Markdown report here")
     suite.add_argument("--plots-dir", type=Path, help="write PNG plots here (needs matplotlib)")
+    presence = sub.add_parser(
+        "presence", help="presence storm: every device drops and reconnects at once (section 5)"
+    )
+    presence.add_argument("--clients", type=int, default=CLIENTS, help="devices, one per user")
+    presence.add_argument(
+        "--grace", type=float, default=GRACE_S, help="HUBBUB_PRESENCE_GRACE_S of the broker under test"
+    )
+    presence.add_argument("--workers", type=int, default=2, help="device processes")
+    presence.add_argument("--concurrency", type=int, default=100, help="handshakes in progress at once")
+    presence.add_argument("--out", type=Path, help="write the section alone here")
+    presence.add_argument(
+        "--into", type=Path, help="replace section 5 of this report (e.g. docs/benchmarks.md) in place"
+    )
     return parser
 
 
@@ -162,9 +177,33 @@ def relay(args: argparse.Namespace, argv: list[str]) -> int:
     return 0 if results and not failures else 1
 
 
+def _presence(args: argparse.Namespace, argv: list[str]) -> int:
+    """Run the storm, print section 5, write it alone (``--out``) or into a report (``--into``)."""
+    command = "python -m bench " + shlex.join(argv)
+    try:
+        result = run_presence(args.clients, args.grace, args.workers, args.concurrency)
+    except (RelayError, RuntimeError, OSError, ValueError, TimeoutError) as exc:
+        sys.stderr.write(f"[presence] FAILED: {exc}\n")
+        return 1
+    text = "\n".join(presence_markdown([result], command)) + "\n"
+    sys.stdout.write(text)
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text)
+        sys.stderr.write(f"wrote {args.out}\n")
+    if args.into is not None:
+        args.into.write_text(insert_section(args.into.read_text(), presence_markdown([result], command)))
+        sys.stderr.write(f"wrote section 5 of {args.into}\n")
+    return 0 if result.held and result.phases[0].published == 0 else 1
+
+
 def _all(args: argparse.Namespace, argv: list[str]) -> int:
     options = SuiteOptions(
-        sizes=tuple(args.sizes), duration=args.duration, warmup=args.warmup, connections=args.connections
+        sizes=tuple(args.sizes),
+        duration=args.duration,
+        warmup=args.warmup,
+        connections=args.connections,
+        presence_clients=args.presence_clients,
     )
     results = run_suite(options)
     write_suite(results, options, "python -m bench " + shlex.join(argv), args.out, args.plots_dir)
@@ -178,6 +217,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.scenario == "all":
             return _all(args, argv)
+        if args.scenario == "presence":
+            return _presence(args, argv)
         return relay(args, argv)
     except KeyboardInterrupt:
         sys.stderr.write("interrupted: workers and brokers stopped\n")

@@ -23,6 +23,7 @@ from bench.chat import PipelineResult, run_chat, run_groups
 from bench.connections import ConnectionsResult, run_connections
 from bench.hubbub import HubbubBroker
 from bench.loadgen import LoadParams
+from bench.presence_storm import PresenceResult, presence_markdown, run_presence
 from bench.relay import RelayError, RelayResult, run_relay
 from bench.report import Failure, markdown, plot
 
@@ -47,6 +48,8 @@ class SuiteOptions:
     group_members: int = 100
     group_senders: int = 2
     connections: int = 10_000
+    presence_clients: int = 2_000
+    presence_grace_s: float = 3.0  # short, so the storm's two phases fit in about half a minute
 
 
 class ProfiledHubbub(HubbubBroker):
@@ -73,6 +76,7 @@ class SuiteResults:
     chat: list[PipelineResult] = field(default_factory=list)
     groups: list[PipelineResult] = field(default_factory=list)
     connections: list[ConnectionsResult] = field(default_factory=list)
+    presence: list[PresenceResult] = field(default_factory=list)
     profile: str = ""
     errors: list[str] = field(default_factory=list)
 
@@ -148,6 +152,10 @@ def run_suite(options: SuiteOptions) -> SuiteResults:
             "connections mosquitto",
             lambda: results.connections.append(run_connections(Mosquitto(), options.connections)),
         ),
+        (
+            "presence",
+            lambda: results.presence.append(run_presence(options.presence_clients, options.presence_grace_s)),
+        ),
     ]
     for name, step in steps:
         try:
@@ -203,6 +211,9 @@ def suite_markdown(results: SuiteResults, options: SuiteOptions, command: str) -
     ]
     lines += _pipeline_section(results, relay_ref)
     lines += _connections_section(results)
+    lines += presence_markdown(
+        results.presence, command, [e for e in results.errors if e.startswith("presence:")]
+    )
     lines += [
         "## Where the time goes",
         "",

@@ -7,7 +7,8 @@ alike. A user whose last device left is published ``offline`` only after a grace
 churn, each user's state is published at most once per grace period, so a mass reconnect
 after a network blip costs one publish per user that really changed, not a storm.
 
-State per user is kept only while something is pending or the user is online.
+State per user is kept while the user is online, while a decision is pending, and for a
+grace period after its last publish (which bounds the next one).
 """
 
 from __future__ import annotations
@@ -86,18 +87,16 @@ class PresenceTracker:
             user.timer.cancel()
             user.timer = None
         online = bool(user.devices)
+        now = self._clock()
         if online == user.published_online:
             if not online:
-                del self._users[user_id]
+                self._forget_later(user_id, user, now)
             return
-        now = self._clock()
         due = user.last_published_at + self._grace
         if not online:
             due = max(due, user.offline_since + self._grace)
         if due > now:
-            user.timer = asyncio.get_running_loop().call_at(
-                asyncio.get_running_loop().time() + (due - now), self._settle, user_id
-            )
+            user.timer = self._call_in(due - now, self._settle, user_id)
             return
         user.published_online = online
         user.last_published_at = now
@@ -108,7 +107,24 @@ class PresenceTracker:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         if not online:
+            self._forget_later(user_id, user, now)
+
+    def _forget_later(self, user_id: int, user: _User, now: float) -> None:
+        """Drop an offline user's state once its last publish is a grace period old.
+
+        Until then the state must stay: it holds the time of that publish, and a reconnect
+        within the grace period may publish ``online`` only once the period is over.
+        """
+        remaining = user.last_published_at + self._grace - now
+        if remaining <= 0:
             del self._users[user_id]
+        else:
+            user.timer = self._call_in(remaining, self._settle, user_id)
+
+    @staticmethod
+    def _call_in(delay_s: float, callback: Callable[[int], None], user_id: int) -> asyncio.TimerHandle:
+        loop = asyncio.get_running_loop()
+        return loop.call_at(loop.time() + delay_s, callback, user_id)
 
     def close(self) -> None:
         """Cancel pending decisions (at shutdown)."""

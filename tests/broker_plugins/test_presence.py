@@ -85,6 +85,10 @@ def test_online_while_any_device_offline_after_the_grace_period_not_before(
     assert _status(offline)["status"] == "offline"
     assert time.monotonic() - both_gone >= GRACE_S * 0.9  # not before the grace period
     assert _status(offline)["last_active_at"] is not None
+    offline_seen = time.monotonic()
+    laptop.connect()  # back at once: still at most one change per grace period
+    assert _status(watcher.next_message(timeout=GRACE_S + 15))["status"] == "online"
+    assert time.monotonic() - offline_seen >= GRACE_S * 0.9
 
 
 def _username(client: HubbubClient) -> str:
