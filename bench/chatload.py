@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from bench.loadgen import NS
 from bench.mqtt_wire import PUBLISH, MqttConnection, encode_publish, publish_payload_offset
+from hubbub import topics
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
@@ -78,7 +79,7 @@ class _Device:
         self.spec = spec
         self.conn = conn
         self.sender = str(spec.user_id).encode()
-        self.topic = f"conv/{spec.conversation_id}/send"
+        self.topic = topics.conversation_send(spec.conversation_id)
         self.unacked = 0
         self.seq = 0
         self.run = ""  # makes cmids unique across runs: a reused cmid is a resend, answered by ack only
@@ -145,7 +146,7 @@ async def _connect(job: ChatJob, report: ChatReport) -> list[_Device]:
                 password=spec.token,
                 keepalive=job.keepalive,
             )
-            await conn.subscribe([(f"user/{spec.user_id}/inbox", 1)])
+            await conn.subscribe([(topics.inbox(spec.user_id), 1)])
             devices.append(_Device(spec, conn))
 
     started = time.perf_counter()

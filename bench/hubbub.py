@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from bench.brokers import LOOPBACK, BrokerStartError, Credentials, SubprocessBroker
+from hubbub import topics
 
 __all__ = ["REPO_ROOT", "HubbubBroker", "hubbub_broker", "hubbub_env"]
 
@@ -84,7 +85,7 @@ class HubbubBroker(SubprocessBroker):
 
     def topic_for(self, client_index: int) -> str:
         """The user's own inbox: the only topic a device may subscribe to."""
-        return f"user/{client_index + 1}/inbox"
+        return topics.inbox(client_index + 1)
 
     def publisher_credentials(self, publisher_index: int) -> Credentials:
         """A service account: services may publish to any inbox."""

@@ -48,6 +48,7 @@ from bench.brokers import close_quietly
 from bench.hubbub import HubbubBroker
 from bench.mqtt_wire import PUBLISH, SUBACK_FAILURE, MqttConnection, parse_publish
 from bench.relay import RelayError, client_specs
+from hubbub import topics
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
@@ -76,7 +77,7 @@ SAMPLE_S = 0.1  # CPU sampling period
 MAX_SAMPLES = 3_000  # 300 s of samples: the sampler stops even if nobody stops it
 WORKER_LIFETIME_S = 300.0  # a worker whose parent vanished exits after this
 STAMP_TOLERANCE_S = 0.005  # ms stamps on the wall clock vs. the broker's monotonic timers
-PRESENCE_FILTER = "presence/+"
+PRESENCE_FILTER = topics.every_presence()
 
 
 class PresenceHubbub(HubbubBroker):

@@ -206,7 +206,11 @@ class HubbubBroker(RoutingBroker):
         """A device's send or typing notice goes to ingest; anything else is routed (services only)."""
         session = handler.session
         username = "" if session is None else session.username or ""
-        if session is not None and topic[:5] == "conv/" and not username.startswith(SERVICE_USERNAME_PREFIX):
+        if (
+            session is not None
+            and topic.startswith(topics.CONVERSATION_PREFIX)
+            and not username.startswith(SERVICE_USERNAME_PREFIX)
+        ):
             parsed = topics.parse(topic)
             if parsed is not None and parsed.kind is TopicKind.CONVERSATION_SEND:
                 return self.ingest.receive(int(username), session.client_id, parsed.entity_id, payload)

@@ -11,17 +11,20 @@ from enum import Enum
 from hubbub.ids import parse_id
 
 __all__ = [
+    "CONVERSATION_PREFIX",
     "INTERNAL_PREFIX",
     "ParsedTopic",
     "TopicKind",
     "conversation_send",
     "conversation_typing",
+    "every_presence",
     "inbox",
     "parse",
     "presence",
 ]
 
 INTERNAL_PREFIX = "$hubbub/"
+CONVERSATION_PREFIX = "conv/"  # a cheap first test on the publish path, before parsing
 
 
 class TopicKind(Enum):
@@ -60,6 +63,11 @@ def conversation_typing(conversation_id: int) -> str:
 def presence(user_id: int) -> str:
     """Retained topic carrying ``user_id``'s aggregated presence."""
     return f"presence/{user_id}"
+
+
+def every_presence() -> str:
+    """The filter matching every user's presence (for service accounts, e.g. monitoring)."""
+    return "presence/+"
 
 
 _BY_SHAPE: dict[tuple[str, str], TopicKind] = {

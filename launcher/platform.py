@@ -118,9 +118,13 @@ _DELIVERY_MEMORY_S = 2 * 86_400.0
 async def _prune_deliveries(deliveries: SqlDeliveryLog) -> None:
     """Keep the push-delivery table small: claims matter only while a message may be retried."""
     while True:
-        removed = await deliveries.prune(older_than_s=_DELIVERY_MEMORY_S)
-        if removed:
-            logger.info("forgot %d old push deliveries", removed)
+        try:
+            removed = await deliveries.prune(older_than_s=_DELIVERY_MEMORY_S)
+        except Exception:  # a failed clean-up must not take the pipeline down; next hour again
+            logger.exception("pruning old push deliveries failed")
+        else:
+            if removed:
+                logger.info("forgot %d old push deliveries", removed)
         await asyncio.sleep(_PRUNE_EVERY_S)
 
 
