@@ -8,16 +8,21 @@ same way: a transport failure is always ``retry_later`` (the push may never have
 from __future__ import annotations
 
 import email.utils
+import logging
 import time
 from collections.abc import Mapping
+from http import HTTPStatus
 from typing import Any
 
 import httpx
 import orjson
 
-from notifier.providers.base import PushOutcome
+from notifier.providers.base import Notification, PushOutcome
 
-__all__ = ["json_object", "parse_retry_after", "transport_failure"]
+__all__ = ["json_object", "parse_retry_after", "status_outcome", "transport_failure"]
+
+_logger = logging.getLogger(__name__)
+_GONE = frozenset({HTTPStatus.NOT_FOUND, HTTPStatus.GONE})
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
@@ -49,3 +54,27 @@ def json_object(content: bytes) -> Mapping[str, Any]:
     except orjson.JSONDecodeError:
         return {}
     return body if isinstance(body, dict) else {}
+
+
+def status_outcome(service: str, notification: Notification, response: httpx.Response) -> PushOutcome:
+    """The plain-HTTP push services' answer (Web Push, push gateways) sorted into an outcome.
+
+    2xx delivered; 404/410 the subscription or token is gone for good; 429 and 5xx retry
+    later (``Retry-After`` honoured); anything else is a permanent failure, logged.
+    """
+    status = response.status_code
+    if response.is_success:
+        return PushOutcome.delivered(status)
+    if status in _GONE:
+        return PushOutcome.token_rejected(f"http_{status}", status)
+    if status == HTTPStatus.TOO_MANY_REQUESTS or status >= HTTPStatus.INTERNAL_SERVER_ERROR:
+        retry_after = parse_retry_after(response.headers.get("Retry-After"))
+        return PushOutcome.retry_later(f"http_{status}", status, retry_after)
+    _logger.warning(
+        "%s refused a push: message_id=%s token_id=%s status=%d",
+        service,
+        notification.message_id,
+        notification.token.token_id,
+        status,
+    )
+    return PushOutcome.permanent_failure(f"http_{status}", status)

@@ -21,7 +21,7 @@ from http import HTTPStatus
 import httpx
 import orjson
 
-from notifier.providers._http import json_object, parse_retry_after, transport_failure
+from notifier.providers._http import json_object, status_outcome, transport_failure
 from notifier.providers.base import Notification, PushOutcome, PushProvider
 
 __all__ = ["SIGNATURE_HEADER", "WebhookProvider", "sign"]
@@ -100,25 +100,13 @@ class WebhookProvider(PushProvider):
         return self._classify(notification, response)
 
     def _classify(self, notification: Notification, response: httpx.Response) -> PushOutcome:
-        status = response.status_code
         if response.is_success:
+            # A gateway may accept the request yet name tokens it knows are dead (Matrix style).
             rejected = json_object(response.content).get("rejected")
             token = notification.token
             if isinstance(rejected, list) and (token.token_id in rejected or token.value in rejected):
-                return PushOutcome.token_rejected("rejected", status)
-            return PushOutcome.delivered(status)
-        if status in _GONE:
-            return PushOutcome.token_rejected(f"http_{status}", status)
-        if status == HTTPStatus.TOO_MANY_REQUESTS or status >= HTTPStatus.INTERNAL_SERVER_ERROR:
-            retry_after = parse_retry_after(response.headers.get("Retry-After"))
-            return PushOutcome.retry_later(f"http_{status}", status, retry_after)
-        _logger.warning(
-            "webhook refused a push: message_id=%s token_id=%s status=%d",
-            notification.message_id,
-            notification.token.token_id,
-            status,
-        )
-        return PushOutcome.permanent_failure(f"http_{status}", status)
+                return PushOutcome.token_rejected("rejected", response.status_code)
+        return status_outcome("webhook", notification, response)
 
     async def close(self) -> None:
         """Close the HTTP client's connections."""

@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 import httpx
 import orjson
 
-from notifier.providers._http import parse_retry_after, transport_failure
+from notifier.providers._http import status_outcome, transport_failure
 from notifier.providers.base import Notification, PushOutcome, PushProvider
 from notifier.providers.ece import AUTH_SECRET_BYTES, MAX_PLAINTEXT, PUBLIC_KEY_BYTES, b64url_decode, encrypt
 from notifier.providers.vapid import VapidKey
@@ -189,21 +189,7 @@ class WebPushProvider(PushProvider):
         return self._classify(notification, response)
 
     def _classify(self, notification: Notification, response: httpx.Response) -> PushOutcome:
-        status = response.status_code
-        if response.is_success:
-            return PushOutcome.delivered(status)
-        if status in _GONE:
-            return PushOutcome.token_rejected(f"http_{status}", status)
-        if status == HTTPStatus.TOO_MANY_REQUESTS or status >= HTTPStatus.INTERNAL_SERVER_ERROR:
-            retry_after = parse_retry_after(response.headers.get("Retry-After"))
-            return PushOutcome.retry_later(f"http_{status}", status, retry_after)
-        _logger.warning(
-            "web push refused: message_id=%s token_id=%s status=%d",
-            notification.message_id,
-            notification.token.token_id,
-            status,
-        )
-        return PushOutcome.permanent_failure(f"http_{status}", status)
+        return status_outcome("web push", notification, response)
 
     async def close(self) -> None:
         """Close the HTTP client's connections."""
