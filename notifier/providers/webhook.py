@@ -16,7 +16,6 @@ import hmac
 import logging
 import ssl
 from collections.abc import Mapping
-from http import HTTPStatus
 
 import httpx
 import orjson
@@ -29,7 +28,6 @@ __all__ = ["SIGNATURE_HEADER", "WebhookProvider", "sign"]
 _logger = logging.getLogger(__name__)
 
 SIGNATURE_HEADER = "X-Hubbub-Signature"
-_GONE = frozenset({HTTPStatus.NOT_FOUND, HTTPStatus.GONE})
 
 
 def sign(secret: str, body: bytes) -> str:

@@ -21,7 +21,6 @@ import ssl
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from http import HTTPStatus
 from urllib.parse import urlsplit
 
 import httpx
@@ -36,7 +35,6 @@ __all__ = ["InvalidSubscription", "WebPushProvider", "WebPushSubscription"]
 
 _logger = logging.getLogger(__name__)
 
-_GONE = frozenset({HTTPStatus.NOT_FOUND, HTTPStatus.GONE})
 _TOPIC = re.compile(r"[A-Za-z0-9_-]{1,32}")  # RFC 8030 5.4: at most 32 base64url characters
 _JWT_LIFETIME = 12 * 3600  # RFC 8292 allows up to 24 h
 _JWT_RENEW_BEFORE = 3600.0
