@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import pytest
 
+from broker_plugins.handler import MAX_INFLIGHT
 from hubbub.tokens import TokenCodec
 from tests.support.platform import Platform
 from tests.support.wire import remaining_length
@@ -231,3 +232,29 @@ def test_a_clean_session_starts_without_session_present(platform: Platform, clie
     assert persistent.subscribe(_topic(), 1) == 1
     persistent.close()
     assert not _client(platform, clients, name, clean=True).session_present
+
+
+def test_at_most_max_inflight_unacknowledged_the_rest_wait_in_order(
+    platform: Platform, clients: list[RawClient]
+) -> None:
+    # A slow device must not make the broker buffer without bound: beyond MAX_INFLIGHT
+    # unacknowledged QoS 1 messages, the rest wait in the session and go out as acks arrive.
+    extra = 5
+    topic, marker_topic = _topic(), _topic()
+    subscriber = _client(platform, clients, f"sub-{uuid.uuid4().hex[:8]}")
+    assert subscriber.subscribe(topic, 1) == 1
+    assert subscriber.subscribe(marker_topic, 0) == 0
+    publisher = _client(platform, clients, f"pub-{uuid.uuid4().hex[:8]}")
+    for index in range(MAX_INFLIGHT + extra):
+        publisher.publish(topic, str(index).encode(), 1)
+    publisher.publish(marker_topic, b"marker", 0)  # QoS 0 is not held back by the window
+    window = [subscriber.read() for _ in range(MAX_INFLIGHT)]
+    assert [packet.publish()[2] for packet in window] == [str(i).encode() for i in range(MAX_INFLIGHT)]
+    marker = subscriber.read()
+    assert (marker.publish()[0], marker.qos) == (marker_topic, 0)  # nothing beyond the window came first
+    for packet in window[:extra]:
+        subscriber.ack(packet)
+    rest = [subscriber.read() for _ in range(extra)]
+    assert [packet.publish()[2] for packet in rest] == [
+        str(i).encode() for i in range(MAX_INFLIGHT, MAX_INFLIGHT + extra)
+    ]
