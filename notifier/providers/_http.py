@@ -40,8 +40,15 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     return max(0.0, when.timestamp() - wall)
 
 
-def transport_failure(exc: httpx.HTTPError) -> PushOutcome:
+def transport_failure(service: str, notification: Notification, exc: httpx.HTTPError) -> PushOutcome:
     """A request that got no HTTP answer: retry, whatever the cause (timeout, refused, reset)."""
+    _logger.warning(
+        "%s push failed in transport: message_id=%s token_id=%s error=%s",
+        service,
+        notification.message_id,
+        notification.token.token_id,
+        type(exc).__name__,
+    )
     if isinstance(exc, httpx.TimeoutException):
         return PushOutcome.retry_later("timeout")
     return PushOutcome.retry_later(f"transport_{type(exc).__name__}")

@@ -162,13 +162,7 @@ class ApnsProvider(PushProvider):
                 f"/3/device/{device_token}", content=payload, headers=self._headers(notification)
             )
         except httpx.HTTPError as exc:
-            _logger.warning(
-                "apns push failed in transport: message_id=%s token_id=%s error=%s",
-                notification.message_id,
-                notification.token.token_id,
-                type(exc).__name__,
-            )
-            return transport_failure(exc)
+            return transport_failure("apns", notification, exc)
         return self._classify(notification, response)
 
     def _classify(self, notification: Notification, response: httpx.Response) -> PushOutcome:

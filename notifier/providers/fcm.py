@@ -296,13 +296,7 @@ class FcmProvider(PushProvider):
                 headers={"Authorization": f"Bearer {access_token}", "Content-Type": "application/json"},
             )
         except httpx.HTTPError as exc:
-            _logger.warning(
-                "fcm push failed in transport: message_id=%s token_id=%s error=%s",
-                notification.message_id,
-                notification.token.token_id,
-                type(exc).__name__,
-            )
-            return transport_failure(exc)
+            return transport_failure("fcm", notification, exc)
         return self._classify(notification, response, access_token)
 
     def _classify(

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import logging
 import ssl
 from collections.abc import Mapping
 
@@ -25,7 +24,6 @@ from notifier.providers.base import Notification, PushOutcome, PushProvider
 
 __all__ = ["SIGNATURE_HEADER", "WebhookProvider", "sign"]
 
-_logger = logging.getLogger(__name__)
 
 SIGNATURE_HEADER = "X-Hubbub-Signature"
 
@@ -88,13 +86,7 @@ class WebhookProvider(PushProvider):
         try:
             response = await self._client.post(self._url, content=body, headers=headers)
         except httpx.HTTPError as exc:
-            _logger.warning(
-                "webhook push failed in transport: message_id=%s token_id=%s error=%s",
-                notification.message_id,
-                notification.token.token_id,
-                type(exc).__name__,
-            )
-            return transport_failure(exc)
+            return transport_failure("webhook", notification, exc)
         return self._classify(notification, response)
 
     def _classify(self, notification: Notification, response: httpx.Response) -> PushOutcome:

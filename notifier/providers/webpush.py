@@ -177,13 +177,7 @@ class WebPushProvider(PushProvider):
                 subscription.endpoint, content=body, headers=self._headers(notification, subscription)
             )
         except httpx.HTTPError as exc:
-            _logger.warning(
-                "web push failed in transport: message_id=%s token_id=%s error=%s",
-                notification.message_id,
-                notification.token.token_id,
-                type(exc).__name__,
-            )
-            return transport_failure(exc)
+            return transport_failure("web push", notification, exc)
         return self._classify(notification, response)
 
     def _classify(self, notification: Notification, response: httpx.Response) -> PushOutcome:
