@@ -12,7 +12,8 @@
         ├── Forbidden            403
         ├── NotFound             404
         ├── Conflict             409
-        └── RateLimited          429 (``retry_after`` seconds)
+        ├── RateLimited          429 (``retry_after`` seconds)
+        └── Unavailable          503 (a part this process needs runs elsewhere)
 
 Components raise these; the API turns ``ApiError`` into responses in one handler and
 the broker turns ``MessageRejected`` into an ``error`` event for the sending device.
@@ -34,6 +35,7 @@ __all__ = [
     "RateLimited",
     "SettingsError",
     "Unauthorized",
+    "Unavailable",
 ]
 
 
@@ -115,3 +117,10 @@ class RateLimited(ApiError):
     def __init__(self, message: str, *, retry_after: int) -> None:
         super().__init__(message, data={"retry_after": retry_after})
         self.retry_after = retry_after
+
+
+class Unavailable(ApiError):
+    """The request needs a part of the platform that this process does not run."""
+
+    status = 503
+    default_code = "unavailable"

@@ -13,18 +13,11 @@ import logging
 from collections.abc import Collection, Iterable
 
 from hubbub.envelope import CommitResult, SendRequest
-from hubbub.errors import ApiError
+from hubbub.errors import Unavailable
 
 __all__ = ["BrokerElsewhere"]
 
 logger = logging.getLogger(__name__)
-
-
-class BrokerUnavailable(ApiError):
-    """Messaging through REST needs the broker in this process."""
-
-    status = 503
-    default_code = "broker_unavailable"
 
 
 class BrokerElsewhere:
@@ -49,4 +42,6 @@ class BrokerElsewhere:
     ) -> CommitResult:
         """Refuse: sending over REST needs `hubbub up` (or the cross-node hand-off)."""
         del conversation_id, sender_id, device_id, request
-        raise BrokerUnavailable("sending over REST needs the broker in this process (`hubbub up`)")
+        raise Unavailable(
+            "sending over REST needs the broker in this process (`hubbub up`)", code="broker_unavailable"
+        )

@@ -61,6 +61,20 @@ def test_broker_and_api_run_apart_on_the_same_settings(tmp_path: Path) -> None:
         )
         assert device.connect() == 0
         device.close()
+        # Sending over REST needs the broker's ingest in the same process: a clear 503, nothing stored.
+        other = client.new_user()
+        conversation = client.http.post(
+            "/v1/conversations", json={"type": "direct", "user_id": other.user_id}, headers=login.headers
+        ).json()
+        sent = client.http.post(
+            f"/v1/conversations/{conversation['id']}/messages",
+            json={"cmid": "c1", "text": "hi"},
+            headers=login.headers,
+        )
+        assert sent.status_code == 503
+        assert sent.json()["error"]["code"] == "broker_unavailable"
+        history = client.http.get(f"/v1/conversations/{conversation['id']}/messages", headers=login.headers)
+        assert history.json()["messages"] == []
     finally:
         client.close()
         api_process.stop()
