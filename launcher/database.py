@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sqlalchemy import event
+import sqlalchemy
+from sqlalchemy import event, make_url
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-__all__ = ["create_engine"]
+from persister.sql_writer import AsyncEngineWriter, SqliteWriter, TransactionRunner
+
+__all__ = ["create_engine", "message_writer"]
 
 
 def _sqlite_pragmas(dbapi_connection: DBAPIConnection, _record: object) -> None:
@@ -32,3 +35,17 @@ def create_engine(url: str) -> AsyncEngine:
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
     return create_async_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+
+
+def message_writer(engine: AsyncEngine) -> TransactionRunner:
+    """Where the message store commits: its own thread and connection on a SQLite file.
+
+    An in-memory SQLite database exists once per connection, so it (like PostgreSQL)
+    commits on the shared engine.
+    """
+    url = engine.url
+    if url.get_backend_name() != "sqlite" or url.database in {None, "", ":memory:"}:
+        return AsyncEngineWriter(engine)
+    sync = sqlalchemy.create_engine(make_url(url).set(drivername="sqlite"))
+    event.listen(sync, "connect", _sqlite_pragmas)
+    return SqliteWriter(sync)

@@ -22,7 +22,7 @@ from hubbub.envelope import AcceptedMessage, CommitResult, push_register_again_e
 from hubbub.ids import SnowflakeGenerator
 from hubbub.stores import MessageStore
 from hubbub.tokens import TokenCodec
-from launcher.database import create_engine
+from launcher.database import create_engine, message_writer
 from launcher.detached import BrokerElsewhere
 from launcher.http import ReadyServer, bind_socket
 from launcher.migrate import migrate
@@ -103,7 +103,7 @@ async def _core(settings: Settings) -> AsyncIterator[_Core]:
 async def _message_store(settings: Settings, engine: AsyncEngine) -> MessageStore:
     """History in Cassandra when hosts are configured, else in the SQL database beside accounts."""
     if not settings.cassandra_hosts:
-        return SqlMessageStore(engine)
+        return SqlMessageStore(engine, message_writer(engine))
     hosts = [host.strip() for host in settings.cassandra_hosts.split(",") if host.strip()]
     store = await cassandra_store.connect(hosts, settings.cassandra_keyspace)
     await cassandra_store.create_schema(store.session, settings.cassandra_keyspace)

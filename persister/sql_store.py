@@ -1,8 +1,8 @@
 """The SQL message store (SQLite by default, PostgreSQL in production).
 
 Rows are keyed by (conversation_id, seq), so a page is one index range scan; the unique
-(conversation_id, sender_id, cmid) constraint is the last line of defence against storing
-a resend twice. ``seq`` is assigned here from a cache of each conversation's last seq,
+(conversation_id, sender_id, cmid) constraint is what recognises a resend, so a batch
+without one costs no lookup. ``seq`` is assigned here from a cache of each conversation's last seq,
 which is only sound because the persister is the single writer of a conversation: any
 failed commit forgets the cached values it may have advanced.
 """
@@ -16,18 +16,22 @@ from typing import Any
 from sqlalchemy import (
     BigInteger,
     Column,
+    Connection,
     MetaData,
     String,
     Table,
     Text,
+    bindparam,
     func,
     select,
     tuple_,
 )
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from hubbub.envelope import AcceptedMessage, CommitResult, CommittedMessage
 from hubbub.stores import MessagePage
+from persister.sql_writer import AsyncEngineWriter, TransactionRunner
 
 __all__ = ["SqlMessageStore"]
 
@@ -56,6 +60,12 @@ _COLUMNS = (
 )
 # Keeps each IN (...) list well under SQLite's bound-parameter limit.
 _CHUNK = 300
+_KEY_NAMES = ("conversation_id", "sender_id", "cmid")
+_BY_KEY = select(*_COLUMNS).where(
+    messages.c.conversation_id == bindparam("conversation_id"),
+    messages.c.sender_id == bindparam("sender_id"),
+    messages.c.cmid == bindparam("cmid"),
+)
 
 
 def _message(row: Sequence[Any]) -> CommittedMessage:
@@ -63,45 +73,64 @@ def _message(row: Sequence[Any]) -> CommittedMessage:
     return CommittedMessage(conversation_id, message_id, seq, sender_id, cmid, text, created_at)
 
 
-class SqlMessageStore:
-    """``MessageStore`` on SQLAlchemy Core; the engine is shared with the account store."""
+def _already_stored(
+    connection: Connection, batch: Sequence[AcceptedMessage]
+) -> dict[tuple[int, int, str], CommittedMessage]:
+    # One indexed probe per key: SQLite answers a row-value IN (VALUES ...) with a scan of
+    # the whole table, which made every commit cost in proportion to the history.
+    found: dict[tuple[int, int, str], CommittedMessage] = {}
+    for key in {(m.conversation_id, m.sender_id, m.cmid) for m in batch}:
+        row = connection.execute(_BY_KEY, dict(zip(_KEY_NAMES, key, strict=True))).first()
+        if row is not None:
+            found[key] = _message(row)
+    return found
 
-    def __init__(self, engine: AsyncEngine) -> None:
+
+class SqlMessageStore:
+    """``MessageStore`` on SQLAlchemy Core; the engine is shared with the account store.
+
+    Reads go through ``engine``; commits through ``writer`` (see ``persister.sql_writer``),
+    by default a connection of the same engine.
+    """
+
+    def __init__(self, engine: AsyncEngine, writer: TransactionRunner | None = None) -> None:
         self._engine = engine
+        self._writer = writer or AsyncEngineWriter(engine)
         self._last_seq: dict[int, int] = {}
 
     async def commit(self, batch: Sequence[AcceptedMessage]) -> list[CommitResult]:
-        """Store ``batch`` in one transaction; see ``hubbub.stores.MessageStore.commit``."""
+        """Store ``batch`` in one transaction; see ``hubbub.stores.MessageStore.commit``.
+
+        Resends are rare, so the batch is first inserted as if none of it were stored: the
+        unique (conversation_id, sender_id, cmid) constraint is the check, and costs no
+        query. Only when it fires is the batch committed again with a lookup of what is
+        already there.
+        """
         if not batch:
             return []
+        try:
+            return await self._writer.run(lambda connection: self._commit(connection, batch, lookup=False))
+        except IntegrityError:
+            logger.debug("a resend in a batch of %d; committing it again with a lookup", len(batch))
+        return await self._writer.run(lambda connection: self._commit(connection, batch, lookup=True))
+
+    def _commit(
+        self, connection: Connection, batch: Sequence[AcceptedMessage], *, lookup: bool
+    ) -> list[CommitResult]:
         conversations = {message.conversation_id for message in batch}
         try:
-            async with self._engine.begin() as connection:
-                stored = await self._already_stored(connection, batch)
-                await self._load_last_seqs(connection, conversations - self._last_seq.keys())
-                results, rows = self._assign(batch, stored)
-                if rows:
-                    await connection.execute(messages.insert(), rows)
+            stored = _already_stored(connection, batch) if lookup else {}
+            self._load_last_seqs(connection, conversations - self._last_seq.keys())
+            results, rows = self._assign(batch, stored)
+            if rows:
+                connection.execute(messages.insert(), rows)
         except BaseException:
             for conversation_id in conversations:
                 self._last_seq.pop(conversation_id, None)
             raise
         return results
 
-    async def _already_stored(
-        self, connection: AsyncConnection, batch: Sequence[AcceptedMessage]
-    ) -> dict[tuple[int, int, str], CommittedMessage]:
-        keys = list({(m.conversation_id, m.sender_id, m.cmid) for m in batch})
-        found: dict[tuple[int, int, str], CommittedMessage] = {}
-        key = tuple_(messages.c.conversation_id, messages.c.sender_id, messages.c.cmid)
-        for start in range(0, len(keys), _CHUNK):
-            chunk = keys[start : start + _CHUNK]
-            for row in await connection.execute(select(*_COLUMNS).where(key.in_(chunk))):
-                message = _message(row)
-                found[(message.conversation_id, message.sender_id, message.cmid)] = message
-        return found
-
-    async def _load_last_seqs(self, connection: AsyncConnection, conversation_ids: Collection[int]) -> None:
+    def _load_last_seqs(self, connection: Connection, conversation_ids: Collection[int]) -> None:
         if not conversation_ids:
             return
         self._last_seq.update(dict.fromkeys(conversation_ids, 0))
@@ -110,7 +139,7 @@ class SqlMessageStore:
             .where(messages.c.conversation_id.in_(list(conversation_ids)))
             .group_by(messages.c.conversation_id)
         )
-        for conversation_id, last in await connection.execute(query):
+        for conversation_id, last in connection.execute(query):
             self._last_seq[conversation_id] = int(last)
 
     def _assign(
@@ -238,4 +267,5 @@ class SqlMessageStore:
             return int((await connection.execute(query)).scalar_one())
 
     async def close(self) -> None:
-        """Nothing of its own: the shared engine is disposed by its owner."""
+        """Close the writer; the shared engine is disposed by its owner."""
+        await self._writer.close()

@@ -19,7 +19,7 @@ import pytest
 
 from hubbub.envelope import AcceptedMessage
 from hubbub.stores import MessageStore
-from launcher.database import create_engine
+from launcher.database import create_engine, message_writer
 from launcher.migrate import migrate
 from persister import SqlMessageStore
 from tests.support.postgres import PostgresServer
@@ -65,7 +65,9 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
         url = server.create_database(f"contract{next(_databases)}")
     engine = create_engine(url)
     await migrate(engine)
-    yield SqlMessageStore(engine)
+    sql = SqlMessageStore(engine, message_writer(engine))
+    yield sql
+    await sql.close()
     await engine.dispose()
 
 
