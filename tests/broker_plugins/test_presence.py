@@ -131,6 +131,22 @@ def test_a_silent_socket_is_noticed_through_keepalive(
     assert _status(watcher.next_message(timeout=GRACE_S + 15))["status"] == "offline"
 
 
+def test_a_socket_that_pings_within_its_keepalive_stays_connected(platform: Platform, api: ApiClient) -> None:
+    subject = api.new_user("pinging")
+    with socket.create_connection((platform.mqtt_host, platform.mqtt_port), timeout=30) as sock:
+        sock.sendall(connect_packet(subject.device_id, subject.user_id, subject.access_token, keepalive=1))
+        assert sock.recv(4) == b"\x20\x02\x00\x00"
+        # Four keepalive periods, twice the 2 s deadline: in each the broker sends nothing and
+        # keeps the socket open (the read times out), then answers the PINGREQ.
+        for _ in range(4):
+            sock.settimeout(0.9)
+            with pytest.raises(TimeoutError):
+                sock.recv(16)
+            sock.settimeout(30)
+            sock.sendall(b"\xc0\x00")
+            assert sock.recv(2) == b"\xd0\x00"
+
+
 def test_presence_is_for_self_friends_and_co_members_only(
     platform: Platform, api: ApiClient, clients: ClientFactory, watchers: list[Device]
 ) -> None:
