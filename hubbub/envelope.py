@@ -9,8 +9,9 @@ number, dense per conversation. Times are ISO 8601 UTC with milliseconds.
 
 from __future__ import annotations
 
+import functools
+import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -110,8 +111,14 @@ def parse_send(payload: bytes, max_chars: int) -> SendRequest:
 
 
 def format_time(ms: int) -> str:
-    """``2026-11-25T13:51:27.123Z``."""
-    return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """``2026-11-25T13:51:27.123Z``; every event carries one, and a burst shares its second."""
+    seconds, millis = divmod(ms, 1000)
+    return f"{_format_second(seconds)}.{millis:03d}Z"
+
+
+@functools.lru_cache(maxsize=64)
+def _format_second(seconds: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
 
 
 def message_json(message: CommittedMessage) -> dict[str, Any]:

@@ -55,4 +55,9 @@ def test_events_carry_ids_as_strings() -> None:
         "created_at": format_time(1_764_000_000_123),
     }
     assert orjson.loads(ack_event(message))["message_id"] == str((1 << 62) + 1)
-    assert format_time(1_764_000_000_123).endswith(".123Z")
+
+
+def test_times_are_iso_8601_utc_with_milliseconds() -> None:
+    assert format_time(1_764_000_000_123) == "2025-11-24T16:00:00.123Z"
+    assert format_time(1_764_000_000_007) == "2025-11-24T16:00:00.007Z"
+    assert format_time(999) == "1970-01-01T00:00:00.999Z"
