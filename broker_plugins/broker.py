@@ -219,13 +219,17 @@ class HubbubBroker(RoutingBroker):
         result: Awaitable[None] | None = super().on_publish(handler, topic, payload, qos, retain)
         return result
 
-    def deliver(self, topic: str, payload: bytes, *, device_id: str | None = None) -> None:
-        """Publish ``payload`` at QoS 1 to the sessions subscribed to ``topic`` (or only ``device_id``).
+    def deliver(
+        self, topic: str, payload: bytes, *, device_id: str | None = None, skip_device: str | None = None
+    ) -> None:
+        """Publish ``payload`` at QoS 1 to the sessions subscribed to ``topic``.
+
+        Only to ``device_id`` if given; never to ``skip_device``.
 
         Delivery is at QoS min(1, subscription QoS). A disconnected persistent session
         (clean_session=0) keeps QoS 1 events for its return, as MQTT requires.
         """
-        self.route(topic, payload, _EVENT_QOS, only_client=device_id)
+        self.route(topic, payload, _EVENT_QOS, only_client=device_id, skip_client=skip_device)
 
     async def committed(self, results: Sequence[CommitResult]) -> None:
         """The persister committed ``results``: deliver them and wake REST senders."""

@@ -57,8 +57,18 @@ class RoutingBroker(Broker):
 
     # --- delivery ----------------------------------------------------------------------------
 
-    def route(self, topic: str, payload: bytes, qos: int, only_client: str | None = None) -> int:
-        """Deliver to every matching subscription at min(``qos``, its QoS); returns how many got it."""
+    def route(
+        self,
+        topic: str,
+        payload: bytes,
+        qos: int,
+        only_client: str | None = None,
+        skip_client: str | None = None,
+    ) -> int:
+        """Deliver to every matching subscription at min(``qos``, its QoS); returns how many got it.
+
+        ``only_client`` narrows the delivery to one client; ``skip_client`` leaves one out.
+        """
         sessions = self._sessions
         packet0: bytes | None = None
         delivered = 0
@@ -66,11 +76,12 @@ class RoutingBroker(Broker):
         if self.index.has_wildcards:
             matched = [*matched, *self.index.match_wildcards(topic)]
         for session, granted in matched:
-            if only_client is not None and session.client_id != only_client:
+            client_id = session.client_id
+            if (only_client is not None and client_id != only_client) or client_id == skip_client:
                 continue
             level = min(qos, granted)
             if session.transitions.state == "connected":
-                handler = sessions[session.client_id][1]
+                handler = sessions[client_id][1]
                 if level:
                     handler.publish_nowait(topic, payload, level)
                 else:

@@ -221,7 +221,9 @@ class HubbubClient:
             self._merge(event)
         elif kind == "ack":
             self.acks[event["cmid"]] = event
-            self.outbox.settle(event["cmid"])
+            pending = self.outbox.settle(event["cmid"])
+            if pending is not None:  # the server echoes no message to its sender: the ack completes it
+                self._merge({**event, "kind": "message", "sender_id": self.user_id, "text": pending.text})
         elif kind == "error":
             self.errors.append(event)
             if event.get("code") in _FINAL_ERRORS and event.get("cmid"):

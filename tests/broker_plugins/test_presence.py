@@ -13,7 +13,7 @@ import pytest
 
 from client import HubbubClient
 from tests.support.api import ApiClient, Login
-from tests.support.chat import ClientFactory, client_factory, expect_event
+from tests.support.chat import ClientFactory, client_factory, expect_event, no_event_before
 from tests.support.mqtt import Device, Received
 from tests.support.platform import Platform, start_platform
 from tests.support.wire import connect_packet
@@ -188,10 +188,8 @@ def test_typing_reaches_the_other_members_and_only_them(clients: ClientFactory) 
     typing = expect_event(bob, "typing")
     assert (typing["conversation_id"], typing["user_id"]) == (cid, alice.user_id)
     alice.send(cid, "marker")
-    events = []
-    while (event := expect_event(alice, "message"))["text"] != "marker":
-        events.append(event)
-    assert all(event.get("kind") != "typing" for event in events)
+    before_ack = no_event_before(alice, lambda event: event.get("kind") == "ack")
+    assert all(event.get("kind") != "typing" for event in before_ack)
     assert alice.request("GET", f"/v1/conversations/{cid}/messages").json()["messages"][0]["text"] == "marker"
 
 

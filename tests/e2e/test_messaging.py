@@ -76,10 +76,16 @@ def test_every_device_of_a_user_sees_everything_its_own_sends_included(clients: 
     bob = clients()
     cid = _direct(alice, bob)
     phone.send(cid, "from my phone")
-    for device in (alice, phone, laptop, bob):
+    for device in (alice, laptop, bob):
         assert expect_event(device, "message", _is_message(cid, "from my phone"))["seq"] == 1
-    for device in (alice, phone, laptop):
-        assert expect_event(device, "ack")["seq"] == 1
+    bob.send(cid, "after")  # a later event on every inbox: all before it has arrived
+    after = _is_message(cid, "after")
+    phone_events = no_event_before(phone, after)
+    # The sending device is answered with the ack alone (no copy of what it sent), and only it.
+    assert [(e["kind"], e["seq"]) for e in phone_events if e["kind"] in {"message", "ack"}] == [("ack", 1)]
+    assert [m["text"] for m in phone.timelines[cid].ordered()] == ["from my phone", "after"]
+    for other in (alice, laptop):
+        assert not [e for e in no_event_before(other, after) if e["kind"] == "ack"]
 
 
 def _username(client: HubbubClient) -> str:
@@ -96,11 +102,13 @@ def test_a_group_of_100_each_member_gets_every_message_once_in_order(clients: Cl
         sender.send(cid, f"message {index}")
         assert sender.outbox.emptied.wait(20)  # acked: the order of sends is the order of seqs
     for member in members:
+        expected = [i for i, sender in enumerate(senders) if sender is not member]  # not its own
         received = [
-            expect_event(member, "message", lambda e: e.get("conversation_id") == cid) for _ in senders
+            expect_event(member, "message", lambda e: e.get("conversation_id") == cid) for _ in expected
         ]
-        assert [event["text"] for event in received] == [f"message {i}" for i in range(5)]
-        assert [event["seq"] for event in received] == [1, 2, 3, 4, 5]
+        assert [event["text"] for event in received] == [f"message {i}" for i in expected]
+        assert [event["seq"] for event in received] == [i + 1 for i in expected]
+        assert [m["seq"] for m in member.timelines[cid].ordered()] == [1, 2, 3, 4, 5]
     last = members[-1]
     assert not [e for e in _drain(last) if e.get("kind") == "message"]
 

@@ -372,7 +372,7 @@ function acceptMessage(message, live) {
 
 function onAck(event) {
   const entry = state.outbox?.settle(event.cmid);
-  if (!entry) return; // sent from another device of mine: its message event carries it
+  if (!entry) return; // answered already (a resend is acknowledged again)
   acceptMessage(
     {
       conversation_id: event.conversation_id,
