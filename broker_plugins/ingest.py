@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import orjson
@@ -134,17 +134,47 @@ class Ingest:
         """Drop the cached members of ``conversation_id``."""
         self._members.pop(conversation_id, None)
 
-    async def receive(self, sender_id: int, device_id: str, conversation_id: int, payload: bytes) -> None:
-        """A device published ``payload`` to ``conv/{conversation_id}/send``."""
+    def receive(
+        self, sender_id: int, device_id: str, conversation_id: int, payload: bytes
+    ) -> Awaitable[None] | None:
+        """A device published ``payload`` to ``conv/{conversation_id}/send``.
+
+        Handled at once (``None``) when the membership is cached and the persister's queue
+        has room, as it is for nearly every message; otherwise the awaitable finishes it.
+        Either way a rejection becomes an ``error`` event for the device.
+        """
         try:
             request = parse_send(payload, self._limits.max_chars)
-            await self._accept(conversation_id, sender_id, device_id, request)
+            later = self._admit(conversation_id, sender_id, device_id, request)
         except MessageRejected as rejection:
-            cmid = _best_effort_cmid(payload)
-            logger.info(
-                "rejected cid=%s cmid=%s device_id=%s: %s", conversation_id, cmid, device_id, rejection.code
-            )
-            self._to_device(sender_id, device_id, error_event(conversation_id, cmid, rejection))
+            self._reject(conversation_id, _best_effort_cmid(payload), device_id, sender_id, rejection)
+            return None
+        return (
+            None
+            if later is None
+            else self._finish(later, conversation_id, request.cmid, sender_id, device_id)
+        )
+
+    async def _finish(
+        self, later: Awaitable[None], conversation_id: int, cmid: str, sender_id: int, device_id: str
+    ) -> None:
+        try:
+            await later
+        except MessageRejected as rejection:
+            self._reject(conversation_id, cmid, device_id, sender_id, rejection)
+
+    def _reject(
+        self,
+        conversation_id: int,
+        cmid: str | None,
+        device_id: str,
+        sender_id: int,
+        rejection: MessageRejected,
+    ) -> None:
+        logger.info(
+            "rejected cid=%s cmid=%s device_id=%s: %s", conversation_id, cmid, device_id, rejection.code
+        )
+        self._to_device(sender_id, device_id, error_event(conversation_id, cmid, rejection))
 
     async def typing(self, sender_id: int, device_id: str, conversation_id: int) -> None:
         """A device says its user is typing: tell the other members (never stored)."""
@@ -174,7 +204,9 @@ class Ingest:
         waiter: asyncio.Future[CommitResult] = asyncio.get_running_loop().create_future()
         self._waiting.setdefault(key, []).append(waiter)
         try:
-            await self._accept(conversation_id, sender_id, device_id, request)
+            later = self._admit(conversation_id, sender_id, device_id, request)
+            if later is not None:
+                await later
             return await asyncio.wait_for(waiter, self._limits.submit_timeout_s)
         finally:
             waiters = self._waiting.get(key, [])
@@ -193,11 +225,12 @@ class Ingest:
                 if not waiter.done():
                     waiter.set_result(result)
 
-    async def _accept(
+    def _admit(
         self, conversation_id: int, sender_id: int, device_id: str, request: SendRequest
-    ) -> None:
-        bucket = self._buckets.get(device_id)
+    ) -> Awaitable[None] | None:
+        """Rate, membership, stamp, queue; raises ``MessageRejected``. See ``receive`` for the result."""
         now = self._clock_s()
+        bucket = self._buckets.get(device_id)
         if bucket is None:
             _prune(self._buckets)
             bucket = self._buckets[device_id] = TokenBucket(
@@ -205,11 +238,30 @@ class Ingest:
             )
         if not bucket.take(now):
             raise MessageRejected("rate_limited", "sending too fast; slow down and resend")
+        cached = self._members.get(conversation_id)
+        if cached is None or cached[1] <= now or self._accepted.full():
+            return self._admit_later(conversation_id, sender_id, device_id, request)
+        self._accepted.put_nowait(self._stamp(conversation_id, cached[0], sender_id, device_id, request))
+        return None
+
+    async def _admit_later(
+        self, conversation_id: int, sender_id: int, device_id: str, request: SendRequest
+    ) -> None:
         members = await self.members(conversation_id)
+        await self._accepted.put(self._stamp(conversation_id, members, sender_id, device_id, request))
+
+    def _stamp(
+        self,
+        conversation_id: int,
+        members: frozenset[int] | None,
+        sender_id: int,
+        device_id: str,
+        request: SendRequest,
+    ) -> AcceptedMessage:
         if members is None or sender_id not in members:
             # One answer for "no such conversation" and "not yours": it reveals nothing.
             raise MessageRejected("not_member", "not a member of this conversation")
-        message = AcceptedMessage(
+        return AcceptedMessage(
             conversation_id=conversation_id,
             message_id=self._ids.next_id(),
             sender_id=sender_id,
@@ -218,4 +270,3 @@ class Ingest:
             text=request.text,
             created_at_ms=self._clock_ms(),
         )
-        await self._accepted.put(message)

@@ -10,7 +10,7 @@ from typing import Any, Literal
 from client import HubbubClient
 from tests.support.api import PASSWORD, ApiClient
 
-__all__ = ["ClientFactory", "client_factory", "expect_event", "no_event_before"]
+__all__ = ["WAIT_S", "ClientFactory", "client_factory", "expect_event", "no_event_before"]
 
 WAIT_S = 20.0
 ClientFactory = Callable[..., HubbubClient]
