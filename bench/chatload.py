@@ -19,6 +19,7 @@ from array import array
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from bench import eventloop
 from bench.loadgen import NS
 from bench.mqtt_wire import PUBLISH, MqttConnection, encode_publish, publish_payload_offset
 from hubbub import topics
@@ -215,7 +216,7 @@ def chat_worker_main(job: ChatJob, pipe: Connection) -> None:
             await _run(job, pipe)
 
     try:
-        asyncio.run(bounded())
+        eventloop.run(bounded())
     except Exception:  # noqa: BLE001 - reported to the parent
         sys.stderr.write(traceback.format_exc())
         pipe.send(("error", traceback.format_exc()))

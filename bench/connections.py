@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from bench import eventloop
 from bench.brokers import SubprocessBroker, close_quietly
 from bench.loadgen import ClientSpec
 from bench.mqtt_wire import MqttConnection
@@ -82,7 +83,7 @@ async def _hold(host: str, port: int, specs: list[ClientSpec], pipe: Connection,
 
 def _worker(host: str, port: int, specs: list[ClientSpec], pipe: Connection, concurrency: int) -> None:
     try:
-        asyncio.run(_hold(host, port, specs, pipe, concurrency))
+        eventloop.run(_hold(host, port, specs, pipe, concurrency))
     finally:
         pipe.close()
 

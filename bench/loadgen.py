@@ -21,6 +21,7 @@ from array import array
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from bench import eventloop
 from bench.mqtt_wire import (
     PINGRESP,
     PUBACK,
@@ -383,7 +384,7 @@ def worker_main(job: WorkerJob, pipe: Connection, counters: Counters) -> None:
             await _run(job, pipe, counters)
 
     try:
-        asyncio.run(bounded())
+        eventloop.run(bounded())
     except Exception:  # noqa: BLE001 - report whatever went wrong to the parent instead of dying silently
         pipe.send(("error", traceback.format_exc()))
     finally:

@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Self
 
 import orjson
 
+from bench import eventloop
 from bench.brokers import close_quietly
 from bench.hubbub import HubbubBroker
 from bench.mqtt_wire import PUBLISH, SUBACK_FAILURE, MqttConnection, parse_publish
@@ -182,7 +183,7 @@ async def _devices(host: str, port: int, specs: list[ClientSpec], concurrency: i
 
 def _devices_main(host: str, port: int, specs: list[ClientSpec], concurrency: int, pipe: Connection) -> None:
     try:
-        asyncio.run(_devices(host, port, specs, concurrency, pipe))
+        eventloop.run(_devices(host, port, specs, concurrency, pipe))
     except Exception:  # noqa: BLE001 - reported to the parent, which fails the run
         with contextlib.suppress(OSError):
             pipe.send(("error", traceback.format_exc()))
@@ -250,7 +251,7 @@ async def _observe(host: str, port: int, spec: ClientSpec, pipe: Connection) -> 
 
 def _observer_main(host: str, port: int, spec: ClientSpec, pipe: Connection) -> None:
     try:
-        asyncio.run(_observe(host, port, spec, pipe))
+        eventloop.run(_observe(host, port, spec, pipe))
     except Exception:  # noqa: BLE001 - reported to the parent, which fails the run
         with contextlib.suppress(OSError):
             pipe.send(("error", traceback.format_exc()))
