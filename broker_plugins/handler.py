@@ -201,9 +201,17 @@ class HubbubProtocolHandler(BrokerProtocolHandler):
         exhaust the broker's memory.
         """
         if self._congested:
-            HubbubProtocolHandler.dropped += 1
-            return
+            # Looked at again only while congested (and at each flush): a client that caught
+            # up must not stay shed until some other packet happens to be written to it.
+            self._congested = self._unsent() > QOS0_HIGH_WATER
+            if self._congested:
+                HubbubProtocolHandler.dropped += 1
+                return
         self._write(packet)
+
+    def _unsent(self) -> int:
+        writer = self.writer
+        return writer.buffered() if isinstance(writer, (TcpWriter, FastWriter)) else 0
 
     async def stop(self) -> None:
         """Flush what is queued, then amqtt's stop (which closes the writer)."""

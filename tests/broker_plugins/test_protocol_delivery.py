@@ -12,10 +12,11 @@ import struct
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
-from broker_plugins.handler import MAX_INFLIGHT
+from broker_plugins.handler import MAX_INFLIGHT, QOS0_HIGH_WATER
 from hubbub.tokens import TokenCodec
 from tests.support.platform import Platform
 from tests.support.wire import remaining_length
@@ -58,10 +59,16 @@ def _string(text: str) -> bytes:
 class RawClient:
     """A blocking MQTT 3.1.1 client that shows exactly what the broker sends."""
 
-    def __init__(self, platform: Platform, client_id: str, *, clean: bool = True) -> None:
+    def __init__(
+        self, platform: Platform, client_id: str, *, clean: bool = True, receive_buffer: int = 0
+    ) -> None:
         secret = (platform.data_dir / "secret.key").read_text().strip()
         token = TokenCodec(secret, access_ttl_s=60).issue_service("prototest")
-        self.sock = socket.create_connection((platform.mqtt_host, platform.mqtt_port), timeout=TIMEOUT_S)
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if receive_buffer:  # before connecting, so the kernel does not grow it
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+        self.sock.settimeout(TIMEOUT_S)
+        self.sock.connect((platform.mqtt_host, platform.mqtt_port))
         self._buffer = b""
         flags = 0b11000000 | (0b10 if clean else 0)
         body = _string("MQTT") + bytes([4, flags]) + struct.pack("!H", 60)
@@ -141,7 +148,7 @@ def clients() -> Iterator[list[RawClient]]:
         client.close()
 
 
-def _client(platform: Platform, made: list[RawClient], name: str, **kwargs: bool) -> RawClient:
+def _client(platform: Platform, made: list[RawClient], name: str, **kwargs: Any) -> RawClient:  # noqa: ANN401
     client = RawClient(platform, name, **kwargs)
     made.append(client)
     return client
@@ -258,3 +265,38 @@ def test_at_most_max_inflight_unacknowledged_the_rest_wait_in_order(
     assert [packet.publish()[2] for packet in rest] == [
         str(i).encode() for i in range(MAX_INFLIGHT, MAX_INFLIGHT + extra)
     ]
+
+
+def test_qos0_to_a_client_that_stopped_reading_is_shed_then_resumes(
+    platform: Platform, clients: list[RawClient]
+) -> None:
+    # QoS 0 promises at most once: for a client that does not read, the broker drops it
+    # rather than buffer without bound, and delivers again once the client has caught up.
+    # QoS 1 is never shed, so it marks how far the delivery got.
+    topic, marker_topic = _topic(), _topic()
+    subscriber = _client(platform, clients, f"sub-{uuid.uuid4().hex[:8]}", receive_buffer=4096)
+    assert subscriber.subscribe(topic, 0) == 0
+    assert subscriber.subscribe(marker_topic, 1) == 1
+    publisher = _client(platform, clients, f"pub-{uuid.uuid4().hex[:8]}")
+    chunk = 64 * 1024
+    flood = 4 * QOS0_HIGH_WATER // chunk  # four times what the broker will hold for it
+    for index in range(flood):
+        publisher.publish(topic, index.to_bytes(4, "big") + bytes(chunk), 0)
+    publisher.publish(marker_topic, b"flood sent", 1)  # acknowledged: every flood message was routed
+
+    def received_before_marker() -> list[int]:
+        indexes = []
+        while (packet := subscriber.read()).publish()[0] != marker_topic:
+            payload = packet.publish()[2]
+            assert (packet.qos, len(payload)) == (0, 4 + chunk)  # whole packets, never torn
+            indexes.append(int.from_bytes(payload[:4], "big"))
+        subscriber.ack(packet)
+        return indexes
+
+    survived = received_before_marker()
+    assert 0 < len(survived) < flood
+    assert survived == sorted(survived)  # dropped, never reordered
+    for index in range(flood, flood + 10):
+        publisher.publish(topic, index.to_bytes(4, "big") + bytes(chunk), 0)
+    publisher.publish(marker_topic, b"caught up", 1)
+    assert received_before_marker() == list(range(flood, flood + 10))
