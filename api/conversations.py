@@ -33,6 +33,7 @@ DIRECT = "direct"
 GROUP = "group"
 ADMIN = "admin"
 MEMBER = "member"
+_ID_CHUNK = 500  # ids per IN (...): well inside every database's bound-parameter limit
 
 
 def direct_key(a: int, b: int) -> str:
@@ -97,9 +98,12 @@ async def create_group(
 
 async def users_by_id(session: AsyncSession, user_ids: Sequence[int]) -> dict[int, User]:
     """The users among ``user_ids`` that exist."""
-    if not user_ids:
-        return {}
-    return {user.id: user for user in await session.scalars(select(User).where(User.id.in_(list(user_ids))))}
+    ids = list(user_ids)
+    found: dict[int, User] = {}
+    for start in range(0, len(ids), _ID_CHUNK):
+        query = select(User).where(User.id.in_(ids[start : start + _ID_CHUNK]))
+        found.update({user.id: user for user in await session.scalars(query)})
+    return found
 
 
 async def get_membership(session: AsyncSession, conversation_id: int, user_id: int) -> Member | None:
@@ -115,6 +119,20 @@ async def members(session: AsyncSession, conversation_id: int) -> list[Member]:
         .order_by(Member.joined_at, Member.user_id)
     )
     return list(await session.scalars(query))
+
+
+async def members_of(session: AsyncSession, conversation_ids: Sequence[int]) -> dict[int, list[Member]]:
+    """Everyone in each of ``conversation_ids``, earliest first, in one query per chunk of ids."""
+    found: dict[int, list[Member]] = {}
+    for start in range(0, len(conversation_ids), _ID_CHUNK):
+        query = (
+            select(Member)
+            .where(Member.conversation_id.in_(conversation_ids[start : start + _ID_CHUNK]))
+            .order_by(Member.joined_at, Member.user_id)
+        )
+        for member in await session.scalars(query):
+            found.setdefault(member.conversation_id, []).append(member)
+    return found
 
 
 async def member_count(session: AsyncSession, conversation_id: int) -> int:

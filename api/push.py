@@ -78,11 +78,8 @@ class SqlPushDirectory:
             .all()
         )
         latest = await self._messages.latest_seqs(list(markers))
-        unread = 0
-        for conversation_id, newest in latest.items():
-            if newest > markers[conversation_id]:
-                unread += await self._messages.count_after(conversation_id, markers[conversation_id], user_id)
-        return unread
+        behind = {cid: markers[cid] for cid, newest in latest.items() if newest > markers[cid]}
+        return sum((await self._messages.unread_counts(behind, user_id)).values()) if behind else 0
 
     async def remove_token(self, token_id: str) -> int | None:
         """Mark the device's registration rejected (it must register again); its user, if any."""

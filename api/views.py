@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Literal
 
 import orjson
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api import conversations as queries
-from api.db.models import Conversation, Member
+from api.db.models import Conversation, Member, User
 from api.schemas import ConversationOut, MemberOut, MessageOut
 from hubbub.envelope import CommittedMessage, format_time, message_json
 from hubbub.errors import NotFound
@@ -16,6 +17,7 @@ from hubbub.ids import parse_id
 
 __all__ = [
     "ConversationAction",
+    "build_conversation_out",
     "conversation_event",
     "conversation_out",
     "message_out",
@@ -50,6 +52,26 @@ async def conversation_out(
     """A conversation with its members' names."""
     members = await queries.members(session, conversation.id)
     users = await queries.users_by_id(session, [member.user_id for member in members])
+    return build_conversation_out(
+        conversation,
+        members,
+        users,
+        last_message=last_message,
+        unread_count=unread_count,
+        last_read_seq=last_read_seq,
+    )
+
+
+def build_conversation_out(
+    conversation: Conversation,
+    members: Sequence[Member],
+    users: Mapping[int, User],
+    *,
+    last_message: CommittedMessage | None,
+    unread_count: int,
+    last_read_seq: int,
+) -> ConversationOut:
+    """A conversation from rows already loaded (a list loads them for every conversation at once)."""
     return ConversationOut(
         id=str(conversation.id),
         type="direct" if conversation.kind == queries.DIRECT else "group",

@@ -6,7 +6,7 @@ imports the API's database, nor the API the persister's).
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -68,8 +68,12 @@ class MessageStore(Protocol):
         """The newest message of each conversation that has one."""
         ...
 
-    async def count_after(self, conversation_id: int, after_seq: int, exclude_sender: int) -> int:
-        """How many messages after ``after_seq`` were sent by someone other than ``exclude_sender``."""
+    async def unread_counts(self, read_up_to: Mapping[int, int], reader_id: int) -> dict[int, int]:
+        """Unread messages per conversation: those after the reader's marker, sent by others.
+
+        ``read_up_to`` maps each conversation id to ``reader_id``'s last read seq. All at once,
+        so a list of conversations costs one round trip, not one per conversation.
+        """
         ...
 
     async def close(self) -> None:

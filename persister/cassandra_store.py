@@ -39,7 +39,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import AsyncIterator, Callable, Collection, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
@@ -488,7 +488,13 @@ class CassandraMessageStore:
         )
         return {message.conversation_id: message for rows in found for message in map(_message, rows)}
 
-    async def count_after(self, conversation_id: int, after_seq: int, exclude_sender: int) -> int:
+    async def unread_counts(self, read_up_to: Mapping[int, int], reader_id: int) -> dict[int, int]:
+        """See ``hubbub.stores.MessageStore.unread_counts``; the conversations are counted concurrently."""
+        ids = list(read_up_to)
+        counts = await asyncio.gather(*(self._count_after(cid, read_up_to[cid], reader_id) for cid in ids))
+        return dict(zip(ids, counts, strict=True))
+
+    async def _count_after(self, conversation_id: int, after_seq: int, exclude_sender: int) -> int:
         """Unread messages: seqs ``after_seq + 1..head`` not sent by ``exclude_sender``.
 
         ``sender_id`` is no key column, so it cannot be a WHERE condition without ALLOW

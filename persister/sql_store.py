@@ -10,7 +10,7 @@ failed commit forgets the cached values it may have advanced.
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import (
@@ -21,8 +21,10 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    and_,
     bindparam,
     func,
+    or_,
     select,
     tuple_,
 )
@@ -256,15 +258,23 @@ class SqlMessageStore:
                     found[message.conversation_id] = message
         return found
 
-    async def count_after(self, conversation_id: int, after_seq: int, exclude_sender: int) -> int:
-        """Messages after ``after_seq`` not sent by ``exclude_sender`` (unread counts)."""
-        query = select(func.count()).where(
-            messages.c.conversation_id == conversation_id,
-            messages.c.seq > after_seq,
-            messages.c.sender_id != exclude_sender,
-        )
+    async def unread_counts(self, read_up_to: Mapping[int, int], reader_id: int) -> dict[int, int]:
+        """See ``hubbub.stores.MessageStore.unread_counts``: one indexed range per conversation."""
+        counts = dict.fromkeys(read_up_to, 0)
+        pairs = list(read_up_to.items())
         async with self._engine.connect() as connection:
-            return int((await connection.execute(query)).scalar_one())
+            for start in range(0, len(pairs), _CHUNK):
+                ranges = [
+                    and_(messages.c.conversation_id == cid, messages.c.seq > seq)
+                    for cid, seq in pairs[start : start + _CHUNK]
+                ]
+                query = (
+                    select(messages.c.conversation_id, func.count())
+                    .where(or_(*ranges), messages.c.sender_id != reader_id)
+                    .group_by(messages.c.conversation_id)
+                )
+                counts.update({cid: int(count) for cid, count in await connection.execute(query)})
+        return counts
 
     async def close(self) -> None:
         """Close the writer; the shared engine is disposed by its owner."""

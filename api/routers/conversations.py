@@ -24,7 +24,7 @@ from api.schemas import (
     ReadMarker,
     ReadState,
 )
-from api.views import conversation_event, conversation_out, require_membership
+from api.views import build_conversation_out, conversation_event, conversation_out, require_membership
 from hubbub.errors import Conflict, Forbidden, InvalidInput, NotFound
 from hubbub.ids import parse_id
 
@@ -87,19 +87,28 @@ async def create_conversation(
 async def list_conversations(user: CurrentUser, state: StateDep, session: SessionDep) -> ConversationList:
     """My conversations with their last message and my unread count, most recent first."""
     rows = await queries.memberships(session, user.id)
-    last = await state.messages.last_messages([conversation.id for conversation, _ in rows])
-    listed = []
-    for conversation, member in rows:
-        unread = await state.messages.count_after(conversation.id, member.last_read_seq, user.id)
-        listed.append(
-            await conversation_out(
-                session,
-                conversation,
-                last_message=last.get(conversation.id),
-                unread_count=unread,
-                last_read_seq=member.last_read_seq,
-            )
+    ids = [conversation.id for conversation, _ in rows]
+    last = await state.messages.last_messages(ids)
+    # Only a conversation with a message past my marker can have unread ones.
+    behind = {
+        conversation.id: member.last_read_seq
+        for conversation, member in rows
+        if conversation.id in last and last[conversation.id].seq > member.last_read_seq
+    }
+    unread = await state.messages.unread_counts(behind, user.id) if behind else {}
+    members = await queries.members_of(session, ids)
+    users = await queries.users_by_id(session, list({m.user_id for group in members.values() for m in group}))
+    listed = [
+        build_conversation_out(
+            conversation,
+            members.get(conversation.id, []),
+            users,
+            last_message=last.get(conversation.id),
+            unread_count=unread.get(conversation.id, 0),
+            last_read_seq=member.last_read_seq,
         )
+        for conversation, member in rows
+    ]
     # Snowflakes sort by time: the last message's id, or the conversation's own for an empty one.
     listed.sort(
         key=lambda out: int(out.last_message.message_id if out.last_message else out.id), reverse=True
@@ -116,12 +125,12 @@ async def get_conversation(
     conversation = await session.get(Conversation, member.conversation_id)
     assert conversation is not None  # noqa: S101 - a membership row has its conversation (foreign key)
     last = await state.messages.last_messages([conversation.id])
-    unread = await state.messages.count_after(conversation.id, member.last_read_seq, user.id)
+    unread = await state.messages.unread_counts({conversation.id: member.last_read_seq}, user.id)
     return await conversation_out(
         session,
         conversation,
         last_message=last.get(conversation.id),
-        unread_count=unread,
+        unread_count=unread[conversation.id],
         last_read_seq=member.last_read_seq,
     )
 
@@ -222,5 +231,5 @@ async def mark_read(
             "seq": target,
         }
         await state.inbox.publish(recipients, orjson.dumps(receipt))
-    unread = await state.messages.count_after(member.conversation_id, member.last_read_seq, user.id)
-    return ReadState(last_read_seq=member.last_read_seq, unread_count=unread)
+    unread = await state.messages.unread_counts({member.conversation_id: member.last_read_seq}, user.id)
+    return ReadState(last_read_seq=member.last_read_seq, unread_count=unread[member.conversation_id])

@@ -264,6 +264,26 @@ def test_sync_after_an_offline_period_returns_exactly_what_was_missed(clients: C
     assert bob.http.get("/v1/sync").json()["conversations"] == []
 
 
+def test_the_conversation_list_shows_each_with_its_members_unread_and_newest_first(
+    clients: ClientFactory,
+) -> None:
+    me, carol, dave = clients(), clients(), clients()
+    quiet, read, busy = _direct(me, carol), _group(me, [carol, dave], "read"), _group(carol, [me, dave])
+    for cid, sender, texts in [(read, carol, ["r1", "r2"]), (read, me, ["mine"]), (busy, dave, ["b1", "b2"])]:
+        for text in texts:
+            sender.send(cid, text)
+        assert sender.outbox.emptied.wait(20)
+    me.request("POST", f"/v1/conversations/{read}/read", json={"seq": 2}).raise_for_status()
+    listed = me.request("GET", "/v1/conversations").json()["conversations"]
+    assert [c["id"] for c in listed] == [busy, read, quiet]  # newest message first, empty last
+    by_id = {c["id"]: c for c in listed}
+    assert {m["user_id"] for m in by_id[quiet]["members"]} == {me.user_id, carol.user_id}
+    assert {m["user_id"] for m in by_id[busy]["members"]} == {me.user_id, carol.user_id, dave.user_id}
+    # read: everything up to my marker read, and my own message never counts as unread.
+    assert [(c["unread_count"], c["last_read_seq"]) for c in listed] == [(2, 0), (0, 2), (0, 0)]
+    assert [c["last_message"] and c["last_message"]["text"] for c in listed] == ["b2", "mine", None]
+
+
 def test_read_markers_give_unread_counts_and_receipts(clients: ClientFactory) -> None:
     alice, bob = clients(), clients()
     cid = _direct(alice, bob)

@@ -125,8 +125,10 @@ async def test_latest_last_and_unread(store: MessageStore) -> None:
     assert await store.latest_seqs([11, 12, 13]) == {11: 2, 12: 1}
     last = await store.last_messages([11, 12, 13])
     assert (last[11].cmid, last[12].cmid, 13 in last) == ("b", "c", False)
-    assert await store.count_after(11, 0, exclude_sender=1) == 1
-    assert await store.count_after(11, 2, exclude_sender=1) == 0
+    # Unread: after the marker, not sent by the reader; a conversation without messages is 0.
+    assert await store.unread_counts({11: 0, 12: 0, 13: 0}, reader_id=1) == {11: 1, 12: 1, 13: 0}
+    assert await store.unread_counts({11: 1, 12: 1}, reader_id=2) == {11: 0, 12: 0}
+    assert await store.unread_counts({11: 0}, reader_id=7) == {11: 2}
 
 
 async def test_a_failed_commit_leaves_no_trace_and_seqs_stay_dense(store: MessageStore) -> None:
