@@ -32,12 +32,16 @@ class Deliver(Protocol):
 
 
 async def fan_out(results: Sequence[CommitResult], members: Members, deliver: Deliver) -> None:
-    """Deliver the events of ``results``, in commit order."""
+    """Deliver the events of ``results``, in commit order (members looked up once per conversation)."""
+    rosters = {
+        cid: await members(cid) or frozenset()
+        for cid in {result.message.conversation_id for result in results if not result.duplicate}
+    }
     for result in results:
         message = result.message
         sender, device = message.sender_id, result.sender_device_id
         if not result.duplicate:
             payload = message_event(message)
-            for user_id in await members(message.conversation_id) or ():
+            for user_id in rosters[message.conversation_id]:
                 deliver(topics.inbox(user_id), payload, skip_device=device if user_id == sender else None)
         deliver(topics.inbox(sender), ack_event(message), device_id=device)
