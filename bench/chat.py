@@ -15,6 +15,7 @@ import sys
 import time
 from array import array
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import httpx
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
     from multiprocessing.connection import Connection
     from multiprocessing.process import BaseProcess
 
-__all__ = ["PipelineResult", "run_chat", "run_groups"]
+__all__ = ["PipelineResult", "profile_chat", "run_chat", "run_groups"]
 
 START_DELAY = 0.5
 _SETTINGS = {  # rate limits out of the way: the benchmark measures the pipeline, not the limiter
@@ -158,15 +159,9 @@ def _measure(
 
 def run_chat(pairs: int, duration: float, warmup: float, window: int) -> list[PipelineResult]:
     """``pairs`` direct conversations, both members sending: a closed-loop run, then an open loop at half."""
-    platform = start_platform(**_SETTINGS)
+    platform = start_platform(_SETTINGS)
     try:
-        users = platform.make_users(2 * pairs)
-        devices: list[ChatDevice] = []
-        with httpx.Client(base_url=platform.http_url, timeout=30) as http:
-            for k in range(pairs):
-                a, b = users[2 * k], users[2 * k + 1]
-                cid = platform.create_conversation(http, a, {"type": "direct", "user_id": str(b.user_id)})
-                devices += [_device(a, cid), _device(b, cid)]
+        devices = _pairs(platform, pairs)
         _say(f"[chat] {pairs} pairs ready; closed loop, {window} unacknowledged per device")
         peak = _measure(
             platform, devices, scenario="chat", label="max", duration=duration, warmup=warmup, window=window
@@ -181,11 +176,40 @@ def run_chat(pairs: int, duration: float, warmup: float, window: int) -> list[Pi
         platform.stop()
 
 
+def profile_chat(pairs: int, duration: float, warmup: float, window: int, output: Path) -> PipelineResult:
+    """The closed-loop chat run again, with ``hubbub up`` under cProfile (written to ``output``)."""
+    platform = start_platform(_SETTINGS, profile_to=output)
+    try:
+        devices = _pairs(platform, pairs)
+        return _measure(
+            platform,
+            devices,
+            scenario="chat",
+            label="profiled",
+            duration=duration,
+            warmup=warmup,
+            window=window,
+        )
+    finally:
+        platform.stop()
+
+
+def _pairs(platform: RunningPlatform, pairs: int) -> list[ChatDevice]:
+    users = platform.make_users(2 * pairs)
+    devices: list[ChatDevice] = []
+    with httpx.Client(base_url=platform.http_url, timeout=30) as http:
+        for k in range(pairs):
+            a, b = users[2 * k], users[2 * k + 1]
+            cid = platform.create_conversation(http, a, {"type": "direct", "user_id": str(b.user_id)})
+            devices += [_device(a, cid), _device(b, cid)]
+    return devices
+
+
 def run_groups(  # noqa: PLR0917 - the scenario's knobs, all required
     groups: int, members: int, senders: int, duration: float, warmup: float, window: int
 ) -> PipelineResult:
     """``groups`` groups of ``members``; ``senders`` of each send, every member receives."""
-    platform = start_platform(max_group_members=str(max(members, 2)), **_SETTINGS)
+    platform = start_platform({**_SETTINGS, "max_group_members": str(max(members, 2))})
     try:
         users = platform.make_users(groups * members)
         devices: list[ChatDevice] = []

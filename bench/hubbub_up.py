@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -105,14 +106,18 @@ class RunningPlatform:
         self._tmp.cleanup()
 
 
-def start_platform(**settings: str) -> RunningPlatform:
-    """``hubbub up`` on free ports with ``settings`` (lower-case names); waits for its ready line."""
+def start_platform(settings: Mapping[str, str], *, profile_to: Path | None = None) -> RunningPlatform:
+    """``hubbub up`` on free ports with ``settings`` (lower-case names); waits for its ready line.
+
+    With ``profile_to``, under cProfile (its event-loop thread), written there when stopped.
+    """
     tmp = tempfile.TemporaryDirectory(prefix="bench-hubbub-up-")
     data_dir = Path(tmp.name) / "data"
-    env = hubbub_env(data_dir, mqtt_port="0", http_port="0", **settings)
+    env = hubbub_env(data_dir, **{**settings, "mqtt_port": "0", "http_port": "0"})
     log = (Path(tmp.name) / "platform.log").open("w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "launcher.cli", "up"],
+    profiler = ["-m", "cProfile", "-o", str(profile_to)] if profile_to else []
+    proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module, no shell
+        [sys.executable, *profiler, "-m", "launcher.cli", "up"],
         cwd=REPO_ROOT,
         env=env,
         stdin=subprocess.DEVNULL,

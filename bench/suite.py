@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.brokers import BrokerUnderTest, Mosquitto, StockAmqtt, close_quietly
-from bench.chat import PipelineResult, run_chat, run_groups
+from bench.chat import PipelineResult, profile_chat, run_chat, run_groups
 from bench.connections import ConnectionsResult, run_connections
 from bench.hubbub import HubbubBroker
 from bench.loadgen import LoadParams
@@ -78,6 +78,7 @@ class SuiteResults:
     connections: list[ConnectionsResult] = field(default_factory=list)
     presence: list[PresenceResult] = field(default_factory=list)
     profile: str = ""
+    chat_profile: str = ""
     errors: list[str] = field(default_factory=list)
 
 
@@ -109,14 +110,26 @@ def _profile(params: LoadParams, size: int) -> str:
             run_relay(broker, host, port, size, params)
         finally:
             close_quietly(broker)
-        if not output.exists():
-            return "(no profile written)"
-        text = io.StringIO()
-        stats = pstats.Stats(str(output), stream=text)
-        stats.sort_stats("tottime").print_stats(PROFILE_LINES)
-        lines = text.getvalue().splitlines()
-        start = next((k for k, line in enumerate(lines) if "ncalls" in line), 0)
-        return "\n".join(line.replace(str(Path.cwd()) + "/", "") for line in lines[start:] if line.strip())
+        return _top(output)
+
+
+def _chat_profile(options: SuiteOptions) -> str:
+    with tempfile.TemporaryDirectory(prefix="bench-profile-") as tmp:
+        output = Path(tmp) / "platform.prof"
+        profile_chat(options.pairs, options.duration, options.warmup, options.chat_window, output)
+        return _top(output)
+
+
+def _top(output: Path) -> str:
+    """The functions with the most own time in a cProfile dump."""
+    if not output.exists():
+        return "(no profile written)"
+    text = io.StringIO()
+    stats = pstats.Stats(str(output), stream=text)
+    stats.sort_stats("tottime").print_stats(PROFILE_LINES)
+    lines = text.getvalue().splitlines()
+    start = next((k for k, line in enumerate(lines) if "ncalls" in line), 0)
+    return "\n".join(line.replace(str(Path.cwd()) + "/", "") for line in lines[start:] if line.strip())
 
 
 def run_suite(options: SuiteOptions) -> SuiteResults:
@@ -167,6 +180,10 @@ def run_suite(options: SuiteOptions) -> SuiteResults:
         results.profile = _profile(params, 1000)
     except (RelayError, RuntimeError, OSError, ValueError, TimeoutError) as exc:
         results.errors.append(f"profile: {exc}")
+    try:
+        results.chat_profile = _chat_profile(options)
+    except (RelayError, RuntimeError, OSError, ValueError, TimeoutError) as exc:
+        results.errors.append(f"chat profile: {exc}")
     return results
 
 
@@ -225,6 +242,16 @@ def suite_markdown(results: SuiteResults, options: SuiteOptions, command: str) -
         "",
         "```",
         results.profile or "(no profile)",
+        "```",
+        "",
+        (
+            "cProfile of `hubbub up` during the closed-loop chat 1:1 run: its event-loop thread only (the "
+            "SQLite writer thread is not profiled), start-up and shutdown included (`compile`, and amqtt's "
+            "handler `stop`, whose own time is its wait for each connection to close)."
+        ),
+        "",
+        "```",
+        results.chat_profile or "(no profile)",
         "```",
         "",
     ]
