@@ -12,7 +12,7 @@ import math
 import os
 import platform
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from bench.relay import OTHER_CPU_WARN
 
@@ -161,19 +161,40 @@ def plot(results: list[RelayResult], plots_dir: Path) -> list[Path]:
     fig.savefig(throughput, dpi=120)
     plt.close(fig)
 
+    cdf = plots_dir / "relay-latency-cdf.png"
+    series = [(f"{r.broker} {r.subscriptions:,}", r.cdf_ms) for r in results]
+    _cdf_plot(plt, series, "publish-to-receive latency (ms)", "Relay latency CDF", cdf)
+    return [throughput, cdf]
+
+
+def plot_latency_cdf(
+    series: list[tuple[str, list[float]]], xlabel: str, title: str, path: Path
+) -> list[Path]:
+    """Write one latency-CDF PNG of ``(label, CDF points in ms)`` series; [] without matplotlib."""
+    try:
+        import matplotlib as mpl  # noqa: PLC0415 - optional dependency (the "bench" group)
+
+        mpl.use("Agg")
+        import matplotlib.pyplot as plt  # noqa: PLC0415
+    except ImportError:
+        return []
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _cdf_plot(plt, series, xlabel, title, path)
+    return [path]
+
+
+def _cdf_plot(plt: Any, series: list[tuple[str, list[float]]], xlabel: str, title: str, path: Path) -> None:  # noqa: ANN401
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for r in results:
-        if r.cdf_ms:
-            ys = [k / (len(r.cdf_ms) - 1) for k in range(len(r.cdf_ms))]
-            ax.plot([max(x, 0.01) for x in r.cdf_ms], ys, label=f"{r.broker} {r.subscriptions:,}")
+    for label, cdf_ms in series:
+        if cdf_ms:
+            ys = [k / (len(cdf_ms) - 1) for k in range(len(cdf_ms))]
+            ax.plot([max(x, 0.01) for x in cdf_ms], ys, label=label)
     ax.set_xscale("log")
-    ax.set_xlabel("publish-to-receive latency (ms)")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("fraction of messages")
-    ax.set_title("Relay latency CDF")
+    ax.set_title(title)
     ax.grid(visible=True, which="both", alpha=0.3)
     ax.legend(fontsize="small")
-    cdf = plots_dir / "relay-latency-cdf.png"
     fig.tight_layout()
-    fig.savefig(cdf, dpi=120)
+    fig.savefig(path, dpi=120)
     plt.close(fig)
-    return [throughput, cdf]

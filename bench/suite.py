@@ -25,13 +25,14 @@ from bench.hubbub import HubbubBroker
 from bench.loadgen import LoadParams
 from bench.presence_storm import PresenceResult, presence_markdown, run_presence
 from bench.relay import RelayError, RelayResult, run_relay
-from bench.report import Failure, markdown, plot
+from bench.report import Failure, markdown, plot, plot_latency_cdf
 
 __all__ = ["SuiteOptions", "run_suite"]
 
 REFERENCE = "mosquitto"
 BASELINE = Path("docs/bench/baseline.md")  # the numbers before issue 6, kept by hand
 PROFILE_LINES = 25
+PIPELINE_CDF = "pipeline-latency-cdf.png"
 RELAY_RATIO, FLAT_SPREAD, CHAT_RATIO, CHAT_P99_MS, KB_PER_CONNECTION = 0.5, 0.10, 0.3, 50.0, 20.0
 
 
@@ -306,9 +307,9 @@ def _pipeline_section(results: SuiteResults, relay_ref: dict[int, float]) -> lis
         (
             "`hubbub up` (broker, ingest, persister on SQLite, fan-out, acks). Devices publish "
             '`{"cmid","text"}` at QoS 1 to `conv/{cid}/send` and read `message`/`ack` events from their '
-            "inbox (QoS 1). delivered/s counts `message` events received by a recipient (not the sender's "
-            "own copy, not acks); latency is send to a recipient's receipt. max is a closed loop (each "
-            "sender keeps a few messages unacknowledged), half an open loop at half of max."
+            "inbox (QoS 1). delivered/s counts `message` events received by a recipient (the sending "
+            "device gets the `ack` only); latency is send to a recipient's receipt. max is a closed loop "
+            "(each sender keeps a few messages unacknowledged), half an open loop at half of max."
         ),
         "",
         "| scenario | run | devices | delivered/s | p50 ms | p99 ms | sent | acked | platform CPU % |",
@@ -319,7 +320,7 @@ def _pipeline_section(results: SuiteResults, relay_ref: dict[int, float]) -> lis
         f"{r.p99_ms:.1f} | {r.sent:,} | {r.acked:,} | {r.platform_cpu_pct:.0f} |"
         for r in results.chat + results.groups
     ]
-    return [*lines, ""]
+    return [*lines, "", f"![chat and groups latency CDF](bench/{PIPELINE_CDF})", ""]
 
 
 def _connections_section(results: SuiteResults) -> list[str]:
@@ -360,5 +361,9 @@ def write_suite(
         out.write_text(text)
         _say(f"wrote {out}")
     if plots is not None:
-        for path in plot(results.relay, plots):
+        pipeline = [(f"{r.scenario} {r.label}", r.cdf_ms) for r in results.chat + results.groups]
+        written = plot(results.relay, plots) + plot_latency_cdf(
+            pipeline, "send-to-receive latency (ms)", "Chat and groups latency CDF", plots / PIPELINE_CDF
+        )
+        for path in written:
             _say(f"wrote {path}")
