@@ -309,7 +309,8 @@ def _pipeline_section(results: SuiteResults, relay_ref: dict[int, float]) -> lis
             '`{"cmid","text"}` at QoS 1 to `conv/{cid}/send` and read `message`/`ack` events from their '
             "inbox (QoS 1). delivered/s counts `message` events received by a recipient (the sending "
             "device gets the `ack` only); latency is send to a recipient's receipt. max is a closed loop "
-            "(each sender keeps a few messages unacknowledged), half an open loop at half of max."
+            "(each sender keeps a few messages unacknowledged), half an open loop at half of max. "
+            "Platform CPU % is `hubbub up` and its SQLite writer process together, in % of one core."
         ),
         "",
         "| scenario | run | devices | delivered/s | p50 ms | p99 ms | sent | acked | platform CPU % |",

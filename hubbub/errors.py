@@ -6,6 +6,7 @@
     ├── SettingsError            a setting is missing or invalid; start-up stops
     ├── InvalidToken             an access/refresh/service token is expired, forged or mis-bound
     ├── MessageRejected          a send was refused; becomes an ``error`` inbox event (``code``)
+    ├── CommitFailed             a batch was not committed; nothing was acknowledged, senders resend
     └── ApiError                 a REST failure: ``code``, HTTP ``status`` and ``data``
         ├── InvalidInput         422
         ├── Unauthorized         401
@@ -25,6 +26,7 @@ from typing import Any, ClassVar
 
 __all__ = [
     "ApiError",
+    "CommitFailed",
     "Conflict",
     "Forbidden",
     "HubbubError",
@@ -58,6 +60,10 @@ class MessageRejected(HubbubError):
         super().__init__(message)
         self.code = code
         self.message = message
+
+
+class CommitFailed(HubbubError):
+    """A batch of accepted messages was not committed (its senders' outboxes resend them)."""
 
 
 class ApiError(HubbubError):

@@ -44,7 +44,8 @@ class MessageStore(Protocol):
         """Store ``batch`` atomically, in order, returning results in batch order.
 
         At most one message per (conversation, sender, cmid); new ones get the next dense
-        ``seq`` of their conversation.
+        ``seq`` of their conversation. Calls may overlap (the persister keeps a batch
+        committing while it sends the next); batches are committed in the order of the calls.
         """
         ...
 

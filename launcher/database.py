@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import sqlalchemy
@@ -9,9 +10,10 @@ from sqlalchemy import event, make_url
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from persister.sql_writer import AsyncEngineWriter, SqliteWriter, TransactionRunner
+from persister.commit_process import ProcessCommitter
+from persister.sql_commit import Committer, EngineCommitter
 
-__all__ = ["create_engine", "message_writer"]
+__all__ = ["create_engine", "message_committer", "sqlite_writer_engine"]
 
 
 def _sqlite_pragmas(dbapi_connection: DBAPIConnection, _record: object) -> None:
@@ -37,15 +39,20 @@ def create_engine(url: str) -> AsyncEngine:
     return create_async_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
 
 
-def message_writer(engine: AsyncEngine) -> TransactionRunner:
-    """Where the message store commits: its own thread and connection on a SQLite file.
+def message_committer(engine: AsyncEngine, *, log_level: str = "INFO") -> Committer:
+    """Where the message store commits: a writer process of its own on a SQLite file.
 
     An in-memory SQLite database exists once per connection, so it (like PostgreSQL)
     commits on the shared engine.
     """
     url = engine.url
     if url.get_backend_name() != "sqlite" or url.database in {None, "", ":memory:"}:
-        return AsyncEngineWriter(engine)
-    sync = sqlalchemy.create_engine(make_url(url).set(drivername="sqlite"))
-    event.listen(sync, "connect", _sqlite_pragmas)
-    return SqliteWriter(sync)
+        return EngineCommitter(engine)
+    return ProcessCommitter([sys.executable, "-m", "launcher.sqlite_writer", str(url.database), log_level])
+
+
+def sqlite_writer_engine(path: str) -> sqlalchemy.Engine:
+    """The writer process's synchronous engine on the SQLite file at ``path``."""
+    engine = sqlalchemy.create_engine(make_url("sqlite://").set(database=path))
+    event.listen(engine, "connect", _sqlite_pragmas)
+    return engine

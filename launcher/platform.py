@@ -22,7 +22,7 @@ from hubbub.envelope import AcceptedMessage, CommitResult, push_register_again_e
 from hubbub.ids import SnowflakeGenerator
 from hubbub.stores import MessageStore
 from hubbub.tokens import TokenCodec
-from launcher.database import create_engine, message_writer
+from launcher.database import create_engine, message_committer
 from launcher.detached import BrokerElsewhere
 from launcher.http import ReadyServer, bind_socket
 from launcher.migrate import migrate
@@ -103,7 +103,7 @@ async def _core(settings: Settings) -> AsyncIterator[_Core]:
 async def _message_store(settings: Settings, engine: AsyncEngine) -> MessageStore:
     """History in Cassandra when hosts are configured, else in the SQL database beside accounts."""
     if not settings.cassandra_hosts:
-        return SqlMessageStore(engine, message_writer(engine))
+        return SqlMessageStore(engine, message_committer(engine, log_level=settings.log_level))
     hosts = [host.strip() for host in settings.cassandra_hosts.split(",") if host.strip()]
     store = await cassandra_store.connect(hosts, settings.cassandra_keyspace)
     await cassandra_store.create_schema(store.session, settings.cassandra_keyspace)
@@ -111,6 +111,7 @@ async def _message_store(settings: Settings, engine: AsyncEngine) -> MessageStor
 
 
 _PRUNE_EVERY_S = 3600.0
+_FLUSH_TIMEOUT_S = 30.0  # at shutdown, for what ingest accepted to be committed and delivered
 # Push claims are kept long past any redelivery of a message, then forgotten.
 _DELIVERY_MEMORY_S = 2 * 86_400.0
 
@@ -198,7 +199,11 @@ async def _messaging(core: _Core) -> AsyncIterator[_Messaging]:
                 yield _Messaging(broker, metrics.render, providers.vapid_public_key)
             finally:
                 await broker.shutdown()
-                await persister.flush()
+                try:
+                    async with asyncio.timeout(_FLUSH_TIMEOUT_S):
+                        await persister.flush()
+                except TimeoutError:
+                    logger.warning("accepted messages left uncommitted at shutdown; senders will resend")
                 for task in background:
                     task.cancel()
     finally:

@@ -288,6 +288,7 @@ class CassandraMessageStore:
         self._preparing = asyncio.Lock()
         self._last_seq: dict[int, int] = {}
         self._owed_heads: dict[int, int] = {}
+        self._commit_lock = asyncio.Lock()
 
     @property
     def session(self) -> _Session:
@@ -342,6 +343,10 @@ class CassandraMessageStore:
         """Store ``batch``, heads last; see the module docstring and ``MessageStore.commit``."""
         if not batch:
             return []
+        async with self._commit_lock:  # one batch at a time, in call order (asyncio.Lock is FIFO)
+            return await self._commit(batch)
+
+    async def _commit(self, batch: Sequence[AcceptedMessage]) -> list[CommitResult]:
         conversations = {message.conversation_id for message in batch}
         heads: dict[int, int] = {}
         rows_written = False

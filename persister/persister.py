@@ -1,11 +1,13 @@
 """The persister: the single writer that commits accepted messages in batches.
 
-Accepted messages arrive on a queue (the in-process hand-off from ingest); one
-task drains it into batches — whatever queued up while the previous commit ran — so
-commit cost is shared under load without adding latency when idle. After each commit the
-results go to ``on_committed`` (fan-out, acks, push): only committed messages are ever
-delivered. A failed commit is logged and dropped: nothing was acknowledged, so the
-senders' outboxes resend, and the store's cmid uniqueness keeps that idempotent.
+Accepted messages arrive on a queue (the in-process hand-off from ingest). Two stages run
+as a pipeline: one takes whatever queued up meanwhile as the next batch — so commit cost is
+shared under load without adding latency when idle — and starts its commit while the last
+one is still committing (the store commits them in order); the other waits for each commit
+in turn and passes the results to ``on_committed`` (fan-out, acks, push). Results are
+delivered in commit order, and only committed messages are ever delivered. A failed
+commit is logged and dropped: nothing was acknowledged, so the senders' outboxes resend,
+and the store's cmid uniqueness keeps that idempotent.
 """
 
 from __future__ import annotations
@@ -22,6 +24,9 @@ __all__ = ["CommittedHandler", "Persister"]
 logger = logging.getLogger(__name__)
 
 CommittedHandler = Callable[[Sequence[CommitResult]], Awaitable[None]]
+# Batches committing at once: more would only queue in the store; a slow store or delivery
+# then slows intake instead.
+_IN_FLIGHT = 2
 
 
 class Persister:
@@ -39,31 +44,49 @@ class Persister:
         self._queue = accepted
         self._on_committed = on_committed
         self._max_batch = max_batch
+        self._committing: asyncio.Queue[tuple[int, asyncio.Task[list[CommitResult]]]] = asyncio.Queue(
+            _IN_FLIGHT - 1
+        )
 
     async def run(self) -> None:
-        """Commit batches until cancelled."""
-        while True:
-            batch = [await self._queue.get()]
-            await self._commit(self._fill(batch))
+        """Commit and deliver until cancelled."""
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self._commit_stage(), name="persister-commit")
+                group.create_task(self._deliver_stage(), name="persister-deliver")
+        finally:
+            while not self._committing.empty():
+                self._committing.get_nowait()[1].cancel()
 
     async def flush(self) -> None:
-        """Commit everything queued now (at shutdown, once ingest has stopped)."""
-        while not self._queue.empty():
-            await self._commit(self._fill([]))
+        """Wait until everything queued so far is committed and delivered (``run`` must be running).
 
-    def _fill(self, batch: list[AcceptedMessage]) -> list[AcceptedMessage]:
-        while len(batch) < self._max_batch and not self._queue.empty():
-            batch.append(self._queue.get_nowait())
-        return batch
+        Called at shutdown once ingest has stopped, so nothing new arrives meanwhile.
+        """
+        await self._queue.join()
 
-    async def _commit(self, batch: list[AcceptedMessage]) -> None:
-        try:
-            results = await self._store.commit(batch)
-        except Exception:
-            logger.exception("commit of %d messages failed; senders will resend", len(batch))
-            return
-        logger.debug("committed %d messages", len(results))
-        try:
-            await self._on_committed(results)
-        except Exception:
-            logger.exception("delivery after commit failed; devices catch up through sync")
+    async def _commit_stage(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            while len(batch) < self._max_batch and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            commit = asyncio.create_task(self._store.commit(batch), name="persister-commit-batch")
+            await self._committing.put((len(batch), commit))
+
+    async def _deliver_stage(self) -> None:
+        while True:
+            taken, commit = await self._committing.get()
+            try:
+                results = await commit
+            except Exception:
+                logger.exception("commit of %d messages failed; senders will resend", taken)
+                results = []
+            logger.debug("committed %d messages", len(results))
+            try:
+                if results:
+                    await self._on_committed(results)
+            except Exception:
+                logger.exception("delivery after commit failed; devices catch up through sync")
+            finally:
+                for _ in range(taken):  # the queue's join() waits for these
+                    self._queue.task_done()

@@ -19,7 +19,7 @@ import pytest
 
 from hubbub.envelope import AcceptedMessage
 from hubbub.stores import MessageStore
-from launcher.database import create_engine, message_writer
+from launcher.database import create_engine, message_committer
 from launcher.migrate import migrate
 from persister import SqlMessageStore
 from tests.support.postgres import PostgresServer
@@ -65,7 +65,7 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
         url = server.create_database(f"contract{next(_databases)}")
     engine = create_engine(url)
     await migrate(engine)
-    sql = SqlMessageStore(engine, message_writer(engine))
+    sql = SqlMessageStore(engine, message_committer(engine))
     yield sql
     await sql.close()
     await engine.dispose()
@@ -139,3 +139,13 @@ async def test_a_failed_commit_leaves_no_trace_and_seqs_stay_dense(store: Messag
     [after] = await store.commit([accepted(20, "next")])
     assert after.message.seq == 2
     assert [m.cmid for m in (await store.page(20, limit=10)).messages] == ["ok", "next"]
+
+
+async def test_overlapping_commits_are_committed_in_call_order(store: MessageStore) -> None:
+    # The persister sends the next batch while the last one commits.
+    batches = [[accepted(21, f"o{i}a"), accepted(21, f"o{i}b")] for i in range(5)]
+    results = await asyncio.gather(*(store.commit(batch) for batch in batches))
+    assert [[r.message.seq for r in batch] for batch in results] == [[1, 2], [3, 4], [5, 6], [7, 8], [9, 10]]
+    assert [m.cmid for m in (await store.page(21, limit=20)).messages] == [
+        f"o{i}{half}" for i in range(5) for half in "ab"
+    ]

@@ -1,0 +1,39 @@
+"""``python -m launcher.sqlite_writer PATH LOG_LEVEL``: the message store's SQLite writer process.
+
+Started by the broker's process (``persister.commit_process.ProcessCommitter``), never by
+hand: it commits the batches it reads on stdin to the SQLite file at PATH and answers on
+stdout, until stdin closes. Logs go to stderr, which it shares with its parent.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from config import configure_logging
+from launcher.database import sqlite_writer_engine
+from persister.commit_process import serve
+
+__all__ = ["main"]
+
+
+def main(argv: list[str]) -> int:
+    """Serve until the parent closes the pipe; 2 on a wrong command line."""
+    if len(argv) != 2:  # noqa: PLR2004 - PATH and LOG_LEVEL
+        print("usage: python -m launcher.sqlite_writer PATH LOG_LEVEL", file=sys.stderr)  # noqa: T201
+        return 2
+    path, log_level = argv
+    configure_logging(log_level)
+    engine = sqlite_writer_engine(path)
+    try:
+        serve(engine, sys.stdin.buffer, sys.stdout.buffer)
+    except KeyboardInterrupt:  # the terminal's Ctrl-C reaches the whole process group
+        return 0
+    finally:
+        engine.dispose()
+    logging.getLogger(__name__).debug("stdin closed; writer process done")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,171 @@
+"""Committing a batch of accepted messages to the SQL store.
+
+``seq`` is assigned here from a cache of each conversation's last seq, which is only sound
+because the persister is the single writer of a conversation: a failed attempt forgets the
+cached values it may have advanced. Resends are rare, so a batch is first inserted as if
+none of it were stored: the unique (conversation_id, sender_id, cmid) constraint is the
+check, and costs no query. Only when it fires is the batch committed again with a lookup of
+what is already there.
+
+The work is synchronous, on a SQLAlchemy ``Connection``, so the same code runs in the
+SQLite writer process (``persister.commit_process``) and, through ``run_sync``, on the async
+engine (``EngineCommitter``: PostgreSQL, or an in-memory SQLite).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Collection, Sequence
+from typing import Protocol
+
+from sqlalchemy import Connection, bindparam, func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from hubbub.envelope import AcceptedMessage, CommitResult, CommittedMessage
+from persister.sql_schema import COLUMNS, messages, row_message
+
+__all__ = ["BatchCommitter", "Committer", "EngineCommitter", "commit_batch"]
+
+logger = logging.getLogger(__name__)
+
+_KEY_NAMES = ("conversation_id", "sender_id", "cmid")
+_BY_KEY = select(*COLUMNS).where(
+    messages.c.conversation_id == bindparam("conversation_id"),
+    messages.c.sender_id == bindparam("sender_id"),
+    messages.c.cmid == bindparam("cmid"),
+)
+_Key = tuple[int, int, str]
+
+
+class Committer(Protocol):
+    """What the SQL store commits through."""
+
+    async def commit(self, batch: Sequence[AcceptedMessage]) -> list[CommitResult]:
+        """See ``hubbub.stores.MessageStore.commit``."""
+        ...
+
+    async def close(self) -> None:
+        """Release what the committer holds."""
+        ...
+
+
+class BatchCommitter:
+    """One writer's commits: the seq cache and the statements of one attempt."""
+
+    def __init__(self) -> None:
+        self._last_seq: dict[int, int] = {}
+
+    def attempt(
+        self, connection: Connection, batch: Sequence[AcceptedMessage], *, lookup: bool
+    ) -> list[CommitResult]:
+        """Assign seqs and insert, inside the caller's transaction; ``lookup`` finds resends first."""
+        conversations = {message.conversation_id for message in batch}
+        try:
+            stored = _already_stored(connection, batch) if lookup else {}
+            self._load_last_seqs(connection, conversations - self._last_seq.keys())
+            results, rows = self._assign(batch, stored)
+            if rows:
+                connection.execute(messages.insert(), rows)
+        except BaseException:
+            for conversation_id in conversations:
+                self._last_seq.pop(conversation_id, None)
+            raise
+        return results
+
+    def _load_last_seqs(self, connection: Connection, conversation_ids: Collection[int]) -> None:
+        if not conversation_ids:
+            return
+        self._last_seq.update(dict.fromkeys(conversation_ids, 0))
+        query = (
+            select(messages.c.conversation_id, func.max(messages.c.seq))
+            .where(messages.c.conversation_id.in_(list(conversation_ids)))
+            .group_by(messages.c.conversation_id)
+        )
+        for conversation_id, last in connection.execute(query):
+            self._last_seq[conversation_id] = int(last)
+
+    def _assign(
+        self, batch: Sequence[AcceptedMessage], stored: dict[_Key, CommittedMessage]
+    ) -> tuple[list[CommitResult], list[dict[str, object]]]:
+        results: list[CommitResult] = []
+        rows: list[dict[str, object]] = []
+        for accepted in batch:
+            key = (accepted.conversation_id, accepted.sender_id, accepted.cmid)
+            existing = stored.get(key)
+            if existing is not None:
+                results.append(
+                    CommitResult(existing, duplicate=True, sender_device_id=accepted.sender_device_id)
+                )
+                continue
+            seq = self._last_seq[accepted.conversation_id] + 1
+            self._last_seq[accepted.conversation_id] = seq
+            committed = CommittedMessage(
+                accepted.conversation_id,
+                accepted.message_id,
+                seq,
+                accepted.sender_id,
+                accepted.cmid,
+                accepted.text,
+                accepted.created_at_ms,
+            )
+            stored[key] = committed  # a resend inside the same batch is a duplicate too
+            results.append(
+                CommitResult(committed, duplicate=False, sender_device_id=accepted.sender_device_id)
+            )
+            rows.append(
+                {
+                    "conversation_id": committed.conversation_id,
+                    "seq": committed.seq,
+                    "message_id": committed.message_id,
+                    "sender_id": committed.sender_id,
+                    "cmid": committed.cmid,
+                    "text": committed.text,
+                    "created_at": committed.created_at_ms,
+                }
+            )
+        return results, rows
+
+
+def commit_batch(
+    committer: BatchCommitter, connection: Connection, batch: Sequence[AcceptedMessage]
+) -> list[CommitResult]:
+    """Commit ``batch`` in one transaction on ``connection`` (a second one if it holds a resend)."""
+    try:
+        with connection.begin():
+            return committer.attempt(connection, batch, lookup=False)
+    except IntegrityError:
+        logger.debug("a resend in a batch of %d; committing it again with a lookup", len(batch))
+    with connection.begin():
+        return committer.attempt(connection, batch, lookup=True)
+
+
+def _already_stored(connection: Connection, batch: Sequence[AcceptedMessage]) -> dict[_Key, CommittedMessage]:
+    # One indexed probe per key: SQLite answers a row-value IN (VALUES ...) with a scan of
+    # the whole table, which made every commit cost in proportion to the history.
+    found: dict[_Key, CommittedMessage] = {}
+    for key in {(m.conversation_id, m.sender_id, m.cmid) for m in batch}:
+        row = connection.execute(_BY_KEY, dict(zip(_KEY_NAMES, key, strict=True))).first()
+        if row is not None:
+            found[key] = row_message(row)
+    return found
+
+
+class EngineCommitter:
+    """Commits on a connection of the shared async engine (PostgreSQL, or an in-memory SQLite)."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        self._committer = BatchCommitter()
+        self._lock = asyncio.Lock()
+
+    async def commit(self, batch: Sequence[AcceptedMessage]) -> list[CommitResult]:
+        """See ``hubbub.stores.MessageStore.commit``: one batch at a time, in call order."""
+        if not batch:
+            return []
+        async with self._lock, self._engine.connect() as connection:
+            return await connection.run_sync(lambda sync: commit_batch(self._committer, sync, batch))
+
+    async def close(self) -> None:
+        """Nothing of its own: the shared engine is disposed by its owner."""
