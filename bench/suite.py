@@ -30,6 +30,7 @@ from bench.report import Failure, markdown, plot, plot_latency_cdf
 __all__ = ["SuiteOptions", "run_suite"]
 
 REFERENCE = "mosquitto"
+ANALYSIS = Path("docs/bench/analysis.md")  # what the numbers mean, kept by hand
 BASELINE = Path("docs/bench/baseline.md")  # the numbers before issue 6, kept by hand
 PROFILE_LINES = 25
 PIPELINE_CDF = "pipeline-latency-cdf.png"
@@ -246,8 +247,8 @@ def suite_markdown(results: SuiteResults, options: SuiteOptions, command: str) -
         "```",
         "",
         (
-            "cProfile of `hubbub up` during the closed-loop chat 1:1 run: its event-loop thread only (the "
-            "SQLite writer thread is not profiled), start-up and shutdown included (`compile`, and amqtt's "
+            "cProfile of `hubbub up` during the closed-loop chat 1:1 run: its event-loop thread (its SQLite "
+            "writer process is not profiled), start-up and shutdown included (`compile`, and amqtt's "
             "handler `stop`, whose own time is its wait for each connection to close)."
         ),
         "",
@@ -256,8 +257,9 @@ def suite_markdown(results: SuiteResults, options: SuiteOptions, command: str) -
         "```",
         "",
     ]
-    if BASELINE.exists():
-        lines += [BASELINE.read_text().rstrip(), ""]
+    for kept in (ANALYSIS, BASELINE):
+        if kept.exists():
+            lines += [kept.read_text().rstrip(), ""]
     if results.errors:
         lines += ["## Failed steps", ""] + [f"- {e}" for e in results.errors] + [""]
     return "\n".join(lines) + "\n"

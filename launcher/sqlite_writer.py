@@ -2,12 +2,14 @@
 
 Started by the broker's process (``persister.commit_process.ProcessCommitter``), never by
 hand: it commits the batches it reads on stdin to the SQLite file at PATH and answers on
-stdout, until stdin closes. Logs go to stderr, which it shares with its parent.
+stdout, until stdin closes (its parent closes it at shutdown, or dies). Logs go to stderr,
+which it shares with its parent.
 """
 
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 
 from config import configure_logging
@@ -23,12 +25,14 @@ def main(argv: list[str]) -> int:
         print("usage: python -m launcher.sqlite_writer PATH LOG_LEVEL", file=sys.stderr)  # noqa: T201
         return 2
     path, log_level = argv
+    # Ctrl-C in a terminal, or a supervisor's SIGTERM, reaches the whole process group; the
+    # parent then commits what it accepted before closing our stdin, so we wait for that EOF.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     configure_logging(log_level)
     engine = sqlite_writer_engine(path)
     try:
         serve(engine, sys.stdin.buffer, sys.stdout.buffer)
-    except KeyboardInterrupt:  # the terminal's Ctrl-C reaches the whole process group
-        return 0
     finally:
         engine.dispose()
     logging.getLogger(__name__).debug("stdin closed; writer process done")
