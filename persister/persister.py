@@ -24,8 +24,8 @@ __all__ = ["CommittedHandler", "Persister"]
 logger = logging.getLogger(__name__)
 
 CommittedHandler = Callable[[Sequence[CommitResult]], Awaitable[None]]
-# Batches committing at once: more would only queue in the store; a slow store or delivery
-# then slows intake instead.
+# Batches committing at once. More would only queue in the store; meanwhile the next batch
+# keeps growing in the accepted queue, and a slow store slows intake instead.
 _IN_FLIGHT = 2
 
 
@@ -44,9 +44,9 @@ class Persister:
         self._queue = accepted
         self._on_committed = on_committed
         self._max_batch = max_batch
-        self._committing: asyncio.Queue[tuple[int, asyncio.Task[list[CommitResult]]]] = asyncio.Queue(
-            _IN_FLIGHT - 1
-        )
+        self._slots = asyncio.Semaphore(_IN_FLIGHT)
+        # Commits in the order started (at most _IN_FLIGHT unfinished), with their batch sizes.
+        self._committing: asyncio.Queue[tuple[int, asyncio.Task[list[CommitResult]]]] = asyncio.Queue()
 
     async def run(self) -> None:
         """Commit and deliver until cancelled."""
@@ -67,11 +67,12 @@ class Persister:
 
     async def _commit_stage(self) -> None:
         while True:
+            await self._slots.acquire()
             batch = [await self._queue.get()]
             while len(batch) < self._max_batch and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             commit = asyncio.create_task(self._store.commit(batch), name="persister-commit-batch")
-            await self._committing.put((len(batch), commit))
+            self._committing.put_nowait((len(batch), commit))
 
     async def _deliver_stage(self) -> None:
         while True:
@@ -81,6 +82,8 @@ class Persister:
             except Exception:
                 logger.exception("commit of %d messages failed; senders will resend", taken)
                 results = []
+            finally:
+                self._slots.release()  # the next batch may start committing while this one is delivered
             logger.debug("committed %d messages", len(results))
             try:
                 if results:
