@@ -1,0 +1,64 @@
+"""The persister over the real SQLite store: batches, order, failures, flush."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+
+import pytest
+
+from hubbub.envelope import AcceptedMessage, CommitResult
+from launcher.database import create_engine, message_committer
+from launcher.migrate import migrate
+from persister import Persister, SqlMessageStore
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SqlMessageStore]:
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'store.db'}")
+    await migrate(engine)
+    sql = SqlMessageStore(engine, message_committer(engine))
+    yield sql
+    await sql.close()
+    await engine.dispose()
+
+
+def _accepted(index: int, message_id: int | None = None) -> AcceptedMessage:
+    return AcceptedMessage(
+        1, message_id or 1_000 + index, 7, "dev1", f"c{index}", f"m{index}", 1_700_000_000_000
+    )
+
+
+async def _run(store: SqlMessageStore, messages: list[AcceptedMessage], max_batch: int) -> list[list[int]]:
+    """Queue ``messages``, run the persister until they are all through; the seqs of each delivery."""
+    accepted: asyncio.Queue[AcceptedMessage] = asyncio.Queue()
+    for message in messages:
+        accepted.put_nowait(message)
+    deliveries: list[list[int]] = []
+
+    async def on_committed(results: Sequence[CommitResult]) -> None:
+        deliveries.append([result.message.seq for result in results])
+
+    persister = Persister(store, accepted, on_committed, max_batch=max_batch)
+    running = asyncio.create_task(persister.run(), name="persister-under-test")
+    await persister.flush()
+    running.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await running
+    return deliveries
+
+
+async def test_batches_are_delivered_once_each_in_commit_order(store: SqlMessageStore) -> None:
+    deliveries = await _run(store, [_accepted(i) for i in range(1_000)], max_batch=100)
+    assert [len(batch) for batch in deliveries] == [100] * 10
+    assert [seq for batch in deliveries for seq in batch] == list(range(1, 1_001))
+
+
+async def test_a_failed_batch_is_dropped_and_the_rest_go_on_with_dense_seqs(store: SqlMessageStore) -> None:
+    messages = [_accepted(i) for i in range(15)]
+    messages[7] = _accepted(7, message_id=10**19)  # out of BIGINT range: its whole batch fails
+    deliveries = await _run(store, messages, max_batch=5)
+    assert deliveries == [[1, 2, 3, 4, 5], [6, 7, 8, 9, 10]]  # the middle batch: never delivered
+    page = await store.page(1, limit=20)
+    assert [m.cmid for m in page.messages] == [f"c{i}" for i in (*range(5), *range(10, 15))]
