@@ -47,10 +47,10 @@ class Chat:
     def on_event(self, event: dict[str, Any]) -> None:
         """Show messages, delivery failures and conversation changes."""
         kind = event.get("kind")
-        if kind == "message" and event["sender_id"] != self.client.user_id:
-            self.say(
-                f"[{self._title(event['conversation_id'])}] {self._name(event['sender_id'])}: {event['text']}"
-            )
+        if kind == "message":  # never one this device sent (that comes back as an ack)
+            mine = event["sender_id"] == self.client.user_id
+            sender = "you, on another device" if mine else self._name(event["sender_id"])
+            self.say(f"[{self._title(event['conversation_id'])}] {sender}: {event['text']}")
         elif kind == "error":
             self.say(f"! not sent ({event['code']}): {event['message']}")
         elif kind == "conversation":

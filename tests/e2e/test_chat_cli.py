@@ -58,6 +58,11 @@ def test_chatting_from_the_terminal(platform: Platform, clients: ClientFactory) 
         bob.send(received["conversation_id"], "hello terminal")
         line = process.wait_for_line(lambda text: "hello terminal" in text)
         assert line.endswith(": hello terminal")
+        # The same user on a phone: the terminal shows what the phone sent, as the user's own.
+        phone = clients(username)
+        phone.send(received["conversation_id"], "from my phone")
+        line = process.wait_for_line(lambda text: "from my phone" in text)
+        assert line.endswith("] you, on another device: from my phone")
         chat.stdin.write("/quit\n")
         chat.stdin.close()
         assert chat.wait(timeout=30) == 0
