@@ -65,6 +65,8 @@ DEFAULT_PORT = 9042
 _KEYSPACE = re.compile(r"[a-z][a-z0-9_]{0,47}")
 # Requests in flight per call: enough to hide round trips, few enough not to swamp the pools.
 _CONCURRENCY = 64
+# Conversations counted at once for one unread_counts call (each count may read several pages).
+_CONCURRENT_COUNTS = 16
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS {ks}.messages_by_conversation (
         conversation_id bigint, bucket bigint, seq bigint, message_id bigint, sender_id bigint,
@@ -496,7 +498,13 @@ class CassandraMessageStore:
     async def unread_counts(self, read_up_to: Mapping[int, int], reader_id: int) -> dict[int, int]:
         """See ``hubbub.stores.MessageStore.unread_counts``; the conversations are counted concurrently."""
         ids = list(read_up_to)
-        counts = await asyncio.gather(*(self._count_after(cid, read_up_to[cid], reader_id) for cid in ids))
+        slots = asyncio.Semaphore(_CONCURRENT_COUNTS)
+
+        async def count(conversation_id: int) -> int:
+            async with slots:
+                return await self._count_after(conversation_id, read_up_to[conversation_id], reader_id)
+
+        counts = await asyncio.gather(*(count(cid) for cid in ids))
         return dict(zip(ids, counts, strict=True))
 
     async def _count_after(self, conversation_id: int, after_seq: int, exclude_sender: int) -> int:

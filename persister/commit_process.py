@@ -11,8 +11,11 @@ stdout in frames: a 4-byte big-endian length, then orjson. A request is a batch,
 message ``[conversation_id, message_id, sender_id, device_id, cmid, text, created_at_ms]``;
 the reply is ``{"results": [...]}`` with, per message, its new ``seq`` or, for a resend, the
 stored original as ``[message_id, seq, text, created_at_ms]``, or ``{"error": "..."}``.
-The child is the single writer and keeps the seq cache; if it dies, the batch in flight
-fails (nothing was acknowledged: its senders resend) and the next batch starts a new one.
+The child is the single writer and keeps the seq cache. If it dies, the batches in flight
+fail and the next batch starts a new child. None of them was acknowledged to its senders,
+so they resend; a batch the child had committed before dying is then answered as a resend
+(the original ``ack``), and the other members, who had no live event for it, get it through
+sync or when the next message shows them the gap — as after a crash of the whole process.
 """
 
 from __future__ import annotations
@@ -115,6 +118,8 @@ class ProcessCommitter:
         request = orjson.dumps([_encode_request(message) for message in batch])
         async with self._sending:
             if self._child is None or not self._child.alive:
+                if self._child is not None:
+                    await self._child.stop()  # the one that ended: release its pipes
                 self._child = await _Child.start(self._command)
             reply = await self._child.send(request)
         decoded = orjson.loads(await reply)
@@ -163,6 +168,9 @@ class _Child:
         except ConnectionError as exc:
             reply.cancel()  # never answered; the reader fails the others
             raise CommitFailed(_ENDED) from exc
+        except BaseException:
+            reply.cancel()  # the caller is gone; a reply that comes is dropped in its turn
+            raise
         return reply
 
     async def _read_replies(self) -> None:

@@ -55,8 +55,11 @@ class Persister:
                 group.create_task(self._commit_stage(), name="persister-commit")
                 group.create_task(self._deliver_stage(), name="persister-deliver")
         finally:
+            unfinished = []
             while not self._committing.empty():
-                self._committing.get_nowait()[1].cancel()
+                unfinished.append(self._committing.get_nowait()[1])
+                unfinished[-1].cancel()
+            await asyncio.gather(*unfinished, return_exceptions=True)  # ended before the store closes
 
     async def flush(self) -> None:
         """Wait until everything queued so far is committed and delivered (``run`` must be running).

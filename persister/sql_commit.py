@@ -60,19 +60,22 @@ class BatchCommitter:
     def attempt(
         self, connection: Connection, batch: Sequence[AcceptedMessage], *, lookup: bool
     ) -> list[CommitResult]:
-        """Assign seqs and insert, inside the caller's transaction; ``lookup`` finds resends first."""
+        """Assign seqs and insert, inside the caller's transaction; ``lookup`` finds resends first.
+
+        If the transaction does not commit, the caller must ``forget`` the batch's seqs.
+        """
         conversations = {message.conversation_id for message in batch}
-        try:
-            stored = _already_stored(connection, batch) if lookup else {}
-            self._load_last_seqs(connection, conversations - self._last_seq.keys())
-            results, rows = self._assign(batch, stored)
-            if rows:
-                connection.execute(messages.insert(), rows)
-        except BaseException:
-            for conversation_id in conversations:
-                self._last_seq.pop(conversation_id, None)
-            raise
+        stored = _already_stored(connection, batch) if lookup else {}
+        self._load_last_seqs(connection, conversations - self._last_seq.keys())
+        results, rows = self._assign(batch, stored)
+        if rows:
+            connection.execute(messages.insert(), rows)
         return results
+
+    def forget(self, batch: Sequence[AcceptedMessage]) -> None:
+        """Drop the cached seqs of ``batch``'s conversations: the next attempt reads them back."""
+        for message in batch:
+            self._last_seq.pop(message.conversation_id, None)
 
     def _load_last_seqs(self, connection: Connection, conversation_ids: Collection[int]) -> None:
         if not conversation_ids:
@@ -131,14 +134,27 @@ class BatchCommitter:
 def commit_batch(
     committer: BatchCommitter, connection: Connection, batch: Sequence[AcceptedMessage]
 ) -> list[CommitResult]:
-    """Commit ``batch`` in one transaction on ``connection`` (a second one if it holds a resend)."""
+    """Commit ``batch`` in one transaction on ``connection`` (a second one if it holds a resend).
+
+    Whatever fails — a statement or the COMMIT itself — the seqs the attempt advanced are
+    forgotten, so the conversation's next message still gets the next seq actually stored.
+    """
     try:
-        with connection.begin():
-            return committer.attempt(connection, batch, lookup=False)
+        return _transaction(committer, connection, batch, lookup=False)
     except IntegrityError:
         logger.debug("a resend in a batch of %d; committing it again with a lookup", len(batch))
-    with connection.begin():
-        return committer.attempt(connection, batch, lookup=True)
+    return _transaction(committer, connection, batch, lookup=True)
+
+
+def _transaction(
+    committer: BatchCommitter, connection: Connection, batch: Sequence[AcceptedMessage], *, lookup: bool
+) -> list[CommitResult]:
+    try:
+        with connection.begin():
+            return committer.attempt(connection, batch, lookup=lookup)
+    except BaseException:
+        committer.forget(batch)
+        raise
 
 
 def _already_stored(connection: Connection, batch: Sequence[AcceptedMessage]) -> dict[_Key, CommittedMessage]:

@@ -1,0 +1,54 @@
+"""A commit that fails at COMMIT itself (not in a statement) leaves seqs dense."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Connection, event, select
+
+from hubbub.envelope import AcceptedMessage
+from launcher.database import create_engine, sqlite_writer_engine
+from launcher.migrate import migrate
+from persister.sql_commit import BatchCommitter, commit_batch
+from persister.sql_schema import messages
+
+
+class CommitRefused(Exception):
+    """Raised by the test's hook in place of a failing COMMIT (a full disk, a dropped connection)."""
+
+
+def _accepted(index: int) -> AcceptedMessage:
+    return AcceptedMessage(1, 100 + index, 7, "dev1", f"c{index}", "text", 1_700_000_000_000)
+
+
+async def test_a_failed_commit_forgets_the_seqs_it_took(tmp_path: Path) -> None:
+    path = tmp_path / "store.db"
+    schema = create_engine(f"sqlite+aiosqlite:///{path}")
+    await migrate(schema)
+    await schema.dispose()
+    engine = sqlite_writer_engine(str(path))
+    refuse = [False]
+
+    @event.listens_for(engine, "commit")
+    def fail_once(connection: Connection) -> None:
+        if refuse[0]:
+            refuse[0] = False
+            connection.connection.dbapi_connection.rollback()  # type: ignore[union-attr]
+            raise CommitRefused
+
+    committer = BatchCommitter()
+    try:
+        with engine.connect() as connection:
+            commit_batch(committer, connection, [_accepted(0)])
+            refuse[0] = True
+            with pytest.raises(CommitRefused):
+                commit_batch(committer, connection, [_accepted(1)])
+            [after] = commit_batch(committer, connection, [_accepted(2)])
+            stored = connection.execute(
+                select(messages.c.seq, messages.c.cmid).order_by(messages.c.seq)
+            ).all()
+    finally:
+        engine.dispose()
+    assert after.message.seq == 2
+    assert [tuple(row) for row in stored] == [(1, "c0"), (2, "c2")]
