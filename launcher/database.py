@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 import sqlalchemy
-from sqlalchemy import event, make_url
+from sqlalchemy import URL, event, make_url
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -29,14 +29,15 @@ def _sqlite_pragmas(dbapi_connection: DBAPIConnection, _record: object) -> None:
 
 def create_engine(url: str) -> AsyncEngine:
     """An async engine for ``url``, with SQLite made fit for concurrent use."""
-    if url.startswith("sqlite"):
-        path = url.split("///", 1)[-1]
-        if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(url)
-        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
-        return engine
-    return create_async_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return create_async_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+    path = _sqlite_file(parsed)
+    if path is not None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_async_engine(url)
+    event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+    return engine
 
 
 def message_committer(engine: AsyncEngine, *, log_level: str = "INFO") -> Committer:
@@ -45,10 +46,17 @@ def message_committer(engine: AsyncEngine, *, log_level: str = "INFO") -> Commit
     An in-memory SQLite database exists once per connection, so it (like PostgreSQL)
     commits on the shared engine.
     """
-    url = engine.url
-    if url.get_backend_name() != "sqlite" or url.database in {None, "", ":memory:"}:
+    path = _sqlite_file(engine.url)
+    if path is None:
         return EngineCommitter(engine)
-    return ProcessCommitter([sys.executable, "-m", "launcher.sqlite_writer", str(url.database), log_level])
+    return ProcessCommitter([sys.executable, "-m", "launcher.sqlite_writer", path, log_level])
+
+
+def _sqlite_file(url: URL) -> str | None:
+    """The file a SQLite URL names; ``None`` for other databases and in-memory SQLite."""
+    if url.get_backend_name() != "sqlite" or url.database in {None, "", ":memory:"}:
+        return None
+    return url.database
 
 
 def sqlite_writer_engine(path: str) -> sqlalchemy.Engine:

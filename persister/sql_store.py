@@ -7,7 +7,6 @@ Reads run on the shared async engine; commits go through a ``Committer``
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Collection, Mapping, Sequence
 
 from sqlalchemy import and_, func, or_, select
@@ -19,8 +18,6 @@ from persister.sql_commit import Committer, EngineCommitter
 from persister.sql_schema import COLUMNS, messages, row_message
 
 __all__ = ["SqlMessageStore"]
-
-logger = logging.getLogger(__name__)
 
 # Keeps each IN (...) / OR list well under SQLite's bound-parameter limit.
 _CHUNK = 300

@@ -14,10 +14,12 @@ class FakeClock:
         return self.now
 
     async def sleep(self, seconds: float) -> None:
-        if seconds <= 0:
-            await asyncio.sleep(0)
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        if seconds <= 0:  # like a real zero sleep: back after one turn of the loop, not at once
+            loop.call_soon(future.set_result, None)
+            await future
             return
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         entry = (self.now + seconds, future)
         self._sleepers.append(entry)
         try:
