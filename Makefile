@@ -44,6 +44,7 @@ run: install web
 	$(VENV)/bin/hubbub up
 
 test: install system-deps web
+	cd web && npm test
 	$(VENV)/bin/pytest
 
 lint: install

@@ -2,7 +2,11 @@
 //
 // Each is resent with the same cmid after every reconnect (and when no ack came for a while)
 // until its ack arrives: the server answers a resend of a stored message with the original
-// ack and never stores it twice.
+// ack and never stores it twice. A message the platform refuses for good (FINAL_ERRORS) leaves
+// the outbox and stays shown as failed, in memory only, until dismissed.
+
+/** Refusals that resending cannot help (rate_limited and the like are resent later). */
+export const FINAL_ERRORS = new Set(['too_long', 'empty', 'invalid', 'not_member']);
 
 /** A random (version 4) UUID; also where crypto.randomUUID is missing (plain-HTTP pages). */
 export function uuid4() {
@@ -23,6 +27,8 @@ export class Outbox {
     this.key = key;
     /** @type {Map<string, {conversation_id: string, cmid: string, text: string, created_at: number, sent_at: number}>} */
     this.entries = new Map();
+    /** @type {Map<string, any>} cmid → an entry refused for good, with the error's code and message */
+    this.failed = new Map();
     try {
       const saved = JSON.parse(storage?.getItem(key) ?? '[]');
       for (const entry of Array.isArray(saved) ? saved : []) {
@@ -57,6 +63,37 @@ export class Outbox {
     return entry;
   }
 
+  /** A publish of this entry left now (or at `at`). */
+  markSent(cmid, at = Date.now()) {
+    const entry = this.entries.get(cmid);
+    if (entry) entry.sent_at = at;
+  }
+
+  /** Entries whose last publish is at least `afterMs` old at `now`. */
+  stale(now, afterMs) {
+    return this.all().filter((entry) => now - entry.sent_at >= afterMs);
+  }
+
+  /** An error answered this send: a final one moves it to `failed` (returned), others change nothing. */
+  refuse(cmid, code, message) {
+    const entry = cmid ? this.entries.get(cmid) : undefined;
+    if (!entry || !FINAL_ERRORS.has(code)) return null;
+    this.settle(cmid);
+    const failed = { ...entry, code, message };
+    this.failed.set(cmid, failed);
+    return failed;
+  }
+
+  /** The failed sends of one conversation, oldest first. */
+  failedIn(conversationId) {
+    return [...this.failed.values()].filter((failed) => failed.conversation_id === conversationId);
+  }
+
+  /** The reader dismissed a failed send. */
+  dismiss(cmid) {
+    this.failed.delete(cmid);
+  }
+
   /** Everything waiting, oldest first. */
   all() {
     return [...this.entries.values()];
@@ -72,6 +109,7 @@ export class Outbox {
 
   clear() {
     this.entries.clear();
+    this.failed.clear();
     this.save();
   }
 

@@ -28,6 +28,17 @@ export class Timeline {
     return true;
   }
 
+  /** The newest page of history was merged: the timeline is loaded; older pages may follow. */
+  newestPageMerged(hasMore, count) {
+    this.olderPageMerged(hasMore, count);
+    this.loaded = true;
+  }
+
+  /** A page of history was merged: more before it only if the page says so and seq 1 is not held. */
+  olderPageMerged(hasMore, count) {
+    this.hasMoreBefore = Boolean(hasMore) && count > 0 && this.oldest !== 1;
+  }
+
   has(seq) {
     return this.bySeq.has(seq);
   }

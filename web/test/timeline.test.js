@@ -1,6 +1,5 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { Outbox } from '../src/outbox.js';
 import { Timeline } from '../src/timeline.js';
 
 const message = (seq, extra = {}) => ({ conversation_id: '7', seq, sender_id: '1', cmid: `c${seq}`, text: `m${seq}`, ...extra });
@@ -32,38 +31,19 @@ test('a timeline finds a message by its sender and cmid', () => {
   assert.equal(timeline.findByCmid('2', 'abc'), undefined);
 });
 
-class MemoryStorage {
-  constructor() {
-    this.items = new Map();
-  }
-  getItem(key) {
-    return this.items.get(key) ?? null;
-  }
-  setItem(key, value) {
-    this.items.set(key, String(value));
-  }
-  removeItem(key) {
-    this.items.delete(key);
-  }
-}
-
-test('the outbox survives a reload and keeps each cmid', () => {
-  const storage = new MemoryStorage();
-  const outbox = new Outbox(storage, 'k');
-  const first = outbox.add('7', 'hello 👋');
-  const second = outbox.add('7', 'again');
-  assert.match(first.cmid, /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
-  assert.notEqual(first.cmid, second.cmid);
-  const reloaded = new Outbox(storage, 'k');
-  assert.deepEqual(reloaded.all().map((entry) => [entry.cmid, entry.text]), [[first.cmid, 'hello 👋'], [second.cmid, 'again']]);
-  reloaded.settle(first.cmid);
-  reloaded.settle(second.cmid);
-  assert.equal(storage.getItem('k'), null);
-  assert.equal(new Outbox(storage, 'k').size, 0);
-});
-
-test('a corrupt saved outbox starts empty', () => {
-  const storage = new MemoryStorage();
-  storage.setItem('k', '{not json');
-  assert.equal(new Outbox(storage, 'k').size, 0);
+test('a history page says whether older history exists', () => {
+  const timeline = new Timeline();
+  for (const seq of [51, 52]) timeline.add(message(seq));
+  timeline.newestPageMerged(true, 2);
+  assert.equal(timeline.loaded, true);
+  assert.equal(timeline.hasMoreBefore, true);
+  timeline.olderPageMerged(false, 50);
+  assert.equal(timeline.hasMoreBefore, false);
+  const empty = new Timeline();
+  empty.newestPageMerged(true, 0); // an empty page ends the history, whatever has_more says
+  assert.equal(empty.hasMoreBefore, false);
+  const first = new Timeline();
+  first.add(message(1));
+  first.olderPageMerged(true, 1); // seq 1 is the beginning
+  assert.equal(first.hasMoreBefore, false);
 });
