@@ -2,7 +2,8 @@
 
 Each speaks the real protocol over HTTP and checks what the real service checks: FCM verifies
 the service account's RS256 assertion and the bearer token; the push service verifies the VAPID
-JWT against the ``k`` key and decrypts the aes128gcm body with the subscription's private key.
+JWT against the ``k`` key (with PyJWT, not the signer under test) and decrypts the aes128gcm body
+with the subscription's private key (with ``rfc8291``, not the encryption under test).
 Replies are scripted per token: a list used in turn, the last one repeating.
 """
 
@@ -17,7 +18,6 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs
 
-import http_ece  # type: ignore[import-untyped]
 import jwt
 import orjson
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -29,6 +29,7 @@ from starlette.routing import Route
 
 from notifier.providers.ece import b64url_decode, b64url_encode
 from notifier.providers.fcm import FCM_SCOPE
+from tests.notifier import rfc8291
 
 
 @dataclass(frozen=True)
@@ -224,7 +225,7 @@ class WebPushService:
         body = await request.body()
         if len(body) > 4096:
             return Response(status_code=413)
-        plaintext = http_ece.decrypt(body, private_key=subscriber.private_key, auth_secret=subscriber.auth)
+        plaintext = rfc8291.decrypt(body, subscriber.private_key, subscriber.auth)
         self.received.put_nowait(ReceivedPush(sid, headers, claims, plaintext))
         return _respond(_next(self.script, sid, Reply(201)))
 
