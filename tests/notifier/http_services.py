@@ -31,6 +31,10 @@ from notifier.providers.ece import b64url_decode, b64url_encode
 from notifier.providers.fcm import FCM_SCOPE
 from tests.notifier import rfc8291
 
+# The audience Google's token endpoint expects in a service account's assertion, whatever URL
+# the assertion is posted to.
+GOOGLE_TOKEN_AUDIENCE = "https://oauth2.googleapis.com/token"
+
 
 @dataclass(frozen=True)
 class Reply:
@@ -80,6 +84,10 @@ class FcmService:
         self.base_url = ""
         self.script: dict[str, list[Reply]] = {}
         self.token_script: list[Reply] = []
+        self.token_lifetime = 3599
+        self.token_gate: asyncio.Event | None = None  # when set, grants wait for it
+        self.token_asked = asyncio.Event()
+        self.token_requests = 0
         self.grants = 0
         self.messages: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self._issued: set[str] = set()
@@ -100,6 +108,10 @@ class FcmService:
 
     async def _token(self, request: Request) -> Response:
         form = {key: values[0] for key, values in parse_qs((await request.body()).decode()).items()}
+        self.token_requests += 1
+        self.token_asked.set()
+        if self.token_gate is not None:
+            await self.token_gate.wait()
         if form.get("grant_type") != "urn:ietf:params:oauth:grant-type:jwt-bearer":
             return _respond(Reply(400, {"error": "unsupported_grant_type"}))
         try:
@@ -107,7 +119,7 @@ class FcmService:
                 str(form.get("assertion")),
                 self._public_key,
                 algorithms=["RS256"],
-                audience=self.token_uri,
+                audience=GOOGLE_TOKEN_AUDIENCE,
                 options={"verify_iat": False, "verify_exp": False},
             )
         except jwt.PyJWTError:
@@ -124,7 +136,9 @@ class FcmService:
         self.grants += 1
         token = f"ya29.test-{next(self._counter)}"
         self._issued.add(token)
-        return _respond(Reply(200, {"access_token": token, "expires_in": 3599, "token_type": "Bearer"}))
+        return _respond(
+            Reply(200, {"access_token": token, "expires_in": self.token_lifetime, "token_type": "Bearer"})
+        )
 
     async def _send(self, request: Request) -> Response:
         if request.path_params["project"] != self._project:
