@@ -1,13 +1,13 @@
 """Web Push for browsers: RFC 8030 delivery, RFC 8291 encryption, RFC 8292 (VAPID) identification.
 
 The cryptography is the libraries': ``http_ece`` encrypts (``ece``), ``py_vapid`` signs
-(``vapid``). The delivery is one POST on httpx rather than ``pywebpush``: its ``send`` is
-synchronous (requests); its ``send_async`` runs on aiohttp, which would add a second and a third
-HTTP stack (``pywebpush`` imports both requests and aiohttp) beside the httpx every other
-provider uses, and it posts with aiohttp's default of following redirects, with no argument to
-turn that off, so a push service answering 307 could send the notifier on to any address,
-plain ``http`` included, past the https-only rule below. What it adds on top of ``http_ece`` and
-``py_vapid`` is that POST and three headers, which are here.
+(``vapid``). The delivery is one POST on httpx rather than ``pywebpush`` 2.5: its ``send`` is
+synchronous (requests); its ``send_async`` runs on aiohttp, and ``pywebpush`` imports both, a
+second and a third HTTP stack beside the httpx every other provider uses. ``send_async`` also
+takes no ``allow_redirects`` and passes none, so aiohttp's default applies and a push service
+answering 307 would send the notifier on to any address, plain ``http`` included, past the
+https-only rule below. What it adds on top of ``http_ece`` and ``py_vapid`` is that POST and
+three headers, which are here.
 
 The endpoint comes from the browser's subscription, i.e. from a client: only ``https`` endpoints
 are contacted unless ``require_https`` is turned off (tests, local push services), redirects are

@@ -206,3 +206,17 @@ async def test_claims_the_vapid_signer_refuses_fail_the_push_without_a_request(
     finally:
         await provider.close()
     assert (outcome.kind, outcome.reason) == (OutcomeKind.PERMANENT_FAILURE, "VapidRefused")
+
+
+async def test_a_redirect_from_the_push_service_is_not_followed(
+    webpush: WebPushProvider, webpush_service: WebPushService
+) -> None:
+    """The endpoint is client-supplied: a 307 must not carry the push (or the notifier) elsewhere."""
+    redirecting, elsewhere = webpush_service.subscribe(), webpush_service.subscribe()
+    sid = redirecting["endpoint"].rsplit("/", 1)[1]
+    webpush_service.script[sid] = [Reply(307, headers={"Location": elsewhere["endpoint"]})]
+
+    outcome = await webpush.send(notification(token(redirecting)))
+    assert (outcome.kind, outcome.status) == (OutcomeKind.PERMANENT_FAILURE, 307)
+    assert webpush_service.received.get_nowait().subscription_id == sid
+    assert webpush_service.received.empty()
