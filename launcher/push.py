@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from config import Settings
 from notifier.providers.apns import ApnsProvider
 from notifier.providers.base import PushProvider
-from notifier.providers.fcm import FcmProvider, ServiceAccount
+from notifier.providers.fcm import FcmProvider, load_service_account
 from notifier.providers.log import LogProvider
 from notifier.providers.vapid import VapidKey
 from notifier.providers.webhook import WebhookProvider
@@ -50,7 +50,7 @@ def build_providers(settings: Settings) -> PushProviders:
     if settings.fcm_credentials_path is not None:
         native.append(
             FcmProvider(
-                account=ServiceAccount.from_file(settings.fcm_credentials_path), base_url=settings.fcm_url
+                credentials=load_service_account(settings.fcm_credentials_path), base_url=settings.fcm_url
             )
         )
     fallback: PushProvider

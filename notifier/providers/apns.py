@@ -1,15 +1,29 @@
 """APNs: Apple's provider API over HTTP/2 with token (.p8, ES256 JWT) authentication.
 
-Why our own small client on ``httpx[http2]`` rather than ``aioapns`` 4.x: aioapns fixes the
-host in its protocol classes (``APNS_SERVER``/``APNS_PORT`` class attributes), so pointing it at
-a configurable endpoint (``HUBBUB_APNS_URL``, a regional proxy, a test server) means subclassing
-or patching internals that may change in any release; it must also be constructed inside the
-running loop, and brings its own pool, retry and logging policy, which would fight the
-dispatcher's. The provider API itself is small — one ``POST /3/device/{token}`` per push with a
-handful of headers — and httpx (already a dependency) with ``h2`` (the python-hyper HTTP/2
-engine, the one piece added) gives connection reuse, stream multiplexing, TLS with a
-configurable trust store and a configurable base URL with nothing patched. ``apns2`` is not an
-option at all: it depends on ``hyper``, which does not import on Python >= 3.10.
+Our own small client on ``httpx[http2]`` (h2 is python-hyper's HTTP/2 engine), because the
+APNs libraries cannot serve. ``aioapns`` 4.0 (the latest, April 2025) was pointed at the tests'
+HTTP/2 stand-in (``tests/notifier/apns_server.py``) to see:
+
+- ``aioapns`` has no host or port option (only ``use_sandbox`` and an HTTP CONNECT proxy):
+  reaching ``HUBBUB_APNS_URL``, a regional proxy or a test server means replacing its pool's
+  ``protocol_class`` with a subclass overriding ``APNS_SERVER``/``APNS_PORT``, internals any
+  release may change (the pull requests that would add even a port option, #68-#70, were not
+  merged). A push APNs never answers waits forever (Apple has been seen not answering streams):
+  there is no request timeout, and cancelling from outside leaves the stream's future in the
+  connection, which then raises ``InvalidStateError`` when the connection closes. Its result
+  drops ``Retry-After``; it serialises the payload itself with ``json.dumps``'s spaced
+  separators (89 bytes for a test payload compact JSON writes in 82), so a payload fitted to
+  4 KB can be refused as too large; it closes a connection after 10 s idle where Apple asks
+  providers to keep them open; an unreachable APNs costs 5 s of its own retry sleeps; and it
+  logs every refusal at ERROR itself.
+- ``kalyke-apns`` opens a new HTTP/2 client, reads the key file and signs a new provider token
+  for every push (no connection reuse; Apple throttles token refreshes), with a fixed host.
+- ``apns2`` depends on ``hyper``, which does not import on Python >= 3.10.
+
+What is here is one ``POST /3/device/{token}`` per push with a handful of headers on one pooled
+HTTP/2 client: connection reuse and stream multiplexing, TLS with a configurable trust store, a
+configurable base URL, a per-request timeout, and the provider token signed with PyJWT and
+renewed every 50 minutes (Apple refuses tokens older than an hour and throttles newer renewals).
 
 Outcomes: 200 delivered; 410, ``BadDeviceToken``, ``Unregistered``, ``DeviceTokenNotForTopic``
 token rejected; 403 ``ExpiredProviderToken`` makes a new provider token and retries; 429 and

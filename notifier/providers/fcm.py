@@ -1,20 +1,27 @@
 """FCM: Firebase Cloud Messaging's HTTP v1 API, authenticated with a service account.
 
-Why a small async client on httpx rather than ``pyfcm``: pyfcm 2.x is synchronous (requests,
-and a blocking ``sleep`` on ``Retry-After``) and its async helper fails inside a running event
-loop, so it would need a thread per in-flight push and would retry on its own, fighting the
-dispatcher's bounded backoff. ``google-auth`` is synchronous as well. The protocol is small: an
-OAuth2 access token from a JWT-bearer grant (RFC 7523: an RS256 assertion signed with the service
-account's key, PyJWT + cryptography) POSTed to the account's ``token_uri`` and cached until
-shortly before it expires, then one ``POST {base}/v1/projects/{project}/messages:send`` per push.
-Both URLs are configurable (``HUBBUB_FCM_URL``, the service account's ``token_uri``).
+The OAuth2 access token is ``google-auth``'s: its service-account credentials sign the
+JWT-bearer assertion (RFC 7523), exchange it at the account's ``token_uri``, parse the expiry,
+decide when the token is stale (3 min 45 s before expiry), retry a token endpoint that answers
+500/503/504/408/429 (three attempts with backoff) and say whether a failure is retryable.
+Its refresh is synchronous (there is no public asyncio service-account credential), so it runs
+in a worker thread, over urllib3 with a bounded timeout: one refresh at a time, shared by every
+push that needs it and shielded from their cancellation, so a push that times out does not leave
+a second refresh running beside the first. The refresh happens about once an hour.
+
+The send is one ``POST {base}/v1/projects/{project}/messages:send`` on httpx, as async as the
+other providers. Google ships no asyncio FCM client: ``firebase-admin``'s ``messaging.send`` and
+``pyfcm`` 2.x are synchronous (requests; pyfcm also sleeps on ``Retry-After`` itself), and
+neither sorts FCM's answers into token-rejected / retry-later / permanent, which is most of this
+module. The FCM URL is configurable (``HUBBUB_FCM_URL``), the token URL is the service account's.
 
 Outcomes: 200 delivered; ``UNREGISTERED``/``NOT_FOUND``, ``SENDER_ID_MISMATCH`` and an
 ``INVALID_ARGUMENT`` that is about the token (a ``message.token`` field violation, or FCM's
 "not a valid FCM registration token") reject the token; 429/500/503 (``QUOTA_EXCEEDED``,
 ``INTERNAL``, ``UNAVAILABLE``) and any 5xx retry, honouring ``Retry-After``; a 401 for our access
-token drops the cached one and retries; anything else (a payload FCM refuses,
-``THIRD_PARTY_AUTH_ERROR``) is permanent.
+token drops it and retries; anything else (a payload FCM refuses, ``THIRD_PARTY_AUTH_ERROR``) is
+permanent. No access token: retry later, unless the token endpoint refused the account itself
+(an OAuth ``error`` such as ``invalid_grant`` that google-auth deems final), which is permanent.
 """
 
 from __future__ import annotations
@@ -22,16 +29,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
 import httpx
-import jwt
 import orjson
+import urllib3
+from google.auth import exceptions as google_auth_errors
+from google.auth.transport.urllib3 import Request as Urllib3Request
+from google.oauth2 import service_account
 
 from notifier.providers._http import json_object, parse_retry_after, transport_failure
 from notifier.providers.base import Notification, OutcomeKind, PushOutcome, PushProvider
@@ -42,57 +50,44 @@ __all__ = [
     "AccessTokenError",
     "FcmProvider",
     "GoogleAccessTokens",
-    "ServiceAccount",
     "classify_error",
+    "load_service_account",
 ]
 
 _logger = logging.getLogger(__name__)
 
 DEFAULT_FCM_URL = "https://fcm.googleapis.com"
-DEFAULT_TOKEN_URI = "https://oauth2.googleapis.com/token"  # noqa: S105 - a URL, not a secret
 FCM_SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
-_JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
-_ASSERTION_LIFETIME = 3600
-_REFRESH_MARGIN = 300.0  # renew this long before expiry so no push carries a dying token
 _RETRYABLE_STATUS = frozenset({HTTPStatus.TOO_MANY_REQUESTS, HTTPStatus.INTERNAL_SERVER_ERROR})
 _REJECTED_CODES = frozenset({"UNREGISTERED", "SENDER_ID_MISMATCH"})
 _RETRYABLE_CODES = frozenset({"QUOTA_EXCEEDED", "UNAVAILABLE", "INTERNAL"})
 
 
-@dataclass(frozen=True, slots=True)
-class ServiceAccount:
-    """The fields of a Google service-account JSON key file that FCM needs."""
+def load_service_account(source: Mapping[str, Any] | str | Path) -> service_account.Credentials:
+    """FCM-scoped credentials from a service-account JSON key (parsed, or its file's path).
 
-    project_id: str
-    client_email: str
-    private_key: str = field(repr=False)
-    token_uri: str = DEFAULT_TOKEN_URI
-    private_key_id: str | None = None
-
-    @classmethod
-    def from_info(cls, info: Mapping[str, Any]) -> ServiceAccount:
-        """From the parsed key file; raises ``ValueError`` naming a missing field."""
-        missing = [name for name in ("project_id", "client_email", "private_key") if not info.get(name)]
-        if missing:
-            raise ValueError(f"the service account JSON lacks {', '.join(missing)}")
-        return cls(
-            project_id=str(info["project_id"]),
-            client_email=str(info["client_email"]),
-            private_key=str(info["private_key"]),
-            token_uri=str(info.get("token_uri") or DEFAULT_TOKEN_URI),
-            private_key_id=str(info["private_key_id"]) if info.get("private_key_id") else None,
-        )
-
-    @classmethod
-    def from_file(cls, path: str | Path) -> ServiceAccount:
-        """From a service-account JSON key file."""
+    Raises ``ValueError`` saying what is missing or unusable (google-auth's own checks, plus the
+    ``project_id`` that FCM's URL needs).
+    """
+    if isinstance(source, Mapping):
+        info = dict(source)
+    else:
         try:
-            info = orjson.loads(Path(path).read_bytes())
+            info = orjson.loads(Path(source).read_bytes())
         except orjson.JSONDecodeError as exc:
-            raise ValueError(f"{path} is not a service-account JSON file") from exc
+            raise ValueError(f"{source} is not a service-account JSON file") from exc
         if not isinstance(info, dict):
-            raise TypeError(f"{path} is not a service-account JSON object")
-        return cls.from_info(info)
+            raise ValueError(f"{source} is not a service-account JSON object")  # noqa: TRY004
+    if not info.get("project_id"):
+        raise ValueError("the service account JSON lacks project_id")
+    try:
+        # google-auth's annotations are partial: these few calls are untyped.
+        credentials: service_account.Credentials = service_account.Credentials.from_service_account_info(  # type: ignore[no-untyped-call]
+            info, scopes=[FCM_SCOPE]
+        )
+    except (KeyError, TypeError) as exc:
+        raise ValueError(f"the service account JSON is unusable: {exc}") from exc
+    return credentials
 
 
 class AccessTokenError(Exception):
@@ -103,86 +98,64 @@ class AccessTokenError(Exception):
         self.retryable = retryable
 
 
-class GoogleAccessTokens:
-    """OAuth2 access tokens for a service account (JWT-bearer grant), cached until near expiry.
+def _token_error(exc: google_auth_errors.GoogleAuthError) -> AccessTokenError:
+    """Final only when the endpoint answered an OAuth error google-auth does not retry.
 
-    One refresh at a time: concurrent pushes wait for the same refresh instead of each asking.
+    A transport failure, or an answer that is no OAuth error (a 502 page from a proxy), says
+    nothing about the account: retry later rather than drop the push.
     """
+    body = exc.args[1] if len(exc.args) > 1 else None
+    refused = (
+        isinstance(exc, google_auth_errors.RefreshError)
+        and not exc.retryable
+        and isinstance(body, Mapping)
+        and "error" in body
+    )
+    reason = body.get("error") if isinstance(body, Mapping) else type(exc).__name__
+    return AccessTokenError(f"token endpoint failed: {reason}", retryable=not refused)
 
-    def __init__(
-        self,
-        account: ServiceAccount,
-        client: httpx.AsyncClient,
-        *,
-        token_uri: str | None = None,
-        scope: str = FCM_SCOPE,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self._account = account
-        self._client = client
-        self._token_uri = token_uri or account.token_uri
-        self._scope = scope
-        self._clock = clock
-        self._cached: tuple[str, float] | None = None
-        self._lock = asyncio.Lock()
+
+class GoogleAccessTokens:
+    """google-auth's cached access token, refreshed in a worker thread, one refresh at a time."""
+
+    def __init__(self, credentials: service_account.Credentials, *, timeout: float = 10.0) -> None:
+        self._credentials = credentials
+        # retries=False: google-auth retries the token endpoint itself; urllib3 follows no redirect.
+        http = urllib3.PoolManager(timeout=urllib3.Timeout(total=timeout), retries=False)
+        self._request = Urllib3Request(http)  # type: ignore[no-untyped-call]
+        self._refresh: asyncio.Future[None] | None = None
 
     def invalidate(self, token: str) -> None:
         """Forget ``token`` (it was refused); the next ``get`` asks for a new one."""
-        if self._cached is not None and self._cached[0] == token:
-            self._cached = None
+        if self._credentials.token == token:
+            self._credentials.token = None
 
     async def get(self) -> str:
-        """A valid access token, from the cache or freshly granted."""
-        if (cached := self._fresh()) is not None:
-            return cached
-        async with self._lock:
-            if (cached := self._fresh()) is not None:
-                return cached
-            token, lifetime = await self._grant()
-            self._cached = (token, self._clock() + lifetime)
-            return token
+        """A valid access token, from google-auth's cache or freshly granted."""
+        if not self._credentials.valid:
+            if self._refresh is None:
+                self._refresh = asyncio.ensure_future(asyncio.to_thread(self._refresh_now))
+                self._refresh.add_done_callback(self._refreshed)
+            await asyncio.shield(self._refresh)
+        token = self._credentials.token
+        if not isinstance(token, str):
+            raise AccessTokenError("the refresh left no access token", retryable=True)
+        return token
 
-    def _fresh(self) -> str | None:
-        if self._cached is not None and self._clock() < self._cached[1] - _REFRESH_MARGIN:
-            return self._cached[0]
-        return None
-
-    def _assertion(self) -> str:
-        now = int(self._clock())
-        claims = {
-            "iss": self._account.client_email,
-            "scope": self._scope,
-            "aud": self._token_uri,
-            "iat": now,
-            "exp": now + _ASSERTION_LIFETIME,
-        }
-        headers = {"kid": self._account.private_key_id} if self._account.private_key_id else None
+    def _refresh_now(self) -> None:
         try:
-            return jwt.encode(claims, self._account.private_key, algorithm="RS256", headers=headers)
-        except (ValueError, TypeError, jwt.PyJWTError) as exc:
-            raise AccessTokenError("the service account's private key is unusable", retryable=False) from exc
+            self._credentials.refresh(self._request)  # type: ignore[no-untyped-call]
+        except google_auth_errors.GoogleAuthError as exc:
+            raise _token_error(exc) from exc
 
-    async def _grant(self) -> tuple[str, float]:
-        form = {"grant_type": _JWT_BEARER, "assertion": self._assertion()}
-        try:
-            response = await self._client.post(self._token_uri, data=form)
-        except httpx.HTTPError as exc:
-            raise AccessTokenError(
-                f"token endpoint unreachable: {type(exc).__name__}", retryable=True
-            ) from exc
-        body = json_object(response.content)
-        if response.status_code != HTTPStatus.OK:
-            retryable = response.status_code >= HTTPStatus.INTERNAL_SERVER_ERROR or (
-                response.status_code == HTTPStatus.TOO_MANY_REQUESTS
-            )
-            raise AccessTokenError(
-                f"token endpoint answered {response.status_code} {body.get('error', '')}".strip(),
-                retryable=retryable,
-            )
-        token, lifetime = body.get("access_token"), body.get("expires_in", 3600)
-        if not isinstance(token, str) or not isinstance(lifetime, int | float):
-            raise AccessTokenError("token endpoint answered without an access token", retryable=True)
-        return token, float(lifetime)
+    def _refreshed(self, refresh: asyncio.Future[None]) -> None:
+        self._refresh = None
+        if not refresh.cancelled():
+            refresh.exception()  # retrieved here too, in case every waiter was cancelled
+
+    def close(self) -> None:
+        """Close the token endpoint's connections."""
+        self._request.http.clear()
 
 
 def _details(error: Mapping[str, Any]) -> tuple[set[str], set[str]]:
@@ -233,20 +206,17 @@ class FcmProvider(PushProvider):
     def __init__(
         self,
         *,
-        account: ServiceAccount,
+        credentials: service_account.Credentials,
         base_url: str = DEFAULT_FCM_URL,
-        token_uri: str | None = None,
         timeout: float = 10.0,
         verify: ssl.SSLContext | bool = True,
         ttl: int = 86_400,
-        clock: Callable[[], float] = time.time,
     ) -> None:
-        """``token_uri`` overrides the service account's own; ``clock`` is wall time."""
-        self._account = account
+        """``credentials`` from ``load_service_account`` (their project is FCM's project)."""
         self._ttl = ttl
         self._client = httpx.AsyncClient(timeout=timeout, verify=verify)
-        self._url = f"{base_url.rstrip('/')}/v1/projects/{account.project_id}/messages:send"
-        self._tokens = GoogleAccessTokens(account, self._client, token_uri=token_uri, clock=clock)
+        self._url = f"{base_url.rstrip('/')}/v1/projects/{credentials.project_id}/messages:send"
+        self._tokens = GoogleAccessTokens(credentials, timeout=timeout)
 
     @property
     def name(self) -> str:
@@ -323,5 +293,6 @@ class FcmProvider(PushProvider):
         return outcome
 
     async def close(self) -> None:
-        """Close the HTTP client's connections."""
+        """Close the HTTP clients' connections."""
+        self._tokens.close()
         await self._client.aclose()

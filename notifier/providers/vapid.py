@@ -2,26 +2,25 @@
 
 Browsers bind a subscription to the public key given to ``pushManager.subscribe``
 (``applicationServerKey``, served by the API at ``GET /v1/push/vapid-public-key``); each push
-then carries ``Authorization: vapid t=<ES256 JWT>, k=<public key>``. The key must therefore
-outlive restarts: ``load_or_create`` keeps it in a PEM file (mode 0600) beside the other data,
-and ``from_base64url`` reads the raw private scalar format that ``web-push generate-vapid-keys``
-and most deployments' environment variables use.
+then carries ``Authorization: vapid t=<ES256 JWT>,k=<public key>``, which ``py_vapid`` (the
+Web Push libraries' own VAPID signer, used by ``pywebpush``) builds and signs.
+
+What stays here is keeping the key: it must outlive restarts, so ``load_or_create`` keeps it in
+a PEM file beside the other data, created with mode 0600 from the start (``py_vapid``'s
+``from_file`` would create it with the process umask and log through the root logger), and
+``from_base64url`` reads the raw private scalar format that ``web-push generate-vapid-keys``
+and most deployments' environment variables use, refusing anything but 32 bytes.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
-import jwt
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.serialization import (
-    Encoding,
-    NoEncryption,
-    PrivateFormat,
-    PublicFormat,
-    load_pem_private_key,
-)
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat, load_pem_private_key
+from py_vapid import Vapid, VapidException  # type: ignore[import-untyped]
 
 from notifier.providers.ece import b64url_decode, b64url_encode
 
@@ -31,12 +30,15 @@ _SCALAR_BYTES = 32
 
 
 class VapidKey:
-    """A VAPID key pair; signs the per-origin JWTs."""
+    """A VAPID key pair; signs the per-origin JWTs (through ``py_vapid``)."""
 
     def __init__(self, private_key: ec.EllipticCurvePrivateKey) -> None:
         if not isinstance(private_key.curve, ec.SECP256R1):
             raise TypeError("a VAPID key must be on the P-256 curve")
-        self._key = private_key
+        self._vapid: Any = Vapid(private_key)
+        self._public_key = b64url_encode(
+            private_key.public_key().public_bytes(Encoding.X962, PublicFormat.UncompressedPoint)
+        )
 
     @classmethod
     def generate(cls) -> VapidKey:
@@ -58,10 +60,9 @@ class VapidKey:
     @classmethod
     def from_base64url(cls, private_scalar: str) -> VapidKey:
         """From the unpadded base64url private scalar (32 bytes) most tools print."""
-        raw = b64url_decode(private_scalar)
-        if len(raw) != _SCALAR_BYTES:
+        if len(b64url_decode(private_scalar)) != _SCALAR_BYTES:
             raise ValueError("a VAPID private key is 32 bytes (base64url)")
-        return cls(ec.derive_private_key(int.from_bytes(raw, "big"), ec.SECP256R1()))
+        return cls(Vapid.from_raw(private_scalar.encode("ascii")).private_key)
 
     @classmethod
     def load_or_create(cls, path: str | Path) -> VapidKey:
@@ -78,21 +79,21 @@ class VapidKey:
 
     def private_pem(self) -> bytes:
         """The private key as unencrypted PKCS#8 PEM."""
-        return self._key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
+        return bytes(self._vapid.private_pem())
 
     @property
     def public_key(self) -> str:
         """The ``applicationServerKey``: the uncompressed public point, unpadded base64url."""
-        return b64url_encode(
-            self._key.public_key().public_bytes(Encoding.X962, PublicFormat.UncompressedPoint)
-        )
+        return self._public_key
 
     def authorization(self, audience: str, subject: str, expires_at: int) -> str:
-        """The ``Authorization`` header for pushes to ``audience`` (the endpoint's origin)."""
-        token = jwt.encode(
-            {"aud": audience, "exp": expires_at, "sub": subject},
-            self._key,
-            algorithm="ES256",
-            headers={"typ": "JWT"},
-        )
-        return f"vapid t={token}, k={self.public_key}"
+        """The ``Authorization`` header for pushes to ``audience`` (the endpoint's origin).
+
+        Raises ``ValueError`` when ``py_vapid`` refuses the claims (a ``sub`` that is no
+        ``mailto:``/``https:`` contact, an ``aud`` that is no bare origin).
+        """
+        try:
+            headers = self._vapid.sign({"aud": audience, "exp": expires_at, "sub": subject})
+        except VapidException as exc:
+            raise ValueError(f"VAPID refused the claims: {exc}") from exc
+        return str(headers["Authorization"])

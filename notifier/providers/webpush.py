@@ -1,13 +1,18 @@
 """Web Push for browsers: RFC 8030 delivery, RFC 8291 encryption, RFC 8292 (VAPID) identification.
 
-Why not ``pywebpush``: it is synchronous (requests), so each push would need a thread, and it
-retries and logs by its own rules. What it does on top of the encryption (``ece``) and the
-VAPID JWT (``vapid``) is one POST, which httpx does natively and asynchronously.
+The cryptography is the libraries': ``http_ece`` encrypts (``ece``), ``py_vapid`` signs
+(``vapid``). The delivery is one POST on httpx rather than ``pywebpush`` 2.5: its ``send`` is
+synchronous (requests); its ``send_async`` runs on aiohttp, and ``pywebpush`` imports both, a
+second and a third HTTP stack beside the httpx every other provider uses. ``send_async`` also
+takes no ``allow_redirects`` and passes none, so aiohttp's default applies and a push service
+answering 307 would send the notifier on to any address, plain ``http`` included, past the
+https-only rule below. What it adds on top of ``http_ece`` and ``py_vapid`` is that POST and
+three headers, which are here.
 
 The endpoint comes from the browser's subscription, i.e. from a client: only ``https`` endpoints
-are contacted unless ``require_https`` is turned off (tests, local push services), so a
-registered "subscription" cannot make the notifier speak plain HTTP to arbitrary hosts. The API
-should still validate endpoints when a subscription is registered.
+are contacted unless ``require_https`` is turned off (tests, local push services), redirects are
+never followed, so a registered "subscription" cannot make the notifier speak plain HTTP to
+arbitrary hosts. The API should still validate endpoints when a subscription is registered.
 
 Outcomes: 2xx delivered; 404/410 the subscription is gone; 429/5xx retry (``Retry-After``
 honoured); anything else (413, a refused VAPID key) is permanent.
@@ -25,6 +30,7 @@ from urllib.parse import urlsplit
 
 import httpx
 import orjson
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from notifier.providers._http import status_outcome, transport_failure
 from notifier.providers.base import Notification, PushOutcome, PushProvider
@@ -68,6 +74,10 @@ class WebPushSubscription:
             raise InvalidSubscription("the subscription's keys are not base64url") from exc
         if len(public) != PUBLIC_KEY_BYTES or public[:1] != _UNCOMPRESSED_POINT:
             raise InvalidSubscription("keys.p256dh is not an uncompressed P-256 public key")
+        try:
+            ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), public)
+        except ValueError as exc:
+            raise InvalidSubscription("keys.p256dh is not a point on P-256") from exc
         if len(secret) != AUTH_SECRET_BYTES:
             raise InvalidSubscription("keys.auth is not 16 bytes")
         parts = urlsplit(endpoint)
@@ -171,11 +181,16 @@ class WebPushProvider(PushProvider):
         plaintext = self.render(notification)
         if (refused := self.oversized(plaintext)) is not None:
             return refused
+        try:
+            headers = self._headers(notification, subscription)
+        except ValueError as exc:
+            _logger.warning(
+                "web push VAPID signing refused: message_id=%s error=%s", notification.message_id, exc
+            )
+            return PushOutcome.permanent_failure("VapidRefused")
         body = encrypt(plaintext, subscription.p256dh, subscription.auth)
         try:
-            response = await self._client.post(
-                subscription.endpoint, content=body, headers=self._headers(notification, subscription)
-            )
+            response = await self._client.post(subscription.endpoint, content=body, headers=headers)
         except httpx.HTTPError as exc:
             return transport_failure("web push", notification, exc)
         return self._classify(notification, response)

@@ -6,16 +6,18 @@ APNs (HTTP/2 + TLS), FCM and its OAuth endpoint, a Web Push service and a webhoo
 from __future__ import annotations
 
 import ssl
+import time
 from collections.abc import AsyncIterator
 
 import pytest
 import trustme
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
+from google.oauth2 import service_account
 
 from notifier.providers.apns import ApnsProvider
 from notifier.providers.base import Notification, PushToken
-from notifier.providers.fcm import FcmProvider, ServiceAccount
+from notifier.providers.fcm import FcmProvider, load_service_account
 from notifier.providers.vapid import VapidKey
 from notifier.providers.webhook import WebhookProvider
 from notifier.providers.webpush import WebPushProvider
@@ -121,9 +123,10 @@ def fcm_key() -> rsa.RSAPrivateKey:
 
 
 @pytest.fixture
-async def fcm_service(fcm_key: rsa.RSAPrivateKey, clock: FakeClock) -> AsyncIterator[FcmService]:
+async def fcm_service(fcm_key: rsa.RSAPrivateKey) -> AsyncIterator[FcmService]:
+    """On wall time: google-auth dates its assertions with the real clock, and so does Google."""
     service = FcmService(
-        public_key=fcm_key.public_key(), client_email=FCM_EMAIL, project=FCM_PROJECT, clock=clock
+        public_key=fcm_key.public_key(), client_email=FCM_EMAIL, project=FCM_PROJECT, clock=time.time
     )
     async with serve(service.app) as base_url:
         service.base_url = base_url
@@ -131,9 +134,9 @@ async def fcm_service(fcm_key: rsa.RSAPrivateKey, clock: FakeClock) -> AsyncIter
 
 
 @pytest.fixture
-def service_account(fcm_key: rsa.RSAPrivateKey, fcm_service: FcmService) -> ServiceAccount:
+def fcm_credentials(fcm_key: rsa.RSAPrivateKey, fcm_service: FcmService) -> service_account.Credentials:
     pem = fcm_key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()).decode()
-    return ServiceAccount.from_info(
+    return load_service_account(
         {
             "type": "service_account",
             "project_id": FCM_PROJECT,
@@ -147,9 +150,9 @@ def service_account(fcm_key: rsa.RSAPrivateKey, fcm_service: FcmService) -> Serv
 
 @pytest.fixture
 async def fcm(
-    fcm_service: FcmService, service_account: ServiceAccount, clock: FakeClock
+    fcm_service: FcmService, fcm_credentials: service_account.Credentials
 ) -> AsyncIterator[FcmProvider]:
-    provider = FcmProvider(account=service_account, base_url=fcm_service.base_url, clock=clock)
+    provider = FcmProvider(credentials=fcm_credentials, base_url=fcm_service.base_url)
     yield provider
     await provider.close()
 

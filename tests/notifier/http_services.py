@@ -2,7 +2,8 @@
 
 Each speaks the real protocol over HTTP and checks what the real service checks: FCM verifies
 the service account's RS256 assertion and the bearer token; the push service verifies the VAPID
-JWT against the ``k`` key and decrypts the aes128gcm body with the subscription's private key.
+JWT against the ``k`` key (with PyJWT, not the signer under test) and decrypts the aes128gcm body
+with the subscription's private key (with ``rfc8291``, not the encryption under test).
 Replies are scripted per token: a list used in turn, the last one repeating.
 """
 
@@ -17,7 +18,6 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs
 
-import http_ece  # type: ignore[import-untyped]
 import jwt
 import orjson
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -29,6 +29,11 @@ from starlette.routing import Route
 
 from notifier.providers.ece import b64url_decode, b64url_encode
 from notifier.providers.fcm import FCM_SCOPE
+from tests.notifier import rfc8291
+
+# The audience Google's token endpoint expects in a service account's assertion, whatever URL
+# the assertion is posted to.
+GOOGLE_TOKEN_AUDIENCE = "https://oauth2.googleapis.com/token"
 
 
 @dataclass(frozen=True)
@@ -79,6 +84,10 @@ class FcmService:
         self.base_url = ""
         self.script: dict[str, list[Reply]] = {}
         self.token_script: list[Reply] = []
+        self.token_lifetime = 3599
+        self.token_gate: asyncio.Event | None = None  # when set, grants wait for it
+        self.token_asked = asyncio.Event()
+        self.token_requests = 0
         self.grants = 0
         self.messages: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self._issued: set[str] = set()
@@ -99,6 +108,10 @@ class FcmService:
 
     async def _token(self, request: Request) -> Response:
         form = {key: values[0] for key, values in parse_qs((await request.body()).decode()).items()}
+        self.token_requests += 1
+        self.token_asked.set()
+        if self.token_gate is not None:
+            await self.token_gate.wait()
         if form.get("grant_type") != "urn:ietf:params:oauth:grant-type:jwt-bearer":
             return _respond(Reply(400, {"error": "unsupported_grant_type"}))
         try:
@@ -106,7 +119,7 @@ class FcmService:
                 str(form.get("assertion")),
                 self._public_key,
                 algorithms=["RS256"],
-                audience=self.token_uri,
+                audience=GOOGLE_TOKEN_AUDIENCE,
                 options={"verify_iat": False, "verify_exp": False},
             )
         except jwt.PyJWTError:
@@ -123,7 +136,9 @@ class FcmService:
         self.grants += 1
         token = f"ya29.test-{next(self._counter)}"
         self._issued.add(token)
-        return _respond(Reply(200, {"access_token": token, "expires_in": 3599, "token_type": "Bearer"}))
+        return _respond(
+            Reply(200, {"access_token": token, "expires_in": self.token_lifetime, "token_type": "Bearer"})
+        )
 
     async def _send(self, request: Request) -> Response:
         if request.path_params["project"] != self._project:
@@ -224,7 +239,7 @@ class WebPushService:
         body = await request.body()
         if len(body) > 4096:
             return Response(status_code=413)
-        plaintext = http_ece.decrypt(body, private_key=subscriber.private_key, auth_secret=subscriber.auth)
+        plaintext = rfc8291.decrypt(body, subscriber.private_key, subscriber.auth)
         self.received.put_nowait(ReceivedPush(sid, headers, claims, plaintext))
         return _respond(_next(self.script, sid, Reply(201)))
 

@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption,
 from notifier.payload import fit_notification
 from notifier.providers.apns import ApnsProvider
 from notifier.providers.base import OutcomeKind, PushToken
-from tests.notifier.apns_server import ApnsServer, Reply
+from tests.notifier.apns_server import HANG, ApnsServer, Reply
 from tests.notifier.clock import FakeClock
 from tests.notifier.conftest import APNS_KEY_ID, APNS_TEAM_ID, APNS_TOPIC, apns_token, notification
 
@@ -163,6 +163,33 @@ async def test_a_wrong_signing_key_is_a_permanent_failure(
     assert outcome.kind is OutcomeKind.PERMANENT_FAILURE
     assert outcome.reason == "InvalidProviderToken"
     assert apns_server.requests.get_nowait().claims == {}
+
+
+async def test_a_push_apns_never_answers_times_out_and_later_pushes_go_through(
+    apns_server: ApnsServer, apns_p8: bytes, client_tls: ssl.SSLContext, clock: FakeClock
+) -> None:
+    """Apple has been seen leaving streams unanswered: the request times out.
+
+    httpx then drops the connection whose read timed out; the next push goes out on a fresh one.
+    """
+    provider = ApnsProvider(
+        key=apns_p8,
+        key_id=APNS_KEY_ID,
+        team_id=APNS_TEAM_ID,
+        topic=APNS_TOPIC,
+        base_url=apns_server.url,
+        verify=client_tls,
+        timeout=2.0,
+        clock=clock,
+    )
+    apns_server.script[apns_token("stuck")] = HANG
+    try:
+        stuck = await provider.send(notification(token("stuck")))
+        after = await provider.send(notification(token("fine")))
+    finally:
+        await provider.close()
+    assert (stuck.kind, stuck.reason) == (OutcomeKind.RETRY_LATER, "timeout")
+    assert after.kind is OutcomeKind.DELIVERED
 
 
 async def test_an_unreachable_apns_is_retried_later(apns_p8: bytes, client_tls: ssl.SSLContext) -> None:
