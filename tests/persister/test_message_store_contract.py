@@ -1,7 +1,7 @@
-"""The contract every ``MessageStore`` backend must keep.
+"""The contract every ``MessageStore`` backend must keep, on real servers in every run.
 
-SQLite and PostgreSQL always; Cassandra too when ``HUBBUB_CASSANDRA_HOSTS`` names a cluster
-(comma-separated ``host[:port]``), each test in a fresh keyspace.
+SQLite, PostgreSQL (the session's server, a database per test) and Apache Cassandra (the
+session's node, a keyspace per test).
 """
 
 from __future__ import annotations
@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import os
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -22,23 +21,18 @@ from hubbub.stores import MessageStore
 from launcher.database import create_engine, message_committer
 from launcher.migrate import migrate
 from persister import SqlMessageStore
+from persister.cassandra_store import connect, create_schema
+from tests.support.cassandra import CassandraServer
 from tests.support.postgres import PostgresServer
 
 _ids = itertools.count(1_000)
 _databases = itertools.count()
-# No cluster can run here, so Cassandra joins the params only where one is named.
-_CASSANDRA_HOSTS = [
-    host.strip() for host in os.environ.get("HUBBUB_CASSANDRA_HOSTS", "").split(",") if host.strip()
-]
 
 
 @contextlib.asynccontextmanager
-async def _cassandra_store() -> AsyncIterator[MessageStore]:
-    # Imported here: the SQL params need no Cassandra driver.
-    from persister.cassandra_store import connect, create_schema  # noqa: PLC0415
-
+async def _cassandra_store(server: CassandraServer) -> AsyncIterator[MessageStore]:
     keyspace = f"contract_{uuid.uuid4().hex}"
-    store = await connect(_CASSANDRA_HOSTS, keyspace)
+    store = await connect([server.host], keyspace)
     session: Any = store.session  # the driver's Session, which has no type hints
     replication = "{'class': 'SimpleStrategy', 'replication_factor': 1}"
     try:
@@ -52,10 +46,10 @@ async def _cassandra_store() -> AsyncIterator[MessageStore]:
         await store.close()
 
 
-@pytest.fixture(params=["sqlite", "postgres", *(["cassandra"] if _CASSANDRA_HOSTS else [])])
+@pytest.fixture(params=["sqlite", "postgres", "cassandra"])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[MessageStore]:
     if request.param == "cassandra":
-        async with _cassandra_store() as cassandra:
+        async with _cassandra_store(request.getfixturevalue("cassandra")) as cassandra:
             yield cassandra
         return
     if request.param == "sqlite":
