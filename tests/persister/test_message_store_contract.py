@@ -12,7 +12,6 @@ import itertools
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -20,8 +19,7 @@ from hubbub.envelope import AcceptedMessage
 from hubbub.stores import MessageStore
 from launcher.database import create_engine, message_committer
 from launcher.migrate import migrate
-from persister import SqlMessageStore
-from persister.cassandra_store import connect, create_schema
+from persister import SqlMessageStore, cassandra_store
 from tests.support.cassandra import CassandraServer
 from tests.support.postgres import PostgresServer
 
@@ -31,18 +29,14 @@ _databases = itertools.count()
 
 @contextlib.asynccontextmanager
 async def _cassandra_store(server: CassandraServer) -> AsyncIterator[MessageStore]:
+    # A keyspace per test, left behind: the node is thrown away with the session, and a
+    # DROP (a schema change on every node) costs more than the test.
     keyspace = f"contract_{uuid.uuid4().hex}"
-    store = await connect([server.host], keyspace)
-    session: Any = store.session  # the driver's Session, which has no type hints
-    replication = "{'class': 'SimpleStrategy', 'replication_factor': 1}"
+    store = await cassandra_store.connect([server.host], keyspace)
     try:
-        await asyncio.to_thread(
-            session.execute, f"CREATE KEYSPACE {keyspace} WITH replication = {replication}"
-        )
-        await create_schema(session, keyspace)
+        await cassandra_store.migrate(store.session, keyspace)
         yield store
     finally:
-        await asyncio.to_thread(session.execute, f"DROP KEYSPACE IF EXISTS {keyspace}")
         await store.close()
 
 
