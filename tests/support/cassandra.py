@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from cassandra import ProtocolVersion  # type: ignore[import-untyped]
 from cassandra.cluster import Cluster  # type: ignore[import-untyped]
 
 from tests.support.platform import REPO_ROOT
@@ -91,7 +92,7 @@ class CassandraServer:
 
 def _query_answers(port: int) -> None:
     """Raise unless a CQL query answers on ``port``."""
-    cluster = Cluster(contact_points=[("127.0.0.1", port)])
+    cluster = Cluster(contact_points=[("127.0.0.1", port)], protocol_version=ProtocolVersion.V5)
     try:
         cluster.connect().execute("SELECT release_version FROM system.local")
     finally:
