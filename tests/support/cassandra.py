@@ -10,6 +10,7 @@ start is a test failure carrying its log tail.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import signal
@@ -20,9 +21,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from cassandra import ProtocolVersion  # type: ignore[import-untyped]
-from cassandra.cluster import Cluster  # type: ignore[import-untyped]
-
+from persister.cassandra_store.driver import connect_session, consistency_level, wait
 from tests.support.platform import REPO_ROOT
 from tests.support.processes import ReadyProcess, start_ready_process
 
@@ -90,13 +89,13 @@ class CassandraServer:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
-def _query_answers(port: int) -> None:
-    """Raise unless a CQL query answers on ``port``."""
-    cluster = Cluster(contact_points=[("127.0.0.1", port)], protocol_version=ProtocolVersion.V5)
+async def _query_answers(host: str) -> None:
+    """Raise unless a CQL query answers at ``host``, over the store's own connection code."""
+    session = await connect_session([host], consistency=consistency_level("ONE"))
     try:
-        cluster.connect().execute("SELECT release_version FROM system.local")
+        await wait(session.execute_async("SELECT release_version FROM system.local"))
     finally:
-        cluster.shutdown()
+        await asyncio.to_thread(session.cluster.shutdown)
 
 
 def start_cassandra() -> CassandraServer:
@@ -129,7 +128,7 @@ def start_cassandra() -> CassandraServer:
     server = CassandraServer(root, native, process, 0.0)
     try:
         process.wait_for_line(lambda line: _READY_LINE in line, timeout=_START_TIMEOUT_S)
-        _query_answers(native)
+        asyncio.run(_query_answers(server.host))
     except Exception as exc:
         tail = server.log_tail()
         server.stop()
