@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     history.add_argument("--messages", type=int, default=1_000_000)
     history.add_argument("--pages", type=int, default=2_000)
     args = parser.parse_args(argv)
-    server = start_cassandra()
+    server = start_cassandra(["-XX:TieredStopAtLevel=4"])  # both JIT compilers, unlike the tests
     _say(f"[cassandra] node ready in {server.started_in_s:.1f} s at {server.host}")
     try:
         if args.scenario == "chat":

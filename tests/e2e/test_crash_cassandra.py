@@ -16,8 +16,8 @@ from tests.support.cassandra import CassandraServer
 from tests.support.chat import client_factory, expect_event
 from tests.support.platform import start_platform
 
-TOTAL = 400
-ACKED_BEFORE_KILL = 40
+TOTAL = 300
+ACKED_BEFORE_KILL = 30
 
 
 def test_kill_9_mid_burst_on_cassandra_loses_nothing_and_stores_nothing_twice(

@@ -18,6 +18,7 @@ import socket
 import string
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -98,8 +99,11 @@ async def _query_answers(host: str) -> None:
         await asyncio.to_thread(session.cluster.shutdown)
 
 
-def start_cassandra() -> CassandraServer:
-    """Start a node from ``cassandra-node/`` in a fresh temp dir; raise with its log if it does not start."""
+def start_cassandra(extra_jvm_options: Sequence[str] = ()) -> CassandraServer:
+    """Start a node from ``cassandra-node/`` in a fresh temp dir; raise with its log if it does not start.
+
+    ``extra_jvm_options`` come after ``jvm.options``, so they override its flags.
+    """
     if not (LIB_DIR / ".copied").exists():
         raise RuntimeError(f"no Cassandra jars in {LIB_DIR}: run `make cassandra-jars` (Maven Central)")
     root = Path(tempfile.mkdtemp(prefix="hubbub-cassandra-"))
@@ -115,6 +119,7 @@ def start_cassandra() -> CassandraServer:
     argv = [
         _java(),
         *_jvm_options(),
+        *extra_jvm_options,
         f"-Dcassandra.config={config.as_uri()}",
         f"-Dcassandra.logdir={root / 'logs'}",
         f"-Dcassandra.storagedir={root}",
