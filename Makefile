@@ -7,7 +7,7 @@ STAMP := $(VENV)/.synced
 
 WEB_BUILD := web/dist/index.html
 
-.PHONY: install web run test lint bench system-deps clean
+.PHONY: install web run test lint bench system-deps cassandra-jars clean
 
 $(UV):
 	$(PYTHON) -m venv $(VENV)
@@ -27,12 +27,26 @@ web: $(WEB_BUILD)
 
 APT_INSTALL := DEBIAN_FRONTEND=noninteractive apt-get install -y -qq
 
-## Debian packages the tests use for real (PostgreSQL, Chromium); skipped where already present.
+## Debian packages the tests use for real (PostgreSQL, Chromium, Java 17 and Maven for
+## Cassandra); skipped where already present.
 system-deps:
 	@missing=""; \
+	command -v java >/dev/null || missing="$$missing openjdk-17-jre-headless"; \
+	command -v mvn >/dev/null || missing="$$missing maven"; \
 	ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || command -v pg_ctl >/dev/null || missing="$$missing postgresql"; \
 	command -v chromium >/dev/null || missing="$$missing chromium fonts-noto-color-emoji"; \
 	if [ -n "$$missing" ]; then apt-get update -qq && $(APT_INSTALL) $$missing >/dev/null; fi
+
+## Apache Cassandra for the tests: cassandra-all and its dependencies from Maven Central
+## (cassandra-node/pom.xml), copied into a git-ignored folder that tests/support/cassandra.py reads.
+CASSANDRA_LIB := .cache/cassandra/lib
+$(CASSANDRA_LIB)/.copied: cassandra-node/pom.xml | system-deps
+	rm -rf $(CASSANDRA_LIB)
+	mvn -q -B -Dstyle.color=never -f cassandra-node/pom.xml dependency:copy-dependencies -DincludeScope=runtime \
+		-DoutputDirectory=$(abspath $(CASSANDRA_LIB))
+	touch $@
+
+cassandra-jars: $(CASSANDRA_LIB)/.copied
 
 ## The benchmark: the project's broker beside stock amqtt and Mosquitto (Debian's package).
 bench: install
@@ -43,7 +57,7 @@ bench: install
 run: install web
 	$(VENV)/bin/hubbub up
 
-test: install system-deps web
+test: install system-deps web cassandra-jars
 	cd web && npm test
 	$(VENV)/bin/pytest
 

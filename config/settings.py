@@ -40,6 +40,7 @@ MAX_JSON_BYTES_PER_CHAR = 12
 PACKET_OVERHEAD_BYTES = 4096
 
 Port = int
+CassandraConsistency = Literal["LOCAL_QUORUM", "QUORUM", "EACH_QUORUM", "LOCAL_ONE", "ONE", "ALL"]
 _REPO_WEB_DIST = Path(__file__).resolve().parents[1] / "web" / "dist"
 
 
@@ -65,8 +66,17 @@ class Settings(BaseSettings):
     cassandra_hosts: str | None = Field(
         None, description="host[:port],... of a Cassandra cluster for message history (else SQL)."
     )
-    cassandra_keyspace: str = Field(
-        "hubbub", description="Keyspace of the history tables (created by operators)."
+    cassandra_keyspace: str = Field("hubbub", description="Keyspace of the history tables.")
+    cassandra_replication: str = Field(
+        "{'class': 'SimpleStrategy', 'replication_factor': 1}",
+        description="CQL replication map the keyspace is created with when missing"
+        " (e.g. {'class': 'NetworkTopologyStrategy', 'dc1': 3}); empty: operators create it.",
+    )
+    cassandra_consistency: CassandraConsistency = Field(
+        "LOCAL_QUORUM", description="Consistency of history reads and writes (R + W > RF keeps heads exact)."
+    )
+    cassandra_local_dc: str | None = Field(
+        None, description="Data centre whose replicas serve requests (default: the first host's)."
     )
     secret_key: SecretStr | None = Field(
         None, description="JWT signing secret (>= 32 chars); generated under data_dir when unset."

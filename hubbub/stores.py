@@ -11,9 +11,12 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from hubbub.envelope import AcceptedMessage, CommitResult, CommittedMessage, SendRequest
+from hubbub.errors import CommitFailed
 
 __all__ = [
     "Directory",
+    "Fence",
+    "FencedOut",
     "InboxPublisher",
     "MessagePage",
     "MessageStore",
@@ -34,18 +37,45 @@ class MessagePage:
     has_more: bool
 
 
+@dataclass(frozen=True, slots=True)
+class Fence:
+    """A shard owner's fencing token: ``epoch`` grows each time ``shard`` changes owner.
+
+    In a cluster each conversation shard has one persister at a time, holding a lease whose
+    revision is the epoch (DESIGN.md, Scaling out). A lease alone is unsafe (a paused process
+    keeps writing after its lease expired), so the store checks the epoch in the write that
+    commits: a commit carrying an older epoch than the shard's newest is refused.
+    """
+
+    shard: int
+    epoch: int
+
+
+class FencedOut(CommitFailed):
+    """A fenced commit was refused: a newer owner (a higher epoch) holds the shard."""
+
+
 class MessageStore(Protocol):
     """History: written only by the persister (one writer per conversation), read by the API.
 
     Every backend passes the contract suite in ``tests/persister/test_message_store_contract.py``.
     """
 
-    async def commit(self, batch: Sequence[AcceptedMessage]) -> list[CommitResult]:
+    async def commit(
+        self, batch: Sequence[AcceptedMessage], *, fence: Fence | None = None
+    ) -> list[CommitResult]:
         """Store ``batch`` atomically, in order, returning results in batch order.
 
         At most one message per (conversation, sender, cmid); new ones get the next dense
         ``seq`` of their conversation. Calls may overlap (the persister keeps a batch
         committing while it sends the next); batches are committed in the order of the calls.
+
+        ``fence`` (a cluster's persister; every conversation of ``batch`` in ``fence.shard``):
+        the first commit with a newer epoch takes the shard over, and a commit whose epoch is
+        older than the shard's newest raises ``FencedOut`` with nothing of it visible. The
+        Cassandra store checks it with one lightweight transaction per batch. The SQL stores
+        accept the keyword and ignore it for now: they serve one node, whose single persister
+        passes no fence (PostgreSQL's conditional update in the commit is to come).
         """
         ...
 

@@ -105,8 +105,18 @@ async def _message_store(settings: Settings, engine: AsyncEngine) -> MessageStor
     if not settings.cassandra_hosts:
         return SqlMessageStore(engine, message_committer(engine, log_level=settings.log_level))
     hosts = [host.strip() for host in settings.cassandra_hosts.split(",") if host.strip()]
-    store = await cassandra_store.connect(hosts, settings.cassandra_keyspace)
-    await cassandra_store.create_schema(store.session, settings.cassandra_keyspace)
+    store = await cassandra_store.connect(
+        hosts,
+        settings.cassandra_keyspace,
+        consistency=cassandra_store.consistency_level(settings.cassandra_consistency),
+        local_dc=settings.cassandra_local_dc,
+    )
+    try:
+        replication = settings.cassandra_replication.strip() or None
+        await cassandra_store.migrate(store.session, settings.cassandra_keyspace, replication=replication)
+    except BaseException:
+        await store.close()
+        raise
     return store
 
 

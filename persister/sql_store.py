@@ -30,7 +30,7 @@ class SqlMessageStore:
         self._engine = engine
         self._committer = committer or EngineCommitter(engine)
 
-    async def commit(self, batch: Sequence[AcceptedMessage]) -> list[CommitResult]:
+    async def commit(self, batch: Sequence[AcceptedMessage], *, fence: object = None) -> list[CommitResult]:  # noqa: ARG002
         """Store ``batch`` in one transaction; see ``hubbub.stores.MessageStore.commit``."""
         return await self._committer.commit(batch)
 

@@ -1,4 +1,4 @@
-"""Session fixtures: the real platform on SQLite, and again on a real PostgreSQL server."""
+"""Session fixtures: the real platform on SQLite, and again on real PostgreSQL and Cassandra servers."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.api import ApiClient
+from tests.support.cassandra import CassandraServer, start_cassandra
 from tests.support.platform import Platform, start_platform
 from tests.support.postgres import PostgresServer, start_postgres
 
@@ -15,6 +16,14 @@ from tests.support.postgres import PostgresServer, start_postgres
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[PostgresServer]:
     server = start_postgres()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def cassandra() -> Iterator[CassandraServer]:
+    """One Apache Cassandra node for the session (each test uses keyspaces of its own)."""
+    server = start_cassandra()
     yield server
     server.stop()
 

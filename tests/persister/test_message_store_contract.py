@@ -1,7 +1,7 @@
-"""The contract every ``MessageStore`` backend must keep.
+"""The contract every ``MessageStore`` backend must keep, on real servers in every run.
 
-SQLite and PostgreSQL always; Cassandra too when ``HUBBUB_CASSANDRA_HOSTS`` names a cluster
-(comma-separated ``host[:port]``), each test in a fresh keyspace.
+SQLite, PostgreSQL (the session's server, a database per test) and Apache Cassandra (the
+session's node, a keyspace per test).
 """
 
 from __future__ import annotations
@@ -9,11 +9,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import os
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -21,41 +19,31 @@ from hubbub.envelope import AcceptedMessage
 from hubbub.stores import MessageStore
 from launcher.database import create_engine, message_committer
 from launcher.migrate import migrate
-from persister import SqlMessageStore
+from persister import SqlMessageStore, cassandra_store
+from tests.support.cassandra import CassandraServer
 from tests.support.postgres import PostgresServer
 
 _ids = itertools.count(1_000)
 _databases = itertools.count()
-# No cluster can run here, so Cassandra joins the params only where one is named.
-_CASSANDRA_HOSTS = [
-    host.strip() for host in os.environ.get("HUBBUB_CASSANDRA_HOSTS", "").split(",") if host.strip()
-]
 
 
 @contextlib.asynccontextmanager
-async def _cassandra_store() -> AsyncIterator[MessageStore]:
-    # Imported here: the SQL params need no Cassandra driver.
-    from persister.cassandra_store import connect, create_schema  # noqa: PLC0415
-
+async def _cassandra_store(server: CassandraServer) -> AsyncIterator[MessageStore]:
+    # A keyspace per test, left behind: the node is thrown away with the session, and a
+    # DROP (a schema change on every node) costs more than the test.
     keyspace = f"contract_{uuid.uuid4().hex}"
-    store = await connect(_CASSANDRA_HOSTS, keyspace)
-    session: Any = store.session  # the driver's Session, which has no type hints
-    replication = "{'class': 'SimpleStrategy', 'replication_factor': 1}"
+    store = await cassandra_store.connect([server.host], keyspace)
     try:
-        await asyncio.to_thread(
-            session.execute, f"CREATE KEYSPACE {keyspace} WITH replication = {replication}"
-        )
-        await create_schema(session, keyspace)
+        await cassandra_store.migrate(store.session, keyspace)
         yield store
     finally:
-        await asyncio.to_thread(session.execute, f"DROP KEYSPACE IF EXISTS {keyspace}")
         await store.close()
 
 
-@pytest.fixture(params=["sqlite", "postgres", *(["cassandra"] if _CASSANDRA_HOSTS else [])])
+@pytest.fixture(params=["sqlite", "postgres", "cassandra"])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[MessageStore]:
     if request.param == "cassandra":
-        async with _cassandra_store() as cassandra:
+        async with _cassandra_store(request.getfixturevalue("cassandra")) as cassandra:
             yield cassandra
         return
     if request.param == "sqlite":
