@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 
 from hubbub.envelope import AcceptedMessage
-from launcher.database import create_engine
 from launcher.migrate import migrate
 from persister import SqlMessageStore
 from persister.cassandra_store import bucket_ranges, connect, contact_point, plan_page
+from persister.sql_database import create_engine
 
 _ids = itertools.count(1)
 _MAX_HEAD = 12
