@@ -22,7 +22,6 @@ from hubbub.envelope import AcceptedMessage, CommitResult, push_register_again_e
 from hubbub.ids import SnowflakeGenerator
 from hubbub.stores import MessageStore
 from hubbub.tokens import TokenCodec
-from launcher.database import create_engine, message_committer
 from launcher.detached import BrokerElsewhere
 from launcher.http import ReadyServer, bind_socket
 from launcher.migrate import migrate
@@ -33,6 +32,7 @@ from notifier.metrics import PushMetrics
 from notifier.planner import PushPlanner
 from notifier.providers.base import PushToken
 from persister import Persister, SqlMessageStore, cassandra_store
+from persister.sql_database import create_engine, message_committer
 
 __all__ = ["run_api", "run_broker", "run_up"]
 

@@ -8,7 +8,8 @@ loses that push, which is the better failure (the message is in history; a dupli
 twice).
 
 Two implementations: in memory (one process, bounded), and SQL on SQLAlchemy's async engine
-(its own ``push_deliveries`` table; ``create_tables`` makes it; ``prune`` keeps it bounded).
+(its own ``push_deliveries`` table, made by the ``deliveries`` migrations in ``notifier/migrations``;
+``prune`` keeps it bounded).
 """
 
 from __future__ import annotations
@@ -26,8 +27,6 @@ __all__ = [
     "DeliveryLog",
     "MemoryDeliveryLog",
     "SqlDeliveryLog",
-    "create_tables",
-    "metadata",
     "push_deliveries",
 ]
 
@@ -58,22 +57,15 @@ class MemoryDeliveryLog:
         return True
 
 
-metadata = MetaData()
-
+# The migrations create the table; this describes it for queries (a test checks they agree).
 push_deliveries = Table(
     "push_deliveries",
-    metadata,
+    MetaData(),
     Column("message_id", BigInteger, primary_key=True, autoincrement=False),
     Column("token_id", String(255), primary_key=True),
     Column("claimed_at_ms", BigInteger, nullable=False),
     Index("ix_push_deliveries_claimed_at_ms", "claimed_at_ms"),
 )
-
-
-async def create_tables(engine: AsyncEngine) -> None:
-    """Create ``push_deliveries`` if it does not exist."""
-    async with engine.begin() as connection:
-        await connection.run_sync(metadata.create_all)
 
 
 class SqlDeliveryLog:

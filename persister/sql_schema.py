@@ -1,7 +1,11 @@
-"""The ``messages`` table, shared by the SQL store's reads and its commits.
+"""The ``messages`` table as SQLAlchemy sees it, for the SQL store's reads and its commits.
 
 Rows are keyed by (conversation_id, seq), so a page is one index range scan; the unique
 (conversation_id, sender_id, cmid) constraint is what recognises a resend.
+
+The migrations (``persister/migrations``) are the schema: they alone create the table.
+This is its description for queries, and ``tests/persister/test_sql_schema.py`` fails
+if the two ever differ.
 """
 
 from __future__ import annotations
@@ -9,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import BigInteger, Column, MetaData, String, Table, Text
+from sqlalchemy import BigInteger, Column, MetaData, String, Table, Text, UniqueConstraint
 
 from hubbub.envelope import CommittedMessage
 
@@ -26,6 +30,7 @@ messages = Table(
     Column("cmid", String(64), nullable=False),
     Column("text", Text, nullable=False),
     Column("created_at", BigInteger, nullable=False),
+    UniqueConstraint("conversation_id", "sender_id", "cmid", name="uq_messages_cmid"),
 )
 # In the order of CommittedMessage's fields, for row_message.
 COLUMNS = (

@@ -1,7 +1,8 @@
 """Alembic environment for the whole SQL schema.
 
 Each component keeps its own branch of revisions (``accounts`` in api/, ``messages`` in
-persister/, ``deliveries`` in notifier/); ``launcher.migrate`` runs them all.
+persister/, ``deliveries`` in notifier/); ``launcher.migrate`` runs them all, and a
+component's tests run its own (``tests/support/schema.py``).
 """
 
 from alembic import context

@@ -6,18 +6,24 @@ from pathlib import Path
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from notifier.deliveries import MemoryDeliveryLog, SqlDeliveryLog, create_tables
+import notifier
+from notifier.deliveries import MemoryDeliveryLog, SqlDeliveryLog, push_deliveries
 from notifier.metrics import PushMetrics
 from notifier.retry import RetryPolicy
 from tests.notifier.clock import FakeClock
+from tests.support.schema import differences, migrate
 
 
 @pytest.fixture
 async def engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
     engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'push.db'}")
-    await create_tables(engine)
+    await migrate(engine, notifier.MIGRATIONS)
     yield engine
     await engine.dispose()
+
+
+async def test_the_migrated_database_matches_the_push_deliveries_table(engine: AsyncEngine) -> None:
+    assert await differences(engine, push_deliveries.metadata) == []
 
 
 async def test_a_memory_claim_is_won_once() -> None:
@@ -40,7 +46,7 @@ async def test_a_sql_claim_is_won_once_across_engines(engine: AsyncEngine, tmp_p
     assert await SqlDeliveryLog(engine).claim(2**62, "token-1")
     other = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'push.db'}")
     try:
-        await create_tables(other)  # idempotent
+        await migrate(other, notifier.MIGRATIONS)  # idempotent
         log = SqlDeliveryLog(other)
         assert not await log.claim(2**62, "token-1")
         assert await log.claim(2**62, "token-2")

@@ -9,8 +9,9 @@ from typing import Any, TypeVar
 import pytest
 from sqlalchemy.ext.asyncio import create_async_engine
 
+import notifier
 from hubbub.envelope import CommittedMessage
-from notifier.deliveries import DeliveryLog, MemoryDeliveryLog, SqlDeliveryLog, create_tables
+from notifier.deliveries import DeliveryLog, MemoryDeliveryLog, SqlDeliveryLog
 from notifier.dispatcher import Dispatcher
 from notifier.jobs import PushJob, Recipient
 from notifier.providers.apns import ApnsProvider
@@ -24,6 +25,7 @@ from tests.notifier.clock import FakeClock
 from tests.notifier.conftest import apns_token
 from tests.notifier.http_services import FcmService, WebhookCall, WebhookReceiver, fcm_error
 from tests.notifier.http_services import Reply as HttpReply
+from tests.support.schema import migrate
 
 _T = TypeVar("_T")
 PATIENCE = 10.0  # a bound on waiting for an event, never a measurement
@@ -338,7 +340,7 @@ async def test_no_token_is_pushed_twice_for_a_message_across_a_restart(
     async def run_once(*jobs: PushJob) -> Dispatcher:
         engine = create_async_engine(url)
         try:
-            await create_tables(engine)
+            await migrate(engine, notifier.MIGRATIONS)  # as every start-up does
             log: DeliveryLog = SqlDeliveryLog(engine)
             dispatcher = make(webhook, delivery_log=log)
             async with dispatcher.running():

@@ -13,10 +13,9 @@ from pathlib import Path
 
 import pytest
 
+import persister
 from hubbub.envelope import AcceptedMessage, CommitResult
 from hubbub.stores import Fence, FencedOut
-from launcher.database import create_engine
-from launcher.migrate import migrate
 from persister import SqlMessageStore, cassandra_store
 from persister.cassandra_store import (
     MIGRATIONS,
@@ -26,7 +25,9 @@ from persister.cassandra_store import (
     contact_point,
     plan_page,
 )
+from persister.sql_database import create_engine
 from tests.support.cassandra import CassandraServer
+from tests.support.schema import migrate
 
 _ids = itertools.count(1)
 _MAX_HEAD = 12
@@ -35,7 +36,7 @@ _MAX_HEAD = 12
 async def test_plan_page_returns_what_the_sql_store_returns(tmp_path: Path) -> None:
     """Every anchor, limit and length up to 12 against the reference backend, on SQLite."""
     engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'reference.db'}")
-    await migrate(engine)
+    await migrate(engine, persister.MIGRATIONS)
     sql = SqlMessageStore(engine)
     try:
         for head in range(_MAX_HEAD + 1):  # conversation head + 1 holds seqs 1..head

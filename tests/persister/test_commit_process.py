@@ -6,12 +6,13 @@ import os
 import signal
 from pathlib import Path
 
+import persister
 from hubbub.envelope import AcceptedMessage, CommitResult
 from hubbub.errors import CommitFailed
-from launcher.database import create_engine, message_committer
-from launcher.migrate import migrate
 from persister import SqlMessageStore
 from persister.commit_process import ProcessCommitter
+from persister.sql_database import create_engine, message_committer
+from tests.support.schema import migrate
 
 
 def _accepted(message_id: int, cmid: str) -> AcceptedMessage:
@@ -20,7 +21,7 @@ def _accepted(message_id: int, cmid: str) -> AcceptedMessage:
 
 async def test_a_killed_writer_process_is_replaced_and_seqs_stay_dense(tmp_path: Path) -> None:
     engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'store.db'}")
-    await migrate(engine)
+    await migrate(engine, persister.MIGRATIONS)
     committer = message_committer(engine)
     assert isinstance(committer, ProcessCommitter)  # a SQLite file commits in a process of its own
     store = SqlMessageStore(engine, committer)

@@ -15,13 +15,14 @@ from pathlib import Path
 
 import pytest
 
+import persister
 from hubbub.envelope import AcceptedMessage
 from hubbub.stores import MessageStore
-from launcher.database import create_engine, message_committer
-from launcher.migrate import migrate
 from persister import SqlMessageStore, cassandra_store
+from persister.sql_database import create_engine, message_committer
 from tests.support.cassandra import CassandraServer
 from tests.support.postgres import PostgresServer
+from tests.support.schema import migrate
 
 _ids = itertools.count(1_000)
 _databases = itertools.count()
@@ -52,7 +53,7 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
         server: PostgresServer = request.getfixturevalue("postgres")
         url = server.create_database(f"contract{next(_databases)}")
     engine = create_engine(url)
-    await migrate(engine)
+    await migrate(engine, persister.MIGRATIONS)
     sql = SqlMessageStore(engine, message_committer(engine))
     yield sql
     await sql.close()

@@ -8,16 +8,17 @@ from pathlib import Path
 
 import pytest
 
+import persister
 from hubbub.envelope import AcceptedMessage, CommitResult
-from launcher.database import create_engine, message_committer
-from launcher.migrate import migrate
 from persister import Persister, SqlMessageStore
+from persister.sql_database import create_engine, message_committer
+from tests.support.schema import migrate
 
 
 @pytest.fixture
 async def store(tmp_path: Path) -> AsyncIterator[SqlMessageStore]:
     engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'store.db'}")
-    await migrate(engine)
+    await migrate(engine, persister.MIGRATIONS)
     sql = SqlMessageStore(engine, message_committer(engine))
     yield sql
     await sql.close()

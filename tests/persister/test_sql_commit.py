@@ -7,11 +7,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Connection, event, select
 
+import persister
 from hubbub.envelope import AcceptedMessage
-from launcher.database import create_engine, sqlite_writer_engine
-from launcher.migrate import migrate
 from persister.sql_commit import BatchCommitter, commit_batch
+from persister.sql_database import create_engine, sqlite_writer_engine
 from persister.sql_schema import messages
+from tests.support.schema import migrate
 
 
 class CommitRefused(Exception):
@@ -25,7 +26,7 @@ def _accepted(index: int) -> AcceptedMessage:
 async def test_a_failed_commit_forgets_the_seqs_it_took(tmp_path: Path) -> None:
     path = tmp_path / "store.db"
     schema = create_engine(f"sqlite+aiosqlite:///{path}")
-    await migrate(schema)
+    await migrate(schema, persister.MIGRATIONS)
     await schema.dispose()
     engine = sqlite_writer_engine(str(path))
     refuse = [False]

@@ -1,4 +1,11 @@
-"""The SQL engine shared by the account store and the SQL message store (one database by default)."""
+"""The SQL database of the message store, and where its commits run.
+
+The launcher builds one engine with ``create_engine`` and shares it with the account store
+(one database by default). The SQLite settings are made here because the message store is
+what needs them: on a SQLite file, commits run in a writer process of their own
+(``persister.sqlite_writer``) while this process reads history, so the file is in WAL mode
+and both sides wait out each other's brief write locks. ``message_committer`` is that choice.
+"""
 
 from __future__ import annotations
 
@@ -17,7 +24,7 @@ __all__ = ["create_engine", "message_committer", "sqlite_writer_engine"]
 
 
 def _sqlite_pragmas(dbapi_connection: DBAPIConnection, _record: object) -> None:
-    # WAL lets readers (history queries) proceed while the persister writes;
+    # WAL lets readers (history queries) proceed while the writer process writes;
     # foreign keys are off by default in SQLite; busy_timeout rides out brief write locks.
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
@@ -41,15 +48,15 @@ def create_engine(url: str) -> AsyncEngine:
 
 
 def message_committer(engine: AsyncEngine, *, log_level: str = "INFO") -> Committer:
-    """Where the message store commits: a writer process of its own on a SQLite file.
+    """Where the SQL message store on ``engine`` commits: a writer process of its own on a SQLite file.
 
     An in-memory SQLite database exists once per connection, so it (like PostgreSQL)
-    commits on the shared engine.
+    commits on the shared engine. ``log_level`` is the writer process's.
     """
     path = _sqlite_file(engine.url)
     if path is None:
         return EngineCommitter(engine)
-    return ProcessCommitter([sys.executable, "-m", "launcher.sqlite_writer", path, log_level])
+    return ProcessCommitter([sys.executable, "-m", "persister.sqlite_writer", path, log_level])
 
 
 def _sqlite_file(url: URL) -> str | None:

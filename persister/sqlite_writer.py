@@ -1,9 +1,10 @@
-"""``python -m launcher.sqlite_writer PATH LOG_LEVEL``: the message store's SQLite writer process.
+"""``python -m persister.sqlite_writer PATH LOG_LEVEL``: the message store's SQLite writer process.
 
-Started by the broker's process (``persister.commit_process.ProcessCommitter``), never by
-hand: it commits the batches it reads on stdin to the SQLite file at PATH and answers on
-stdout, until stdin closes (its parent closes it at shutdown, or dies). Logs go to stderr,
-which it shares with its parent.
+Started by the broker's process (``persister.sql_database.message_committer`` builds the
+``persister.commit_process.ProcessCommitter`` that runs it), never by hand: it commits the
+batches it reads on stdin to the SQLite file at PATH and answers on stdout, until stdin
+closes (its parent closes it at shutdown, or dies). Logs go to stderr, which it shares with
+its parent.
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ import signal
 import sys
 
 from config import configure_logging
-from launcher.database import sqlite_writer_engine
 from persister.commit_process import serve
+from persister.sql_database import sqlite_writer_engine
 
 __all__ = ["main"]
 
@@ -22,7 +23,7 @@ __all__ = ["main"]
 def main(argv: list[str]) -> int:
     """Serve until the parent closes the pipe; 2 on a wrong command line."""
     if len(argv) != 2:  # noqa: PLR2004 - PATH and LOG_LEVEL
-        print("usage: python -m launcher.sqlite_writer PATH LOG_LEVEL", file=sys.stderr)  # noqa: T201
+        print("usage: python -m persister.sqlite_writer PATH LOG_LEVEL", file=sys.stderr)  # noqa: T201
         return 2
     path, log_level = argv
     # Ctrl-C in a terminal, or a supervisor's SIGTERM, reaches the whole process group; the
