@@ -74,8 +74,8 @@ class MessageStore(Protocol):
         the first commit with a newer epoch takes the shard over, and a commit whose epoch is
         older than the shard's newest raises ``FencedOut`` with nothing of it visible. The
         Cassandra store checks it with one lightweight transaction per batch. The SQL stores
-        accept the keyword and ignore it for now: they serve one node, whose single persister
-        passes no fence (PostgreSQL's conditional update in the commit is to come).
+        refuse a fence for now (``CommitFailed``): they serve one node, whose single persister
+        passes none (PostgreSQL's conditional update in the commit is to come).
         """
         ...
 

@@ -1,4 +1,4 @@
-"""A commit that fails at COMMIT itself (not in a statement) leaves seqs dense."""
+"""SQL commits: a failure at COMMIT itself leaves seqs dense; a fence is refused, not ignored."""
 
 from __future__ import annotations
 
@@ -9,6 +9,9 @@ from sqlalchemy import Connection, event, select
 
 import persister
 from hubbub.envelope import AcceptedMessage
+from hubbub.errors import CommitFailed
+from hubbub.stores import Fence
+from persister import SqlMessageStore
 from persister.sql_commit import BatchCommitter, commit_batch
 from persister.sql_database import create_engine, sqlite_writer_engine
 from persister.sql_schema import messages
@@ -53,3 +56,18 @@ async def test_a_failed_commit_forgets_the_seqs_it_took(tmp_path: Path) -> None:
         engine.dispose()
     assert after.message.seq == 2
     assert [tuple(row) for row in stored] == [(1, "c0"), (2, "c2")]
+
+
+async def test_a_fenced_commit_is_refused_not_committed_unchecked(tmp_path: Path) -> None:
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'store.db'}")
+    try:
+        await migrate(engine, persister.MIGRATIONS)
+        store = SqlMessageStore(engine)
+        with pytest.raises(CommitFailed, match="does not check fences"):
+            await store.commit([_accepted(0)], fence=Fence(shard=3, epoch=1))
+        [result] = await store.commit([_accepted(1)])
+        page = await store.page(1, limit=10)
+    finally:
+        await engine.dispose()
+    assert result.message.seq == 1
+    assert [message.cmid for message in page.messages] == ["c1"]
