@@ -101,7 +101,7 @@ FriendAction = Literal["requested", "accepted", "declined", "removed"]
 
 @with_config(_EXACT)
 class SendPayload(TypedDict):
-    """What a device publishes to `conv/{cid}/send` (parsed by `hubbub.envelope.parse_send`)."""
+    """What a device publishes to `conv/{cid}/send`."""
 
     cmid: Cmid
     text: Annotated[str, Field(min_length=1, description="Plain text, not blank.")]
@@ -373,10 +373,10 @@ def presence_adapter() -> TypeAdapter[Presence]:
 
 def parse_inbox_event(payload: bytes | bytearray) -> InboxEvent:
     """An inbox event from its JSON; raises ``pydantic.ValidationError`` if it breaks the contract."""
-    event: InboxEvent = inbox_event_adapter().validate_json(payload)
+    event: InboxEvent = inbox_event_adapter().validate_json(payload, strict=True)
     return event
 
 
 def parse_presence(payload: bytes | bytearray) -> Presence:
     """A presence payload from its JSON; raises ``pydantic.ValidationError`` if it breaks the contract."""
-    return presence_adapter().validate_json(payload)
+    return presence_adapter().validate_json(payload, strict=True)

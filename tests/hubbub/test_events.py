@@ -83,6 +83,7 @@ def test_the_presence_payload_parses_as_its_type() -> None:
         b'{"kind": "typing", "conversation_id": "5"}',
         b'{"kind": "typing", "conversation_id": "5", "user_id": "42", "extra": 1}',
         b'{"kind": "typing", "conversation_id": 5, "user_id": "42"}',
+        b'{"kind": "receipt", "conversation_id": "5", "user_id": "42", "seq": "7"}',
         b'{"kind": "error", "conversation_id": null, "cmid": null, "code": "oops", "message": ""}',
     ],
 )
