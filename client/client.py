@@ -214,9 +214,9 @@ class HubbubClient:
             self._work.put(self.refresh)
             return
         client.subscribe(topics.inbox(int(self.user_id)), qos=1)
+        self._work.put(self.catch_up)  # queued before ``connected`` is set: see ``settled``
         self.connected.set()
         self.resend_unacked()
-        self._work.put(self.catch_up)
 
     def _disconnected(self, _c: paho.Client, _u: object, _f: object, _code: ReasonCode, _p: object) -> None:
         self.connected.clear()
@@ -303,6 +303,16 @@ class HubbubClient:
             self.request("POST", "/v1/sync/cursors", json={"cursors": held}).raise_for_status()
             if all(conversation["complete"] for conversation in moved):
                 return
+
+    def settled(self, timeout: float = 30.0) -> bool:
+        """Wait until the background work queued so far is done; False after ``timeout``.
+
+        That work is the catch-up after the last connect and the history fetched for every gap
+        seen so far: an app shows "updating" until then.
+        """
+        done = threading.Event()
+        self._work.put(done.set)
+        return done.wait(timeout)
 
     def _run_worker(self) -> None:
         while (job := self._work.get()) is not None:
