@@ -12,7 +12,18 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from api.errors import install_error_handlers
 from api.passwords import Passwords
 from api.ratelimit import SlidingWindowLimiter
-from api.routers import auth, conversations, devices, friends, health, messages, presence, sync, users
+from api.routers import (
+    asyncapi,
+    auth,
+    conversations,
+    devices,
+    friends,
+    health,
+    messages,
+    presence,
+    sync,
+    users,
+)
 from api.schemas import BrokerEndpoint
 from api.state import AppState
 from config import Settings
@@ -23,6 +34,11 @@ from hubbub.tokens import TokenCodec
 __all__ = ["create_app"]
 
 _LOGIN_WINDOW_S = 60.0
+_DESCRIPTION = (
+    "The REST half of Hubbub: accounts, login, conversations, history, sync, devices. "
+    "The MQTT half (topics, events, their schemas) is the AsyncAPI document: "
+    "[read it](/asyncapi), or [download asyncapi.json](/asyncapi.json) to generate a client."
+)
 
 
 def _now_ms() -> int:
@@ -69,8 +85,8 @@ def create_app(
         )
         yield
 
-    app = FastAPI(title="Hubbub", version="0.1.0", lifespan=lifespan)
+    app = FastAPI(title="Hubbub", version="0.1.0", description=_DESCRIPTION, lifespan=lifespan)
     install_error_handlers(app)
-    for module in (health, users, auth, devices, friends, presence, conversations, messages, sync):
+    for module in (health, users, auth, devices, friends, presence, conversations, messages, sync, asyncapi):
         app.include_router(module.router)
     return app

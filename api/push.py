@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from api.db.models import Conversation, Member, PushRegistration, User
 from hubbub.envelope import CommittedMessage
-from hubbub.stores import MessageStore, PushAudience, PushRecipient, RegisteredToken
+from hubbub.stores import MessageStore, PushAudience, PushRecipient, PushToken
 
 __all__ = ["SqlPushDirectory"]
 
@@ -48,11 +48,11 @@ class SqlPushDirectory:
                     PushRegistration.rejected_at.is_(None),
                 )
             )
-            tokens: dict[int, list[RegisteredToken]] = {}
+            tokens: dict[int, list[PushToken]] = {}
             for registration in registrations:
                 assert registration.token is not None  # noqa: S101 - filtered above
                 tokens.setdefault(registration.user_id, []).append(
-                    RegisteredToken(registration.device_id, registration.provider, registration.token)
+                    PushToken.stored(registration.device_id, registration.provider, registration.token)
                 )
             recipients = tuple(
                 [

@@ -142,7 +142,7 @@ class MemberOut(BaseModel):
     user_id: str
     username: str
     display_name: str
-    role: str
+    role: Literal["admin", "member"]
 
 
 class MessageOut(BaseModel):

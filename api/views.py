@@ -3,28 +3,25 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Literal
 
-import orjson
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api import conversations as queries
 from api.db.models import Conversation, Member, User
 from api.schemas import ConversationOut, MemberOut, MessageOut
-from hubbub.envelope import CommittedMessage, format_time, message_json
+from hubbub import events
+from hubbub.envelope import CommittedMessage, format_time
 from hubbub.errors import NotFound
+from hubbub.events import ConversationAction, message_json
 from hubbub.ids import parse_id
 
 __all__ = [
-    "ConversationAction",
     "build_conversation_out",
     "conversation_event",
     "conversation_out",
     "message_out",
     "require_membership",
 ]
-
-ConversationAction = Literal["created", "member_added", "member_removed", "renamed"]
 
 
 def message_out(message: CommittedMessage) -> MessageOut:
@@ -96,15 +93,20 @@ def build_conversation_out(
 def conversation_event(
     action: ConversationAction, conversation: ConversationOut, *, actor_id: int, user_id: int | None = None
 ) -> bytes:
-    """The ``conversation`` inbox event: what changed, by whom, and the conversation now."""
-    return orjson.dumps(
-        {
-            "kind": "conversation",
-            "action": action,
-            "by": str(actor_id),
-            "user_id": None if user_id is None else str(user_id),
-            "conversation": conversation.model_dump(
-                exclude={"last_message", "unread_count", "last_read_seq"}
-            ),
-        }
-    )
+    """The ``conversation`` inbox event for ``conversation`` as REST shows it."""
+    info: events.ConversationInfo = {
+        "id": conversation.id,
+        "type": conversation.type,
+        "title": conversation.title,
+        "members": [
+            {
+                "user_id": member.user_id,
+                "username": member.username,
+                "display_name": member.display_name,
+                "role": member.role,
+            }
+            for member in conversation.members
+        ],
+        "created_at": conversation.created_at,
+    }
+    return events.conversation_event(action, info, by=actor_id, user_id=user_id)

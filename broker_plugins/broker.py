@@ -31,7 +31,6 @@ from collections.abc import Awaitable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
 from amqtt.adapters import ReaderAdapter, WriterAdapter
 from amqtt.broker import RetainedApplicationMessage
 from amqtt.contexts import ListenerConfig
@@ -50,7 +49,8 @@ from broker_plugins.presence import PresenceTracker
 from broker_plugins.routing import REFUSED, RoutingBroker
 from broker_plugins.transport import TcpReader, TcpWriter
 from hubbub import topics
-from hubbub.envelope import AcceptedMessage, CommitResult, format_time
+from hubbub.envelope import AcceptedMessage, CommitResult
+from hubbub.events import presence_payload
 from hubbub.ids import SnowflakeGenerator
 from hubbub.stores import Directory
 from hubbub.tokens import TokenCodec
@@ -255,7 +255,7 @@ class HubbubBroker(RoutingBroker):
 
     async def _publish_presence(self, user_id: int, online: bool, at_ms: int) -> None:
         topic = topics.presence(user_id)
-        payload = _presence_payload(user_id, online=online, last_active_ms=at_ms)
+        payload = presence_payload(user_id, online=online, last_active_ms=at_ms)
         self._retained_messages[topic] = RetainedApplicationMessage(None, topic, payload, 0)
         self.deliver(topic, payload)
         self._record_last_active(user_id, at_ms)
@@ -290,7 +290,7 @@ class HubbubBroker(RoutingBroker):
                 user_id = parsed.entity_id
                 online = bool(self.presence.online([user_id]))
                 last = await self._directory.last_active(user_id)
-                payload = _presence_payload(user_id, online=online, last_active_ms=last)
+                payload = presence_payload(user_id, online=online, last_active_ms=last)
                 self._retained_messages[topic] = RetainedApplicationMessage(None, topic, payload, 0)
         return code
 
@@ -322,18 +322,3 @@ class HubbubBroker(RoutingBroker):
         if self._last_active_writer is not None:
             await asyncio.wait([self._last_active_writer], timeout=_SHUTDOWN_WRITE_S)
         await super().shutdown()
-
-
-def _presence_payload(user_id: int, *, online: bool, last_active_ms: int | None) -> bytes:
-    # Copied: orjson's result sits in a 4 KB allocation, and this one is retained per user.
-    return bytes(
-        memoryview(
-            orjson.dumps(
-                {
-                    "user_id": str(user_id),
-                    "status": "online" if online else "offline",
-                    "last_active_at": None if last_active_ms is None else format_time(last_active_ms),
-                }
-            )
-        )
-    )

@@ -14,7 +14,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
 from hubbub import topics
-from hubbub.envelope import CommitResult, ack_event, message_event
+from hubbub.envelope import CommitResult
+from hubbub.events import ack_event, message_event
 
 __all__ = ["Deliver", "fan_out"]
 

@@ -20,8 +20,9 @@ from dataclasses import dataclass
 
 import orjson
 
-from hubbub.envelope import AcceptedMessage, CommitResult, SendRequest, error_event, parse_send, typing_event
+from hubbub.envelope import AcceptedMessage, CommitResult, SendRequest, parse_send
 from hubbub.errors import MessageRejected
+from hubbub.events import error_event, typing_event
 from hubbub.ids import SnowflakeGenerator
 from hubbub.stores import Directory
 

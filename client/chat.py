@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any, TextIO
 
 from client.client import HubbubClient, LoginFailed
+from hubbub.events import InboxEvent
 
 __all__ = ["main"]
 
@@ -44,18 +45,17 @@ class Chat:
         with self._lock:
             print(text, file=self.out, flush=True)
 
-    def on_event(self, event: dict[str, Any]) -> None:
+    def on_event(self, event: InboxEvent) -> None:
         """Show messages, delivery failures and conversation changes."""
-        kind = event.get("kind")
-        if kind == "message":  # never one this device sent (that comes back as an ack)
+        if event["kind"] == "message":  # never one this device sent (that comes back as an ack)
             mine = event["sender_id"] == self.client.user_id
             sender = "you, on another device" if mine else self._name(event["sender_id"])
             self.say(f"[{self._title(event['conversation_id'])}] {sender}: {event['text']}")
-        elif kind == "error":
+        elif event["kind"] == "error":
             self.say(f"! not sent ({event['code']}): {event['message']}")
-        elif kind == "conversation":
+        elif event["kind"] == "conversation":
             conversation = event["conversation"]
-            self.say(f"* {event['action'].replace('_', ' ')}: {conversation.get('title') or 'direct chat'}")
+            self.say(f"* {event['action'].replace('_', ' ')}: {conversation['title'] or 'direct chat'}")
 
     def _name(self, user_id: str) -> str:
         if user_id not in self.names:

@@ -8,7 +8,9 @@ talk to the platform the way an app would:
 - incoming messages merge into per-conversation timelines by ``seq``; a gap (41 then
   43) is filled from history over REST;
 - after each (re)connect the client catches up through ``/v1/sync`` and moves its
-  server-side cursors to what it holds.
+  server-side cursors to what it holds;
+- inbox events are parsed with the server's own types (``hubbub.events``): an event that
+  breaks the contract is logged and dropped, never half-understood.
 
 paho runs the network in its own thread; callbacks only update state and hand slow work
 (REST calls) to a worker thread.
@@ -19,18 +21,20 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from collections.abc import Callable
-from typing import Any, Literal
+from collections.abc import Callable, Mapping
+from typing import Any, Literal, cast
 
 import httpx
 import orjson
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
+from pydantic import ValidationError
 
 from client.outbox import Outbox, Pending
 from client.timeline import Timeline
 from hubbub import topics
+from hubbub.events import AckEvent, ErrorEvent, InboxEvent, MessageEvent, parse_inbox_event
 
 __all__ = ["HubbubClient", "LoginFailed"]
 
@@ -38,6 +42,8 @@ logger = logging.getLogger(__name__)
 
 # Errors after which resending cannot help; anything else (rate_limited) is retried.
 _FINAL_ERRORS = frozenset({"too_long", "empty", "invalid", "not_member"})
+
+EventHandler = Callable[[InboxEvent], None]
 
 
 class LoginFailed(Exception):
@@ -53,14 +59,15 @@ class HubbubClient:
         *,
         transport: Literal["tcp", "websockets"] = "tcp",
         resend_after_s: float = 10.0,
-        on_event: Callable[[dict[str, Any]], None] | None = None,
+        on_event: EventHandler | None = None,
     ) -> None:
         self.http = httpx.Client(base_url=base_url, timeout=30.0)
         self.transport = transport
         self.outbox = Outbox()
         self.timelines: dict[str, Timeline] = {}
-        self.acks: dict[str, dict[str, Any]] = {}
-        self.errors: list[dict[str, Any]] = []
+        self.acks: dict[str, AckEvent] = {}
+        self.errors: list[ErrorEvent] = []
+        # Every inbox event, checked against its type, as the plain dict it is (easy to match on).
         self.events: queue.Queue[dict[str, Any]] = queue.Queue()
         self.connected = threading.Event()
         self.user_id = ""
@@ -120,7 +127,7 @@ class HubbubClient:
             response = self.http.request(method, path, **kwargs)
         return response
 
-    def subscribe_events(self, handler: Callable[[dict[str, Any]], None]) -> None:
+    def subscribe_events(self, handler: EventHandler) -> None:
         """Call ``handler`` (on the network thread) for every inbox event from now on."""
         self._on_event = handler
 
@@ -207,34 +214,51 @@ class HubbubClient:
             self._work.put(self.refresh)
             return
         client.subscribe(topics.inbox(int(self.user_id)), qos=1)
+        self._work.put(self.catch_up)  # queued before ``connected`` is set: see ``settled``
         self.connected.set()
         self.resend_unacked()
-        self._work.put(self.catch_up)
 
     def _disconnected(self, _c: paho.Client, _u: object, _f: object, _code: ReasonCode, _p: object) -> None:
         self.connected.clear()
 
     def _received(self, _c: paho.Client, _u: object, message: paho.MQTTMessage) -> None:
-        event: dict[str, Any] = orjson.loads(message.payload)
-        kind = event.get("kind")
-        if kind == "message":
+        try:
+            event = parse_inbox_event(message.payload)
+        except ValidationError as exc:
+            problems = [(error["type"], error["loc"]) for error in exc.errors(include_input=False)]
+            logger.warning("dropped an inbox event that breaks the contract: %s", problems)
+            return
+        if event["kind"] == "message":
             self._merge(event)
-        elif kind == "ack":
+        elif event["kind"] == "ack":
             self.acks[event["cmid"]] = event
             pending = self.outbox.settle(event["cmid"])
             if pending is not None:  # the server echoes no message to its sender: the ack completes it
-                self._merge({**event, "kind": "message", "sender_id": self.user_id, "text": pending.text})
-        elif kind == "error":
+                self._merge(self._own_message(event, pending.text))
+        elif event["kind"] == "error":
             self.errors.append(event)
-            if event.get("code") in _FINAL_ERRORS and event.get("cmid"):
+            if event["code"] in _FINAL_ERRORS and event["cmid"]:
                 self.outbox.settle(event["cmid"])
-        self.events.put(event)
+        self.events.put(cast("dict[str, Any]", event))
         if self._on_event is not None:
             self._on_event(event)
 
+    def _own_message(self, ack: AckEvent, text: str) -> MessageEvent:
+        """This device's message as the ``message`` event the other devices got."""
+        return {
+            "kind": "message",
+            "conversation_id": ack["conversation_id"],
+            "message_id": ack["message_id"],
+            "seq": ack["seq"],
+            "sender_id": self.user_id,
+            "cmid": ack["cmid"],
+            "text": text,
+            "created_at": ack["created_at"],
+        }
+
     # -- timelines and catch-up ------------------------------------------------------------
 
-    def _merge(self, message: dict[str, Any]) -> None:
+    def _merge(self, message: Mapping[str, Any]) -> None:
         with self._lock:
             timeline = self.timelines.setdefault(message["conversation_id"], Timeline())
             timeline.add(message)
@@ -279,6 +303,16 @@ class HubbubClient:
             self.request("POST", "/v1/sync/cursors", json={"cursors": held}).raise_for_status()
             if all(conversation["complete"] for conversation in moved):
                 return
+
+    def settled(self, timeout: float = 30.0) -> bool:
+        """Wait until the background work queued so far is done; False after ``timeout``.
+
+        That work is the catch-up after the last connect and the history fetched for every gap
+        seen so far: an app shows "updating" until then.
+        """
+        done = threading.Event()
+        self._work.put(done.set)
+        return done.wait(timeout)
 
     def _run_worker(self) -> None:
         while (job := self._work.get()) is not None:

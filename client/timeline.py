@@ -7,6 +7,7 @@ early, and says which range to fetch to close a gap.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,9 +19,9 @@ class Timeline:
     """Messages of one conversation by seq; ``held`` = every seq up to it is here."""
 
     held: int = 0
-    messages: dict[int, dict[str, Any]] = field(default_factory=dict)
+    messages: dict[int, Mapping[str, Any]] = field(default_factory=dict)
 
-    def add(self, message: dict[str, Any]) -> bool:
+    def add(self, message: Mapping[str, Any]) -> bool:
         """Merge a message (event or history row); False if it was already held."""
         seq = int(message["seq"])
         if seq in self.messages or seq <= 0:
@@ -38,6 +39,6 @@ class Timeline:
         newest = max(self.messages)
         return None if newest == self.held else (self.held, newest)
 
-    def ordered(self) -> list[dict[str, Any]]:
+    def ordered(self) -> list[Mapping[str, Any]]:
         """Every message held, in seq order."""
         return [self.messages[seq] for seq in sorted(self.messages)]

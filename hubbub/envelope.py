@@ -1,7 +1,6 @@
-"""Messages as they travel, and the inbox events built from them.
+"""Messages as they travel: what a device sends, what ingest accepts, what the persister commits.
 
-What a device sends, what ingest accepts, what the persister commits (DESIGN.md, "Topics"
-and "A message's way").
+DESIGN.md, "Topics" and "A message's way". The events built from them are ``hubbub.events``.
 
 Every id in JSON is a string (64-bit ids do not fit JavaScript numbers); ``seq`` is a plain
 number, dense per conversation. Times are ISO 8601 UTC with milliseconds.
@@ -12,7 +11,6 @@ from __future__ import annotations
 import functools
 import time
 from dataclasses import dataclass
-from typing import Any
 
 import orjson
 
@@ -24,14 +22,8 @@ __all__ = [
     "CommitResult",
     "CommittedMessage",
     "SendRequest",
-    "ack_event",
-    "error_event",
     "format_time",
-    "message_event",
-    "message_json",
     "parse_send",
-    "push_register_again_event",
-    "typing_event",
     "validate_text",
 ]
 
@@ -119,58 +111,3 @@ def format_time(ms: int) -> str:
 @functools.lru_cache(maxsize=64)
 def _format_second(seconds: int) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
-
-
-def message_json(message: CommittedMessage) -> dict[str, Any]:
-    """The JSON shape of a committed message, in events and in history alike."""
-    return {
-        "conversation_id": str(message.conversation_id),
-        "message_id": str(message.message_id),
-        "seq": message.seq,
-        "sender_id": str(message.sender_id),
-        "cmid": message.cmid,
-        "text": message.text,
-        "created_at": format_time(message.created_at_ms),
-    }
-
-
-def message_event(message: CommittedMessage) -> bytes:
-    """The ``message`` inbox event, delivered to every member's devices."""
-    return orjson.dumps({"kind": "message", **message_json(message)})
-
-
-def ack_event(message: CommittedMessage) -> bytes:
-    """The ``ack`` inbox event for the sender's devices: ``cmid`` is stored as ``message_id``/``seq``."""
-    return orjson.dumps(
-        {
-            "kind": "ack",
-            "conversation_id": str(message.conversation_id),
-            "cmid": message.cmid,
-            "message_id": str(message.message_id),
-            "seq": message.seq,
-            "created_at": format_time(message.created_at_ms),
-        }
-    )
-
-
-def error_event(conversation_id: int | None, cmid: str | None, error: MessageRejected) -> bytes:
-    """The ``error`` inbox event for the sending device."""
-    return orjson.dumps(
-        {
-            "kind": "error",
-            "conversation_id": None if conversation_id is None else str(conversation_id),
-            "cmid": cmid,
-            "code": error.code,
-            "message": error.message,
-        }
-    )
-
-
-def typing_event(conversation_id: int, user_id: int) -> bytes:
-    """The ``typing`` inbox event for the other members (never stored)."""
-    return orjson.dumps({"kind": "typing", "conversation_id": str(conversation_id), "user_id": str(user_id)})
-
-
-def push_register_again_event() -> bytes:
-    """Tells a device its push token was rejected for good: register a fresh one."""
-    return orjson.dumps({"kind": "push", "action": "register_again"})

@@ -7,8 +7,10 @@ imports the API's database, nor the API the persister's).
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import orjson
 
 from hubbub.envelope import AcceptedMessage, CommitResult, CommittedMessage, SendRequest
 from hubbub.errors import CommitFailed
@@ -25,7 +27,7 @@ __all__ = [
     "PushAudience",
     "PushDirectory",
     "PushRecipient",
-    "RegisteredToken",
+    "PushToken",
 ]
 
 
@@ -163,12 +165,23 @@ class MessageSubmitter(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
-class RegisteredToken:
-    """A device's push registration: ``value`` is the token, or a Web Push subscription as JSON."""
+class PushToken:
+    """One registered push destination of one device: the account store hands it out, providers push to it.
+
+    ``token_id`` is the device's id. ``value`` is the provider's address: an APNs device token
+    (hex), an FCM registration token, a webhook gateway's token, or a Web Push subscription
+    (``{"endpoint", "keys": {"p256dh", "auth"}}``). It is a credential of sorts, so it is kept
+    out of ``repr`` (and of logs): log ``token_id`` instead.
+    """
 
     token_id: str
     provider: str
-    value: str
+    value: str | Mapping[str, Any] = field(repr=False, hash=False, compare=False)
+
+    @classmethod
+    def stored(cls, token_id: str, provider: str, value: str) -> PushToken:
+        """A token as the account store keeps it (a Web Push subscription is stored as JSON)."""
+        return cls(token_id, provider, orjson.loads(value) if provider == "webpush" else value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,7 +190,7 @@ class PushRecipient:
 
     user_id: int
     badge: int
-    tokens: tuple[RegisteredToken, ...]
+    tokens: tuple[PushToken, ...]
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,9 +18,10 @@ from starlette.staticfiles import StaticFiles
 from api import BrokerEndpoint, SqlDirectory, SqlPushDirectory, create_app
 from broker_plugins import BrokerOptions, HubbubBroker, IngestLimits, WebSocketBridge
 from config import Settings, resolve_secret
-from hubbub.envelope import AcceptedMessage, CommitResult, push_register_again_event
+from hubbub.envelope import AcceptedMessage, CommitResult
+from hubbub.events import push_register_again_event
 from hubbub.ids import SnowflakeGenerator
-from hubbub.stores import MessageStore
+from hubbub.stores import MessageStore, PushToken
 from hubbub.tokens import TokenCodec
 from launcher.detached import BrokerElsewhere
 from launcher.http import ReadyServer, bind_socket
@@ -30,7 +31,6 @@ from notifier.deliveries import SqlDeliveryLog
 from notifier.dispatcher import Dispatcher
 from notifier.metrics import PushMetrics
 from notifier.planner import PushPlanner
-from notifier.providers.base import PushToken
 from persister import Persister, SqlMessageStore, cassandra_store
 from persister.sql_database import create_engine, message_committer
 

@@ -18,13 +18,14 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from notifier.jobs import PushJob, Recipient
+from hubbub.stores import PushRecipient
+from notifier.jobs import PushJob
 
 __all__ = ["Coalescer", "Flush"]
 
 _logger = logging.getLogger(__name__)
 
-Flush = Callable[[PushJob, Recipient, int], None]
+Flush = Callable[[PushJob, PushRecipient, int], None]
 """Push ``job``'s message to ``recipient`` as a burst of ``count`` messages."""
 
 
@@ -32,7 +33,7 @@ Flush = Callable[[PushJob, Recipient, int], None]
 class _Burst:
     count: int
     deadline: float
-    pending: tuple[PushJob, Recipient] | None = None
+    pending: tuple[PushJob, PushRecipient] | None = None
 
 
 class Coalescer:
@@ -55,7 +56,7 @@ class Coalescer:
         self._deadlines: deque[tuple[float, tuple[int, int]]] = deque()
         self._wake = asyncio.Event()
 
-    def offer(self, job: PushJob, recipient: Recipient) -> bool:
+    def offer(self, job: PushJob, recipient: PushRecipient) -> bool:
         """True when the message should be pushed now; False when the burst absorbed it."""
         if self._window <= 0:
             return True

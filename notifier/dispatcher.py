@@ -33,13 +33,14 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable
 from typing import Any
 
+from hubbub.stores import PushRecipient, PushToken
 from notifier.coalesce import Coalescer
 from notifier.deliveries import DeliveryLog
-from notifier.jobs import PushJob, Recipient
+from notifier.jobs import PushJob
 from notifier.lanes import Delivery, Lane
 from notifier.metrics import PushMetrics
 from notifier.payload import fit_notification, notification_body, notification_title
-from notifier.providers.base import Notification, OutcomeKind, PushOutcome, PushProvider, PushToken
+from notifier.providers.base import Notification, OutcomeKind, PushOutcome, PushProvider
 from notifier.retry import RetryPolicy
 
 __all__ = ["Clock", "Dispatcher", "RemoveToken", "Sleep"]
@@ -200,11 +201,11 @@ class Dispatcher:
             finally:
                 self._changed.set()
 
-    def _push(self, job: PushJob, recipient: Recipient, count: int) -> None:
+    def _push(self, job: PushJob, recipient: PushRecipient, count: int) -> None:
         """Fit and queue one push per token of ``recipient`` (a burst of ``count`` messages)."""
         message = job.message
         title = notification_title(job.sender_name, job.conversation_title)
-        prefix, text = notification_body(message.text, count, recipient.show_preview)
+        prefix, text = notification_body(message.text, count)
         data: dict[str, str | int] = {
             "conversation_id": str(message.conversation_id),
             "message_id": str(message.message_id),

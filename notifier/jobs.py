@@ -1,8 +1,9 @@
 """What the notifier is asked to do: push one committed message to some recipients.
 
 The caller decides *who* (members with no online device, not muted, not the sender) and knows
-each one's unread count and tokens; the notifier decides *how* (fitting, coalescing, retries,
-providers). Keeping that split here means the notifier needs no account store of its own.
+each one's unread count and tokens (the account store's ``PushRecipient``, passed on as it is);
+the notifier decides *how* (fitting, coalescing, retries, providers). Keeping that split here
+means the notifier needs no account store of its own.
 """
 
 from __future__ import annotations
@@ -10,22 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from hubbub.envelope import CommittedMessage
-from notifier.providers.base import PushToken
+from hubbub.stores import PushRecipient
 
-__all__ = ["PushJob", "Recipient"]
-
-
-@dataclass(frozen=True, slots=True)
-class Recipient:
-    """One user to notify: the app badge to show, the tokens to push to.
-
-    ``show_preview`` False (a privacy setting) pushes "New message" instead of the text.
-    """
-
-    user_id: int
-    badge: int
-    tokens: tuple[PushToken, ...]
-    show_preview: bool = True
+__all__ = ["PushJob"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,5 +26,5 @@ class PushJob:
 
     message: CommittedMessage
     sender_name: str
-    recipients: tuple[Recipient, ...]
+    recipients: tuple[PushRecipient, ...]
     conversation_title: str | None = None

@@ -43,14 +43,11 @@ def notification_title(sender_name: str, conversation_title: str | None) -> str:
     return cut_text(title, MAX_TITLE_CHARS)
 
 
-def notification_body(text: str, count: int, show_preview: bool = True) -> tuple[str, str]:
+def notification_body(text: str, count: int) -> tuple[str, str]:
     """``(prefix, text)``: the prefix is kept whole when fitting, the text may be cut.
 
-    A coalesced push (``count`` > 1) says how many messages it stands for, then the last text;
-    without previews (a recipient's privacy setting) it says only that there are messages.
+    A coalesced push (``count`` > 1) says how many messages it stands for, then the last text.
     """
-    if not show_preview:
-        return ("New message" if count <= 1 else f"{count} new messages"), ""
     if count <= 1:
         return "", text
     return f"{count} new messages: ", text

@@ -12,30 +12,18 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Collection, Sequence
-from typing import Any
-
-import orjson
 
 from hubbub.envelope import CommitResult, CommittedMessage
-from hubbub.stores import PushDirectory, RegisteredToken
+from hubbub.stores import PushDirectory
 from notifier.dispatcher import Dispatcher
-from notifier.jobs import PushJob, Recipient
-from notifier.providers.base import PushToken
+from notifier.jobs import PushJob
 
-__all__ = ["PushPlanner", "push_token"]
+__all__ = ["PushPlanner"]
 
 logger = logging.getLogger(__name__)
 
 Members = Callable[[int], Awaitable[frozenset[int] | None]]
 Online = Callable[[Collection[int]], set[int]]
-
-
-def push_token(registered: RegisteredToken) -> PushToken:
-    """The notifier's view of a stored registration (a Web Push subscription is stored as JSON)."""
-    value: str | dict[str, Any] = registered.value
-    if registered.provider == "webpush":
-        value = orjson.loads(registered.value)
-    return PushToken(token_id=registered.token_id, provider=registered.provider, value=value)
 
 
 class PushPlanner:
@@ -84,15 +72,11 @@ class PushPlanner:
         audience = await self._directory.audience(message, offline)
         if not audience.recipients:
             return
-        recipients = tuple(
-            Recipient(user_id=r.user_id, badge=r.badge, tokens=tuple(push_token(t) for t in r.tokens))
-            for r in audience.recipients
-        )
         await self._dispatcher.enqueue(
             PushJob(
                 message=message,
                 sender_name=audience.sender_name,
-                recipients=recipients,
+                recipients=audience.recipients,
                 conversation_title=audience.conversation_title,
             )
         )

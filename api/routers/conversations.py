@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from typing import Annotated
 
-import orjson
 from fastapi import APIRouter, Body, Response, status
 
 from api import conversations as queries
@@ -26,6 +25,7 @@ from api.schemas import (
 )
 from api.views import build_conversation_out, conversation_event, conversation_out, require_membership
 from hubbub.errors import Conflict, Forbidden, InvalidInput, NotFound
+from hubbub.events import receipt_event
 from hubbub.ids import parse_id
 
 __all__ = ["router"]
@@ -224,12 +224,6 @@ async def mark_read(
         member.last_read_seq = target
         await session.commit()
         recipients = [member.user_id for member in await queries.members(session, member.conversation_id)]
-        receipt = {
-            "kind": "receipt",
-            "conversation_id": str(member.conversation_id),
-            "user_id": str(user.id),
-            "seq": target,
-        }
-        await state.inbox.publish(recipients, orjson.dumps(receipt))
+        await state.inbox.publish(recipients, receipt_event(member.conversation_id, user.id, target))
     unread = await state.messages.unread_counts({member.conversation_id: member.last_read_seq}, user.id)
     return ReadState(last_read_seq=member.last_read_seq, unread_count=unread[member.conversation_id])

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Literal
 
-import orjson
 from fastapi import APIRouter, Response, status
 from pydantic import BaseModel
 
@@ -14,13 +13,12 @@ from api.routers.users import user_out
 from api.schemas import MemberAdd, UserOut
 from api.state import AppState
 from hubbub.errors import InvalidInput, NotFound
+from hubbub.events import FriendAction, friend_event
 from hubbub.ids import parse_id
 
 __all__ = ["router"]
 
 router = APIRouter(prefix="/v1/friends", tags=["friends"])
-
-FriendAction = Literal["requested", "accepted", "declined", "removed"]
 
 
 class FriendsOut(BaseModel):
@@ -38,8 +36,7 @@ class FriendStatus(BaseModel):
 
 
 async def _notify(state: AppState, to_user: int, action: FriendAction, other: int) -> None:
-    event = {"kind": "friend", "action": action, "user_id": str(other)}
-    await state.inbox.publish([to_user], orjson.dumps(event))
+    await state.inbox.publish([to_user], friend_event(action, other))
 
 
 async def _other(session: SessionDep, user_id: str, me: int) -> int:

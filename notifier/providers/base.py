@@ -15,30 +15,16 @@ import enum
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+
+from hubbub.stores import PushToken
 
 __all__ = [
     "Notification",
     "OutcomeKind",
     "PushOutcome",
     "PushProvider",
-    "PushToken",
+    "PushToken",  # re-exported for the providers; defined with the account store's side in hubbub.stores
 ]
-
-
-@dataclass(frozen=True, slots=True)
-class PushToken:
-    """One registered push destination of one device.
-
-    ``value`` is the provider's address: an APNs device token (hex), an FCM registration token,
-    a webhook gateway's token, or a Web Push subscription (``{"endpoint", "keys": {"p256dh",
-    "auth"}}``). It is a credential of sorts, so it is kept out of ``repr`` (and of logs): log
-    ``token_id`` instead.
-    """
-
-    token_id: str
-    provider: str
-    value: str | Mapping[str, Any] = field(repr=False, hash=False, compare=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,11 +11,12 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 import notifier
 from hubbub.envelope import CommittedMessage
+from hubbub.stores import PushRecipient, PushToken
 from notifier.deliveries import DeliveryLog, MemoryDeliveryLog, SqlDeliveryLog
 from notifier.dispatcher import Dispatcher
-from notifier.jobs import PushJob, Recipient
+from notifier.jobs import PushJob
 from notifier.providers.apns import ApnsProvider
-from notifier.providers.base import PushProvider, PushToken
+from notifier.providers.base import PushProvider
 from notifier.providers.fcm import FcmProvider
 from notifier.providers.log import LogProvider
 from notifier.providers.webhook import WebhookProvider
@@ -53,12 +54,12 @@ def apple(name: str) -> PushToken:
     return PushToken(token_id=f"apns-{name}", provider="apns", value=apns_token(name))
 
 
-def job(msg: CommittedMessage, *recipients: Recipient, title: str | None = None) -> PushJob:
+def job(msg: CommittedMessage, *recipients: PushRecipient, title: str | None = None) -> PushJob:
     return PushJob(message=msg, sender_name="Ann", recipients=recipients, conversation_title=title)
 
 
-def to(user_id: int, *tokens: PushToken, badge: int = 1) -> Recipient:
-    return Recipient(user_id=user_id, badge=badge, tokens=tokens)
+def to(user_id: int, *tokens: PushToken, badge: int = 1) -> PushRecipient:
+    return PushRecipient(user_id=user_id, badge=badge, tokens=tokens)
 
 
 async def within(awaitable: Awaitable[_T]) -> _T:
@@ -390,12 +391,3 @@ async def test_tokens_of_an_unconfigured_provider_go_to_the_default(
         await within(dispatcher.wait_idle())
     assert dispatcher.metrics.value("sent", provider="log") == 1
     assert any("token_id=fcm-1" in r.getMessage() for r in caplog.records)
-
-
-async def test_hidden_previews_push_no_text(
-    dispatcher: Dispatcher, webhook_receiver: WebhookReceiver
-) -> None:
-    private = Recipient(user_id=1, badge=1, tokens=(hook("a"),), show_preview=False)
-    await dispatcher.enqueue(job(message(1, "secret plans"), private))
-    await within(dispatcher.wait_idle())
-    assert (await next_call(webhook_receiver)).body["notification"]["body"] == "New message"

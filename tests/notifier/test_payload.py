@@ -4,6 +4,7 @@ import dataclasses
 
 import pytest
 
+from hubbub.stores import PushToken
 from notifier.payload import (
     ELLIPSIS,
     cut_text,
@@ -13,7 +14,7 @@ from notifier.payload import (
     safe_cut,
 )
 from notifier.providers.apns import ApnsProvider
-from notifier.providers.base import Notification, PushToken
+from notifier.providers.base import Notification
 from notifier.providers.log import LogProvider
 from tests.notifier.conftest import notification
 
@@ -30,11 +31,9 @@ def test_titles_name_the_sender_and_the_group() -> None:
     assert len(notification_title("A" * 500, "B" * 500)) == 120
 
 
-def test_bodies_count_a_burst_and_respect_hidden_previews() -> None:
+def test_bodies_count_a_burst() -> None:
     assert notification_body("hi", 1) == ("", "hi")
     assert notification_body("hi", 3) == ("3 new messages: ", "hi")
-    assert notification_body("hi", 1, show_preview=False) == ("New message", "")
-    assert notification_body("hi", 3, show_preview=False) == ("3 new messages", "")
 
 
 @pytest.mark.parametrize("cluster", [FAMILY, FLAG, THUMB, ACCENT, "1️⃣"])

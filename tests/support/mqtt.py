@@ -1,25 +1,85 @@
-"""A paho-mqtt device for tests: every wait is on an event with a deadline, never a sleep."""
+"""A paho-mqtt device for tests: every wait is on an event with a deadline, never a sleep.
+
+It also holds the server to its published contract: every inbox event and presence payload a
+device receives is validated against the schemas of ``docs/asyncapi.json`` (``check_contract``).
+A message that breaks it fails ``next_message`` when the test takes it, and ``close`` fails for
+any the test never took.
+"""
 
 from __future__ import annotations
 
+import functools
+import json
 import queue
 import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlparse
 
+import jsonschema
+import orjson
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
+
+from hubbub import topics
+from hubbub.asyncapi import inbox_message_name
+from hubbub.topics import TopicKind
+from launcher.asyncapi import DOCUMENT_PATH
 
 if TYPE_CHECKING:
     from tests.support.api import Login
     from tests.support.platform import Platform
 
-__all__ = ["NO_CONNACK", "Device", "Received"]
+__all__ = ["NO_CONNACK", "Device", "Received", "check_contract"]
 
 WAIT_S = 15.0
 NO_CONNACK = -1  # the server closed the connection without answering the CONNECT
+
+
+@functools.cache
+def _document() -> dict[str, Any]:
+    document: dict[str, Any] = json.loads(DOCUMENT_PATH.read_text(encoding="utf-8"))
+    return document
+
+
+@functools.cache
+def _validator(message_name: str) -> jsonschema.protocols.Validator:
+    """The validator of one message of the document, its refs resolved inside the document."""
+    document = _document()
+    payload = document["components"]["messages"][message_name]["payload"]
+    schema = {**payload, "components": document["components"]}  # "#/components/..." resolves here
+    validator_class = jsonschema.validators.validator_for(schema, default=jsonschema.Draft7Validator)
+    validator_class.check_schema(schema)
+    return validator_class(schema, format_checker=validator_class.FORMAT_CHECKER)
+
+
+def check_contract(topic: str, payload: bytes) -> str | None:
+    """Why ``payload`` received on ``topic`` breaks ``docs/asyncapi.json``, or None if it meets it.
+
+    Inbox events are checked against the message of their ``kind``, presence against the
+    presence message; other topics (tests' own, internal) are not part of the device contract.
+    """
+    parsed = topics.parse(topic)
+    if parsed is None or parsed.kind not in {TopicKind.INBOX, TopicKind.PRESENCE}:
+        return None
+    try:
+        body = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return f"{topic}: not JSON: {payload[:200]!r}"
+    if parsed.kind is TopicKind.PRESENCE:
+        name = "presence"
+    else:
+        kind = body.get("kind") if isinstance(body, dict) else None
+        name = inbox_message_name(str(kind))
+        if name not in _document()["components"]["messages"]:
+            return f"{topic}: an event of kind {kind!r}, which the contract does not define: {body}"
+    error = jsonschema.exceptions.best_match(_validator(name).iter_errors(body))
+    return (
+        None
+        if error is None
+        else f"{topic}: {name} breaks the contract at {list(error.path)}: {error.message}"
+    )
 
 
 @dataclass(frozen=True)
@@ -29,6 +89,7 @@ class Received:
     topic: str
     payload: bytes
     retain: bool
+    violation: str | None = None
 
 
 class Device:
@@ -64,6 +125,7 @@ class Device:
         self._subacks: dict[int, queue.Queue[list[int]]] = {}
         self.disconnected = threading.Event()
         self.messages: queue.Queue[Received] = queue.Queue()
+        self.violations: list[str] = []
         self.client.on_connect = self._on_connect
         self.client.on_subscribe = self._on_subscribe
         self.client.on_message = self._on_message
@@ -99,7 +161,11 @@ class Device:
         self._subacks.setdefault(mid, queue.Queue()).put([code.value for code in codes])
 
     def _on_message(self, _c: paho.Client, _u: object, message: paho.MQTTMessage) -> None:
-        self.messages.put(Received(message.topic, bytes(message.payload), message.retain))
+        payload = bytes(message.payload)
+        violation = check_contract(message.topic, payload)
+        if violation is not None:
+            self.violations.append(violation)
+        self.messages.put(Received(message.topic, payload, message.retain, violation))
 
     def _on_disconnect(self, _c: paho.Client, _u: object, _f: object, _code: ReasonCode, _p: object) -> None:
         self.disconnected.set()
@@ -132,11 +198,14 @@ class Device:
     def next_message(self, timeout: float = WAIT_S) -> Received:
         """The next message received, or an assertion failure after ``timeout``."""
         try:
-            return self.messages.get(timeout=timeout)
+            received = self.messages.get(timeout=timeout)
         except queue.Empty:
             raise AssertionError("no message arrived") from None
+        assert received.violation is None, received.violation
+        return received
 
     def close(self) -> None:
-        """Disconnect cleanly and stop the network thread."""
+        """Disconnect cleanly and stop the network thread; fail if anything received broke the contract."""
         self.client.disconnect()
         self.client.loop_stop()
+        assert not self.violations, self.violations
