@@ -23,7 +23,6 @@ __all__ = [
     "OutcomeKind",
     "PushOutcome",
     "PushProvider",
-    "PushToken",  # re-exported for the providers; defined with the account store's side in hubbub.stores
 ]
 
 

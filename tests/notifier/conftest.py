@@ -15,8 +15,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 from google.oauth2 import service_account
 
+from hubbub.stores import PushToken
 from notifier.providers.apns import ApnsProvider
-from notifier.providers.base import Notification, PushToken
+from notifier.providers.base import Notification
 from notifier.providers.fcm import FcmProvider, load_service_account
 from notifier.providers.vapid import VapidKey
 from notifier.providers.webhook import WebhookProvider

@@ -8,9 +8,10 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
+from hubbub.stores import PushToken
 from notifier.payload import fit_notification
 from notifier.providers.apns import ApnsProvider
-from notifier.providers.base import OutcomeKind, PushToken
+from notifier.providers.base import OutcomeKind
 from tests.notifier.apns_server import HANG, ApnsServer, Reply
 from tests.notifier.clock import FakeClock
 from tests.notifier.conftest import APNS_KEY_ID, APNS_TEAM_ID, APNS_TOPIC, apns_token, notification

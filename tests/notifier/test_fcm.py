@@ -10,8 +10,9 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 from google.oauth2 import service_account
 
+from hubbub.stores import PushToken
 from notifier.payload import fit_notification
-from notifier.providers.base import OutcomeKind, PushToken
+from notifier.providers.base import OutcomeKind
 from notifier.providers.fcm import FCM_SCOPE, FcmProvider, load_service_account
 from tests.notifier.conftest import notification
 from tests.notifier.http_services import FcmService, Reply, fcm_error

@@ -7,8 +7,9 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
 from config import Settings
+from hubbub.stores import PushToken
 from launcher.push import build_providers
-from notifier.providers.base import OutcomeKind, PushToken
+from notifier.providers.base import OutcomeKind
 from tests.notifier.conftest import FCM_EMAIL, FCM_PROJECT, notification
 from tests.notifier.http_services import FcmService
 

@@ -4,7 +4,8 @@ import logging
 
 import pytest
 
-from notifier.providers.base import OutcomeKind, PushToken
+from hubbub.stores import PushToken
+from notifier.providers.base import OutcomeKind
 from notifier.providers.log import LogProvider
 from notifier.providers.webhook import WebhookProvider, sign
 from tests.notifier.conftest import WEBHOOK_SECRET, notification

@@ -10,8 +10,9 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from hubbub.stores import PushToken
 from notifier.payload import fit_notification
-from notifier.providers.base import OutcomeKind, PushToken
+from notifier.providers.base import OutcomeKind
 from notifier.providers.ece import MAX_PLAINTEXT, b64url_decode, b64url_encode, encrypt
 from notifier.providers.vapid import VapidKey
 from notifier.providers.webpush import WebPushProvider
