@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -11,22 +12,33 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from api.errors import install_error_handlers
 from api.passwords import Passwords
-from api.ratelimit import SlidingWindowLimiter
+from api.ratelimit import FailureBackoff, SlidingWindowLimiter
 from api.routers import auth, conversations, devices, friends, health, messages, presence, sync, users
 from api.schemas import BrokerEndpoint
 from api.state import AppState
 from config import Settings
 from hubbub.ids import SnowflakeGenerator
+from hubbub.sessions import DeviceEnded, LiveConnections
 from hubbub.stores import InboxPublisher, MessageStore, MessageSubmitter, PresenceView
 from hubbub.tokens import TokenCodec
 
 __all__ = ["create_app"]
 
+logger = logging.getLogger(__name__)
+
 _LOGIN_WINDOW_S = 60.0
+_LOGIN_BASE_DELAY_S = 1.0
 
 
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+class _ConnectionsNotWired:
+    """``LiveConnections`` while no broker is wired: says what it could not do."""
+
+    async def end_device(self, ended: DeviceEnded) -> None:
+        logger.warning("device_id=%s ended, but no broker here closes its live connection", ended.device_id)
 
 
 def create_app(
@@ -42,8 +54,17 @@ def create_app(
     presence_view: PresenceView,
     metrics: Callable[[], bytes],
     vapid_public_key: str | None = None,
+    live_connections: LiveConnections | None = None,
 ) -> FastAPI:
-    """The API over an already migrated database; its own helpers are built in the lifespan."""
+    """The API over an already migrated database; its own helpers are built in the lifespan.
+
+    ``live_connections`` closes an ended device's MQTT connections. Until the launcher passes
+    the broker's, ended devices are refused by REST and at CONNECT but an open connection
+    stays up until it drops (said at start-up).
+    """
+    if live_connections is None:
+        logger.warning("no broker wired to close ended devices' live connections")
+        live_connections = _ConnectionsNotWired()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -53,7 +74,11 @@ def create_app(
             sessions=async_sessionmaker(engine, expire_on_commit=False),
             tokens=tokens,
             passwords=Passwords(),
-            login_limiter=SlidingWindowLimiter(settings.login_attempts_per_minute, _LOGIN_WINDOW_S),
+            login_backoff=FailureBackoff(
+                free_failures=settings.login_free_failures,
+                base_delay_s=_LOGIN_BASE_DELAY_S,
+                max_delay_s=settings.login_max_delay_s,
+            ),
             address_limiter=SlidingWindowLimiter(
                 settings.login_attempts_per_address_per_minute, _LOGIN_WINDOW_S
             ),
@@ -62,6 +87,7 @@ def create_app(
             clock_ms=_now_ms,
             messages=messages_store,
             inbox=inbox,
+            live_connections=live_connections,
             submitter=submitter,
             presence=presence_view,
             vapid_public_key=vapid_public_key,

@@ -8,9 +8,9 @@ from typing import Literal
 import orjson
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from api import conversations as queries
 from api.db.models import Conversation, Member, User
 from api.schemas import ConversationOut, MemberOut, MessageOut
+from api.store import conversations as queries
 from hubbub.envelope import CommittedMessage, format_time, message_json
 from hubbub.errors import NotFound
 from hubbub.ids import parse_id

@@ -8,11 +8,11 @@ import orjson
 from fastapi import APIRouter, Response, status
 from pydantic import BaseModel
 
-from api import accounts, friends
 from api.deps import CurrentUser, SessionDep, StateDep
 from api.routers.users import user_out
 from api.schemas import MemberAdd, UserOut
 from api.state import AppState
+from api.store import accounts, friends
 from hubbub.errors import InvalidInput, NotFound
 from hubbub.ids import parse_id
 
