@@ -6,11 +6,12 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from types import ModuleType
 
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
-from api.errors import install_error_handlers
+from api.errors import error_responses, install_error_handlers
 from api.passwords import Passwords
 from api.ratelimit import FailureBackoff, SlidingWindowLimiter
 from api.routers import auth, conversations, devices, friends, health, messages, presence, sync, users
@@ -28,6 +29,20 @@ logger = logging.getLogger(__name__)
 
 _LOGIN_WINDOW_S = 60.0
 _LOGIN_BASE_DELAY_S = 1.0
+
+
+# The errors each router's routes can answer, documented in the OpenAPI document.
+_ROUTERS: tuple[tuple[ModuleType, tuple[int, ...]], ...] = (
+    (health, ()),
+    (users, (401, 404, 409, 422)),
+    (auth, (401, 422, 429)),
+    (devices, (401, 404, 422)),
+    (friends, (401, 404, 422)),
+    (presence, (401, 422)),
+    (conversations, (401, 403, 404, 409, 422)),
+    (messages, (401, 404, 422, 429, 503)),
+    (sync, (401, 422)),
+)
 
 
 def _now_ms() -> int:
@@ -97,6 +112,6 @@ def create_app(
 
     app = FastAPI(title="Hubbub", version="0.1.0", lifespan=lifespan)
     install_error_handlers(app)
-    for module in (health, users, auth, devices, friends, presence, conversations, messages, sync):
-        app.include_router(module.router)
+    for module, errors in _ROUTERS:
+        app.include_router(module.router, responses=error_responses(*errors))
     return app
