@@ -1,8 +1,7 @@
 """Hubbub's REST API: accounts, login (JWT), conversations, history, sync."""
 
 from api.app import create_app
-from api.directory import SqlDirectory
-from api.push import SqlPushDirectory
 from api.schemas import BrokerEndpoint
+from api.store import SqlDeviceSessions, SqlDirectory, SqlPushDirectory
 
-__all__ = ["BrokerEndpoint", "SqlDirectory", "SqlPushDirectory", "create_app"]
+__all__ = ["BrokerEndpoint", "SqlDeviceSessions", "SqlDirectory", "SqlPushDirectory", "create_app"]

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from types import ModuleType
 
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
-from api.errors import install_error_handlers
+from api.errors import error_responses, install_error_handlers
 from api.passwords import Passwords
-from api.ratelimit import SlidingWindowLimiter
+from api.ratelimit import FailureBackoff, SlidingWindowLimiter
 from api.routers import (
     asyncapi,
     auth,
@@ -28,10 +30,13 @@ from api.schemas import BrokerEndpoint
 from api.state import AppState
 from config import Settings
 from hubbub.ids import SnowflakeGenerator
+from hubbub.sessions import DeviceEnded, LiveConnections
 from hubbub.stores import InboxPublisher, MessageStore, MessageSubmitter, PresenceView
 from hubbub.tokens import TokenCodec
 
 __all__ = ["create_app"]
+
+logger = logging.getLogger(__name__)
 
 _LOGIN_WINDOW_S = 60.0
 _DESCRIPTION = (
@@ -39,10 +44,33 @@ _DESCRIPTION = (
     "The MQTT half (topics, events, their schemas) is the AsyncAPI document: "
     "[read it](/asyncapi), or [download asyncapi.json](/asyncapi.json) to generate a client."
 )
+_LOGIN_BASE_DELAY_S = 1.0
+
+
+# The errors each router's routes can answer, documented in the OpenAPI document.
+_ROUTERS: tuple[tuple[ModuleType, tuple[int, ...]], ...] = (
+    (health, ()),
+    (users, (401, 404, 409, 422)),
+    (auth, (401, 422, 429)),
+    (devices, (401, 404, 422)),
+    (friends, (401, 404, 422)),
+    (presence, (401, 422)),
+    (conversations, (401, 403, 404, 409, 422)),
+    (messages, (401, 404, 422, 429, 503)),
+    (sync, (401, 422)),
+    (asyncapi, ()),
+)
 
 
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+class _ConnectionsNotWired:
+    """``LiveConnections`` while no broker is wired: says what it could not do."""
+
+    async def end_device(self, ended: DeviceEnded) -> None:
+        logger.warning("device_id=%s ended, but no broker here closes its live connection", ended.device_id)
 
 
 def create_app(
@@ -58,8 +86,17 @@ def create_app(
     presence_view: PresenceView,
     metrics: Callable[[], bytes],
     vapid_public_key: str | None = None,
+    live_connections: LiveConnections | None = None,
 ) -> FastAPI:
-    """The API over an already migrated database; its own helpers are built in the lifespan."""
+    """The API over an already migrated database; its own helpers are built in the lifespan.
+
+    ``live_connections`` closes an ended device's MQTT connections. Until the launcher passes
+    the broker's, ended devices are refused by REST and at CONNECT but an open connection
+    stays up until it drops (said at start-up).
+    """
+    if live_connections is None:
+        logger.warning("no broker wired to close ended devices' live connections")
+        live_connections = _ConnectionsNotWired()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -69,7 +106,11 @@ def create_app(
             sessions=async_sessionmaker(engine, expire_on_commit=False),
             tokens=tokens,
             passwords=Passwords(),
-            login_limiter=SlidingWindowLimiter(settings.login_attempts_per_minute, _LOGIN_WINDOW_S),
+            login_backoff=FailureBackoff(
+                free_failures=settings.login_free_failures,
+                base_delay_s=_LOGIN_BASE_DELAY_S,
+                max_delay_s=settings.login_max_delay_s,
+            ),
             address_limiter=SlidingWindowLimiter(
                 settings.login_attempts_per_address_per_minute, _LOGIN_WINDOW_S
             ),
@@ -78,6 +119,7 @@ def create_app(
             clock_ms=_now_ms,
             messages=messages_store,
             inbox=inbox,
+            live_connections=live_connections,
             submitter=submitter,
             presence=presence_view,
             vapid_public_key=vapid_public_key,
@@ -87,6 +129,6 @@ def create_app(
 
     app = FastAPI(title="Hubbub", version="0.1.0", description=_DESCRIPTION, lifespan=lifespan)
     install_error_handlers(app)
-    for module in (health, users, auth, devices, friends, presence, conversations, messages, sync, asyncapi):
-        app.include_router(module.router)
+    for module, errors in _ROUTERS:
+        app.include_router(module.router, responses=error_responses(*errors))
     return app

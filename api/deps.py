@@ -1,4 +1,9 @@
-"""FastAPI dependencies: the shared state, a database session per request, the caller."""
+"""FastAPI dependencies: the shared state, the request's unit of work, the caller.
+
+The session is the request's unit of work (the one commit rule, ``api.store``): it commits
+once the handler has returned and before the response leaves, and rolls back if the
+handler raises.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +14,9 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from api import accounts
 from api.db.models import User
 from api.state import AppState
+from api.store import accounts
 from hubbub.errors import InvalidToken, Unauthorized
 from hubbub.tokens import AccessClaims
 
@@ -28,17 +33,22 @@ def _state(request: Request) -> AppState:
 StateDep = Annotated[AppState, Depends(_state)]
 
 
-async def _session(state: StateDep) -> AsyncIterator[AsyncSession]:
+async def _unit_of_work(state: StateDep) -> AsyncIterator[AsyncSession]:
     async with state.sessions() as session:
         yield session
+        await session.commit()
 
 
-SessionDep = Annotated[AsyncSession, Depends(_session)]
+# "function": committed before the response is sent, so a client never reads ahead of it.
+SessionDep = Annotated[AsyncSession, Depends(_unit_of_work, scope="function")]
 
 
 async def _current_device(
-    state: StateDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+    state: StateDep,
+    session: SessionDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> AccessClaims:
+    """The caller's verified claims, refused at once once its device has been ended."""
     if credentials is None:
         raise Unauthorized("missing bearer token")
     try:
@@ -47,6 +57,9 @@ async def _current_device(
         raise Unauthorized(str(exc), code="invalid_token") from exc
     if claims.service is not None:
         raise Unauthorized("service tokens cannot call the user API", code="invalid_token")
+    device = await accounts.find_device(session, claims.device_id)
+    if device is None or device.user_id != claims.user_id:
+        raise Unauthorized("this device was signed out; log in again", code="signed_out")
     return claims
 
 

@@ -7,11 +7,42 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from hubbub.errors import ApiError, RateLimited
 
-__all__ = ["install_error_handlers"]
+__all__ = ["ErrorOut", "error_responses", "install_error_handlers"]
+
+
+class ErrorDetail(BaseModel):
+    """What went wrong: a stable machine-readable ``code``, a message for people, and details."""
+
+    code: str = Field(description="Machine-readable, e.g. `invalid`, `not_found`, `weak_password`.")
+    message: str
+    data: dict[str, Any] = Field(description="Details of this code, e.g. `problems`, `reason`, `limit`.")
+
+
+class ErrorOut(BaseModel):
+    """Every error response of the API."""
+
+    error: ErrorDetail
+
+
+_MEANINGS = {
+    401: "No valid access token (`signed_out` once its device was ended), or wrong credentials.",
+    403: "Allowed to see it, not to change it (e.g. `not_admin`).",
+    404: "No such resource, or none of yours: a non-member cannot tell a conversation exists.",
+    409: "A conflict with the current state (e.g. `username_taken`, `group_full`).",
+    422: "The request breaks a rule: `invalid` (with `data.problems`, one per field) or a specific code.",
+    429: "Too many attempts: wait the `Retry-After` seconds.",
+    503: "A part this request needs is not reachable now; try again later.",
+}
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` documenting the errors a group of routes can answer."""
+    return {status: {"model": ErrorOut, "description": _MEANINGS[status]} for status in statuses}
 
 
 def _body(code: str, message: str, data: dict[str, Any] | None = None) -> dict[str, Any]:

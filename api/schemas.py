@@ -13,6 +13,8 @@ __all__ = [
     "ConversationSync",
     "ConversationUpdate",
     "CursorMove",
+    "DeviceList",
+    "DeviceOut",
     "DirectCreate",
     "GroupCreate",
     "MemberAdd",
@@ -102,6 +104,22 @@ class TokenResponse(BaseModel):
     user_id: str
     device_id: str
     mqtt: BrokerEndpoint
+
+
+class DeviceOut(BaseModel):
+    """One signed-in device of mine; ``current`` is the one asking."""
+
+    id: str
+    name: str
+    created_at: str
+    last_login_at: str
+    current: bool
+
+
+class DeviceList(BaseModel):
+    """``GET /v1/devices``: my signed-in devices, most recently logged in first."""
+
+    devices: list[DeviceOut]
 
 
 IdStr = Annotated[str, StringConstraints(pattern=r"^[1-9][0-9]{0,18}$")]

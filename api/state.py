@@ -8,10 +8,11 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from api.passwords import Passwords
-from api.ratelimit import SlidingWindowLimiter
+from api.ratelimit import FailureBackoff, SlidingWindowLimiter
 from api.schemas import BrokerEndpoint
 from config import Settings
 from hubbub.ids import SnowflakeGenerator
+from hubbub.sessions import LiveConnections
 from hubbub.stores import InboxPublisher, MessageStore, MessageSubmitter, PresenceView
 from hubbub.tokens import TokenCodec
 
@@ -27,13 +28,14 @@ class AppState:
     sessions: async_sessionmaker[AsyncSession]
     tokens: TokenCodec
     passwords: Passwords
-    login_limiter: SlidingWindowLimiter
+    login_backoff: FailureBackoff
     address_limiter: SlidingWindowLimiter
     ids: SnowflakeGenerator
     broker: BrokerEndpoint
     clock_ms: Callable[[], int]
     messages: MessageStore
     inbox: InboxPublisher
+    live_connections: LiveConnections
     submitter: MessageSubmitter
     presence: PresenceView
     vapid_public_key: str | None

@@ -6,9 +6,9 @@ from collections.abc import Mapping, Sequence
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from api import conversations as queries
 from api.db.models import Conversation, Member, User
 from api.schemas import ConversationOut, MemberOut, MessageOut
+from api.store import conversations as queries
 from hubbub import events
 from hubbub.envelope import CommittedMessage, format_time
 from hubbub.errors import NotFound

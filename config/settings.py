@@ -7,6 +7,7 @@ reads the environment at import time.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import secrets
@@ -96,7 +97,17 @@ class Settings(BaseSettings):
         10.0, ge=0, le=600, description="Time a user's last device may be gone before it shows offline."
     )
     max_group_members: int = Field(100, ge=2, le=10_000, description="Largest group, creator included.")
-    login_attempts_per_minute: int = Field(10, ge=1, description="Login attempts per username.")
+    login_free_failures: int = Field(
+        5, ge=1, description="Wrong passwords for one username from one address before delays start."
+    )
+    login_max_delay_s: int = Field(
+        900, ge=1, le=86_400, description="Longest wait after repeated wrong passwords (it doubles up to it)."
+    )
+    trusted_proxies: str = Field(
+        "",
+        description="Comma-separated addresses or networks of reverse proxies whose X-Forwarded-For is "
+        "believed (default: none, the peer's address counts).",
+    )
     login_attempts_per_address_per_minute: int = Field(
         60, ge=1, description="Login attempts per client address (many users may share one NAT)."
     )
@@ -128,6 +139,17 @@ class Settings(BaseSettings):
             raise ValueError("must be a host name or IP address")
         return value
 
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies_are_networks(cls, value: str) -> str:
+        for part in value.split(","):
+            if part.strip():
+                try:
+                    ipaddress.ip_network(part.strip(), strict=False)
+                except ValueError as exc:
+                    raise ValueError(f"{part.strip()!r} is not an address or network") from exc
+        return value
+
     @field_validator("database_url")
     @classmethod
     def _database_is_async(cls, value: str | None) -> str | None:
@@ -156,6 +178,12 @@ class Settings(BaseSettings):
         if self.public_host:
             return self.public_host
         return "localhost" if self.bind in {"0.0.0.0", "::", "127.0.0.1"} else self.bind  # noqa: S104
+
+    @property
+    def trusted_proxy_networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+        """``trusted_proxies`` parsed (validated when the settings were built)."""
+        parts = (part.strip() for part in self.trusted_proxies.split(","))
+        return [ipaddress.ip_network(part, strict=False) for part in parts if part]
 
     @property
     def max_packet_bytes(self) -> int:

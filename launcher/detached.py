@@ -14,6 +14,7 @@ from collections.abc import Collection, Iterable
 
 from hubbub.envelope import CommitResult, SendRequest
 from hubbub.errors import Unavailable
+from hubbub.sessions import DeviceEnded
 
 __all__ = ["BrokerElsewhere"]
 
@@ -21,7 +22,7 @@ logger = logging.getLogger(__name__)
 
 
 class BrokerElsewhere:
-    """``InboxPublisher`` and ``MessageSubmitter`` for an API running without the broker."""
+    """``InboxPublisher``, ``MessageSubmitter`` and ``LiveConnections`` for an API without the broker."""
 
     async def publish(self, user_ids: Iterable[int], payload: bytes) -> None:
         """Skip the event, saying so: the broker is not in this process."""
@@ -31,6 +32,12 @@ class BrokerElsewhere:
     def membership_changed(self, conversation_id: int) -> None:
         """Nothing cached here; the broker's cache expires on its own."""
         del conversation_id
+
+    async def end_device(self, ended: DeviceEnded) -> None:
+        """Nothing to close here; the broker refuses the ended device at its next CONNECT."""
+        logger.warning(
+            "no broker in this process: device_id=%s ended, not disconnected here", ended.device_id
+        )
 
     def online(self, user_ids: Collection[int]) -> set[int]:
         """Unknown here: the broker holds the connections; everyone reads as offline."""

@@ -15,6 +15,7 @@ __all__ = [
     "Member",
     "PushRegistration",
     "RefreshToken",
+    "RetiredRefreshToken",
     "User",
 ]
 
@@ -59,6 +60,20 @@ class RefreshToken(Base):
         String(24), ForeignKey("devices.id", ondelete="CASCADE"), unique=True
     )
     user_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("users.id", ondelete="CASCADE"))
+    expires_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class RetiredRefreshToken(Base):
+    """A refresh token rotated out by a refresh, kept (as its digest) until it would have expired.
+
+    Only its reuse is interesting: it means the token was copied, so the device is ended.
+    """
+
+    __tablename__ = "retired_refresh_tokens"
+    __table_args__ = (Index("ix_retired_refresh_tokens_device_id", "device_id"),)
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    device_id: Mapped[str] = mapped_column(String(24), ForeignKey("devices.id", ondelete="CASCADE"))
     expires_at: Mapped[int] = mapped_column(BigInteger)
 
 

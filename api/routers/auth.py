@@ -1,17 +1,25 @@
-"""Login, token refresh and logout. A login is bound to one device: its MQTT client id."""
+"""Login, token refresh and logout. A login is bound to one device: its MQTT client id.
+
+A device's refresh tokens rotate: each refresh retires the token it was given. A retired
+token that comes back was copied (OAuth 2.0 Security Best Current Practice, refresh token
+rotation): the whole family is revoked and the device ended, wherever its tokens are.
+"""
 
 from __future__ import annotations
 
 import logging
 import secrets
+from typing import NoReturn
 
 from fastapi import APIRouter, Request, status
 
-from api import accounts
 from api.db.models import User
 from api.deps import CurrentDevice, SessionDep, StateDep
+from api.ratelimit import client_address
 from api.schemas import RefreshRequest, TokenRequest, TokenResponse
+from api.signout import end_devices
 from api.state import AppState
+from api.store import accounts
 from hubbub.errors import RateLimited, Unauthorized
 
 __all__ = ["router"]
@@ -20,6 +28,7 @@ logger = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/auth", tags=["auth"])
 
 _BAD_CREDENTIALS = "wrong username or password"
+_TOO_MANY = "too many login attempts; try again later"
 
 
 def _token_response(state: AppState, user: User, device_id: str, refresh_token: str) -> TokenResponse:
@@ -33,20 +42,23 @@ def _token_response(state: AppState, user: User, device_id: str, refresh_token: 
     )
 
 
-def _throttle(state: AppState, username: str, address: str) -> None:
-    for limiter, key in ((state.address_limiter, address), (state.login_limiter, username.lower())):
-        retry_after = limiter.hit(key)
-        if retry_after is not None:
-            raise RateLimited("too many login attempts; try again later", retry_after=retry_after)
-
-
 @router.post("/token")
 async def login(body: TokenRequest, request: Request, state: StateDep, session: SessionDep) -> TokenResponse:
-    """Exchange a password for tokens; a login without ``device_id`` registers a new device."""
-    _throttle(state, body.username, request.client.host if request.client else "unknown")
+    """Exchange a password for tokens; a login without ``device_id`` registers a new device.
+
+    Wrong passwords for one username from one address make that pair wait longer and longer
+    (429 with ``Retry-After``); the same username from elsewhere is not slowed down.
+    """
+    address = client_address(request, state.settings.trusted_proxy_networks)
+    pair = (body.username.lower(), address)
+    retry_after = state.address_limiter.hit(address) or state.login_backoff.retry_after(pair)
+    if retry_after is not None:
+        raise RateLimited(_TOO_MANY, retry_after=retry_after)
     user = await accounts.get_user_by_username(session, body.username)
     if not await state.passwords.verify(user.password_hash if user else None, body.password) or user is None:
+        state.login_backoff.failed(pair)
         raise Unauthorized(_BAD_CREDENTIALS, code="bad_credentials")
+    state.login_backoff.succeeded(pair)
     now = state.clock_ms()
     if body.device_id is None:
         device = await accounts.register_device(
@@ -66,7 +78,7 @@ async def login(body: TokenRequest, request: Request, state: StateDep, session: 
         if body.device_name:
             device.name = body.device_name
     refresh_token = secrets.token_urlsafe(32)
-    await accounts.store_refresh(
+    await accounts.start_refresh_family(
         session,
         token=refresh_token,
         device_id=device.id,
@@ -78,25 +90,41 @@ async def login(body: TokenRequest, request: Request, state: StateDep, session: 
 
 @router.post("/refresh")
 async def refresh(body: RefreshRequest, state: StateDep, session: SessionDep) -> TokenResponse:
-    """Trade a refresh token for a new access token and a new refresh token (the old one dies)."""
-    stored = await accounts.find_refresh(session, body.refresh_token)
-    if stored is None or stored.expires_at <= state.clock_ms():
+    """Trade a refresh token for a new access token and a new refresh token (the old one retires).
+
+    Presenting a retired token ends its device (401 ``refresh_token_reused``).
+    """
+    now = state.clock_ms()
+    live = await accounts.find_refresh(session, body.refresh_token)
+    if live is None:
+        retired = await accounts.find_retired(session, body.refresh_token)
+        if retired is not None:
+            device = await accounts.find_device(session, retired.device_id)
+            if device is not None:
+                await _reused(state, session, device.user_id, device.id)
         raise Unauthorized("refresh token is invalid or expired", code="invalid_token")
-    user = await accounts.get_user(session, stored.user_id)
+    if live.expires_at <= now:
+        raise Unauthorized("refresh token is invalid or expired", code="invalid_token")
+    user = await accounts.get_user(session, live.user_id)
     if user is None:
         raise Unauthorized("account no longer exists", code="invalid_token")
+    device_id = live.device_id
     new_token = secrets.token_urlsafe(32)
-    await accounts.store_refresh(
-        session,
-        token=new_token,
-        device_id=stored.device_id,
-        user_id=user.id,
-        expires_at=state.clock_ms() + state.settings.refresh_token_ttl_s * 1000,
+    expires_at = now + state.settings.refresh_token_ttl_s * 1000
+    if not await accounts.rotate_refresh(session, live, new_token=new_token, expires_at=expires_at, now=now):
+        await _reused(state, session, user.id, device_id)  # another refresh retired it just now
+    return _token_response(state, user, device_id, new_token)
+
+
+async def _reused(state: AppState, session: SessionDep, user_id: int, device_id: str) -> NoReturn:
+    logger.warning("a retired refresh token of device_id=%s was used again: ending the device", device_id)
+    await end_devices(state, session, user_id, [device_id], "refresh_token_reused")
+    raise Unauthorized(
+        "this refresh token was already used: the device is signed out", code="refresh_token_reused"
     )
-    return _token_response(state, user, stored.device_id, new_token)
 
 
 @router.post("/logout", status_code=status.HTTP_204_NO_CONTENT)
-async def logout(claims: CurrentDevice, session: SessionDep) -> None:
-    """Revoke the calling device's refresh token; its access token lapses on its own."""
-    await accounts.revoke_device_tokens(session, claims.device_id)
+async def logout(claims: CurrentDevice, state: StateDep, session: SessionDep) -> None:
+    """Sign this device out at once: its tokens are refused and its live connections closed."""
+    await end_devices(state, session, claims.user_id, [claims.device_id], "logout")

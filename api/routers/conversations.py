@@ -10,7 +10,6 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, Response, status
 
-from api import conversations as queries
 from api.db.models import Conversation
 from api.deps import CurrentUser, SessionDep, StateDep
 from api.schemas import (
@@ -23,6 +22,7 @@ from api.schemas import (
     ReadMarker,
     ReadState,
 )
+from api.store import conversations as queries
 from api.views import build_conversation_out, conversation_event, conversation_out, require_membership
 from hubbub.errors import Conflict, Forbidden, InvalidInput, NotFound
 from hubbub.events import receipt_event

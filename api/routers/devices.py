@@ -1,4 +1,8 @@
-"""Push registration of one's own devices, the VAPID key for browsers, and muting."""
+"""One's own devices: listing and ending them, push registration, the VAPID key, muting.
+
+Ending a device (``DELETE /v1/devices/{id}``) signs it out exactly as its own logout would:
+its tokens are refused at once and its live connections closed.
+"""
 
 from __future__ import annotations
 
@@ -8,15 +12,18 @@ import orjson
 from fastapi import APIRouter, status
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-from api import accounts
 from api.db.models import PushRegistration
-from api.deps import CurrentUser, SessionDep, StateDep
+from api.deps import CurrentDevice, CurrentUser, SessionDep, StateDep
+from api.schemas import DeviceList, DeviceOut
+from api.signout import end_devices
+from api.store import accounts
 from api.views import require_membership
+from hubbub.envelope import format_time
 from hubbub.errors import NotFound
 
 __all__ = ["router"]
 
-router = APIRouter(tags=["push"])
+router = APIRouter(tags=["devices"])
 
 
 class WebPushKeys(BaseModel):
@@ -91,6 +98,30 @@ def _out(registration: PushRegistration | None) -> PushRegistrationOut:
     )
 
 
+@router.get("/v1/devices")
+async def list_devices(device: CurrentDevice, session: SessionDep) -> DeviceList:
+    """My signed-in devices."""
+    return DeviceList(
+        devices=[
+            DeviceOut(
+                id=mine.id,
+                name=mine.name,
+                created_at=format_time(mine.created_at),
+                last_login_at=format_time(mine.last_login_at),
+                current=mine.id == device.device_id,
+            )
+            for mine in await accounts.devices_of(session, device.user_id)
+        ]
+    )
+
+
+@router.delete("/v1/devices/{device_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def end_device(device_id: str, user: CurrentUser, state: StateDep, session: SessionDep) -> None:
+    """Sign one of my devices out (this one too, if it is the one asking); 404 if it is not mine."""
+    if not await end_devices(state, session, user.id, [device_id], "ended"):
+        raise NotFound("no such device of yours")
+
+
 @router.put("/v1/devices/{device_id}/push")
 async def register(
     device_id: str, body: PushRegistrationIn, user: CurrentUser, state: StateDep, session: SessionDep
@@ -105,7 +136,6 @@ async def register(
     registration.provider = body.provider
     registration.token = token
     registration.rejected_at = None
-    await session.commit()
     return _out(registration)
 
 
@@ -123,7 +153,6 @@ async def unregister(device_id: str, user: CurrentUser, session: SessionDep) -> 
     registration = await session.get(PushRegistration, device)
     if registration is not None:
         await session.delete(registration)
-        await session.commit()
 
 
 @router.get("/v1/push/vapid-public-key")
@@ -139,5 +168,4 @@ async def mute(conversation_id: str, body: MuteIn, user: CurrentUser, session: S
     """Mute or unmute pushes for one of my conversations."""
     member = await require_membership(session, conversation_id, user.id)
     member.muted = body.muted
-    await session.commit()
     return MuteIn(muted=member.muted)

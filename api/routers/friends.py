@@ -7,11 +7,11 @@ from typing import Literal
 from fastapi import APIRouter, Response, status
 from pydantic import BaseModel
 
-from api import accounts, friends
 from api.deps import CurrentUser, SessionDep, StateDep
 from api.routers.users import user_out
 from api.schemas import MemberAdd, UserOut
 from api.state import AppState
+from api.store import accounts, friends
 from hubbub.errors import InvalidInput, NotFound
 from hubbub.events import FriendAction, friend_event
 from hubbub.ids import parse_id

@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from api.db.models import User
 from api.deps import CurrentUser, SessionDep, StateDep
-from api.directory import related_users
+from api.store.directory import related_users
 from hubbub.envelope import format_time
 from hubbub.errors import InvalidInput
 from hubbub.ids import parse_id

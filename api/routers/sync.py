@@ -12,9 +12,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, status
 
-from api import conversations as queries
 from api.deps import CurrentDevice, CurrentUser, SessionDep, StateDep
 from api.schemas import ConversationSync, CursorMove, MissingRange, SyncOut
+from api.store import conversations as queries
 from api.views import message_out
 
 __all__ = ["router"]

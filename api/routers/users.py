@@ -6,10 +6,12 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, status
 
-from api import accounts
 from api.db.models import User
-from api.deps import CurrentUser, SessionDep, StateDep
+from api.deps import CurrentDevice, CurrentUser, SessionDep, StateDep
+from api.passwords import check_password
 from api.schemas import ProfileUpdate, SignUp, UserOut
+from api.signout import end_devices
+from api.store import accounts
 from hubbub.errors import Conflict, InvalidInput, NotFound, Unauthorized
 from hubbub.ids import parse_id
 
@@ -25,7 +27,12 @@ def user_out(user: User) -> UserOut:
 
 @router.post("", status_code=status.HTTP_201_CREATED)
 async def sign_up(body: SignUp, state: StateDep, session: SessionDep) -> UserOut:
-    """Create an account; 409 ``username_taken`` if the name (any case) exists."""
+    """Create an account; 409 ``username_taken`` if the name (any case) exists.
+
+    422 ``weak_password`` (``data.reason``: ``common``, ``repetitive``, ``contains_username``,
+    ``control_characters``) for a password an attacker would try early.
+    """
+    check_password(body.password, body.username)
     if await accounts.get_user_by_username(session, body.username) is not None:
         raise Conflict("username is taken", code="username_taken")
     password_hash = await state.passwords.hash(body.password)
@@ -47,10 +54,17 @@ async def me(user: CurrentUser) -> UserOut:
 
 
 @router.patch("/me")
-async def update_me(body: ProfileUpdate, user: CurrentUser, state: StateDep, session: SessionDep) -> UserOut:
-    """Change the display name and/or the password (which needs the current one)."""
+async def update_me(
+    body: ProfileUpdate, user: CurrentUser, device: CurrentDevice, state: StateDep, session: SessionDep
+) -> UserOut:
+    """Change the display name and/or the password (which needs the current one).
+
+    A new password signs every other device out (this one stays signed in).
+    """
     if body.display_name is None and body.password is None:
         raise InvalidInput("nothing to change: give display_name and/or password")
+    if body.display_name is not None:
+        user.display_name = body.display_name
     if body.password is not None:
         if body.current_password is None:
             raise InvalidInput(
@@ -58,10 +72,11 @@ async def update_me(body: ProfileUpdate, user: CurrentUser, state: StateDep, ses
             )
         if not await state.passwords.verify(user.password_hash, body.current_password):
             raise Unauthorized("current_password is wrong", code="bad_credentials")
+        check_password(body.password, user.username)
         user.password_hash = await state.passwords.hash(body.password)
-    if body.display_name is not None:
-        user.display_name = body.display_name
-    await session.commit()
+        mine = await accounts.devices_of(session, user.id)
+        others = [other.id for other in mine if other.id != device.device_id]
+        await end_devices(state, session, user.id, others, "password_changed")
     return user_out(user)
 
 

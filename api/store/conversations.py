@@ -1,4 +1,4 @@
-"""Queries of conversations, members, read markers and device sync cursors."""
+"""Queries of conversations, members, read markers and device cursors (flushed; the caller commits)."""
 
 from __future__ import annotations
 
@@ -59,7 +59,7 @@ async def create_direct(
         for user in {me, other}
     )
     try:
-        await session.commit()
+        await session.flush()
     except IntegrityError:
         # The other side created it at the same moment: theirs is the one.
         await session.rollback()
@@ -92,7 +92,7 @@ async def create_group(
         for user in member_ids
         if user != creator
     )
-    await session.commit()
+    await session.flush()
     return conversation
 
 
@@ -152,7 +152,7 @@ async def memberships(session: AsyncSession, user_id: int) -> list[tuple[Convers
 
 
 async def add_member(session: AsyncSession, *, conversation_id: int, user_id: int, now: int) -> None:
-    """Add ``user_id`` (flushed; the caller commits)."""
+    """Add ``user_id``."""
     session.add(
         Member(conversation_id=conversation_id, user_id=user_id, role=MEMBER, joined_at=now, last_read_seq=0)
     )
@@ -167,7 +167,7 @@ async def remove_member(session: AsyncSession, membership: Member) -> None:
     remaining = await members(session, conversation_id)
     if remaining and not any(member.role == ADMIN for member in remaining):
         remaining[0].role = ADMIN
-    await session.commit()
+        await session.flush()
 
 
 async def cursors(session: AsyncSession, device_id: str) -> dict[int, int]:
@@ -179,11 +179,11 @@ async def cursors(session: AsyncSession, device_id: str) -> dict[int, int]:
 
 
 async def move_cursors(session: AsyncSession, device_id: str, positions: dict[int, int]) -> None:
-    """Move cursors forward (never back) and commit."""
+    """Move cursors forward (never back)."""
     for conversation_id, seq in positions.items():
         cursor = await session.get(DeviceCursor, (device_id, conversation_id))
         if cursor is None:
             session.add(DeviceCursor(device_id=device_id, conversation_id=conversation_id, seq=seq))
         elif seq > cursor.seq:
             cursor.seq = seq
-    await session.commit()
+    await session.flush()

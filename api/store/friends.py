@@ -1,4 +1,4 @@
-"""Queries of friendships and friend requests."""
+"""Queries of friendships and friend requests (they flush; the caller commits)."""
 
 from __future__ import annotations
 
@@ -21,14 +21,14 @@ async def pending_request(session: AsyncSession, from_id: int, to_id: int) -> Fr
 
 
 async def request(session: AsyncSession, from_id: int, to_id: int, now: int) -> None:
-    """Record a request (idempotent) and commit."""
+    """Record a request (idempotent)."""
     if await pending_request(session, from_id, to_id) is None:
         session.add(FriendRequest(from_id=from_id, to_id=to_id, created_at=now))
-        await session.commit()
+        await session.flush()
 
 
 async def befriend(session: AsyncSession, a: int, b: int, now: int) -> None:
-    """Make ``a`` and ``b`` friends (both directions), dropping requests between them; commit."""
+    """Make ``a`` and ``b`` friends (both directions), dropping requests between them."""
     await session.execute(
         delete(FriendRequest).where(
             or_(
@@ -40,11 +40,11 @@ async def befriend(session: AsyncSession, a: int, b: int, now: int) -> None:
     for user_id, friend_id in ((a, b), (b, a)):
         if await session.get(Friendship, (user_id, friend_id)) is None:
             session.add(Friendship(user_id=user_id, friend_id=friend_id, created_at=now))
-    await session.commit()
+    await session.flush()
 
 
 async def remove(session: AsyncSession, a: int, b: int) -> None:
-    """End the friendship of ``a`` and ``b`` and any request between them; commit."""
+    """End the friendship of ``a`` and ``b`` and any request between them."""
     await session.execute(
         delete(Friendship).where(
             or_(
@@ -61,7 +61,6 @@ async def remove(session: AsyncSession, a: int, b: int) -> None:
             )
         )
     )
-    await session.commit()
 
 
 async def friends_of(session: AsyncSession, user_id: int) -> list[User]:
