@@ -54,6 +54,7 @@ async def create_conversation(
         )
         out = await conversation_out(session, conversation)
         if created:
+            await session.commit()  # members hear of it only once it is stored
             await state.inbox.publish([user.id, other], conversation_event("created", out, actor_id=user.id))
         else:
             response.status_code = status.HTTP_200_OK
@@ -79,6 +80,7 @@ async def create_conversation(
         now=now,
     )
     out = await conversation_out(session, conversation)
+    await session.commit()  # members hear of it only once it is stored
     await state.inbox.publish([user.id, *member_ids], conversation_event("created", out, actor_id=user.id))
     return out
 
@@ -204,8 +206,9 @@ async def remove_member(
             raise Forbidden("only a group's admins remove others", code="not_admin")
     removed = membership.user_id
     await queries.remove_member(session, membership)
-    state.inbox.membership_changed(conversation.id)
     out = await conversation_out(session, conversation)
+    await session.commit()  # before the cache is dropped, or a lookup could cache the old members
+    state.inbox.membership_changed(conversation.id)
     recipients = [removed, *(int(member.user_id) for member in out.members)]
     await state.inbox.publish(
         recipients, conversation_event("member_removed", out, actor_id=user.id, user_id=removed)

@@ -35,7 +35,11 @@ class FriendStatus(BaseModel):
     status: Literal["pending", "friends"]
 
 
-async def _notify(state: AppState, to_user: int, action: FriendAction, other: int) -> None:
+async def _notify(
+    session: SessionDep, state: AppState, to_user: int, action: FriendAction, other: int
+) -> None:
+    """Tell ``to_user`` once the change is stored: an event must never announce a rolled-back change."""
+    await session.commit()
     await state.inbox.publish([to_user], friend_event(action, other))
 
 
@@ -70,11 +74,11 @@ async def send_request(
         return FriendStatus(status="friends")
     if await friends.pending_request(session, other, user.id) is not None:
         await friends.befriend(session, user.id, other, state.clock_ms())
-        await _notify(state, other, "accepted", user.id)
+        await _notify(session, state, other, "accepted", user.id)
         response.status_code = status.HTTP_200_OK
         return FriendStatus(status="friends")
     await friends.request(session, user.id, other, state.clock_ms())
-    await _notify(state, other, "requested", user.id)
+    await _notify(session, state, other, "requested", user.id)
     return FriendStatus(status="pending")
 
 
@@ -85,7 +89,7 @@ async def accept(user_id: str, user: CurrentUser, state: StateDep, session: Sess
     if await friends.pending_request(session, other, user.id) is None:
         raise NotFound("no pending request from this user")
     await friends.befriend(session, user.id, other, state.clock_ms())
-    await _notify(state, other, "accepted", user.id)
+    await _notify(session, state, other, "accepted", user.id)
     return FriendStatus(status="friends")
 
 
@@ -96,7 +100,7 @@ async def decline(user_id: str, user: CurrentUser, state: StateDep, session: Ses
     if await friends.pending_request(session, other, user.id) is None:
         raise NotFound("no pending request from this user")
     await friends.remove(session, user.id, other)
-    await _notify(state, other, "declined", user.id)
+    await _notify(session, state, other, "declined", user.id)
 
 
 @router.delete("/{user_id}", status_code=status.HTTP_204_NO_CONTENT)
@@ -104,4 +108,4 @@ async def unfriend(user_id: str, user: CurrentUser, state: StateDep, session: Se
     """End a friendship, or withdraw my request."""
     other = await _other(session, user_id, user.id)
     await friends.remove(session, user.id, other)
-    await _notify(state, other, "removed", user.id)
+    await _notify(session, state, other, "removed", user.id)

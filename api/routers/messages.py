@@ -31,7 +31,10 @@ async def history(
     around: SeqQuery = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> MessagePageOut:
-    """A page of history in ascending seq: the newest, or before/after/around a seq."""
+    """A page of history in ascending seq: the newest, or before/after/around a seq.
+
+    Give at most one of ``before``, ``after`` and ``around`` (422 ``invalid`` otherwise).
+    """
     if sum(anchor is not None for anchor in (before, after, around)) > 1:
         raise InvalidInput("give at most one of before, after, around", code="invalid")
     member = await require_membership(session, conversation_id, user.id)
@@ -43,7 +46,16 @@ async def history(
     )
 
 
-@router.post("/{conversation_id}/messages", status_code=status.HTTP_201_CREATED)
+@router.post(
+    "/{conversation_id}/messages",
+    status_code=status.HTTP_201_CREATED,
+    responses={
+        status.HTTP_200_OK: {
+            "model": MessageOut,
+            "description": "A resend of a cmid stored before: the original message, stored once.",
+        }
+    },
+)
 async def send(
     conversation_id: str,
     body: SendBody,
