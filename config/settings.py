@@ -64,6 +64,9 @@ class Settings(BaseSettings):
     http_header_timeout_s: float = Field(
         10.0, gt=0, le=300, description="Time a request has, from its first byte, to send its whole head."
     )
+    http_body_timeout_s: float = Field(
+        30.0, gt=0, le=3600, description="Longest pause in a request body before the connection is closed."
+    )
     http_max_connections_per_address: int = Field(
         128,
         ge=1,

@@ -11,6 +11,8 @@ replaced (``uvicorn.Config(http=..., ws=...)``), so the subclasses here add what
   only after a response, is armed at connect too, and a stray byte cannot restart it);
 - a head timeout: a request's line and headers must all arrive within ``head_timeout_s`` of its
   first byte (else ``408`` and close), and weigh at most ``_MAX_HEAD_BYTES`` (else ``431``);
+- a body timeout: a request body may pause at most ``body_timeout_s`` between two reads while
+  the app waits for it (else ``408`` and close; a pause the server asked for does not count);
 - a cap per client address and a global cap, counted from accept to close and WebSockets
   included (each holds a descriptor), past which a connection gets ``503`` and is closed at once;
 - a log line, at most one a minute, counting what was closed or refused and why.
@@ -65,6 +67,7 @@ _REPORT_EVERY_S = 60.0
 # Why a connection was closed or refused: the keys of the report line.
 IDLE = "idle"
 SLOW_HEAD = "slow_head"
+SLOW_BODY = "slow_body"
 HEAD_TOO_LARGE = "head_too_large"
 OVER_ADDRESS_CAP = "over_address_cap"
 OVER_GLOBAL_CAP = "over_global_cap"
@@ -84,6 +87,7 @@ class HttpLimits:
 
     idle_timeout_s: float
     head_timeout_s: float
+    body_timeout_s: float
     max_per_address: int
     max_connections: int
 
@@ -102,6 +106,7 @@ class HttpLimits:
         return cls(
             idle_timeout_s=settings.http_idle_timeout_s,
             head_timeout_s=settings.http_header_timeout_s,
+            body_timeout_s=settings.http_body_timeout_s,
             max_per_address=settings.http_max_connections_per_address,
             max_connections=max_connections,
         )
@@ -250,6 +255,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self._idle_deadline = 0.0
         self._head_timer: asyncio.TimerHandle | None = None
         self._head_bytes = 0
+        self._body_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         """Refuse with 503 past a cap; else serve, with the idle deadline running from now."""
@@ -267,6 +273,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             return
         self._guard.release(self.transport)
         self._cancel_head_timer()
+        self._cancel_body_timer()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -290,9 +297,22 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             self._head_timer = self.loop.call_later(self._guard.limits.head_timeout_s, self._head_timed_out)
 
     def on_headers_complete(self) -> None:
-        """The head arrived in time; the app (or the WebSocket) takes it from here."""
+        """The head arrived in time; its body (if any) must now keep coming."""
         self._cancel_head_timer()
         super().on_headers_complete()
+        if not (self.parser.should_upgrade() and self._should_upgrade()):  # a WebSocket has no body
+            self._arm_body_timer()
+
+    def on_body(self, body: bytes) -> None:
+        """Body bytes came: the pause allowed starts again."""
+        super().on_body(body)
+        if self._body_timer is not None:
+            self._arm_body_timer()
+
+    def on_message_complete(self) -> None:
+        """The whole request arrived."""
+        self._cancel_body_timer()
+        super().on_message_complete()
 
     def on_response_complete(self) -> None:
         """Note when the idle period uvicorn starts here must end."""
@@ -309,6 +329,25 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self._idle_deadline = deadline
         self.timeout_keep_alive_task = self.loop.call_at(deadline, self.timeout_keep_alive_handler)
 
+    def _arm_body_timer(self) -> None:
+        self._cancel_body_timer()
+        self._body_timer = self.loop.call_later(self._guard.limits.body_timeout_s, self._body_timed_out)
+
+    def _cancel_body_timer(self) -> None:
+        if self._body_timer is not None:
+            self._body_timer.cancel()
+            self._body_timer = None
+
+    def _body_timed_out(self) -> None:
+        self._body_timer = None
+        if self.transport.is_closing():
+            return
+        if self.flow.read_paused:  # the server stopped reading (the app is behind): not a slow client
+            self._arm_body_timer()
+            return
+        started = self.cycle is not None and self.cycle.response_started
+        self._close(SLOW_BODY, b"" if started else _TIMED_OUT)
+
     def _cancel_head_timer(self) -> None:
         if self._head_timer is not None:
             self._head_timer.cancel()
@@ -321,6 +360,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
 
     def _close(self, reason: str, response: bytes) -> None:
         self._cancel_head_timer()
+        self._cancel_body_timer()
         self._guard.closed(self.transport, reason)
         self.transport.write(response)
         self.transport.close()

@@ -69,6 +69,7 @@ def test_a_secret_file_readable_by_others_is_refused(tmp_path: Path) -> None:
     [
         ("HUBBUB_HTTP_IDLE_TIMEOUT_S", "0"),
         ("HUBBUB_HTTP_HEADER_TIMEOUT_S", "-1"),
+        ("HUBBUB_HTTP_BODY_TIMEOUT_S", "0"),
         ("HUBBUB_HTTP_MAX_CONNECTIONS_PER_ADDRESS", "0"),
         ("HUBBUB_HTTP_MAX_CONNECTIONS", "0"),
     ],

@@ -30,12 +30,15 @@ from tests.support.platform import Platform, start_platform
 
 ATTACK_ADDRESSES = [f"127.0.0.{host}" for host in range(2, 40)]
 SLOW_PER_KIND = 100  # connections of each slow kind: silent, half a request line, trickled headers
-FEW = 10  # connections of each other kind: made one request and stay idle, send blank lines, too big a head
+# Connections of each other kind: made one request and stay idle, send blank lines, too big a
+# head, or half a body.
+FEW = 10
 TRICKLE_EVERY_S = 0.2  # a trickled head gets one byte this often: far too slowly
 HEALTHZ = b"GET /healthz HTTP/1.1\r\nHost: hubbub\r\n\r\n"
 # The request line and a first header at once, then a header that would take minutes at one
 # byte per trickle.
 HEAD_START = b"GET /healthz HTTP/1.1\r\nHost: hubbub\r\n"
+HALF_A_BODY = b'POST /v1/users HTTP/1.1\r\nHost: hubbub\r\nContent-Length: 100\r\n\r\n{"user'
 ENDLESS_HEADER = b"X-Pad: " + b"a" * 4096 + b"\r\n\r\n"
 REPORT = re.compile(r"HTTP connections closed or refused: ((?:\w+=\d+ ?)+)")
 OK, TIMED_OUT = b"HTTP/1.1 200 OK", b"HTTP/1.1 408 Request Timeout"
@@ -170,6 +173,9 @@ def _open_attack(port: int) -> list[_Slow]:
     for index in range(FEW):
         sock = _connect_from(ATTACK_ADDRESSES[index % 3], port)
         slows.append(_Slow(sock, "blank_lines", trickle=b"\r\n" * 1000))
+        slow_body = _connect_from(ATTACK_ADDRESSES[index % 3], port)
+        slow_body.sendall(HALF_A_BODY)
+        slows.append(_Slow(slow_body, "slow_body"))
         oversized = _connect_from(ATTACK_ADDRESSES[index % 3], port)
         oversized.sendall(HEAD_START + b"X-Pad: " + b"a" * 70_000)
         slows.append(_Slow(oversized, "oversized"))
@@ -184,7 +190,12 @@ def _open_attack(port: int) -> list[_Slow]:
 @pytest.fixture
 def quick_timeouts(tmp_path: Path) -> Iterator[Platform]:
     platform = start_platform(
-        tmp_path, extra_env={"HUBBUB_HTTP_IDLE_TIMEOUT_S": "1", "HUBBUB_HTTP_HEADER_TIMEOUT_S": "1"}
+        tmp_path,
+        extra_env={
+            "HUBBUB_HTTP_IDLE_TIMEOUT_S": "1",
+            "HUBBUB_HTTP_HEADER_TIMEOUT_S": "1",
+            "HUBBUB_HTTP_BODY_TIMEOUT_S": "1",
+        },
     )
     try:
         yield platform
@@ -238,6 +249,7 @@ def test_slow_and_idle_sockets_are_closed_on_time_while_devices_chat(quick_timeo
                 ("kept_alive", OK),
                 ("blank_lines", b""),  # blank lines begin no request: the idle deadline stands
                 ("oversized", HEAD_TOO_LARGE),
+                ("slow_body", TIMED_OUT),
             }, [(s.kind, s.received[:40], s.reset) for s in slows]
 
             # The WebSocket, older than both timeouts, was not cut: MQTT keeps its own keepalive.
@@ -250,7 +262,7 @@ def test_slow_and_idle_sockets_are_closed_on_time_while_devices_chat(quick_timeo
     platform.stop()
     reported = _reported(platform)
     assert reported[SLOW_HEAD] == 2 * SLOW_PER_KIND, reported
-    assert reported["head_too_large"] == FEW, reported
+    assert reported["head_too_large"] == reported["slow_body"] == FEW, reported
     assert reported[IDLE] >= SLOW_PER_KIND + 2 * FEW, reported  # and the devices' idle REST ones
     assert reported[OVER_ADDRESS_CAP] == reported[OVER_GLOBAL_CAP] == 0, reported
 
@@ -273,6 +285,7 @@ def few_descriptors(tmp_path: Path) -> Iterator[Platform]:
             extra_env={
                 "HUBBUB_HTTP_IDLE_TIMEOUT_S": "300",
                 "HUBBUB_HTTP_HEADER_TIMEOUT_S": "300",
+                "HUBBUB_HTTP_BODY_TIMEOUT_S": "300",
                 "HUBBUB_HTTP_MAX_CONNECTIONS_PER_ADDRESS": str(PER_ADDRESS),
             },
         )
