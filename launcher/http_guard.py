@@ -58,6 +58,8 @@ logger = logging.getLogger(__name__)
 # The descriptor budget: the HTTP port (REST, the web chat and MQTT over WebSocket) may hold at
 # most this share of the process's RLIMIT_NOFILE. The rest stays for MQTT over TCP, the database,
 # the log and the push clients, so a flood of HTTP connections cannot stop MQTT devices connecting.
+# A connection past a cap is accepted and closed at once: beyond the cap, the port only holds the
+# descriptors of connections being refused at that moment (at most a listen backlog's worth).
 HTTP_SHARE_OF_DESCRIPTORS: Final = 0.5
 _DESCRIPTORS_IF_UNLIMITED = 1 << 20  # RLIM_INFINITY (macOS): cap at what Linux allows by default
 # Far above any real request head (nginx allows 32 KiB), far below what hurts memory.
@@ -238,7 +240,7 @@ _HEAD_TOO_LARGE = _closing_response(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE)
 
 
 class GuardedHttpProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol with admission, an idle deadline and a head deadline."""
+    """uvicorn's httptools protocol with admission to the caps, and idle, head and body deadlines."""
 
     def __init__(
         self,
