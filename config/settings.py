@@ -71,7 +71,7 @@ class Settings(BaseSettings):
         128,
         ge=1,
         description="Connections one client address may hold on the HTTP port, WebSockets included "
-        "(raise it when many users share one address).",
+        "(raise it behind a reverse proxy or a NAT many users share).",
     )
     http_max_connections: int | None = Field(
         None,
