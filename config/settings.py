@@ -60,6 +60,27 @@ class Settings(BaseSettings):
     web_dir: Path = Field(
         _REPO_WEB_DIST, description="The built web chat served at / (`make web` builds it)."
     )
+    http_idle_timeout_s: float = Field(
+        15.0, gt=0, le=3600, description="An HTTP connection sending no request for this long is closed."
+    )
+    http_header_timeout_s: float = Field(
+        10.0, gt=0, le=300, description="Time a request has, from its first byte, to send its whole head."
+    )
+    http_body_timeout_s: float = Field(
+        30.0, gt=0, le=3600, description="Longest pause in a request body before the connection is closed."
+    )
+    http_max_connections_per_address: int = Field(
+        128,
+        ge=1,
+        description="Connections one client address may hold on the HTTP port, WebSockets included "
+        "(raise it behind a reverse proxy or a NAT many users share).",
+    )
+    http_max_connections: int | None = Field(
+        None,
+        ge=1,
+        description="Connections the HTTP port may hold in all; default half the descriptor limit, "
+        "so MQTT keeps the other half.",
+    )
     public_host: str | None = Field(None, description="Host name clients are told to connect to.")
     database_url: str | None = Field(
         None, description="SQLAlchemy async URL; default sqlite+aiosqlite under data_dir."

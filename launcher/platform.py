@@ -54,11 +54,13 @@ def _uvicorn(app: object, settings: Settings) -> ReadyServer:
         app,  # type: ignore[arg-type]
         log_config=None,
         access_log=False,
+        http=ReadyServer.http_protocol,  # idle/slow connections closed, caps (launcher/http_guard.py)
+        ws=ReadyServer.ws_protocol,
         ws_max_size=settings.max_packet_bytes + _WS_FRAME_OVERHEAD,
         ws_ping_interval=None,  # MQTT has its own keepalive
         lifespan="on",
     )
-    return ReadyServer(config)
+    return ReadyServer(config, settings)
 
 
 async def _serve_until_stopped(server: ReadyServer, sock: socket.socket, **announce: str) -> None:

@@ -62,3 +62,19 @@ def test_a_secret_file_readable_by_others_is_refused(tmp_path: Path) -> None:
     (tmp_path / "secret.key").chmod(0o644)
     with pytest.raises(SettingsError, match="readable by others"):
         resolve_secret(settings)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("HUBBUB_HTTP_IDLE_TIMEOUT_S", "0"),
+        ("HUBBUB_HTTP_HEADER_TIMEOUT_S", "-1"),
+        ("HUBBUB_HTTP_BODY_TIMEOUT_S", "0"),
+        ("HUBBUB_HTTP_MAX_CONNECTIONS_PER_ADDRESS", "0"),
+        ("HUBBUB_HTTP_MAX_CONNECTIONS", "0"),
+    ],
+)
+def test_http_limits_must_be_positive(monkeypatch: pytest.MonkeyPatch, variable: str, value: str) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(SettingsError, match=variable):
+        load_settings()
