@@ -14,7 +14,8 @@ replaced (``uvicorn.Config(http=..., ws=...)``), so the subclasses here add what
 - a body timeout: a request body may pause at most ``body_timeout_s`` between two reads while
   the app waits for it (else ``408`` and close; a pause the server asked for does not count);
 - a cap per client address and a global cap, counted from accept to close and WebSockets
-  included (each holds a descriptor), past which a connection gets ``503`` and is closed at once;
+  included (each holds a descriptor), past which a connection gets ``503`` and is closed at once
+  (a trusted reverse proxy is held to the global cap only: its users share its address);
 - a log line, at most one a minute, counting what was closed or refused and why.
 
 An established WebSocket (MQTT over WebSocket) is a different protocol object, untouched by the
@@ -28,6 +29,7 @@ head has arrived, and ``h11_max_incomplete_event_size`` is for h11, not the http
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import math
 import resource
@@ -92,6 +94,9 @@ class HttpLimits:
     body_timeout_s: float
     max_per_address: int
     max_connections: int
+    # Reverse proxies (``trusted_proxies``): every user behind one shares its address, so the
+    # per-address cap would refuse them; only the global cap applies to these peers.
+    proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> HttpLimits:
@@ -111,6 +116,7 @@ class HttpLimits:
             body_timeout_s=settings.http_body_timeout_s,
             max_per_address=settings.http_max_connections_per_address,
             max_connections=max_connections,
+            proxies=tuple(settings.trusted_proxy_networks),
         )
 
 
@@ -178,12 +184,19 @@ class ConnectionGuard:
         if len(self._open) >= self.limits.max_connections:
             self._report.note(OVER_GLOBAL_CAP, address)
             return False
-        if self._per_address[address] >= self.limits.max_per_address:
+        if self._per_address[address] >= self.limits.max_per_address and not self._is_proxy(address):
             self._report.note(OVER_ADDRESS_CAP, address)
             return False
         self._open[transport] = address
         self._per_address[address] += 1
         return True
+
+    def _is_proxy(self, address: str) -> bool:
+        try:
+            peer = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return any(peer in network for network in self.limits.proxies)
 
     def release(self, transport: asyncio.BaseTransport) -> None:
         """A connection admitted earlier has closed (once is enough; later calls do nothing)."""
