@@ -1,7 +1,7 @@
-"""What the API uses for messaging when the broker runs in another process (`hubbub api`).
+"""What the API uses for messaging when the messaging core runs in another process (`hubbub api`).
 
-Conversation events and REST sends need the broker's ingest and fan-out; across processes
-they will travel over the cross-node hand-off (Redis, DESIGN.md "Scaling out"), which is
+Conversation events and REST sends need the core's ingest and fan-out; across processes
+they will travel over the cross-node hand-off (NATS, DESIGN.md "Scaling out"), which is
 not built yet. Until then the API says so: sends get 503, the skipped events are
 logged (devices still see every change through REST and sync), and presence lookups
 report everyone offline with their stored last activity.
@@ -21,7 +21,7 @@ logger = logging.getLogger(__name__)
 
 
 class BrokerElsewhere:
-    """``InboxPublisher`` and ``MessageSubmitter`` for an API running without the broker."""
+    """``InboxPublisher``, ``MessageSubmitter`` and ``PresenceView`` for an API without the messaging core."""
 
     async def publish(self, user_ids: Iterable[int], payload: bytes) -> None:
         """Skip the event, saying so: the broker is not in this process."""
@@ -29,11 +29,11 @@ class BrokerElsewhere:
         logger.warning("no broker in this process: event for %d users not delivered", len(list(user_ids)))
 
     def membership_changed(self, conversation_id: int) -> None:
-        """Nothing cached here; the broker's cache expires on its own."""
+        """Nothing cached here; the core's cache expires on its own."""
         del conversation_id
 
     def online(self, user_ids: Collection[int]) -> set[int]:
-        """Unknown here: the broker holds the connections; everyone reads as offline."""
+        """Unknown here: the core knows who is connected; everyone reads as offline."""
         del user_ids
         return set()
 
