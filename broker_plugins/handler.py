@@ -134,7 +134,7 @@ class ConnectionHandler:
 
     def start(self) -> None:
         """Start reading; resend what the session left unacknowledged, then what was queued."""
-        self._reader_task = asyncio.create_task(self._reader_loop(), name=f"mqtt-{self.session.client_id}")
+        self._reader_task = asyncio.create_task(self._reader_loop())
         for message in list(self.session.inflight_out.values()):
             if message.qos == 2 and message.released:  # noqa: PLR2004 - QoS 2
                 self._write(ack_packet(_PUBREL, message.packet_id))

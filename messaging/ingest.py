@@ -104,7 +104,8 @@ class Ingest:
         self._ids = ids
         self._limits = limits
         self._connections = connections
-        self._clock = clock
+        self._now = clock.monotonic  # bound once: read on every send
+        self._wall_ms = clock.wall_ms
         self._buckets: dict[str, TokenBucket] = {}
         self._typing_buckets: dict[str, TokenBucket] = {}
         self._waiting: dict[tuple[int, int, str], list[asyncio.Future[CommitResult]]] = {}
@@ -155,7 +156,7 @@ class Ingest:
 
     async def typing(self, sender_id: int, device_id: str, conversation_id: int) -> None:
         """A device says its user is typing: tell the other members (never stored)."""
-        now = self._clock.monotonic()
+        now = self._now()
         bucket = self._typing_buckets.get(device_id)
         if bucket is None:
             _prune(self._typing_buckets)
@@ -206,7 +207,7 @@ class Ingest:
         self, conversation_id: int, sender_id: int, device_id: str, request: SendRequest
     ) -> Awaitable[None] | None:
         """Rate, membership, stamp, queue; raises ``MessageRejected``. See ``receive`` for the result."""
-        now = self._clock.monotonic()
+        now = self._now()
         bucket = self._buckets.get(device_id)
         if bucket is None:
             _prune(self._buckets)
@@ -245,5 +246,5 @@ class Ingest:
             sender_device_id=device_id,
             cmid=request.cmid,
             text=request.text,
-            created_at_ms=self._clock.wall_ms(),
+            created_at_ms=self._wall_ms(),
         )
