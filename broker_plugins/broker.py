@@ -156,8 +156,13 @@ class HubbubBroker(RoutingBroker):
     async def _open_session(self, connect: Connect, identity: Identity) -> tuple[MqttSession, bool]:
         """The session this CONNECT continues (session present) or starts, once no connection holds it."""
         client_id = connect.client_id
-        while (existing := self.sessions.get(client_id)) is not None and existing.handler is not None:
+        existing = self.sessions.get(client_id)
+        if existing is not None and existing.handler is not None:
             await self._take_over(existing.handler)
+            existing = self.sessions.get(client_id)
+            if existing is not None and existing.handler is not None:  # stuck, or a third CONNECT won
+                existing.handler.close()
+                existing.handler = None  # its _run leaves the session alone from now on
         present = False
         if existing is not None and (connect.clean_session or existing.username != identity.username):
             self.forget(existing)
@@ -205,9 +210,10 @@ class HubbubBroker(RoutingBroker):
                 self.publish_will(session.will)
             await handler.stop()
         finally:
-            session.handler = None
-            if session.clean_session:
-                self.forget(session)
+            if session.handler is handler:
+                session.handler = None
+                if session.clean_session:
+                    self.forget(session)
             if user_id is not None and events is not None and not self._closing:
                 events.device_disconnected(user_id, session.client_id)
             handler.finished.set_result(None)

@@ -100,12 +100,12 @@ class RoutingBroker:
     def on_publish(
         self, handler: ConnectionHandler, topic: str, payload: bytes, qos: int, retain: bool
     ) -> Awaitable[None] | None:
-        """A client's PUBLISH: checked, retained if asked, routed. Never waits."""
+        """A service's PUBLISH: checked, retained if asked, routed. Never waits."""
+        del handler
         check_topic(topic)
         if retain:
             self.retain(topic, payload, qos)
         self.route(topic, payload, qos)
-        del handler
         return None
 
     # --- subscriptions -----------------------------------------------------------------------
