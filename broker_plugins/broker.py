@@ -107,8 +107,8 @@ class HubbubBroker(RoutingBroker):
             for task in late:
                 task.cancel()
         await server.wait_closed()
-        self.sessions.clear()
-        self.index = type(self.index)()
+        for session in list(self.sessions.values()):
+            self.forget(session)
         self.retained.clear()
 
     # --- connections -----------------------------------------------------------------------
