@@ -1,7 +1,42 @@
-"""amqtt extended for Hubbub: authentication, topic ACL, ingest and fan-out."""
+"""The MQTT server of Hubbub: it speaks MQTT only, and hands everything chat-shaped to the core.
+
+What lives here: CONNECT authentication (``auth.py``, ``connect.py``), the SUBSCRIBE ACL
+(``acl.py``), the subscription index (``subscriptions.py``), routing and retained messages
+(``routing.py``), sessions (``sessions.py``), the per-connection protocol handler
+(``handler.py``, with the framing of ``codec.py``), packet limits (``limits.py``), stream
+adapters (``transport.py``), the WebSocket bridge (``websocket.py``), and the server with
+its CONNECT flow and the seam to the messaging core (``broker.py``, through the Protocols
+of ``hubbub/connections.py``).
+
+Decision: the broker owns its MQTT server, sessions and handler outright, and keeps amqtt
+for what it does well, decoding the CONNECT. Bending amqtt's ``Broker`` had meant overriding
+or reading about thirty of its private names (``_sessions``, ``_subscriptions``,
+``_retained_messages``, ``_servers``, ``_client_connected``, ``_handle_disconnect``,
+``_stop_handler``, ``_topic_filtering``, ``Session._init_states``, a skipped
+``BrokerProtocolHandler.__init__``, ``session.retained_messages`` reused as the offline
+queue, ...), pinned to one amqtt release. The evidence it was simpler to own: the handler
+already parsed every packet after CONNECT itself (``codec.py``) and replaced amqtt's
+delivery, routing and subscription code; what was left of amqtt's ``Broker`` was a
+lifecycle the broker then had to patch at each step (authentication order, take-over,
+clean-session expiry by a polling task, plugin events for presence). Owning it removed
+the patches, amqtt's per-connection state (its ``Session`` and ``ProtocolHandler`` fields,
+queues, locks and events), and the plugin indirections.
+
+The remaining amqtt touches, all public names (each exercised by the tests named):
+
+- ``amqtt.mqtt.connect.ConnectPacket.from_stream`` and the CONNACK return codes, in
+  ``connect.py`` (``tests/broker_plugins/test_connect_auth.py``: refusals, protocol level,
+  client id rules);
+- ``amqtt.mqtt.connack.NOT_AUTHORIZED`` in ``broker.py`` (``test_connect_auth.py``);
+- ``amqtt.adapters.ReaderAdapter`` / ``WriterAdapter``, the interfaces the CONNECT decoder
+  reads from, implemented by ``transport.py``, ``limits.py`` and ``websocket.py``
+  (``test_packet_limit.py``, the WebSocket tests in ``tests/e2e``);
+- ``amqtt.errors`` (``AMQTTError``, ``MQTTError``, ``NoDataError``), what that decoder raises.
+
+No private amqtt name is used.
+"""
 
 from broker_plugins.broker import BrokerOptions, HubbubBroker
-from broker_plugins.ingest import IngestLimits
 from broker_plugins.websocket import WebSocketBridge
 
-__all__ = ["BrokerOptions", "HubbubBroker", "IngestLimits", "WebSocketBridge"]
+__all__ = ["BrokerOptions", "HubbubBroker", "WebSocketBridge"]

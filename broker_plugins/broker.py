@@ -1,57 +1,47 @@
-"""The Hubbub broker: amqtt 0.12.1 with the seams a chat platform needs.
+"""The Hubbub MQTT server: listeners, the CONNECT flow, and the seam to the messaging core.
 
-Routing, delivery, subscriptions and the connection lifecycle are ``RoutingBroker``'s
-(``routing.py``, with the per-connection ``handler.py``): work per message proportional
-to its recipients. On top of that, this class (amqtt is pinned to the exact version;
-each seam has a test):
+``HubbubBroker`` speaks MQTT only. It holds the connections and sessions (``routing.py``,
+``handler.py``, ``sessions.py``), and everything chat-shaped goes through the two
+Protocols of ``hubbub/connections.py``:
 
-- ``_initialize_client_session``: authenticate *before* the CONNECT may touch an existing
-  session. Stock amqtt deletes a clean session, or takes over a connected one, for
-  whoever sends a CONNECT with its client id — authenticated or not. The CONNECT is read
-  into a ``LightSession`` (``connect.py``, ``sessions.py``).
-- ``on_publish``: a device's publish to ``conv/{cid}/send`` goes to ingest instead of
-  being routed (nobody subscribes to it), ``conv/{cid}/typing`` likewise; a device may
-  publish nowhere else. Services publish anywhere.
-- ``add_subscription``: a subscription to ``presence/{uid}`` with no retained state (after
-  a restart, or for a user never seen) gets ``offline`` with the stored last activity.
-- ``stream_connected`` / ``websocket_connected``: every connection's reader is wrapped
-  in ``PacketLimitReader`` so an oversized packet is refused from its fixed header.
-  A connection must send its CONNECT within ``connect_timeout_s`` (stock amqtt waits
-  for ever, so idle sockets could pile up).
+- it reports to the core (``DeviceEvents``): a device connected or disconnected, published
+  to ``conv/{cid}/send`` or ``conv/{cid}/typing`` (a device may publish nowhere else;
+  services publish anywhere), subscribed to its inbox, or subscribed to a presence topic
+  that holds no retained state yet (after a restart, or for a user never seen);
+- it is driven by the core (``DeviceConnections``): ``to_inbox``, ``set_presence``,
+  ``is_connected``, ``drop``.
 
-Server events (messages, acks, errors, conversation changes) are delivered to the
-sessions subscribed to ``user/{uid}/inbox`` by ``deliver``: one index lookup per user.
+The CONNECT flow: a connection must send its CONNECT within ``connect_timeout_s`` (stock
+amqtt waited for ever, so idle sockets could pile up); it is authenticated *before* it may
+touch an existing session (``auth.py``); a live connection of the same client id is closed
+first [MQTT-3.1.4-2]; a clean session starts afresh, a persistent one resumes (CONNACK
+session present [MQTT-3.2.2-2]). Every connection's reader is wrapped in
+``PacketLimitReader``, so an oversized packet is refused from its fixed header.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Collection, Iterable, Sequence
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any
 
 from amqtt.adapters import ReaderAdapter, WriterAdapter
-from amqtt.broker import RetainedApplicationMessage
-from amqtt.contexts import ListenerConfig
 from amqtt.errors import AMQTTError, MQTTError, NoDataError
-from amqtt.mqtt.connack import NOT_AUTHORIZED, ConnackPacket
-from amqtt.session import Session
-from amqtt.utils import gen_client_id
+from amqtt.mqtt.connack import NOT_AUTHORIZED
 
-from broker_plugins.auth import SERVICE_USERNAME_PREFIX
-from broker_plugins.connect import read_connect
-from broker_plugins.fanout import fan_out
-from broker_plugins.handler import HubbubProtocolHandler, keepalive_deadline
-from broker_plugins.ingest import Ingest, IngestLimits
+from broker_plugins.acl import TopicAcl
+from broker_plugins.auth import TokenAuthenticator
+from broker_plugins.codec import connack_packet
+from broker_plugins.connect import Connect, read_connect
+from broker_plugins.handler import ConnectionHandler, keepalive_deadline
 from broker_plugins.limits import PacketLimitReader
-from broker_plugins.presence import PresenceTracker
-from broker_plugins.routing import REFUSED, RoutingBroker
+from broker_plugins.routing import REFUSED, RoutingBroker, check_topic
+from broker_plugins.sessions import Identity, MqttSession
 from broker_plugins.transport import TcpReader, TcpWriter
 from hubbub import topics
-from hubbub.envelope import AcceptedMessage, CommitResult
-from hubbub.events import presence_payload
-from hubbub.ids import SnowflakeGenerator
+from hubbub.connections import DeviceEvents
 from hubbub.stores import Directory
 from hubbub.tokens import TokenCodec
 from hubbub.topics import TopicKind
@@ -60,10 +50,9 @@ __all__ = ["BrokerOptions", "HubbubBroker"]
 
 logger = logging.getLogger(__name__)
 
-TCP_LISTENER = "default"
-WS_LISTENER = "ws"
-_SHUTDOWN_WRITE_S = 10.0
 _EVENT_QOS = 1  # server events are published at QoS 1: delivered at min(1, the device's subscription)
+_TAKEOVER_WAIT_S = 5.0
+_SHUTDOWN_WAIT_S = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,251 +63,227 @@ class BrokerOptions:
     mqtt_port: int
     max_packet_bytes: int
     connect_timeout_s: float
-    presence_grace_s: float
 
 
 class HubbubBroker(RoutingBroker):
-    """amqtt's broker with authentication-first CONNECT, bounded packets, ingest and presence."""
+    """The MQTT server: ``DeviceConnections`` for the messaging core, reporting to it as ``DeviceEvents``."""
 
-    def __init__(
-        self,
-        options: BrokerOptions,
-        *,
-        tokens: TokenCodec,
-        directory: Directory,
-        accepted: asyncio.Queue[AcceptedMessage],
-        ids: SnowflakeGenerator,
-        limits: IngestLimits,
-    ) -> None:
-        config: dict[str, Any] = {
-            "listeners": {
-                TCP_LISTENER: {"type": "tcp", "bind": f"{options.bind}:{options.mqtt_port}"},
-                WS_LISTENER: {"type": "external"},
-            },
-            "timeout_disconnect_delay": 0,
-            "plugins": {
-                "broker_plugins.auth.TokenAuthPlugin": {"tokens": tokens},
-                "broker_plugins.acl.TopicAclPlugin": {"relations": directory},
-                "broker_plugins.presence.PresencePlugin": {"tracker": None},
-            },
-        }
-        self.presence = PresenceTracker(
-            grace_s=options.presence_grace_s,
-            publish=self._publish_presence,
-            is_connected=self._device_connected,
-        )
-        config["plugins"]["broker_plugins.presence.PresencePlugin"]["tracker"] = self.presence
-        super().__init__(config)
+    def __init__(self, options: BrokerOptions, *, tokens: TokenCodec, relations: Directory) -> None:
+        super().__init__(TopicAcl(relations))
         self._options = options
-        self._directory = directory
-        self.ingest = Ingest(
-            directory,
-            accepted,
-            ids,
-            limits,
-            to_device=lambda user_id, device_id, payload: self.deliver(
-                topics.inbox(user_id), payload, device_id=device_id
-            ),
-            to_inbox=lambda user_id, payload: self.deliver(topics.inbox(user_id), payload),
+        self._auth = TokenAuthenticator(tokens)
+        self._events: DeviceEvents | None = None
+        self._server: asyncio.Server | None = None
+        self._serving: set[asyncio.Task[Any]] = set()
+        self._closing = False
+
+    async def start(self, events: DeviceEvents) -> None:
+        """Listen on TCP; report devices to ``events`` from now on."""
+        self._events = events
+        self._closing = False
+        self._server = await asyncio.start_server(
+            self.stream_connected, self._options.bind or None, self._options.mqtt_port, reuse_address=True
         )
-        # Client ids authenticated in _initialize_client_session, consumed by _authenticate.
-        self._authenticated: set[str] = set()
-        self._last_active: dict[int, int] = {}
-        self._last_active_writer: asyncio.Task[None] | None = None
-        self._notices: dict[str, tuple[str, bytes]] = {}
 
     @property
     def mqtt_port(self) -> int:
         """The TCP port actually bound (differs from the setting when that is 0)."""
-        sockets = self._servers[TCP_LISTENER].instance.sockets
-        return int(sockets[0].getsockname()[1])
+        if self._server is None:
+            raise RuntimeError("the broker is not started")
+        return int(self._server.sockets[0].getsockname()[1])
 
-    async def stream_connected(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, listener_name: str
-    ) -> None:
+    async def shutdown(self) -> None:
+        """Stop listening, close every connection and forget every session (idempotent)."""
+        if self._server is None:
+            return
+        server, self._server = self._server, None
+        self._closing = True  # connections closed now are not devices going offline
+        server.close()
+        for session in list(self.sessions.values()):
+            if session.handler is not None:
+                session.handler.close()
+        if self._serving:
+            _, late = await asyncio.wait(set(self._serving), timeout=_SHUTDOWN_WAIT_S)
+            for task in late:
+                task.cancel()
+        await server.wait_closed()
+        for session in list(self.sessions.values()):
+            self.forget(session)
+        self.retained.clear()
+
+    # --- connections -----------------------------------------------------------------------
+
+    async def stream_connected(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """A TCP connection: bounded reader, then the session's lifecycle."""
         limited = PacketLimitReader(TcpReader(reader), self._options.max_packet_bytes)
-        await self._client_connected(listener_name, limited, TcpWriter(writer))
+        await self._serve(limited, TcpWriter(writer))
 
     async def websocket_connected(self, reader: ReaderAdapter, writer: WriterAdapter) -> None:
         """A WebSocket connection accepted by the HTTP server (see ``websocket.py``)."""
-        limited = PacketLimitReader(reader, self._options.max_packet_bytes)
-        await self._client_connected(WS_LISTENER, limited, writer)
+        await self._serve(PacketLimitReader(reader, self._options.max_packet_bytes), writer)
 
-    async def _initialize_client_session(
-        self, reader: ReaderAdapter, writer: WriterAdapter, remote_address: str, remote_port: int
-    ) -> tuple[HubbubProtocolHandler, Session]:
+    async def _serve(self, reader: ReaderAdapter, writer: WriterAdapter) -> None:
+        task = asyncio.current_task()
+        if task is None or self._closing:
+            await writer.close()
+            return
+        self._serving.add(task)
         try:
-            handler, incoming = await asyncio.wait_for(
-                read_connect(reader, writer, self.plugins_manager), self._options.connect_timeout_s
-            )
+            connect = await self._read_connect(reader, writer)
+            if connect is None:
+                return
+            identity = self._auth.authenticate(connect)
+            if identity is None:
+                writer.write(connack_packet(session_present=False, return_code=NOT_AUTHORIZED))
+                await writer.close()
+                return
+            session, present = await self._open_session(connect, identity)
+            await self._run(session, present, reader, writer)
+        finally:
+            self._serving.discard(task)
+
+    async def _read_connect(self, reader: ReaderAdapter, writer: WriterAdapter) -> Connect | None:
+        peer = writer.get_peer_info() or ("unknown", 0)
+        try:
+            return await asyncio.wait_for(read_connect(reader, writer), self._options.connect_timeout_s)
         except TimeoutError:
-            logger.info("no CONNECT from %s:%s in time; closing", remote_address, remote_port)
-            await writer.close()
-            raise NoDataError("no CONNECT in time") from None
-        except (AMQTTError, MQTTError, NoDataError) as exc:
-            logger.info("refused connection from %s:%s: %s", remote_address, remote_port, exc)
-            await writer.close()
-            raise
-        if not await super()._authenticate(incoming, None):
-            await ConnackPacket.build(0, NOT_AUTHORIZED).to_stream(writer)
-            await writer.close()
-            raise MQTTError("CONNECT refused: not authorized")
-        handler.router = self
-        session: Session = incoming
-        if incoming.client_id and incoming.client_id in self._sessions:
-            await self.take_over(incoming.client_id)  # before the old session is deleted or reused
-        if incoming.clean_session:
-            if incoming.client_id:
-                await self._delete_session(incoming.client_id)
-            else:
-                incoming.client_id = gen_client_id()
-            incoming.parent = 0
-        elif incoming.client_id in self._sessions:
-            session, _ = self._sessions[incoming.client_id]
-            for attribute in ("will_flag", "will_message", "will_topic", "will_qos", "will_retain"):
-                setattr(session, attribute, getattr(incoming, attribute))
-            session.username = incoming.username
-            session.password = incoming.password
-            session.parent = 1  # session present [MQTT-3.2.2-2]
-        else:
-            incoming.parent = 0
-        session.keep_alive = keepalive_deadline(incoming.keep_alive)
-        self._authenticated.add(session.client_id)
-        return handler, session
+            logger.info("no CONNECT from %s:%s in time; closing", *peer)
+        except (AMQTTError, MQTTError, NoDataError, ConnectionError, asyncio.IncompleteReadError) as exc:
+            logger.info("refused connection from %s:%s: %s", *peer, exc)
+        await writer.close()
+        return None
 
-    async def _authenticate(self, session: Session, listener: ListenerConfig | None) -> bool:
-        # Already decided in _initialize_client_session, before the session was touched.
-        del listener
-        if session.client_id in self._authenticated:
-            self._authenticated.discard(session.client_id)
-            return True
-        return False
+    async def _open_session(self, connect: Connect, identity: Identity) -> tuple[MqttSession, bool]:
+        """The session this CONNECT continues (session present) or starts, once no connection holds it."""
+        client_id = connect.client_id
+        existing = self.sessions.get(client_id)
+        if existing is not None and existing.handler is not None:
+            await self._take_over(existing.handler)
+            existing = self.sessions.get(client_id)
+            if existing is not None and existing.handler is not None:  # stuck, or a third CONNECT won
+                existing.handler.close()
+                existing.handler = None  # its _run leaves the session alone from now on
+        present = False
+        if existing is not None and (connect.clean_session or existing.username != identity.username):
+            self.forget(existing)
+        elif existing is not None:
+            present = True  # a persistent session resumes [MQTT-3.2.2-2]
+        session = (
+            existing
+            if present and existing is not None
+            else MqttSession(client_id, identity, clean_session=connect.clean_session)
+        )
+        session.will = connect.will
+        session.keep_alive = keepalive_deadline(connect.keep_alive)
+        self.sessions[client_id] = session
+        return session, present
 
-    def may_publish(self, session: Session, topic: str) -> bool:
-        """Services publish anywhere; a device's publishes are all taken by ``on_publish`` first."""
-        del topic
-        return (session.username or "").startswith(SERVICE_USERNAME_PREFIX)
+    async def _take_over(self, handler: ConnectionHandler) -> None:
+        """Close the live connection of a client id that connects again, and wait until it ended."""
+        logger.info(
+            "client id %s connected again: closing its previous connection", handler.session.client_id
+        )
+        handler.close()
+        try:
+            await asyncio.wait_for(asyncio.shield(handler.finished), _TAKEOVER_WAIT_S)
+        except TimeoutError:
+            logger.warning("previous connection of %s did not end in time", handler.session.client_id)
+
+    async def _run(
+        self, session: MqttSession, present: bool, reader: ReaderAdapter, writer: WriterAdapter
+    ) -> None:
+        """One accepted connection, from CONNACK to its end (will, session clean-up, presence)."""
+        handler = ConnectionHandler(session, reader, writer, self)
+        session.handler = handler
+        handler.connack(present)
+        user_id, events = session.user_id, self._events
+        if user_id is not None and events is not None:
+            events.device_connected(user_id, session.client_id)
+        handler.start()  # resends what was in flight when the last connection ended, then the queue
+        try:
+            clean = await asyncio.shield(handler.ended)
+        except asyncio.CancelledError:  # shutdown gave up waiting
+            handler.close()
+            clean = False
+        try:
+            if not clean and session.will is not None:
+                self.publish_will(session.will)
+            await handler.stop()
+        finally:
+            if session.handler is handler:
+                session.handler = None
+                if session.clean_session:
+                    self.forget(session)
+            if user_id is not None and events is not None and not self._closing:
+                events.device_disconnected(user_id, session.client_id)
+            handler.finished.set_result(None)
+
+    # --- what devices publish and subscribe --------------------------------------------------
 
     def on_publish(
-        self, handler: HubbubProtocolHandler, topic: str, payload: bytes, qos: int, retain: bool
+        self, handler: ConnectionHandler, topic: str, payload: bytes, qos: int, retain: bool
     ) -> Awaitable[None] | None:
-        """A device's send or typing notice goes to ingest; anything else is routed (services only)."""
+        """A device's send or typing notice goes to the core; other device publishes are refused."""
         session = handler.session
-        username = "" if session is None else session.username or ""
-        if (
-            session is not None
-            and topic.startswith(topics.CONVERSATION_PREFIX)
-            and not username.startswith(SERVICE_USERNAME_PREFIX)
-        ):
+        user_id = session.user_id
+        if user_id is None:  # a service: routed like any MQTT publish
+            return super().on_publish(handler, topic, payload, qos, retain)
+        events = self._events
+        if events is not None and topic.startswith(topics.CONVERSATION_PREFIX):
             parsed = topics.parse(topic)
             if parsed is not None and parsed.kind is TopicKind.CONVERSATION_SEND:
-                return self.ingest.receive(int(username), session.client_id, parsed.entity_id, payload)
+                return events.send(user_id, session.client_id, parsed.entity_id, payload)
             if parsed is not None and parsed.kind is TopicKind.CONVERSATION_TYPING:
-                return self.ingest.typing(int(username), session.client_id, parsed.entity_id)
-        result: Awaitable[None] | None = super().on_publish(handler, topic, payload, qos, retain)
-        return result
+                return events.typing(user_id, session.client_id, parsed.entity_id)
+        check_topic(topic)
+        logger.info("refused PUBLISH to %r by device_id=%s", topic, session.client_id)
+        return None
 
-    def deliver(
-        self, topic: str, payload: bytes, *, device_id: str | None = None, skip_device: str | None = None
-    ) -> None:
-        """Publish ``payload`` at QoS 1 to the sessions subscribed to ``topic``.
-
-        Only to ``device_id`` if given; never to ``skip_device``.
-
-        Delivery is at QoS min(1, subscription QoS). A disconnected persistent session
-        (clean_session=0) keeps QoS 1 events for its return, as MQTT requires.
-        """
-        self.route(topic, payload, _EVENT_QOS, only_client=device_id, skip_client=skip_device)
-
-    async def committed(self, results: Sequence[CommitResult]) -> None:
-        """The persister committed ``results``: deliver them and wake REST senders."""
-        self.ingest.committed(results)
-        await fan_out(results, self.ingest.members, self.deliver)
-
-    async def publish(self, user_ids: Iterable[int], payload: bytes) -> None:
-        """``InboxPublisher``: an event for every device of ``user_ids``."""
-        for user_id in user_ids:
-            self.deliver(topics.inbox(user_id), payload)
-
-    def membership_changed(self, conversation_id: int) -> None:
-        """``InboxPublisher``: forget the cached members of ``conversation_id``."""
-        self.ingest.membership_changed(conversation_id)
-
-    def online(self, user_ids: Collection[int]) -> set[int]:
-        """``PresenceView``: users with a connected device on this node."""
-        return self.presence.online(user_ids)
-
-    def _device_connected(self, device_id: str) -> bool:
-        session = self._sessions.get(device_id, (None, None))[0]
-        return session is not None and session.transitions.state == "connected"
-
-    async def _publish_presence(self, user_id: int, online: bool, at_ms: int) -> None:
-        topic = topics.presence(user_id)
-        payload = presence_payload(user_id, online=online, last_active_ms=at_ms)
-        self._retained_messages[topic] = RetainedApplicationMessage(None, topic, payload, 0)
-        self.deliver(topic, payload)
-        self._record_last_active(user_id, at_ms)
-
-    def _record_last_active(self, user_id: int, at_ms: int) -> None:
-        """Store ``last_active_at`` behind the publish, one write at a time.
-
-        A mass (re)connect used to start one database write per user at once: thousands
-        of concurrent ORM sessions, ~20 KB of broker memory per connection at the peak,
-        and connects waiting on the database. Pending writes are now one dict entry per
-        user (a newer time replaces an older one), drained by a single task.
-        """
-        self._last_active[user_id] = max(at_ms, self._last_active.get(user_id, at_ms))
-        if self._last_active_writer is None or self._last_active_writer.done():
-            self._last_active_writer = asyncio.create_task(self._write_last_active(), name="last-active")
-
-    async def _write_last_active(self) -> None:
-        while self._last_active:
-            user_id, at_ms = self._last_active.popitem()
-            try:
-                await self._directory.record_last_active(user_id, at_ms)
-            except Exception:
-                logger.exception("storing last activity of user %s failed", user_id)
-
-    async def add_subscription(self, subscription: tuple[str, int], session: Session) -> int:
-        """Subscribe (``RoutingBroker``), plus the stored presence of a user with no retained state."""
-        code = await super().add_subscription(subscription, session)
-        topic = subscription[0]
-        if code != REFUSED and topic not in self._retained_messages:
-            parsed = topics.parse(topic)
+    async def add_subscription(self, session: MqttSession, topic_filter: str, qos: int) -> int:
+        """Subscribe (``RoutingBroker``); a presence topic with no retained state asks the core for it."""
+        code = await super().add_subscription(session, topic_filter, qos)
+        events = self._events
+        if code != REFUSED and events is not None and topic_filter not in self.retained:
+            parsed = topics.parse(topic_filter)
             if parsed is not None and parsed.kind is TopicKind.PRESENCE:
-                user_id = parsed.entity_id
-                online = bool(self.presence.online([user_id]))
-                last = await self._directory.last_active(user_id)
-                payload = presence_payload(user_id, online=online, last_active_ms=last)
-                self._retained_messages[topic] = RetainedApplicationMessage(None, topic, payload, 0)
+                snapshot = await events.presence_snapshot(parsed.entity_id)
+                self.retained.setdefault(topic_filter, (snapshot, 0))  # unless set meanwhile
         return code
 
-    def notify_device(self, user_id: int, device_id: str, payload: bytes) -> None:
-        """Tell one device something now, or when it next subscribes to its inbox.
-
-        Used when a push service rejected the device's token: the device, offline by
-        definition, must hear it on its return. Kept in memory (one notice per device);
-        the REST state says the same after a restart.
-        """
-        inbox = topics.inbox(user_id)
-        if self.route(inbox, payload, 1, only_client=device_id) == 0:
-            self._notices[device_id] = (inbox, payload)
-
     async def on_subscribe(
-        self, handler: HubbubProtocolHandler, packet_id: int, topics_asked: list[tuple[str, int]]
+        self, handler: ConnectionHandler, packet_id: int, topics_asked: list[tuple[str, int]]
     ) -> None:
-        """Subscribe (``RoutingBroker``), then hand a returning device its pending notice."""
+        """Subscribe (``RoutingBroker``), then tell the core a device subscribed to its inbox."""
         await super().on_subscribe(handler, packet_id, topics_asked)
         session = handler.session
-        notice = self._notices.get(session.client_id) if session is not None else None
-        if notice is not None and any(topic == notice[0] for topic, _ in topics_asked):
-            del self._notices[session.client_id]
-            self.route(notice[0], notice[1], 1, only_client=session.client_id)
+        user_id, events = session.user_id, self._events
+        if user_id is None or events is None or session.handler is not handler:
+            return
+        inbox = topics.inbox(user_id)
+        if any(topic == inbox for topic, _ in topics_asked) and self.index.qos_of(inbox, session.client_id):
+            events.inbox_subscribed(user_id, session.client_id)
 
-    async def shutdown(self) -> None:
-        """Stop deciding presence, store the last activity still pending, then amqtt's shutdown."""
-        self.presence.close()
-        if self._last_active_writer is not None:
-            await asyncio.wait([self._last_active_writer], timeout=_SHUTDOWN_WRITE_S)
-        await super().shutdown()
+    # --- DeviceConnections: what the messaging core asks -------------------------------------
+
+    def to_inbox(
+        self, user_id: int, payload: bytes, *, only_device: str | None = None, skip_device: str | None = None
+    ) -> int:
+        """Deliver ``payload`` at QoS 1 to ``user/{user_id}/inbox`` (see ``DeviceConnections``)."""
+        return self.route(topics.inbox(user_id), payload, _EVENT_QOS, only_device, skip_device)
+
+    def set_presence(self, user_id: int, payload: bytes) -> None:
+        """Retain ``payload`` on ``presence/{user_id}`` (QoS 0) and deliver it to the subscribers."""
+        topic = topics.presence(user_id)
+        self.retained[topic] = (payload, 0)
+        self.route(topic, payload, _EVENT_QOS)
+
+    def is_connected(self, device_id: str) -> bool:
+        """Whether ``device_id`` has a live connection."""
+        session = self.sessions.get(device_id)
+        return session is not None and session.handler is not None
+
+    def drop(self, device_id: str) -> None:
+        """Close ``device_id``'s connection, if any."""
+        session = self.sessions.get(device_id)
+        if session is not None and session.handler is not None:
+            session.handler.close()

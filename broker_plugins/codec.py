@@ -1,9 +1,11 @@
-"""MQTT 3.1.1 framing for the broker's hot path: PUBLISH and its acknowledgements as bytes.
+"""MQTT 3.1.1 framing for the broker: every packet after CONNECT, as bytes.
 
 amqtt builds a packet object per message (fixed header, variable header, payload, a
 timestamp) and reads each fixed header one byte per ``await``. A broker relaying tens of
 thousands of messages a second cannot afford either: here a whole read is split into
-packets in one pass, and a PUBLISH going to many subscribers is encoded once.
+packets in one pass, and a PUBLISH going to many subscribers is encoded once. SUBSCRIBE,
+UNSUBSCRIBE and their acknowledgements are here too, so that only the CONNECT (read once
+per connection, in ``connect.py``) goes through amqtt's packet classes.
 """
 
 from __future__ import annotations
@@ -13,10 +15,15 @@ __all__ = [
     "IncompletePacket",
     "MalformedPacket",
     "ack_packet",
+    "connack_packet",
     "encode_publish",
     "next_packet",
     "parse_publish",
+    "parse_subscribe",
+    "parse_unsubscribe",
     "publish_head",
+    "suback_packet",
+    "unsuback_packet",
 ]
 
 PINGRESP_PACKET = b"\xd0\x00"
@@ -111,3 +118,60 @@ def ack_packet(packet_type: int, packet_id: int) -> bytes:
     """PUBACK (4), PUBREC (5), PUBREL (6, flags 0b0010) or PUBCOMP (7) for ``packet_id``."""
     first = (packet_type << 4) | (0x02 if packet_type == 6 else 0)  # noqa: PLR2004 - PUBREL
     return bytes((first, 2)) + packet_id.to_bytes(2)
+
+
+def _string(body: bytes, position: int) -> tuple[str, int]:
+    """A length-prefixed UTF-8 string at ``position``: (string, position after it)."""
+    if position + 2 > len(body):
+        raise MalformedPacket("string length runs past the packet")
+    end = position + 2 + ((body[position] << 8) | body[position + 1])
+    if end > len(body):
+        raise MalformedPacket("string runs past the packet")
+    try:
+        return body[position + 2 : end].decode(), end
+    except UnicodeDecodeError:
+        raise MalformedPacket("topic filter is not UTF-8") from None
+
+
+def parse_subscribe(body: bytes) -> tuple[int, list[tuple[str, int]]]:
+    """(packet id, [(topic filter, requested QoS), ...]) of a SUBSCRIBE body [MQTT-3.8.3-3]."""
+    if len(body) < 2:  # noqa: PLR2004 - the packet id
+        raise MalformedPacket("SUBSCRIBE without a packet id")
+    position, asked = 2, []
+    while position < len(body):
+        topic_filter, position = _string(body, position)
+        if position >= len(body):
+            raise MalformedPacket("SUBSCRIBE filter without its QoS")
+        asked.append((topic_filter, body[position]))
+        position += 1
+    if not asked:
+        raise MalformedPacket("SUBSCRIBE without a topic filter [MQTT-3.8.3-3]")
+    return (body[0] << 8) | body[1], asked
+
+
+def parse_unsubscribe(body: bytes) -> tuple[int, list[str]]:
+    """(packet id, [topic filter, ...]) of an UNSUBSCRIBE body [MQTT-3.10.3-2]."""
+    if len(body) < 2:  # noqa: PLR2004 - the packet id
+        raise MalformedPacket("UNSUBSCRIBE without a packet id")
+    position, filters = 2, []
+    while position < len(body):
+        topic_filter, position = _string(body, position)
+        filters.append(topic_filter)
+    if not filters:
+        raise MalformedPacket("UNSUBSCRIBE without a topic filter [MQTT-3.10.3-2]")
+    return (body[0] << 8) | body[1], filters
+
+
+def suback_packet(packet_id: int, return_codes: list[int]) -> bytes:
+    """SUBACK: one return code per filter, in order."""
+    return b"\x90" + _remaining_length(2 + len(return_codes)) + packet_id.to_bytes(2) + bytes(return_codes)
+
+
+def unsuback_packet(packet_id: int) -> bytes:
+    """UNSUBACK."""
+    return b"\xb0\x02" + packet_id.to_bytes(2)
+
+
+def connack_packet(*, session_present: bool, return_code: int) -> bytes:
+    """CONNACK: session present flag and return code (0 accepted)."""
+    return bytes((0x20, 2, 1 if session_present and not return_code else 0, return_code))

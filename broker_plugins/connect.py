@@ -1,31 +1,39 @@
-"""Reading a connection's CONNECT into a ``LightSession`` (amqtt's ``init_from_connect``, lighter).
+"""Reading a connection's CONNECT: the one packet still decoded by amqtt's packet classes.
 
 Identical checks and CONNACK refusals to amqtt 0.12.1's ``BrokerProtocolHandler.init_from_connect``
-[MQTT-3.1.0-1, 3.1.2-1, 3.1.2-3, 3.1.2-22, 3.1.3-8, 3.2.2-4]; the one difference is the
-session class, which has no per-session ``transitions.Machine`` (see ``sessions.py``).
+[MQTT-3.1.0-1, 3.1.2-1, 3.1.2-3, 3.1.2-22, 3.1.3-8, 3.2.2-4], using amqtt's public
+``ConnectPacket`` decoder (read once per connection, so its cost does not matter). What it
+returns is a plain ``Connect``: nothing of amqtt travels further into the broker.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
 
 from amqtt.adapters import ReaderAdapter, WriterAdapter
 from amqtt.errors import MQTTError
-from amqtt.events import MQTTEvents
-from amqtt.mqtt.connack import (
-    BAD_USERNAME_PASSWORD,
-    IDENTIFIER_REJECTED,
-    UNACCEPTABLE_PROTOCOL_VERSION,
-    ConnackPacket,
-)
+from amqtt.mqtt.connack import BAD_USERNAME_PASSWORD, IDENTIFIER_REJECTED, UNACCEPTABLE_PROTOCOL_VERSION
 from amqtt.mqtt.connect import ConnectPacket
 
-from broker_plugins.handler import HubbubProtocolHandler
-from broker_plugins.sessions import LightSession
+from broker_plugins.codec import connack_packet
+from broker_plugins.sessions import Will
 
-__all__ = ["read_connect"]
+__all__ = ["Connect", "read_connect"]
 
 _MQTT_3_1_1 = 4
+
+
+@dataclass(frozen=True, slots=True)
+class Connect:
+    """What a CONNECT asked for."""
+
+    client_id: str  # assigned by the decoder when the client sent none (clean sessions only)
+    clean_session: bool
+    username: str | None
+    password: str | None
+    keep_alive: int
+    will: Will | None
+    remote: str  # "address:port", for logs
 
 
 def _refusal(connect: ConnectPacket) -> tuple[int, str] | None:
@@ -47,14 +55,9 @@ def _refusal(connect: ConnectPacket) -> tuple[int, str] | None:
     return None
 
 
-async def read_connect(
-    reader: ReaderAdapter,
-    writer: WriterAdapter,
-    plugins_manager: Any,  # noqa: ANN401 - amqtt PluginManager
-) -> tuple[HubbubProtocolHandler, LightSession]:
+async def read_connect(reader: ReaderAdapter, writer: WriterAdapter) -> Connect:
     """Read and check the CONNECT; a refused one gets its CONNACK and raises ``MQTTError``."""
     connect = await ConnectPacket.from_stream(reader)
-    await plugins_manager.fire_event(MQTTEvents.PACKET_RECEIVED, packet=connect)
     if connect.variable_header is None or connect.payload is None:
         raise MQTTError("CONNECT without variable header or payload")
     if connect.payload.client_id is None:
@@ -71,21 +74,25 @@ async def read_connect(
     refusal = _refusal(connect)
     if refusal is not None:
         code, reason = refusal
-        await ConnackPacket.build(0, code).to_stream(writer)
+        writer.write(connack_packet(session_present=False, return_code=code))
         await writer.close()
         raise MQTTError(f"CONNECT refused: {reason}")
-    session = LightSession()
-    session.client_id = connect.client_id
-    session.clean_session = connect.clean_session_flag
-    session.will_flag = connect.will_flag
-    session.will_retain = connect.will_retain_flag
-    session.will_qos = connect.will_qos
-    session.will_topic = connect.will_topic
-    session.will_message = connect.will_message
-    session.username = connect.username
-    session.password = connect.password
-    session.remote_address = remote_address
-    session.remote_port = remote_port
-    session.ssl_object = writer.get_ssl_info()
-    session.keep_alive = max(connect.keep_alive, 0)
-    return HubbubProtocolHandler(plugins_manager), session
+    will = (
+        Will(
+            connect.will_topic,
+            bytes(connect.will_message),
+            connect.will_qos or 0,
+            bool(connect.will_retain_flag),
+        )
+        if connect.will_flag
+        else None
+    )
+    return Connect(
+        client_id=connect.client_id,
+        clean_session=bool(connect.clean_session_flag),
+        username=connect.username,
+        password=connect.password,
+        keep_alive=max(connect.keep_alive, 0),
+        will=will,
+        remote=f"{remote_address}:{remote_port}",
+    )

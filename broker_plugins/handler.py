@@ -3,19 +3,18 @@
 Stock amqtt 0.12.1, per connection and per packet, reads the fixed header one byte per
 ``await``, builds a packet object, starts a task for it, queues a PUBLISH for a second
 loop in the broker, and on the way out awaits ``drain()`` after every packet and keeps a
-task per QoS 1/2 delivery alive until its PUBACK arrives. This handler replaces that:
+task per QoS 1/2 delivery alive until its PUBACK arrives. This handler is the broker's
+own (it no longer subclasses amqtt's ``BrokerProtocolHandler``):
 
 - ``_reader_loop`` reads whatever bytes have arrived, splits them into packets in one pass
-  (``codec.next_packet``) and handles PUBLISH, PUBACK, PUBREC, PUBREL, PUBCOMP and
-  PINGREQ inline; SUBSCRIBE / UNSUBSCRIBE go to the broker (``Router``) in order. Only
-  rare packets are still decoded with amqtt's classes.
+  (``codec.next_packet``) and handles every packet type after CONNECT itself; PUBLISH,
+  SUBSCRIBE and UNSUBSCRIBE go to the broker (``Router``) in order.
 - ``publish_nowait`` writes a PUBLISH into the transport buffer and, for QoS 1/2, records
   it in ``session.inflight_out``; the acknowledgement removes it. Nothing waits.
   At most ``MAX_INFLIGHT`` messages are unacknowledged per session; more wait in the
-  session's queue (``session.retained_messages``, amqtt's queue for a disconnected
-  session) and go out as acknowledgements come back, in order.
-- on (re)connect, ``_retry_deliveries`` resends every unacknowledged PUBLISH with DUP set
-  and every PUBREL [MQTT-4.4.0-1]; stock amqtt dropped them when the connection ended.
+  session's queue and go out as acknowledgements come back, in order.
+- on (re)connect, ``start`` resends every unacknowledged PUBLISH with DUP set and every
+  PUBREL [MQTT-4.4.0-1]; stock amqtt dropped them when the connection ended.
 - an inbound QoS 2 PUBLISH is delivered on receipt, its packet id kept until PUBREL
   (the spec's "method B"), so a resent PUBLISH with that id is not delivered twice.
 - keepalive: a client silent for 1.5 x its keepalive is disconnected [MQTT-3.1.2-24];
@@ -27,37 +26,33 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable
-from typing import TYPE_CHECKING, Any, Protocol
+from contextlib import suppress
+from typing import Protocol
 
-from amqtt.adapters import BufferReader
+from amqtt.adapters import ReaderAdapter, WriterAdapter
 from amqtt.errors import AMQTTError, MQTTError, NoDataError
-from amqtt.mqtt import packet_class
-from amqtt.mqtt.packet import MQTTFixedHeader
-from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
-from amqtt.mqtt.protocol.handler import ProtocolHandler
-from amqtt.mqtt.suback import SubackPacket
-from amqtt.mqtt.unsuback import UnsubackPacket
-from amqtt.session import ApplicationMessage, IncomingApplicationMessage, OutgoingApplicationMessage
 
 from broker_plugins.codec import (
     PINGRESP_PACKET,
     IncompletePacket,
     MalformedPacket,
     ack_packet,
+    connack_packet,
     encode_publish,
     next_packet,
     parse_publish,
+    parse_subscribe,
+    parse_unsubscribe,
+    suback_packet,
+    unsuback_packet,
 )
-from broker_plugins.sessions import LightQueue
+from broker_plugins.sessions import MqttSession, Outgoing
 from broker_plugins.transport import FastReader, FastWriter, TcpWriter
-
-if TYPE_CHECKING:
-    from amqtt.session import Session
 
 __all__ = [
     "MAX_INFLIGHT",
-    "MAX_QUEUED",
-    "HubbubProtocolHandler",
+    "QOS0_HIGH_WATER",
+    "ConnectionHandler",
     "ProtocolViolation",
     "Router",
     "keepalive_deadline",
@@ -66,12 +61,12 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 MAX_INFLIGHT = 1000  # unacknowledged QoS 1/2 messages per session before the rest queue
-MAX_QUEUED = 10_000  # queued messages per session (offline, or beyond MAX_INFLIGHT) before dropping
 QOS0_HIGH_WATER = 4 << 20  # bytes unsent to a client above which its QoS 0 messages are shed
 READ_CHUNK = 1 << 16
 
-_PUBLISH, _PUBACK, _PUBREC, _PUBREL, _PUBCOMP = 3, 4, 5, 6, 7
-_CONNECT, _SUBSCRIBE, _UNSUBSCRIBE, _PINGREQ, _DISCONNECT = 1, 8, 10, 12, 14
+_CONNECT, _PUBLISH, _PUBACK, _PUBREC, _PUBREL, _PUBCOMP = 1, 3, 4, 5, 6, 7
+_SUBSCRIBE, _UNSUBSCRIBE, _PINGREQ, _DISCONNECT = 8, 10, 12, 14
+_SUBSCRIBE_FLAGS = 0x02  # SUBSCRIBE, UNSUBSCRIBE and PUBREL have flags 0b0010 [MQTT-3.8.1-1]
 
 
 class ProtocolViolation(MQTTError):
@@ -82,18 +77,18 @@ class Router(Protocol):
     """What the handler hands to the broker."""
 
     def on_publish(
-        self, handler: HubbubProtocolHandler, topic: str, payload: bytes, qos: int, retain: bool
+        self, handler: ConnectionHandler, topic: str, payload: bytes, qos: int, retain: bool
     ) -> Awaitable[None] | None:
         """A client's PUBLISH; ``None`` when handled already, else something to await first."""
         ...
 
     async def on_subscribe(
-        self, handler: HubbubProtocolHandler, packet_id: int, topics: list[tuple[str, int]]
+        self, handler: ConnectionHandler, packet_id: int, topics: list[tuple[str, int]]
     ) -> None:
         """A SUBSCRIBE: subscribe, SUBACK (``handler.suback``), then retained messages."""
         ...
 
-    async def on_unsubscribe(self, handler: HubbubProtocolHandler, packet_id: int, topics: list[str]) -> None:
+    async def on_unsubscribe(self, handler: ConnectionHandler, packet_id: int, topics: list[str]) -> None:
         """An UNSUBSCRIBE: unsubscribe, then UNSUBACK (``handler.unsuback``)."""
         ...
 
@@ -103,65 +98,72 @@ def keepalive_deadline(keepalive_s: int) -> int:
     return -(-keepalive_s * 3 // 2)
 
 
-class HubbubProtocolHandler(BrokerProtocolHandler):
-    """One client connection: reads packets in batches, delivers without waiting for acks."""
+class ConnectionHandler:
+    """One client connection: reads packets in batches, delivers without waiting for acks.
 
-    router: Router | None = None
-    _reader_stopped: asyncio.Event
-    dropped = 0  # messages shed (QoS 0 to a stalled client, or a full queue), all connections
+    ``ended`` resolves when the connection ends: ``True`` after a DISCONNECT packet (no
+    will), ``False`` otherwise (socket closed, keepalive, protocol error, closed by the broker).
+    ``finished`` resolves once the broker is done with it (will, session, presence).
+    """
 
-    def __init__(self, plugins_manager: Any, session: Session | None = None) -> None:  # noqa: ANN401
-        # ProtocolHandler's fields without BrokerProtocolHandler's two asyncio.Queues (about
-        # 5 KB per connection, unused: SUBSCRIBE and UNSUBSCRIBE come straight to the router).
-        ProtocolHandler.__init__(self, plugins_manager, session)
-        self._disconnect_waiter: asyncio.Future[Any] | None = None
-        self._pending_subscriptions = LightQueue()
-        self._pending_unsubscriptions = LightQueue()
+    __slots__ = (
+        "_congested",
+        "_pending",
+        "_reader_task",
+        "ended",
+        "finished",
+        "reader",
+        "router",
+        "session",
+        "writer",
+    )
 
-    def _init_session(self, session: Session) -> None:
-        """Attach ``session`` (amqtt's version also builds a ``LoggerAdapter`` per connection)."""
+    def __init__(
+        self, session: MqttSession, reader: ReaderAdapter, writer: WriterAdapter, router: Router
+    ) -> None:
         self.session = session
-        self.keepalive_timeout = session.keep_alive if session.keep_alive > 0 else None
+        self.reader = reader
+        self.writer = writer
+        self.router = router
+        loop = asyncio.get_running_loop()
+        self.ended: asyncio.Future[bool] = loop.create_future()
+        self.finished: asyncio.Future[None] = loop.create_future()
+        self._pending: list[bytes] | None = None  # packets written during this turn of the event loop
+        self._congested = False  # the client's unsent bytes passed QOS0_HIGH_WATER when this turn began
+        self._reader_task: asyncio.Task[None] | None = None
 
-    def handle_read_timeout(self) -> None:
-        """Nothing heard for 1.5 x keepalive: the client is gone."""
-        logger.info(
-            "keepalive expired for device_id=%s; closing", self.session.client_id if self.session else None
-        )
-        if self.reader is not None:
-            self.reader.feed_eof()
-
-    async def start(self) -> None:
-        """Start reading and resend what the session left unacknowledged (no keepalive write timer)."""
-        if self.session is None or self.reader is None:
-            raise AMQTTError("handler is not attached to a session")
-        if self._disconnect_waiter is None or self._disconnect_waiter.done():
-            self._disconnect_waiter = asyncio.get_running_loop().create_future()
-        if self._reader_stopped.is_set():
-            self._reader_stopped = asyncio.Event()
+    def start(self) -> None:
+        """Start reading; resend what the session left unacknowledged, then what was queued."""
         self._reader_task = asyncio.create_task(self._reader_loop())
-        await self._retry_deliveries()
-
-    async def _retry_deliveries(self) -> None:
-        """Resend unacknowledged PUBLISH (DUP=1) and PUBREL packets, in their original order."""
-        session = self.session
-        if session is None:
-            return
-        for message in list(session.inflight_out.values()):
-            packet_id = message.packet_id
-            if packet_id is None:
-                continue
-            if message.qos == 2 and message.pubrec_packet is not None:  # noqa: PLR2004 - QoS 2
-                self._write(ack_packet(_PUBREL, packet_id))
+        for message in list(self.session.inflight_out.values()):
+            if message.qos == 2 and message.released:  # noqa: PLR2004 - QoS 2
+                self._write(ack_packet(_PUBREL, message.packet_id))
             else:
                 self._write(
-                    encode_publish(message.topic, bytes(message.data), message.qos or 1, packet_id, dup=True)
+                    encode_publish(message.topic, message.payload, message.qos, message.packet_id, dup=True)
                 )
+        self.flush_queue()
+
+    def close(self) -> None:
+        """End the connection (the broker takes it over or shuts down); ``ended`` says when."""
+        task = self._reader_task
+        if task is not None and not task.done():
+            task.cancel()
+        elif not self.ended.done():
+            self.ended.set_result(False)
+
+    async def stop(self) -> None:
+        """Flush what is queued, stop reading, close the writer."""
+        self.flush()
+        task = self._reader_task
+        if task is not None and task is not asyncio.current_task() and not task.done():
+            task.cancel()
+            with suppress(asyncio.CancelledError):
+                await task
+        with suppress(ConnectionError, OSError, TimeoutError):
+            await self.writer.close()
 
     # --- writing ---------------------------------------------------------------------------
-
-    _pending: list[bytes] | None = None  # packets written during this turn of the event loop
-    _congested = False  # the client's unsent bytes passed QOS0_HIGH_WATER when this turn began
 
     def _write(self, data: bytes) -> None:
         """Queue ``data``; everything queued in one turn of the event loop leaves in one write.
@@ -183,8 +185,6 @@ class HubbubProtocolHandler(BrokerProtocolHandler):
             return
         self._pending = None
         writer = self.writer
-        if writer is None:
-            return
         data = pending[0] if len(pending) == 1 else b"".join(pending)
         if isinstance(writer, (TcpWriter, FastWriter)):  # TcpWriter first: a cheap check
             writer.send_nowait(data)
@@ -205,7 +205,6 @@ class HubbubProtocolHandler(BrokerProtocolHandler):
             # up must not stay shed until some other packet happens to be written to it.
             self._congested = self._unsent() > QOS0_HIGH_WATER
             if self._congested:
-                HubbubProtocolHandler.dropped += 1
                 return
         self._write(packet)
 
@@ -213,62 +212,50 @@ class HubbubProtocolHandler(BrokerProtocolHandler):
         writer = self.writer
         return writer.buffered() if isinstance(writer, (TcpWriter, FastWriter)) else 0
 
-    async def stop(self) -> None:
-        """Flush what is queued, then amqtt's stop (which closes the writer)."""
-        self.flush()
-        await super().stop()
-
     def publish_nowait(self, topic: str, payload: bytes, qos: int, retain: bool = False) -> None:
         """Send a PUBLISH at ``qos`` without waiting; QoS 1/2 stay in flight until acknowledged."""
-        session = self.session
-        if session is None:
-            return
         if not qos:
             self.write_qos0(encode_publish(topic, payload, 0, None, retain))
             return
-        if len(session.inflight_out) >= MAX_INFLIGHT or not session.retained_messages.empty():
-            queue_message(session, topic, payload, qos, retain)
+        session = self.session
+        if len(session.inflight_out) >= MAX_INFLIGHT or session.has_queued():
+            session.enqueue(Outgoing(topic, payload, qos, retain=retain))
             return
-        self._send_tracked(session, topic, payload, qos, retain)
+        self._send_tracked(Outgoing(topic, payload, qos, retain=retain))
 
-    def _send_tracked(self, session: Session, topic: str, payload: bytes, qos: int, retain: bool) -> None:
-        packet_id = session.next_packet_id
-        message = OutgoingApplicationMessage(packet_id, topic, qos, payload, retain)
+    def _send_tracked(self, message: Outgoing) -> None:
+        session = self.session
+        message.packet_id = packet_id = session.next_packet_id()
         session.inflight_out[packet_id] = message
-        self._write(encode_publish(topic, payload, qos, packet_id, retain))
+        self._write(encode_publish(message.topic, message.payload, message.qos, packet_id, message.retain))
 
     def flush_queue(self) -> None:
         """Send queued messages while the in-flight window has room (after acks, on reconnect)."""
         session = self.session
-        if session is None:
-            return
-        queue = session.retained_messages
-        while not queue.empty() and len(session.inflight_out) < MAX_INFLIGHT:
-            message = queue.get_nowait()
-            qos = message.qos or 0
-            if qos:
-                self._send_tracked(session, message.topic, bytes(message.data), qos, message.retain)
-            else:
-                self.write_qos0(encode_publish(message.topic, bytes(message.data), 0, None, message.retain))
+        while session.has_queued() and len(session.inflight_out) < MAX_INFLIGHT:
+            self._send_tracked(session.dequeue())
+
+    def connack(self, session_present: bool) -> None:
+        """CONNACK (accepted), written at once."""
+        self._write(connack_packet(session_present=session_present, return_code=0))
 
     def suback(self, packet_id: int, return_codes: list[int]) -> None:
         """SUBACK, written at once."""
-        self._write(SubackPacket.build(packet_id, return_codes).to_bytes())
+        self._write(suback_packet(packet_id, return_codes))
 
     def unsuback(self, packet_id: int) -> None:
         """UNSUBACK, written at once."""
-        self._write(UnsubackPacket.build(packet_id).to_bytes())
+        self._write(unsuback_packet(packet_id))
 
     # --- reading ---------------------------------------------------------------------------
 
     async def _reader_loop(self) -> None:
         session, reader = self.session, self.reader
-        if session is None or reader is None:
-            raise AMQTTError("handler is not attached to a session")
         read = reader.read_some if isinstance(reader, FastReader) else _exact_reader(reader)
         watchdog = _Watchdog(session.keep_alive)
         clock = asyncio.get_running_loop().time
         buffer = b""
+        clean = False
         try:
             while True:  # until the stream ends, the client leaves or breaks the protocol
                 data = await read(READ_CHUNK)
@@ -276,11 +263,11 @@ class HubbubProtocolHandler(BrokerProtocolHandler):
                     break
                 watchdog.busy = True  # handling may wait (a full persister queue): not silence
                 buffer = buffer + data if buffer else data
-                consumed, leave = await self._handle_buffer(buffer)
+                consumed, clean = await self._handle_buffer(buffer)
                 watchdog.busy = False
                 watchdog.heard_at = clock()
                 buffer = buffer[consumed:]
-                if leave:
+                if clean:
                     break
         except (ProtocolViolation, MalformedPacket, AMQTTError, MQTTError, NoDataError) as exc:
             logger.info("closing device_id=%s: %s", session.client_id, exc)
@@ -288,15 +275,14 @@ class HubbubProtocolHandler(BrokerProtocolHandler):
             pass
         except asyncio.CancelledError:
             if watchdog.expired:
-                self.handle_read_timeout()
+                logger.info("keepalive expired for device_id=%s; closing", session.client_id)
         finally:
             watchdog.stop()
-            await self.handle_connection_closed()
-            self._reader_stopped.set()
-            await self.stop()
+            if not self.ended.done():
+                self.ended.set_result(clean)
 
     async def _handle_buffer(self, buffer: bytes) -> tuple[int, bool]:
-        """Handle every complete packet in ``buffer``: (bytes consumed, whether to stop reading)."""
+        """Handle every complete packet in ``buffer``: (bytes consumed, whether a DISCONNECT came)."""
         position = 0
         for _ in range(len(buffer)):  # each round consumes at least two bytes
             try:
@@ -314,7 +300,6 @@ class HubbubProtocolHandler(BrokerProtocolHandler):
             elif packet_type == _PINGREQ:
                 self._write(PINGRESP_PACKET)
             elif packet_type == _DISCONNECT:
-                await self.handle_disconnect(None if end - start else _disconnect_packet())
                 return position, True
             else:
                 await self._on_other(packet_type, first, buffer[start:end])
@@ -325,19 +310,15 @@ class HubbubProtocolHandler(BrokerProtocolHandler):
         if qos == 3:  # noqa: PLR2004 - reserved
             raise ProtocolViolation("PUBLISH with QoS 3 [MQTT-3.3.1-4]")
         topic, packet_id, payload = parse_publish(flags, body)
-        session, router = self.session, self.router
-        if session is None or router is None:
-            raise AMQTTError("handler has no session or router")
         if qos == 2:  # noqa: PLR2004
-            if packet_id in session.inflight_in:  # a resend of one delivered already
+            inflight_in = self.session.inflight_in
+            if packet_id in inflight_in:  # a resend of one delivered already
                 self._write(ack_packet(_PUBREC, packet_id or 0))
                 return None
-            session.inflight_in[packet_id] = IncomingApplicationMessage(
-                packet_id, topic, 2, b"", retain=False
-            )
+            inflight_in[packet_id or 0] = None
         elif not qos and flags & 0x08:
             raise ProtocolViolation("DUP set on a QoS 0 PUBLISH [MQTT-3.3.1-2]")
-        pending = router.on_publish(self, topic, payload, qos, bool(flags & 0x01))
+        pending = self.router.on_publish(self, topic, payload, qos, bool(flags & 0x01))
         if pending is not None:
             return self._acknowledge_after(pending, qos, packet_id)
         if qos:
@@ -351,41 +332,40 @@ class HubbubProtocolHandler(BrokerProtocolHandler):
 
     def _acknowledged(self, body: bytes) -> None:
         """PUBACK: the QoS 1 delivery is done; make room for queued ones."""
-        session = self.session
-        if session is None or len(body) < 2:  # noqa: PLR2004
+        if len(body) < 2:  # noqa: PLR2004
             return
+        session = self.session
         session.inflight_out.pop((body[0] << 8) | body[1], None)
-        if not session.retained_messages.empty():
+        if session.has_queued():
             self.flush_queue()
 
     async def _on_other(  # noqa: C901 - one flat dispatch over the rare packet types
         self, packet_type: int, first: int, body: bytes
     ) -> None:
-        session, router = self.session, self.router
-        if session is None or router is None:
-            raise AMQTTError("handler has no session or router")
+        session = self.session
         packet_id = (body[0] << 8) | body[1] if len(body) >= 2 else 0  # noqa: PLR2004
         if packet_type == _PUBREC:
             message = session.inflight_out.get(packet_id)
             if message is not None:
-                message.pubrec_packet = True
+                message.released = True
             self._write(ack_packet(_PUBREL, packet_id))
         elif packet_type == _PUBREL:
             session.inflight_in.pop(packet_id, None)
             self._write(ack_packet(_PUBCOMP, packet_id))
         elif packet_type == _PUBCOMP:
             session.inflight_out.pop(packet_id, None)
-            if not session.retained_messages.empty():
+            if session.has_queued():
                 self.flush_queue()
-        elif packet_type in {_SUBSCRIBE, _UNSUBSCRIBE}:
-            header = MQTTFixedHeader(packet_type, first & 0x0F, len(body))
-            packet = await packet_class(header).from_stream(BufferReader(body), fixed_header=header)
-            if packet.variable_header is None or packet.payload is None:
-                raise ProtocolViolation("SUBSCRIBE/UNSUBSCRIBE without payload")
-            if packet_type == _SUBSCRIBE:
-                await router.on_subscribe(self, packet.variable_header.packet_id, packet.payload.topics)
-            else:
-                await router.on_unsubscribe(self, packet.variable_header.packet_id, packet.payload.topics)
+        elif packet_type == _SUBSCRIBE:
+            if first & 0x0F != _SUBSCRIBE_FLAGS:
+                raise ProtocolViolation("SUBSCRIBE with reserved flags other than 0b0010 [MQTT-3.8.1-1]")
+            packet_id, asked = parse_subscribe(body)
+            await self.router.on_subscribe(self, packet_id, asked)
+        elif packet_type == _UNSUBSCRIBE:
+            if first & 0x0F != _SUBSCRIBE_FLAGS:
+                raise ProtocolViolation("UNSUBSCRIBE with reserved flags other than 0b0010 [MQTT-3.10.1-1]")
+            packet_id, filters = parse_unsubscribe(body)
+            await self.router.on_unsubscribe(self, packet_id, filters)
         elif packet_type == _CONNECT:
             raise ProtocolViolation("second CONNECT [MQTT-3.1.0-2]")
         elif packet_type in {0, 15}:
@@ -432,9 +412,9 @@ class _OutputBatch:
     """Handlers with queued output, flushed together once the event loop's current turn ends."""
 
     def __init__(self) -> None:
-        self._dirty: list[HubbubProtocolHandler] = []
+        self._dirty: list[ConnectionHandler] = []
 
-    def mark(self, handler: HubbubProtocolHandler) -> None:
+    def mark(self, handler: ConnectionHandler) -> None:
         if not self._dirty:
             asyncio.get_running_loop().call_soon(self.flush)
         self._dirty.append(handler)
@@ -448,32 +428,15 @@ class _OutputBatch:
 _OUTPUT = _OutputBatch()  # one per process: the broker runs one event loop
 
 
-def queue_message(session: Session, topic: str, payload: bytes, qos: int, retain: bool = False) -> bool:
-    """Keep a message for ``session`` until it can be sent; ``False`` if its queue is full."""
-    queue = session.retained_messages
-    if queue.qsize() >= MAX_QUEUED:
-        HubbubProtocolHandler.dropped += 1
-        return False
-    message: ApplicationMessage = OutgoingApplicationMessage(None, topic, qos, payload, retain)
-    queue.put_nowait(message)
-    return True
-
-
-def _exact_reader(reader: object) -> _Read:
+def _exact_reader(reader: ReaderAdapter) -> _Read:
     """For a reader without ``read_some``: one byte at a time (correct, slow; not used by the broker)."""
 
     async def read(limit: int) -> bytes:
         del limit
-        data: bytes = await reader.read(1)  # type: ignore[attr-defined]
+        data: bytes = await reader.read(1)
         return data
 
     return read
-
-
-def _disconnect_packet() -> object:
-    from amqtt.mqtt.disconnect import DisconnectPacket  # noqa: PLC0415 - rare path
-
-    return DisconnectPacket()
 
 
 class _Read(Protocol):

@@ -1,113 +1,136 @@
-"""A lighter amqtt ``Session``: the same fields, a three-state switch instead of a ``transitions.Machine``.
+r"""MQTT sessions, owned by the broker: what a client id keeps across its connections.
 
-Each stock ``Session`` builds its own ``transitions.Machine`` — about 23 KB per session,
-more than the whole budget of an idle chat connection. The broker only ever asks a
-session's ``transitions`` for ``state``, ``is_connected()``, ``connect()`` and
-``disconnect()``; ``SessionState`` answers exactly those, with the same enter-hooks
-(connect and disconnect times) and the same refusal of ``connect`` while connected.
+amqtt's ``Session`` carried a ``transitions.Machine`` (about 23 KB each, more than the
+whole budget of an idle chat connection), four ``asyncio.Queue``\\s, and fields the broker
+never read; the broker used to trim it by overriding its private ``_init_states`` and
+reusing its ``retained_messages`` queue as the offline queue. This module replaces it:
+a slotted ``MqttSession`` with exactly the state MQTT 3.1.1 asks a server to keep
+[MQTT-3.1.2-4]: the subscriptions (in ``subscriptions.py``), QoS 1/2 messages sent but
+not acknowledged (``inflight_out``), QoS 2 packet ids received but not released
+(``inflight_in``), and the messages queued while the client is away or its in-flight window
+is full (``queue``).
 """
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections import deque
-from typing import Any
+from typing import TYPE_CHECKING
 
-from amqtt.session import Session
+if TYPE_CHECKING:
+    from broker_plugins.handler import ConnectionHandler
 
-__all__ = ["AlreadyConnected", "LightQueue", "LightSession", "SessionState"]
+__all__ = ["MAX_QUEUED", "Identity", "MqttSession", "Outgoing", "Will"]
 
-CONNECTED = "connected"
-DISCONNECTED = "disconnected"
-
-
-class AlreadyConnected(ValueError):
-    """``connect`` on a connected session: amqtt's take-over path expects a ``ValueError``."""
+MAX_QUEUED = 10_000  # queued messages per session (offline, or beyond the in-flight window) before dropping
+_MAX_PACKET_ID = 65_535
 
 
-class SessionState:
-    """``new`` -> ``connected`` <-> ``disconnected``, as amqtt's machine allows."""
+class Identity:
+    """Who authenticated: a device of ``user_id``, or a service (``user_id`` is ``None``)."""
 
-    __slots__ = ("_session", "state")
+    __slots__ = ("user_id", "username")
 
-    def __init__(self, session: LightSession) -> None:
-        self._session = session
-        self.state = "new"
+    def __init__(self, username: str, user_id: int | None) -> None:
+        self.username = username
+        self.user_id = user_id
 
-    def is_connected(self) -> bool:
+
+class Will:
+    """A CONNECT's last will: published if the connection ends without DISCONNECT (services only)."""
+
+    __slots__ = ("payload", "qos", "retain", "topic")
+
+    def __init__(self, topic: str, payload: bytes, qos: int, retain: bool) -> None:
+        self.topic = topic
+        self.payload = payload
+        self.qos = qos
+        self.retain = retain
+
+
+class Outgoing:
+    """A QoS 1/2 PUBLISH to a client: queued (``packet_id`` 0) or in flight until acknowledged."""
+
+    __slots__ = ("packet_id", "payload", "qos", "released", "retain", "topic")
+
+    def __init__(self, topic: str, payload: bytes, qos: int, *, retain: bool, packet_id: int = 0) -> None:
+        self.topic = topic
+        self.payload = payload
+        self.qos = qos
+        self.retain = retain
+        self.packet_id = packet_id
+        self.released = False  # QoS 2: PUBREC received, PUBREL sent
+
+
+class MqttSession:
+    """One client id's session; ``handler`` is its live connection, if any."""
+
+    __slots__ = (
+        "_last_packet_id",
+        "_queue",
+        "clean_session",
+        "client_id",
+        "handler",
+        "inflight_in",
+        "inflight_out",
+        "keep_alive",
+        "user_id",
+        "username",
+        "will",
+    )
+
+    def __init__(self, client_id: str, identity: Identity, *, clean_session: bool) -> None:
+        self.client_id = client_id
+        self.username = identity.username
+        self.user_id = identity.user_id
+        self.clean_session = clean_session
+        self.will: Will | None = None
+        self.keep_alive = 0  # seconds of silence before the connection is closed (0: never)
+        self.handler: ConnectionHandler | None = None
+        self.inflight_out: dict[int, Outgoing] = {}
+        self.inflight_in: dict[int, None] = {}
+        self._queue: deque[Outgoing] | None = None  # allocated when first used: nearly always empty
+        self._last_packet_id = 0
+
+    @property
+    def connected(self) -> bool:
         """Whether the session has a live connection."""
-        return self.state == CONNECTED
+        return self.handler is not None
 
-    def connect(self) -> None:
-        """A connection was accepted; refused while another one is live."""
-        if self.state == CONNECTED:
-            raise AlreadyConnected("session is already connected")
-        self.state = CONNECTED
-        self._session.on_connected()
+    def next_packet_id(self) -> int:
+        """A packet id in 1..65535 not in flight either way."""
+        packet_id = self._last_packet_id
+        for _ in range(_MAX_PACKET_ID):
+            packet_id = packet_id % _MAX_PACKET_ID + 1
+            if packet_id not in self.inflight_out and packet_id not in self.inflight_in:
+                self._last_packet_id = packet_id
+                return packet_id
+        raise OverflowError("no free packet id: 65535 messages in flight")
 
-    def disconnect(self) -> None:
-        """The connection ended (allowed from any state, as in amqtt)."""
-        self.state = DISCONNECTED
-        self._session.on_disconnected()
+    def enqueue(self, message: Outgoing) -> bool:
+        """Keep ``message`` until it can be sent; ``False`` (dropped) when the queue is full."""
+        queue = self._queue
+        if queue is None:
+            queue = self._queue = deque()
+        elif len(queue) >= MAX_QUEUED:
+            return False
+        queue.append(message)
+        return True
 
+    def has_queued(self) -> bool:
+        """Whether messages are waiting to be sent."""
+        return bool(self._queue)
 
-class LightQueue:
-    """The part of ``asyncio.Queue`` amqtt and the broker use, allocated only when first used.
+    def dequeue(self) -> Outgoing:
+        """The oldest queued message (``has_queued`` must be true)."""
+        queue = self._queue
+        assert queue is not None  # noqa: S101 - guarded by has_queued
+        message = queue.popleft()
+        if not queue:
+            self._queue = None
+        return message
 
-    An empty ``asyncio.Queue`` holds three deques and an ``Event`` (about 2.5 KB); a session
-    and its handler had four of them, nearly always empty. Only the non-blocking methods
-    are offered: nothing in the broker waits on these queues (``handler.py`` drains them).
-    """
-
-    __slots__ = ("_items",)
-
-    def __init__(self) -> None:
-        self._items: deque[Any] | None = None
-
-    def empty(self) -> bool:
-        """Whether nothing is queued."""
-        return not self._items
-
-    def qsize(self) -> int:
-        """How many items are queued."""
-        return len(self._items) if self._items else 0
-
-    def put_nowait(self, item: Any) -> None:  # noqa: ANN401 - amqtt queues any message type
-        """Append ``item``."""
-        if self._items is None:
-            self._items = deque()
-        self._items.append(item)
-
-    def get_nowait(self) -> Any:  # noqa: ANN401
-        """The oldest item; ``asyncio.QueueEmpty`` when there is none."""
-        if not self._items:
-            raise asyncio.QueueEmpty
-        item = self._items.popleft()
-        if not self._items:
-            self._items = None
-        return item
-
-
-class LightSession(Session):
-    """amqtt's ``Session`` with ``SessionState`` as its ``transitions`` and ``LightQueue`` queues."""
-
-    last_connect_time: int | None
-    last_disconnect_time: int | None
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.retained_messages = LightQueue()
-        self.delivered_message_queue = LightQueue()
-
-    def _init_states(self) -> None:
-        self.transitions = SessionState(self)
-
-    def on_connected(self) -> None:
-        """Record the connect time, as amqtt's enter-connected hook does (without its log line)."""
-        self.last_connect_time = int(time.time())
-        self.last_disconnect_time = None
-
-    def on_disconnected(self) -> None:
-        """Record the disconnect time, as amqtt's enter-disconnected hook does."""
-        self.last_disconnect_time = int(time.time())
+    def clear(self) -> None:
+        """Forget everything queued or in flight (the session ends)."""
+        self._queue = None
+        self.inflight_out.clear()
+        self.inflight_in.clear()

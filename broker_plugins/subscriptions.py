@@ -5,8 +5,7 @@ topic against *every* filter on the node; every CONNECT walks all filters too. A
 holds one exact filter per device (``user/{uid}/inbox``), so that made each message and
 each connection cost O(subscriptions on the node). Here:
 
-- exact filters live in a hash map (``filters``, the same dict amqtt and its plugins read
-  as ``broker.subscriptions``): one lookup per message;
+- exact filters live in a hash map (``filters``): one lookup per message;
 - wildcard filters (``+``, ``#``; services only) live in a trie walked level by level;
 - each client's own filters are remembered, so unsubscribing everything when a session
   ends costs O(its filters).
@@ -19,11 +18,14 @@ A client holds at most one subscription per filter; subscribing again replaces i
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING
 
-__all__ = ["SubscriptionIndex", "is_valid_filter", "matches"]
+if TYPE_CHECKING:
+    from broker_plugins.sessions import MqttSession
 
-Subscriber = tuple[Any, int]  # (amqtt Session, granted QoS)
+__all__ = ["Subscriber", "SubscriptionIndex", "is_valid_filter", "matches"]
+
+Subscriber = tuple["MqttSession", int]  # (session, granted QoS)
 
 
 def is_valid_filter(topic_filter: str) -> bool:
@@ -71,10 +73,8 @@ class _Node:
 class SubscriptionIndex:
     """Exact filters in a hash map, wildcard filters in a trie, and each client's filters."""
 
-    def __init__(self, filters: dict[str, list[Subscriber]]) -> None:
-        # ``filters`` is amqtt's own ``Broker._subscriptions`` dict, kept exactly in sync so that
-        # code reading it (plugins, BrokerContext.subscriptions) still sees every subscription.
-        self.filters = filters
+    def __init__(self) -> None:
+        self.filters: dict[str, list[Subscriber]] = {}  # exact and wildcard filters alike
         self._root = _Node()
         self._wildcards = 0
         self._by_client: dict[str, set[str]] = {}
@@ -82,9 +82,9 @@ class SubscriptionIndex:
     def __len__(self) -> int:
         return sum(len(subscribers) for subscribers in self.filters.values())
 
-    def add(self, topic_filter: str, session: Any, qos: int) -> None:  # noqa: ANN401 - amqtt Session
+    def add(self, topic_filter: str, session: MqttSession, qos: int) -> None:
         """Subscribe ``session`` (or replace its QoS on ``topic_filter``)."""
-        client_id: str = session.client_id
+        client_id = session.client_id
         subscribers = self.filters.setdefault(topic_filter, [])
         for index, (holder, _) in enumerate(subscribers):
             if holder.client_id == client_id:
@@ -171,14 +171,6 @@ class SubscriptionIndex:
             if holder.client_id == client_id:
                 return qos
         return None
-
-    def match(self, topic: str) -> Iterator[Subscriber]:
-        """Every (session, QoS) whose filter matches ``topic``; a client may appear once per filter."""
-        exact = self.filters.get(topic)
-        if exact:
-            yield from exact
-        if self._wildcards:
-            yield from self.match_wildcards(topic)
 
     @property
     def has_wildcards(self) -> bool:

@@ -115,7 +115,7 @@ class MessageStore(Protocol):
 
 
 class Directory(Protocol):
-    """What the broker asks of the account store: memberships, relations, last activity."""
+    """What the broker's ACL and the messaging core ask of the account store: members, relations, activity."""
 
     async def members(self, conversation_id: int) -> frozenset[int] | None:
         """The member user ids, or ``None`` when the conversation does not exist."""
@@ -135,7 +135,7 @@ class Directory(Protocol):
 
 
 class PresenceView(Protocol):
-    """Who is online now, as the broker knows it."""
+    """Who is online now, as the messaging core knows it (``messaging.MessagingCore``)."""
 
     def online(self, user_ids: Collection[int]) -> set[int]:
         """The users among ``user_ids`` with at least one connected device."""
@@ -143,7 +143,7 @@ class PresenceView(Protocol):
 
 
 class InboxPublisher(Protocol):
-    """Delivers server events to users' inboxes (all their devices)."""
+    """Delivers server events to users' inboxes (all their devices): the messaging core, for the API."""
 
     async def publish(self, user_ids: Iterable[int], payload: bytes) -> None:
         """Send ``payload`` to ``user/{uid}/inbox`` of each user."""
@@ -155,7 +155,7 @@ class InboxPublisher(Protocol):
 
 
 class MessageSubmitter(Protocol):
-    """Sends a message through ingest on behalf of a user (REST, bots) and waits for its commit."""
+    """Sends a message through the core's ingest on behalf of a user (REST, bots) and waits for its commit."""
 
     async def submit(
         self, conversation_id: int, sender_id: int, device_id: str, request: SendRequest

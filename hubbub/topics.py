@@ -66,7 +66,7 @@ def presence(user_id: int) -> str:
 
 
 def every_presence() -> str:
-    """The filter matching every user's presence (for service accounts, e.g. monitoring)."""
+    """The filter matching every user's presence (services: monitoring, the presence benchmark)."""
     return "presence/+"
 
 

@@ -1,7 +1,7 @@
-"""What the API uses for messaging when the broker runs in another process (`hubbub api`).
+"""What the API uses for messaging when the messaging core runs in another process (`hubbub api`).
 
-Conversation events and REST sends need the broker's ingest and fan-out; across processes
-they will travel over the cross-node hand-off (Redis, DESIGN.md "Scaling out"), which is
+Conversation events and REST sends need the core's ingest and fan-out; across processes
+they will travel over the cross-node hand-off (NATS, DESIGN.md "Scaling out"), which is
 not built yet. Until then the API says so: sends get 503, the skipped events are
 logged (devices still see every change through REST and sync), and presence lookups
 report everyone offline with their stored last activity.
@@ -22,7 +22,7 @@ logger = logging.getLogger(__name__)
 
 
 class BrokerElsewhere:
-    """``InboxPublisher``, ``MessageSubmitter`` and ``LiveConnections`` for an API without the broker."""
+    """What the API needs of the messaging core (publish, submit, presence, end a device) when it runs apart."""
 
     async def publish(self, user_ids: Iterable[int], payload: bytes) -> None:
         """Skip the event, saying so: the broker is not in this process."""
@@ -30,7 +30,7 @@ class BrokerElsewhere:
         logger.warning("no broker in this process: event for %d users not delivered", len(list(user_ids)))
 
     def membership_changed(self, conversation_id: int) -> None:
-        """Nothing cached here; the broker's cache expires on its own."""
+        """Nothing cached here; the core's cache expires on its own."""
         del conversation_id
 
     async def end_device(self, ended: DeviceEnded) -> None:
@@ -40,7 +40,7 @@ class BrokerElsewhere:
         )
 
     def online(self, user_ids: Collection[int]) -> set[int]:
-        """Unknown here: the broker holds the connections; everyone reads as offline."""
+        """Unknown here: the core knows who is connected; everyone reads as offline."""
         del user_ids
         return set()
 

@@ -16,7 +16,7 @@ from starlette.routing import WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
 from api import BrokerEndpoint, SqlDirectory, SqlPushDirectory, create_app
-from broker_plugins import BrokerOptions, HubbubBroker, IngestLimits, WebSocketBridge
+from broker_plugins import BrokerOptions, HubbubBroker, WebSocketBridge
 from config import Settings, resolve_secret
 from hubbub.envelope import AcceptedMessage, CommitResult
 from hubbub.events import push_register_again_event
@@ -27,6 +27,7 @@ from launcher.detached import BrokerElsewhere
 from launcher.http import ReadyServer, bind_socket
 from launcher.migrate import migrate
 from launcher.push import build_providers
+from messaging import IngestLimits, LoopClock, MessagingCore
 from notifier.deliveries import SqlDeliveryLog
 from notifier.dispatcher import Dispatcher
 from notifier.metrics import PushMetrics
@@ -146,25 +147,30 @@ class _Messaging:
     """The running message pipeline, and what the API shows of it."""
 
     broker: HubbubBroker
+    core: MessagingCore
     metrics: Callable[[], bytes]
     vapid_public_key: str
 
 
 @asynccontextmanager
 async def _messaging(core: _Core) -> AsyncIterator[_Messaging]:
-    """A started broker with ingest, the persister committing behind it, and push after commits."""
+    """The MQTT server and the messaging core, the persister behind them, and push after commits."""
     settings = core.settings
     accepted: asyncio.Queue[AcceptedMessage] = asyncio.Queue(_ACCEPTED_QUEUE)
+    directory = SqlDirectory(async_sessionmaker(core.engine, expire_on_commit=False))
     broker = HubbubBroker(
         BrokerOptions(
             bind=settings.bind,
             mqtt_port=settings.mqtt_port,
             max_packet_bytes=settings.max_packet_bytes,
             connect_timeout_s=settings.connect_timeout_s,
-            presence_grace_s=settings.presence_grace_s,
         ),
         tokens=core.tokens,
-        directory=SqlDirectory(async_sessionmaker(core.engine, expire_on_commit=False)),
+        relations=directory,
+    )
+    messaging_core = MessagingCore(
+        connections=broker,
+        directory=directory,
         accepted=accepted,
         ids=core.ids,
         limits=IngestLimits(
@@ -172,6 +178,8 @@ async def _messaging(core: _Core) -> AsyncIterator[_Messaging]:
             sends_per_second=settings.sends_per_second,
             send_burst=settings.send_burst,
         ),
+        presence_grace_s=settings.presence_grace_s,
+        clock=LoopClock(),
     )
     providers = build_providers(settings)
     push_directory = SqlPushDirectory(async_sessionmaker(core.engine, expire_on_commit=False), core.store)
@@ -180,7 +188,7 @@ async def _messaging(core: _Core) -> AsyncIterator[_Messaging]:
     async def remove_token(token: PushToken) -> None:
         user_id = await push_directory.remove_token(token.token_id)
         if user_id is not None:  # the token id is its device's id
-            broker.notify_device(user_id, token.token_id, push_register_again_event())
+            messaging_core.notify_device(user_id, token.token_id, push_register_again_event())
 
     deliveries = SqlDeliveryLog(core.engine)
     dispatcher = Dispatcher(
@@ -191,14 +199,16 @@ async def _messaging(core: _Core) -> AsyncIterator[_Messaging]:
         metrics=metrics,
         coalesce_window=settings.push_coalesce_window_s,
     )
-    planner = PushPlanner(push_directory, dispatcher, members=broker.ingest.members, online=broker.online)
+    planner = PushPlanner(
+        push_directory, dispatcher, members=messaging_core.members, online=messaging_core.online
+    )
 
     async def committed(results: Sequence[CommitResult]) -> None:
-        await broker.committed(results)
+        await messaging_core.committed(results)
         planner.committed(results)
 
     persister = Persister(core.store, accepted, committed)
-    await broker.start()
+    await broker.start(events=messaging_core)
     try:
         async with asyncio.TaskGroup() as group:
             background = [
@@ -208,9 +218,10 @@ async def _messaging(core: _Core) -> AsyncIterator[_Messaging]:
                 group.create_task(_prune_deliveries(deliveries), name="push-deliveries-pruning"),
             ]
             try:
-                yield _Messaging(broker, metrics.render, providers.vapid_public_key)
+                yield _Messaging(broker, messaging_core, metrics.render, providers.vapid_public_key)
             finally:
                 await broker.shutdown()
+                await messaging_core.close()
                 try:
                     async with asyncio.timeout(_FLUSH_TIMEOUT_S):
                         await persister.flush()
@@ -219,8 +230,7 @@ async def _messaging(core: _Core) -> AsyncIterator[_Messaging]:
                 for task in background:
                     task.cancel()
     finally:
-        if broker.transitions.state == "started":
-            await broker.shutdown()
+        await broker.shutdown()  # idempotent: for a failure before the pipeline ran
         for provider in (*providers.native, providers.fallback):
             await provider.close()
 
@@ -241,9 +251,9 @@ async def run_up(settings: Settings) -> None:
             ids=core.ids,
             broker=endpoint,
             messages_store=core.store,
-            inbox=broker,
-            submitter=broker.ingest,
-            presence_view=broker,
+            inbox=messaging.core,
+            submitter=messaging.core,
+            presence_view=messaging.core,
             metrics=messaging.metrics,
             vapid_public_key=messaging.vapid_public_key,
         )

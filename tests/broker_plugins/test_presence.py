@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import socket
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -71,24 +70,21 @@ def test_a_new_subscriber_gets_the_retained_state_at_once(
     assert _status(first)["user_id"] == subject.user_id
 
 
-def test_online_while_any_device_offline_after_the_grace_period_not_before(
+def test_online_while_any_device_is_connected_offline_once_none_is(
     platform: Platform, api: ApiClient, clients: ClientFactory, watchers: list[Device]
 ) -> None:
+    # The grace period's timing is unit-tested with a stepped clock (tests/messaging/test_presence.py).
     phone = clients()
     laptop = clients(_username(phone))
     watcher, _ = _watch(platform, api, watchers, phone)
     assert _status(watcher.next_message())["status"] == "online"
     phone.disconnect()  # the laptop is still connected: nothing changes
     laptop.disconnect()
-    both_gone = time.monotonic()
     offline = watcher.next_message(timeout=GRACE_S + 15)
     assert _status(offline)["status"] == "offline"
-    assert time.monotonic() - both_gone >= GRACE_S * 0.9  # not before the grace period
     assert _status(offline)["last_active_at"] is not None
-    offline_seen = time.monotonic()
-    laptop.connect()  # back at once: still at most one change per grace period
+    laptop.connect()
     assert _status(watcher.next_message(timeout=GRACE_S + 15))["status"] == "online"
-    assert time.monotonic() - offline_seen >= GRACE_S * 0.9
 
 
 def _username(client: HubbubClient) -> str:

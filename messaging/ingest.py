@@ -6,33 +6,32 @@ event for the sending device and nothing else happens. An accepted message gets 
 Snowflake ``message_id``, the ``sender_id`` of the authenticated session (never of the
 payload) and ``created_at``, and goes to the persister's queue.
 
-Membership is cached per conversation for ``membership_ttl_s``; the API reports changes
-through ``membership_changed`` so that a removal takes effect at once.
+Membership comes from the ``MembershipCache``: when it is cached and the persister's queue
+has room, as it is for nearly every message, a send is handled without any coroutine.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 
 import orjson
 
+from hubbub.connections import DeviceConnections
 from hubbub.envelope import AcceptedMessage, CommitResult, SendRequest, parse_send
 from hubbub.errors import MessageRejected
 from hubbub.events import error_event, typing_event
 from hubbub.ids import SnowflakeGenerator
-from hubbub.stores import Directory
+from messaging.clock import Clock
+from messaging.membership import UNKNOWN, MembershipCache
 
 __all__ = ["Ingest", "IngestLimits", "TokenBucket"]
 
 logger = logging.getLogger(__name__)
 
-_CACHE_LIMIT = 100_000  # cached conversations (and rate buckets) per node before pruning
-ToDevice = Callable[[int, str, bytes], None]
-ToInbox = Callable[[int, bytes], None]
+_CACHE_LIMIT = 100_000  # rate buckets per node before pruning
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,47 +92,24 @@ class Ingest:
 
     def __init__(
         self,
-        directory: Directory,
+        membership: MembershipCache,
         accepted: asyncio.Queue[AcceptedMessage],
         ids: SnowflakeGenerator,
         limits: IngestLimits,
         *,
-        to_device: ToDevice,
-        to_inbox: ToInbox,
-        clock_s: Callable[[], float] = time.monotonic,
-        clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+        connections: DeviceConnections,
+        clock: Clock,
     ) -> None:
-        self._directory = directory
+        self._membership = membership
         self._accepted = accepted
         self._ids = ids
         self._limits = limits
-        self._to_device = to_device
-        self._to_inbox = to_inbox
-        self._clock_s = clock_s
-        self._clock_ms = clock_ms
+        self._connections = connections
+        self._now = clock.monotonic  # bound once: read on every send
+        self._wall_ms = clock.wall_ms
         self._buckets: dict[str, TokenBucket] = {}
         self._typing_buckets: dict[str, TokenBucket] = {}
-        self._members: dict[int, tuple[frozenset[int] | None, float]] = {}
         self._waiting: dict[tuple[int, int, str], list[asyncio.Future[CommitResult]]] = {}
-
-    async def members(self, conversation_id: int) -> frozenset[int] | None:
-        """Members of ``conversation_id`` (cached), ``None`` if it does not exist."""
-        now = self._clock_s()
-        cached = self._members.get(conversation_id)
-        if cached is not None and cached[1] > now:
-            return cached[0]
-        members = await self._directory.members(conversation_id)
-        if len(self._members) >= _CACHE_LIMIT:
-            # Bound memory on a long-lived node: forget what has expired (or, failing that, all).
-            self._members = {cid: entry for cid, entry in self._members.items() if entry[1] > now}
-            if len(self._members) >= _CACHE_LIMIT:
-                self._members.clear()
-        self._members[conversation_id] = (members, now + self._limits.membership_ttl_s)
-        return members
-
-    def membership_changed(self, conversation_id: int) -> None:
-        """Drop the cached members of ``conversation_id``."""
-        self._members.pop(conversation_id, None)
 
     def receive(
         self, sender_id: int, device_id: str, conversation_id: int, payload: bytes
@@ -175,11 +151,13 @@ class Ingest:
         logger.info(
             "rejected cid=%s cmid=%s device_id=%s: %s", conversation_id, cmid, device_id, rejection.code
         )
-        self._to_device(sender_id, device_id, error_event(conversation_id, cmid, rejection))
+        self._connections.to_inbox(
+            sender_id, error_event(conversation_id, cmid, rejection), only_device=device_id
+        )
 
     async def typing(self, sender_id: int, device_id: str, conversation_id: int) -> None:
         """A device says its user is typing: tell the other members (never stored)."""
-        now = self._clock_s()
+        now = self._now()
         bucket = self._typing_buckets.get(device_id)
         if bucket is None:
             _prune(self._typing_buckets)
@@ -188,14 +166,14 @@ class Ingest:
             )
         if not bucket.take(now):
             return  # typing notices are hints: extra ones are dropped, not answered
-        members = await self.members(conversation_id)
+        members = await self._membership.members(conversation_id)
         if members is None or sender_id not in members:
             logger.info("typing refused cid=%s device_id=%s: not a member", conversation_id, device_id)
             return
         event = typing_event(conversation_id, sender_id)
         for member in members:
             if member != sender_id:
-                self._to_inbox(member, event)
+                self._connections.to_inbox(member, event)
 
     async def submit(
         self, conversation_id: int, sender_id: int, device_id: str, request: SendRequest
@@ -230,7 +208,7 @@ class Ingest:
         self, conversation_id: int, sender_id: int, device_id: str, request: SendRequest
     ) -> Awaitable[None] | None:
         """Rate, membership, stamp, queue; raises ``MessageRejected``. See ``receive`` for the result."""
-        now = self._clock_s()
+        now = self._now()
         bucket = self._buckets.get(device_id)
         if bucket is None:
             _prune(self._buckets)
@@ -239,16 +217,16 @@ class Ingest:
             )
         if not bucket.take(now):
             raise MessageRejected("rate_limited", "sending too fast; slow down and resend")
-        cached = self._members.get(conversation_id)
-        if cached is None or cached[1] <= now or self._accepted.full():
+        members = self._membership.cached(conversation_id, now)
+        if members is UNKNOWN or self._accepted.full():
             return self._admit_later(conversation_id, sender_id, device_id, request)
-        self._accepted.put_nowait(self._stamp(conversation_id, cached[0], sender_id, device_id, request))
+        self._accepted.put_nowait(self._stamp(conversation_id, members, sender_id, device_id, request))
         return None
 
     async def _admit_later(
         self, conversation_id: int, sender_id: int, device_id: str, request: SendRequest
     ) -> None:
-        members = await self.members(conversation_id)
+        members = await self._membership.members(conversation_id)
         await self._accepted.put(self._stamp(conversation_id, members, sender_id, device_id, request))
 
     def _stamp(
@@ -269,5 +247,5 @@ class Ingest:
             sender_device_id=device_id,
             cmid=request.cmid,
             text=request.text,
-            created_at_ms=self._clock_ms(),
+            created_at_ms=self._wall_ms(),
         )

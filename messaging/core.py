@@ -1,0 +1,159 @@
+"""The messaging core: everything chat-shaped between the MQTT server and the persister.
+
+``MessagingCore`` composes ingest (``ingest.py``), fan-out (``fanout.py``), presence
+(``presence.py``), the membership cache (``membership.py``), the last-active writer
+(``last_active.py``) and device notices, behind the Protocols its neighbours use:
+
+- the MQTT server reports to it as ``DeviceEvents`` and is driven through
+  ``DeviceConnections`` (both in ``hubbub/connections.py``);
+- the API uses it as ``InboxPublisher``, ``MessageSubmitter`` and ``PresenceView``
+  (``hubbub/stores.py``);
+- the persister hands it what it committed (``committed``), and the notifier asks it who is
+  in a conversation (``members``) and who is online (``online``).
+
+A message's way through it: ``send`` -> ``Ingest.receive`` (validate, rate, membership,
+id) -> the persister's queue ... ``committed`` -> ``fan_out`` -> ``DeviceConnections.to_inbox``.
+Nothing here knows MQTT or SQL; every clock is the injected ``Clock``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Collection, Iterable, Sequence
+
+from hubbub.connections import DeviceConnections
+from hubbub.envelope import AcceptedMessage, CommitResult, SendRequest
+from hubbub.events import presence_payload
+from hubbub.ids import SnowflakeGenerator
+from hubbub.stores import Directory
+from messaging.clock import Clock
+from messaging.fanout import fan_out
+from messaging.ingest import Ingest, IngestLimits
+from messaging.last_active import LastActiveWriter
+from messaging.membership import MembershipCache
+from messaging.presence import PresenceTracker
+
+__all__ = ["MessagingCore"]
+
+logger = logging.getLogger(__name__)
+
+_SHUTDOWN_WRITE_S = 10.0
+
+
+class MessagingCore:
+    """Ingest, fan-out, presence, membership, device notices and last activity, without transport."""
+
+    def __init__(
+        self,
+        *,
+        connections: DeviceConnections,
+        directory: Directory,
+        accepted: asyncio.Queue[AcceptedMessage],
+        ids: SnowflakeGenerator,
+        limits: IngestLimits,
+        presence_grace_s: float,
+        clock: Clock,
+    ) -> None:
+        self._connections = connections
+        self._directory = directory
+        self._membership = MembershipCache(directory, clock, limits.membership_ttl_s)
+        self._ingest = Ingest(self._membership, accepted, ids, limits, connections=connections, clock=clock)
+        self._presence = PresenceTracker(
+            grace_s=presence_grace_s,
+            publish=self._publish_presence,
+            is_connected=connections.is_connected,
+            clock=clock,
+        )
+        self._last_active = LastActiveWriter(directory)
+        self._notices: dict[str, tuple[int, bytes]] = {}
+        self._closed = False
+
+    # --- DeviceEvents: what the MQTT server reports ------------------------------------------
+
+    def device_connected(self, user_id: int, device_id: str) -> None:
+        """A device is online."""
+        if not self._closed:
+            self._presence.device_connected(user_id, device_id)
+
+    def device_disconnected(self, user_id: int, device_id: str) -> None:
+        """A device's connection ended."""
+        if not self._closed:
+            self._presence.device_disconnected(user_id, device_id)
+
+    def send(
+        self, user_id: int, device_id: str, conversation_id: int, payload: bytes
+    ) -> Awaitable[None] | None:
+        """A device's message: ingest (``None`` when handled at once)."""
+        return self._ingest.receive(user_id, device_id, conversation_id, payload)
+
+    def typing(self, user_id: int, device_id: str, conversation_id: int) -> Awaitable[None] | None:
+        """A device's typing notice: to the other members."""
+        return self._ingest.typing(user_id, device_id, conversation_id)
+
+    def inbox_subscribed(self, user_id: int, device_id: str) -> None:
+        """A returning device subscribed to its inbox: hand it its pending notice."""
+        notice = self._notices.pop(device_id, None)
+        if notice is not None and notice[0] == user_id:
+            self._connections.to_inbox(user_id, notice[1], only_device=device_id)
+
+    async def presence_snapshot(self, user_id: int) -> bytes:
+        """Presence for a topic with no retained state: online here or not, and the stored last activity."""
+        online = bool(self._presence.online([user_id]))
+        last = await self._directory.last_active(user_id)
+        return presence_payload(user_id, online=online, last_active_ms=last)
+
+    # --- InboxPublisher, MessageSubmitter, PresenceView: what the API uses ---------------------
+
+    async def publish(self, user_ids: Iterable[int], payload: bytes) -> None:
+        """``InboxPublisher``: an event for every device of ``user_ids``."""
+        to_inbox = self._connections.to_inbox
+        for user_id in user_ids:
+            to_inbox(user_id, payload)
+
+    def membership_changed(self, conversation_id: int) -> None:
+        """``InboxPublisher``: forget the cached members of ``conversation_id``."""
+        self._membership.forget(conversation_id)
+
+    async def submit(
+        self, conversation_id: int, sender_id: int, device_id: str, request: SendRequest
+    ) -> CommitResult:
+        """``MessageSubmitter``: send through ingest and wait for the commit."""
+        return await self._ingest.submit(conversation_id, sender_id, device_id, request)
+
+    def online(self, user_ids: Collection[int]) -> set[int]:
+        """``PresenceView``: users with a connected device on this node."""
+        return self._presence.online(user_ids)
+
+    # --- the pipeline: persister and notifier ----------------------------------------------
+
+    async def committed(self, results: Sequence[CommitResult]) -> None:
+        """The persister committed ``results``: wake REST senders, deliver the events."""
+        self._ingest.committed(results)
+        await fan_out(results, self._membership.members, self._connections)
+
+    async def members(self, conversation_id: int) -> frozenset[int] | None:
+        """Members of ``conversation_id`` (cached), ``None`` if it does not exist."""
+        return await self._membership.members(conversation_id)
+
+    def notify_device(self, user_id: int, device_id: str, payload: bytes) -> None:
+        """Tell one device something now, or when it next subscribes to its inbox.
+
+        Used when a push service rejected the device's token: the device, offline by
+        definition, must hear it on its return. Kept in memory (one notice per device);
+        the REST state says the same after a restart.
+        """
+        if self._connections.to_inbox(user_id, payload, only_device=device_id) == 0:
+            self._notices[device_id] = (user_id, payload)
+
+    async def close(self) -> None:
+        """Stop deciding presence and store the last activity still pending (at shutdown)."""
+        self._closed = True
+        self._presence.close()
+        await self._last_active.close(_SHUTDOWN_WRITE_S)
+
+    def _publish_presence(self, user_id: int, online: bool, at_ms: int) -> None:
+        self._connections.set_presence(
+            user_id, presence_payload(user_id, online=online, last_active_ms=at_ms)
+        )
+        self._last_active.record(user_id, at_ms)

@@ -1,0 +1,190 @@
+"""The broker's side of hubbub/connections.py, on a real server in this process with real sockets.
+
+The broker reports devices to ``DeviceEvents`` (here a recorder) and is driven through
+``DeviceConnections``: ``to_inbox``, ``set_presence``, ``is_connected``, ``drop``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+from collections.abc import AsyncIterator, Awaitable
+from dataclasses import dataclass, field
+
+import orjson
+import pytest
+
+from broker_plugins import BrokerOptions, HubbubBroker
+from broker_plugins.codec import IncompletePacket, next_packet, parse_publish
+from hubbub.connections import DeviceConnections, DeviceEvents
+from hubbub.tokens import TokenCodec
+from tests.messaging.doubles import FakeDirectory
+from tests.support.wire import connect_packet, remaining_length
+
+USER = 7
+
+
+@dataclass
+class Recorder:
+    """``DeviceEvents`` that remembers what the broker reported."""
+
+    log: list[tuple[str, int, str]] = field(default_factory=list)
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def _note(self, what: str, user_id: int, device_id: str) -> None:
+        self.log.append((what, user_id, device_id))
+        self.changed.set()
+
+    def device_connected(self, user_id: int, device_id: str) -> None:
+        self._note("connected", user_id, device_id)
+
+    def device_disconnected(self, user_id: int, device_id: str) -> None:
+        self._note("disconnected", user_id, device_id)
+
+    def send(
+        self, user_id: int, device_id: str, conversation_id: int, payload: bytes
+    ) -> Awaitable[None] | None:
+        self._note(f"send {conversation_id} {payload.decode()}", user_id, device_id)
+        return None
+
+    def typing(self, user_id: int, device_id: str, conversation_id: int) -> Awaitable[None] | None:
+        self._note(f"typing {conversation_id}", user_id, device_id)
+        return None
+
+    def inbox_subscribed(self, user_id: int, device_id: str) -> None:
+        self._note("inbox", user_id, device_id)
+
+    async def presence_snapshot(self, user_id: int) -> bytes:
+        return orjson.dumps({"user_id": str(user_id), "status": "offline"})
+
+    async def wait_for(self, entry: tuple[str, int, str]) -> None:
+        while entry not in self.log:
+            self.changed.clear()
+            await self.changed.wait()
+
+
+@dataclass
+class Broker:
+    server: HubbubBroker
+    events: Recorder
+    tokens: TokenCodec
+    clients: list[asyncio.StreamWriter] = field(default_factory=list)
+
+
+@pytest.fixture
+async def broker() -> AsyncIterator[Broker]:
+    tokens = TokenCodec("s" * 48, access_ttl_s=60)
+    server = HubbubBroker(
+        BrokerOptions(bind="127.0.0.1", mqtt_port=0, max_packet_bytes=1 << 20, connect_timeout_s=5),
+        tokens=tokens,
+        relations=FakeDirectory(),
+    )
+    events = Recorder()
+    _: tuple[DeviceConnections, DeviceEvents] = (server, events)
+    await server.start(events)
+    made = Broker(server, events, tokens)
+    try:
+        yield made
+    finally:
+        for writer in made.clients:
+            writer.close()
+            await writer.wait_closed()
+        await server.shutdown()
+
+
+class Device:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer, self._buffer = reader, writer, b""
+
+    async def packet(self) -> tuple[int, bytes]:
+        """The next packet: (first byte, body)."""
+        while True:
+            try:
+                first, start, end = next_packet(self._buffer, 0)
+            except IncompletePacket:
+                data = await self.reader.read(1 << 16)
+                if not data:
+                    raise EOFError from None
+                self._buffer += data
+                continue
+            body, self._buffer = self._buffer[start:end], self._buffer[end:]
+            return first, body
+
+    async def subscribe(self, topic: str) -> bytes:
+        body = b"\x00\x01" + struct.pack("!H", len(topic)) + topic.encode() + b"\x01"
+        self.writer.write(b"\x82" + remaining_length(len(body)) + body)
+        first, suback = await self.packet()
+        assert first == 0x90
+        return suback[2:]
+
+
+async def _connect(broker: Broker, device_id: str) -> Device:
+    reader, writer = await asyncio.open_connection("127.0.0.1", broker.server.mqtt_port)
+    broker.clients.append(writer)
+    token = broker.tokens.issue_access(USER, device_id)
+    writer.write(connect_packet(device_id, str(USER), token))
+    device = Device(reader, writer)
+    assert await device.packet() == (0x20, b"\x00\x00")
+    return device
+
+
+async def test_connects_and_disconnects_are_reported(broker: Broker) -> None:
+    phone = await _connect(broker, "phone")
+    assert broker.events.log == [("connected", USER, "phone")]
+    assert broker.server.is_connected("phone")
+    phone.writer.write(b"\xe0\x00")  # DISCONNECT
+    await broker.events.wait_for(("disconnected", USER, "phone"))
+    assert not broker.server.is_connected("phone")
+
+
+async def test_to_inbox_reaches_the_chosen_devices_and_counts_them(broker: Broker) -> None:
+    phone, laptop = await _connect(broker, "phone"), await _connect(broker, "laptop")
+    inbox = f"user/{USER}/inbox"
+    assert await phone.subscribe(inbox) == b"\x01"
+    assert await laptop.subscribe(inbox) == b"\x01"
+    assert broker.server.to_inbox(USER, b"all") == 2
+    assert broker.server.to_inbox(USER, b"but-phone", skip_device="phone") == 1
+    assert broker.server.to_inbox(USER, b"phone-only", only_device="phone") == 1
+    assert broker.server.to_inbox(USER + 1, b"nobody") == 0
+    for device, expected in ((phone, [b"all", b"phone-only"]), (laptop, [b"all", b"but-phone"])):
+        received = []
+        for _ in expected:
+            first, body = await device.packet()
+            received.append(parse_publish(first & 0x0F, body)[2])
+        assert received == expected
+    assert ("inbox", USER, "phone") in broker.events.log
+
+
+async def test_set_presence_is_retained_for_later_subscribers(broker: Broker) -> None:
+    broker.server.set_presence(USER, b'{"status":"online"}')
+    phone = await _connect(broker, "phone")
+    assert await phone.subscribe(f"presence/{USER}") == b"\x01"
+    first, body = await phone.packet()
+    assert first & 0x01  # retained
+    assert parse_publish(first & 0x0F, body)[::2] == (f"presence/{USER}", b'{"status":"online"}')
+
+
+async def test_a_presence_topic_without_state_asks_the_core(broker: Broker) -> None:
+    phone = await _connect(broker, "phone")
+    assert await phone.subscribe(f"presence/{USER}") == b"\x01"
+    first, body = await phone.packet()
+    assert orjson.loads(parse_publish(first & 0x0F, body)[2])["status"] == "offline"
+
+
+async def test_drop_closes_a_device_connection(broker: Broker) -> None:
+    phone = await _connect(broker, "phone")
+    broker.server.drop("phone")
+    with pytest.raises(EOFError):
+        await phone.packet()
+    await broker.events.wait_for(("disconnected", USER, "phone"))
+    assert not broker.server.is_connected("phone")
+    broker.server.drop("phone")  # no connection: nothing to do
+
+
+async def test_device_publishes_go_to_the_core_and_nowhere_else(broker: Broker) -> None:
+    phone = await _connect(broker, "phone")
+    for topic in ("conv/5/send", "conv/5/typing", "user/8/inbox"):
+        body = struct.pack("!H", len(topic)) + topic.encode() + b"hi"
+        phone.writer.write(b"\x30" + remaining_length(len(body)) + body)
+    await broker.events.wait_for(("typing 5", USER, "phone"))
+    assert [entry[0] for entry in broker.events.log] == ["connected", "send 5 hi", "typing 5"]

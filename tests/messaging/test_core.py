@@ -1,0 +1,75 @@
+"""The core's other duties (messaging/core.py): presence publishing, device notices, last activity."""
+
+from __future__ import annotations
+
+import orjson
+
+from tests.messaging.conftest import ALICE, BOB, GRACE_S, World
+from tests.messaging.doubles import START_WALL_MS
+
+
+async def test_presence_is_set_retained_and_the_last_activity_stored(world: World) -> None:
+    world.core.device_connected(ALICE, "alice-phone")
+    world.clock.advance(60)
+    world.core.device_disconnected(ALICE, "alice-phone")
+    world.clock.advance(GRACE_S + 60)
+    assert [state["status"] for state in world.connections.presence[ALICE]] == ["online", "offline"]
+    assert world.connections.presence[ALICE][0] == {
+        "user_id": str(ALICE),
+        "status": "online",
+        "last_active_at": "2025-06-15T15:06:40.000Z",
+    }
+    await world.core.close()  # waits for the last-active writer to drain
+    assert (
+        world.directory.last_seen[ALICE] == START_WALL_MS + (60 + GRACE_S) * 1000
+    )  # when offline was decided
+    assert world.core.online([ALICE, BOB]) == set()
+
+
+async def test_a_presence_snapshot_says_online_here_and_the_stored_last_activity(world: World) -> None:
+    world.directory.last_seen[BOB] = START_WALL_MS
+    world.core.device_connected(ALICE, "alice-phone")
+    alice = orjson.loads(await world.core.presence_snapshot(ALICE))
+    bob = orjson.loads(await world.core.presence_snapshot(BOB))
+    assert (alice["status"], bob["status"], bob["last_active_at"]) == (
+        "online",
+        "offline",
+        "2025-06-15T15:06:40.000Z",
+    )
+    assert orjson.loads(await world.core.presence_snapshot(99))["last_active_at"] is None
+
+
+async def test_a_notice_for_an_offline_device_waits_for_its_inbox_subscription(world: World) -> None:
+    notice = orjson.dumps({"kind": "push", "action": "register_again"})
+    world.core.notify_device(ALICE, "alice-phone", notice)  # not connected: kept
+    world.core.inbox_subscribed(ALICE, "alice-laptop")  # another device: not for it
+    world.connections.connected.add("alice-phone")
+    world.connections.devices_of[ALICE] = {"alice-phone"}
+    world.core.inbox_subscribed(ALICE, "alice-phone")
+    world.core.inbox_subscribed(ALICE, "alice-phone")  # handed over once
+    pushes = world.connections.events("push")
+    assert [(d.user_id, d.only_device) for d in pushes] == [(ALICE, "alice-phone")] * 2  # tried, then given
+
+
+async def test_a_notice_for_a_connected_device_is_delivered_at_once(world: World) -> None:
+    world.connections.connected.add("alice-phone")
+    world.connections.devices_of[ALICE] = {"alice-phone"}
+    world.core.notify_device(ALICE, "alice-phone", orjson.dumps({"kind": "push"}))
+    world.core.inbox_subscribed(ALICE, "alice-phone")
+    assert len(world.connections.events("push")) == 1
+
+
+async def test_events_for_users_reach_every_device_of_each(world: World) -> None:
+    await world.core.publish([ALICE, BOB], orjson.dumps({"kind": "conversation"}))
+    assert [(d.user_id, d.only_device, d.skip_device) for d in world.connections.deliveries] == [
+        (ALICE, None, None),
+        (BOB, None, None),
+    ]
+
+
+async def test_after_close_device_events_change_no_presence(world: World) -> None:
+    world.core.device_connected(ALICE, "alice-phone")
+    await world.core.close()
+    world.core.device_disconnected(ALICE, "alice-phone")
+    world.clock.advance(GRACE_S * 2)
+    assert [state["status"] for state in world.connections.presence[ALICE]] == ["online"]
