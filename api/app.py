@@ -30,7 +30,7 @@ from api.schemas import BrokerEndpoint
 from api.state import AppState
 from config import Settings
 from hubbub.ids import SnowflakeGenerator
-from hubbub.sessions import DeviceEnded, LiveConnections
+from hubbub.sessions import LiveConnections
 from hubbub.stores import InboxPublisher, MessageStore, MessageSubmitter, PresenceView
 from hubbub.tokens import TokenCodec
 
@@ -66,13 +66,6 @@ def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-class _ConnectionsNotWired:
-    """``LiveConnections`` while no broker is wired: says what it could not do."""
-
-    async def end_device(self, ended: DeviceEnded) -> None:
-        logger.warning("device_id=%s ended, but no broker here closes its live connection", ended.device_id)
-
-
 def create_app(
     settings: Settings,
     *,
@@ -86,17 +79,12 @@ def create_app(
     presence_view: PresenceView,
     metrics: Callable[[], bytes],
     vapid_public_key: str | None = None,
-    live_connections: LiveConnections | None = None,
+    live_connections: LiveConnections,
 ) -> FastAPI:
     """The API over an already migrated database; its own helpers are built in the lifespan.
 
-    ``live_connections`` closes an ended device's MQTT connections. Until the launcher passes
-    the broker's, ended devices are refused by REST and at CONNECT but an open connection
-    stays up until it drops (said at start-up).
+    ``live_connections`` closes an ended device's MQTT connections (the messaging core).
     """
-    if live_connections is None:
-        logger.warning("no broker wired to close ended devices' live connections")
-        live_connections = _ConnectionsNotWired()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -1,26 +1,47 @@
 """The project's own broker under test: ``hubbub broker`` in a subprocess with JWT logins.
 
-Why mint tokens here instead of logging in over REST: the broker only verifies the JWT
-(username = user id, client id = the token's device), so 10,000 subscribers need 10,000
-signatures with the data dir's secret, not 10,000 password hashes. Subscribers subscribe to
+Why mint tokens here instead of logging in over REST: the broker verifies the JWT (username =
+user id, client id = the token's device) and asks the account store whether the device is
+still signed in, so 10,000 subscribers need 10,000 signatures with the data dir's secret and
+10,000 rows in the store (``insert_devices``), not 10,000 password hashes. Subscribers subscribe to
 their own ``user/{uid}/inbox``; the publisher is a service account (``service:bench``), the
 only kind of client allowed to publish there.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sqlite3
 import sys
+import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from bench.brokers import LOOPBACK, BrokerStartError, Credentials, SubprocessBroker
 from hubbub import topics
 
-__all__ = ["REPO_ROOT", "HubbubBroker", "hubbub_broker", "hubbub_env"]
+__all__ = ["REPO_ROOT", "HubbubBroker", "hubbub_broker", "hubbub_env", "insert_devices"]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SERVICE = "bench"
 TOKEN_TTL_S = 86_400  # longer than any run: a token expiring mid-run would look like a broker fault
+MAX_CLIENTS = 50_000  # signed-in devices made for the broker scenarios, whatever their size
+
+
+def insert_devices(database: Path, devices: Sequence[tuple[int, str]]) -> None:
+    """A user and a signed-in device per ``(user id, device id)``, written straight into SQLite."""
+    now = int(time.time() * 1000)
+    with contextlib.closing(sqlite3.connect(database, timeout=30)) as db, db:
+        db.executemany(
+            "INSERT INTO users (id, username, display_name, password_hash, created_at)"
+            " VALUES (?, ?, ?, ?, ?)",
+            [(user_id, f"bench{user_id}", f"bench {user_id}", "!", now) for user_id, _ in devices],
+        )
+        db.executemany(
+            "INSERT INTO devices (id, user_id, name, created_at, last_login_at) VALUES (?, ?, ?, ?, ?)",
+            [(device_id, user_id, "bench", now, now) for user_id, device_id in devices],
+        )
 
 
 def hubbub_env(data_dir: Path, **settings: str) -> dict[str, str]:
@@ -61,11 +82,12 @@ class HubbubBroker(SubprocessBroker):
         return REPO_ROOT
 
     def ready(self, workdir: Path) -> None:
-        """Read the signing secret the broker generated in its data dir."""
+        """Read the signing secret the broker generated; sign in the devices ``credentials_for`` names."""
         path = workdir / "data" / "secret.key"
         if not path.exists():
             raise BrokerStartError(f"hubbub wrote no secret at {path}")
         self._secret = path.read_text().strip()
+        insert_devices(workdir / "data" / "hubbub.db", [(k + 1, f"bench-{k}") for k in range(MAX_CLIENTS)])
 
     def _codec(self) -> object:
         from hubbub.tokens import TokenCodec  # noqa: PLC0415 - the project's code, imported on demand
@@ -103,7 +125,7 @@ class HubbubBroker(SubprocessBroker):
         """The project's broker on the pinned amqtt."""
         import importlib.metadata  # noqa: PLC0415
 
-        return f"hubbub (amqtt {importlib.metadata.version('amqtt')} subclass)"
+        return f"hubbub (its own MQTT server; amqtt {importlib.metadata.version('amqtt')} decodes CONNECT)"
 
 
 def hubbub_broker() -> HubbubBroker:

@@ -9,9 +9,7 @@ client would, so membership and ids are the platform's own.
 
 from __future__ import annotations
 
-import contextlib
 import signal
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -23,7 +21,7 @@ from typing import IO
 
 import httpx
 
-from bench.hubbub import REPO_ROOT, TOKEN_TTL_S, hubbub_env
+from bench.hubbub import REPO_ROOT, TOKEN_TTL_S, hubbub_env, insert_devices
 
 __all__ = ["BenchUser", "RunningPlatform", "start_platform"]
 
@@ -75,19 +73,9 @@ class RunningPlatform:
         from hubbub.tokens import TokenCodec  # noqa: PLC0415 - the project's own code
 
         codec = TokenCodec((self.data_dir / "secret.key").read_text().strip(), access_ttl_s=TOKEN_TTL_S)
-        now = int(time.time() * 1000)
         first = USER_ID_BASE + int(time.time()) % 1000 * 10_000
         users = [BenchUser(first + k, f"bd{first + k}", "") for k in range(count)]
-        with contextlib.closing(sqlite3.connect(self.data_dir / "hubbub.db", timeout=30)) as db, db:
-            db.executemany(
-                "INSERT INTO users (id, username, display_name, password_hash, created_at)"
-                " VALUES (?, ?, ?, ?, ?)",
-                [(u.user_id, f"bench{u.user_id}", f"bench {u.user_id}", "!", now) for u in users],
-            )
-            db.executemany(
-                "INSERT INTO devices (id, user_id, name, created_at, last_login_at) VALUES (?, ?, ?, ?, ?)",
-                [(u.device_id, u.user_id, "bench", now, now) for u in users],
-            )
+        insert_devices(self.data_dir / "hubbub.db", [(u.user_id, u.device_id) for u in users])
         return [BenchUser(u.user_id, u.device_id, codec.issue_access(u.user_id, u.device_id)) for u in users]
 
     def create_conversation(self, http: httpx.Client, creator: BenchUser, body: dict[str, object]) -> int:

@@ -42,6 +42,7 @@ from broker_plugins.sessions import Identity, MqttSession
 from broker_plugins.transport import TcpReader, TcpWriter
 from hubbub import topics
 from hubbub.connections import DeviceEvents
+from hubbub.sessions import DeviceSessions
 from hubbub.stores import Directory
 from hubbub.tokens import TokenCodec
 from hubbub.topics import TopicKind
@@ -68,10 +69,13 @@ class BrokerOptions:
 class HubbubBroker(RoutingBroker):
     """The MQTT server: ``DeviceConnections`` for the messaging core, reporting to it as ``DeviceEvents``."""
 
-    def __init__(self, options: BrokerOptions, *, tokens: TokenCodec, relations: Directory) -> None:
+    def __init__(
+        self, options: BrokerOptions, *, tokens: TokenCodec, relations: Directory, devices: DeviceSessions
+    ) -> None:
         super().__init__(TopicAcl(relations))
         self._options = options
         self._auth = TokenAuthenticator(tokens)
+        self._devices = devices
         self._events: DeviceEvents | None = None
         self._server: asyncio.Server | None = None
         self._serving: set[asyncio.Task[Any]] = set()
@@ -133,6 +137,8 @@ class HubbubBroker(RoutingBroker):
             if connect is None:
                 return
             identity = self._auth.authenticate(connect)
+            if identity is not None and not await self._signed_in(identity, connect.client_id):
+                identity = None
             if identity is None:
                 writer.write(connack_packet(session_present=False, return_code=NOT_AUTHORIZED))
                 await writer.close()
@@ -141,6 +147,13 @@ class HubbubBroker(RoutingBroker):
             await self._run(session, present, reader, writer)
         finally:
             self._serving.discard(task)
+
+    async def _signed_in(self, identity: Identity, device_id: str) -> bool:
+        """A valid token is not enough: its device must not have been ended (logout, revocation)."""
+        if identity.user_id is None or await self._devices.is_signed_in(identity.user_id, device_id):
+            return True
+        logger.info("refused CONNECT device_id=%s: the device was signed out", device_id)
+        return False
 
     async def _read_connect(self, reader: ReaderAdapter, writer: WriterAdapter) -> Connect | None:
         peer = writer.get_peer_info() or ("unknown", 0)

@@ -22,7 +22,7 @@ logger = logging.getLogger(__name__)
 
 
 class BrokerElsewhere:
-    """What the API needs of the messaging core (publish, submit, presence, end a device) when it runs apart."""
+    """What the API needs of the messaging core (publish, submit, presence, end devices) run apart."""
 
     async def publish(self, user_ids: Iterable[int], payload: bytes) -> None:
         """Skip the event, saying so: the broker is not in this process."""

@@ -15,7 +15,7 @@ from starlette.applications import Starlette
 from starlette.routing import WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
-from api import BrokerEndpoint, SqlDirectory, SqlPushDirectory, create_app
+from api import BrokerEndpoint, SqlDeviceSessions, SqlDirectory, SqlPushDirectory, create_app
 from broker_plugins import BrokerOptions, HubbubBroker, WebSocketBridge
 from config import Settings, resolve_secret
 from hubbub.envelope import AcceptedMessage, CommitResult
@@ -59,6 +59,7 @@ def _uvicorn(app: object, settings: Settings) -> ReadyServer:
         ws=ReadyServer.ws_protocol,
         ws_max_size=settings.max_packet_bytes + _WS_FRAME_OVERHEAD,
         ws_ping_interval=None,  # MQTT has its own keepalive
+        proxy_headers=False,  # X-Forwarded-For: believed only from HUBBUB_TRUSTED_PROXIES (api/ratelimit.py)
         lifespan="on",
     )
     return ReadyServer(config, settings)
@@ -157,7 +158,8 @@ async def _messaging(core: _Core) -> AsyncIterator[_Messaging]:
     """The MQTT server and the messaging core, the persister behind them, and push after commits."""
     settings = core.settings
     accepted: asyncio.Queue[AcceptedMessage] = asyncio.Queue(_ACCEPTED_QUEUE)
-    directory = SqlDirectory(async_sessionmaker(core.engine, expire_on_commit=False))
+    sessions = async_sessionmaker(core.engine, expire_on_commit=False)
+    directory = SqlDirectory(sessions)
     broker = HubbubBroker(
         BrokerOptions(
             bind=settings.bind,
@@ -167,6 +169,7 @@ async def _messaging(core: _Core) -> AsyncIterator[_Messaging]:
         ),
         tokens=core.tokens,
         relations=directory,
+        devices=SqlDeviceSessions(sessions),
     )
     messaging_core = MessagingCore(
         connections=broker,
@@ -182,7 +185,7 @@ async def _messaging(core: _Core) -> AsyncIterator[_Messaging]:
         clock=LoopClock(),
     )
     providers = build_providers(settings)
-    push_directory = SqlPushDirectory(async_sessionmaker(core.engine, expire_on_commit=False), core.store)
+    push_directory = SqlPushDirectory(sessions, core.store)
     metrics = PushMetrics()
 
     async def remove_token(token: PushToken) -> None:
@@ -254,6 +257,7 @@ async def run_up(settings: Settings) -> None:
             inbox=messaging.core,
             submitter=messaging.core,
             presence_view=messaging.core,
+            live_connections=messaging.core,
             metrics=messaging.metrics,
             vapid_public_key=messaging.vapid_public_key,
         )
@@ -296,6 +300,7 @@ async def run_api(settings: Settings) -> None:
             inbox=elsewhere,
             submitter=elsewhere,
             presence_view=elsewhere,
+            live_connections=elsewhere,
             metrics=PushMetrics().render,
         )
         await _serve_until_stopped(_uvicorn(app, settings), bind_socket(settings.bind, settings.http_port))

@@ -26,6 +26,7 @@ from hubbub.connections import DeviceConnections
 from hubbub.envelope import AcceptedMessage, CommitResult, SendRequest
 from hubbub.events import presence_payload
 from hubbub.ids import SnowflakeGenerator
+from hubbub.sessions import DeviceEnded
 from hubbub.stores import Directory
 from messaging.clock import Clock
 from messaging.fanout import fan_out
@@ -145,6 +146,16 @@ class MessagingCore:
         """
         if self._connections.to_inbox(user_id, payload, only_device=device_id) == 0:
             self._notices[device_id] = (user_id, payload)
+
+    async def end_device(self, ended: DeviceEnded) -> None:
+        """``LiveConnections``: a device was signed out for good; close its connection now.
+
+        The account store no longer holds it, so the broker refuses its next CONNECT; a notice
+        kept for its return would never be read.
+        """
+        logger.info("closing device_id=%s: %s", ended.device_id, ended.reason)
+        self._notices.pop(ended.device_id, None)
+        self._connections.drop(ended.device_id)
 
     async def close(self) -> None:
         """Stop deciding presence and store the last activity still pending (at shutdown)."""

@@ -18,7 +18,7 @@ from broker_plugins import BrokerOptions, HubbubBroker
 from broker_plugins.codec import IncompletePacket, next_packet, parse_publish
 from hubbub.connections import DeviceConnections, DeviceEvents
 from hubbub.tokens import TokenCodec
-from tests.messaging.doubles import FakeDirectory
+from tests.messaging.doubles import FakeDeviceSessions, FakeDirectory
 from tests.support.wire import connect_packet, remaining_length
 
 USER = 7
@@ -68,6 +68,7 @@ class Broker:
     server: HubbubBroker
     events: Recorder
     tokens: TokenCodec
+    devices: FakeDeviceSessions
     clients: list[asyncio.StreamWriter] = field(default_factory=list)
 
 
@@ -78,11 +79,12 @@ async def broker() -> AsyncIterator[Broker]:
         BrokerOptions(bind="127.0.0.1", mqtt_port=0, max_packet_bytes=1 << 20, connect_timeout_s=5),
         tokens=tokens,
         relations=FakeDirectory(),
+        devices=(devices := FakeDeviceSessions()),
     )
     events = Recorder()
     _: tuple[DeviceConnections, DeviceEvents] = (server, events)
     await server.start(events)
-    made = Broker(server, events, tokens)
+    made = Broker(server, events, tokens, devices)
     try:
         yield made
     finally:
@@ -188,3 +190,15 @@ async def test_device_publishes_go_to_the_core_and_nowhere_else(broker: Broker) 
         phone.writer.write(b"\x30" + remaining_length(len(body)) + body)
     await broker.events.wait_for(("typing 5", USER, "phone"))
     assert [entry[0] for entry in broker.events.log] == ["connected", "send 5 hi", "typing 5"]
+
+
+async def test_a_signed_out_device_is_refused_at_connect_whatever_its_token(broker: Broker) -> None:
+    broker.devices.ended.add("stolen")
+    reader, writer = await asyncio.open_connection("127.0.0.1", broker.server.mqtt_port)
+    broker.clients.append(writer)
+    writer.write(connect_packet("stolen", str(USER), broker.tokens.issue_access(USER, "stolen")))
+    device = Device(reader, writer)
+    assert await device.packet() == (0x20, b"\x00\x05")  # CONNACK: not authorized
+    with pytest.raises(EOFError):
+        await device.packet()
+    assert broker.events.log == []

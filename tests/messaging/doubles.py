@@ -15,10 +15,11 @@ from dataclasses import dataclass, field
 import orjson
 
 from hubbub.connections import DeviceConnections
+from hubbub.sessions import DeviceSessions
 from hubbub.stores import Directory
 from messaging.clock import Clock
 
-__all__ = ["Delivery", "FakeConnections", "FakeDirectory", "ManualClock"]
+__all__ = ["Delivery", "FakeConnections", "FakeDeviceSessions", "FakeDirectory", "ManualClock"]
 
 START_WALL_MS = 1_750_000_000_000
 
@@ -134,6 +135,19 @@ class FakeDirectory:
         self.last_seen[user_id] = at_ms
 
 
-def _conforms(clock: ManualClock, connections: FakeConnections, directory: FakeDirectory) -> None:
+@dataclass
+class FakeDeviceSessions:
+    """The account store's answer at CONNECT: every device is signed in but the ``ended`` ones."""
+
+    ended: set[str] = field(default_factory=set)
+
+    async def is_signed_in(self, user_id: int, device_id: str) -> bool:
+        del user_id
+        return device_id not in self.ended
+
+
+def _conforms(
+    clock: ManualClock, connections: FakeConnections, directory: FakeDirectory, devices: FakeDeviceSessions
+) -> None:
     """The doubles implement the Protocols they stand for: mypy checks this assignment."""
-    _: tuple[Clock, DeviceConnections, Directory] = (clock, connections, directory)
+    _: tuple[Clock, DeviceConnections, Directory, DeviceSessions] = (clock, connections, directory, devices)

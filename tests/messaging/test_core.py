@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import orjson
 
+from hubbub.sessions import DeviceEnded
 from tests.messaging.conftest import ALICE, BOB, GRACE_S, World
 from tests.messaging.doubles import START_WALL_MS
 
@@ -73,3 +74,12 @@ async def test_after_close_device_events_change_no_presence(world: World) -> Non
     world.core.device_disconnected(ALICE, "alice-phone")
     world.clock.advance(GRACE_S * 2)
     assert [state["status"] for state in world.connections.presence[ALICE]] == ["online"]
+
+
+async def test_an_ended_device_is_dropped_and_its_waiting_notice_forgotten(world: World) -> None:
+    world.core.notify_device(ALICE, "alice-phone", orjson.dumps({"kind": "push"}))  # kept for its return
+    await world.core.end_device(DeviceEnded(ALICE, "alice-phone", "logout"))
+    assert world.connections.dropped == ["alice-phone"]
+    world.connections.connected.add("alice-phone")
+    world.core.inbox_subscribed(ALICE, "alice-phone")
+    assert len(world.connections.events("push")) == 1  # the first try only: nothing handed over later
