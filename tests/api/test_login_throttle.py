@@ -8,13 +8,16 @@ from tests.support.api import ApiClient
 from tests.support.platform import start_platform
 
 
-def test_logins_are_rate_limited_per_client_address(tmp_path: Path) -> None:
+def test_logins_are_rate_limited_per_client_address_whatever_it_forwards(tmp_path: Path) -> None:
+    """No proxy is trusted by default: a rotating X-Forwarded-For does not make new addresses."""
     platform = start_platform(tmp_path, extra_env={"HUBBUB_LOGIN_ATTEMPTS_PER_ADDRESS_PER_MINUTE": "3"})
     client = ApiClient(platform.http_url)
     try:
         statuses = [
             client.http.post(
-                "/v1/auth/token", json={"username": f"someone{i}", "password": "guess"}
+                "/v1/auth/token",
+                json={"username": f"someone{i}", "password": "guess"},
+                headers={"X-Forwarded-For": f"203.0.113.{i}"},
             ).status_code
             for i in range(4)
         ]
