@@ -57,6 +57,7 @@ class ConnectionState:
     reconnects: int = 0
     disconnects: int = 0
     last_error: str | None = None
+    closing: bool = False
     closed: bool = False
     _changed: asyncio.Condition = field(default_factory=asyncio.Condition, repr=False)
 
@@ -87,6 +88,8 @@ class ClusterConnection:
 
         async def disconnected() -> None:
             state.connected = False
+            if state.closing:
+                return
             state.disconnects += 1
             logger.warning("NATS connection %s lost; reconnecting", options.name)
             await state.changed()
@@ -131,5 +134,6 @@ class ClusterConnection:
 
     async def close(self) -> None:
         """Flush what is pending and close."""
+        self.state.closing = True
         if not self.client.is_closed:
             await self.client.drain()
