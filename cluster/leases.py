@@ -74,7 +74,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
-from cluster.kv import ensure_bucket, read_latest
+from cluster.kv import Bucket, ensure_bucket
 
 __all__ = ["LeaseRecord", "ShardCallback", "ShardLeases", "bucket_name"]
 
@@ -128,7 +128,7 @@ class ShardLeases:
 
     def __init__(
         self,
-        bucket: KeyValue,
+        bucket: Bucket,
         *,
         owner_id: str,
         shards: int,
@@ -159,6 +159,8 @@ class ShardLeases:
         self._held: dict[int, _Held] = {}
         self._order = random.Random(owner_id)  # noqa: S311 - spreading attempts, not a secret
         self._task: asyncio.Task[None] | None = None
+        self._ticked = asyncio.Condition()
+        self.ticks = 0  # rounds of heartbeat, renewals and balancing done (for /healthz)
         self.owner_changes = 0  # gains and losses, for /metrics
 
     @classmethod
@@ -197,7 +199,7 @@ class ShardLeases:
 
     async def records(self) -> dict[int, LeaseRecord]:
         """Every live lease of the group as the bucket has it (for metrics and tests)."""
-        entries = await read_latest(self.bucket, f"{_SHARD_PREFIX}>")
+        entries = await self.bucket.latest(f"{_SHARD_PREFIX}>")
         return {record.shard: record for record in map(LeaseRecord.parse, entries.values())}
 
     # -- life cycle ----------------------------------------------------------------------
@@ -223,7 +225,7 @@ class ShardLeases:
                 self._lose(shard, "stopped")
         if release:
             with contextlib.suppress(*_TRANSIENT):
-                await self.bucket.delete(f"{_MEMBER_PREFIX}{self.owner_id}")
+                await self.bucket.kv.delete(f"{_MEMBER_PREFIX}{self.owner_id}")
 
     @property
     def running(self) -> bool:
@@ -243,24 +245,37 @@ class ShardLeases:
                 await self._tick()
 
     async def _tick(self) -> None:
-        # Each step on its own: a failed heartbeat or snapshot must not skip the renewals.
+        # Each step on its own and bounded: a failed or slow heartbeat or snapshot must neither
+        # skip nor delay the renewals.
         try:
-            await self.bucket.put(f"{_MEMBER_PREFIX}{self.owner_id}", self._value(0))
+            async with asyncio.timeout(self.renew_interval_s):
+                await self.bucket.kv.put(f"{_MEMBER_PREFIX}{self.owner_id}", self._value(0))
         except _TRANSIENT as exc:
             logger.warning("lease heartbeat of %s failed (%s); retrying next tick", self.owner_id, exc)
         await asyncio.gather(*(self._renew(shard) for shard in list(self._held)))
         try:
-            await self._balance()
+            async with asyncio.timeout(self.renew_interval_s):
+                await self._balance()
         except _TRANSIENT as exc:
             logger.warning("lease balancing of %s failed (%s); retrying next tick", self.owner_id, exc)
+        self.ticks += 1
+        async with self._ticked:
+            self._ticked.notify_all()
+
+    async def next_tick(self) -> None:
+        """Wait until the lease loop finishes its next round (bound it by a timeout)."""
+        async with self._ticked:
+            await self._ticked.wait()
 
     async def _renew(self, shard: int) -> None:
         held = self._held[shard]
         sent = self._monotonic()
         try:
-            held.revision = await self.bucket.update(
-                _shard_key(shard), self._value(held.epoch), last=held.revision
-            )
+            # A renewal answered after the local deadline is of no use: the lease is lost by then.
+            async with asyncio.timeout(held.valid_until - sent):
+                held.revision = await self.bucket.kv.update(
+                    _shard_key(shard), self._value(held.epoch), last=held.revision
+                )
         except KeyWrongLastSequenceError:
             self._lose(shard, "taken over or expired")
         except _TRANSIENT as exc:
@@ -271,7 +286,7 @@ class ShardLeases:
             held.valid_until = sent + self.ttl_s - self.safety_margin_s
 
     async def _balance(self) -> None:
-        entries = await read_latest(self.bucket)
+        entries = await self.bucket.latest()
         members = sum(key.startswith(_MEMBER_PREFIX) for key in entries)
         target = math.ceil(self.shards / max(1, members))
         surplus = len(self._held) - target
@@ -290,7 +305,7 @@ class ShardLeases:
     async def _acquire(self, shard: int) -> None:
         sent = self._monotonic()
         try:
-            revision = await self.bucket.create(_shard_key(shard), self._value(0))
+            revision = await self.bucket.kv.create(_shard_key(shard), self._value(0))
         except KeyWrongLastSequenceError:
             return  # someone else was quicker
         self._held[shard] = _Held(revision, revision, sent + self.ttl_s - self.safety_margin_s)
@@ -301,7 +316,7 @@ class ShardLeases:
     async def _release(self, shard: int) -> None:
         held = self._lose(shard, "released")
         with contextlib.suppress(KeyWrongLastSequenceError, *_TRANSIENT):
-            await self.bucket.delete(_shard_key(shard), last=held.revision)
+            await self.bucket.kv.delete(_shard_key(shard), last=held.revision)
 
     def _expire_overdue(self) -> None:
         now = self._monotonic()

@@ -25,9 +25,8 @@ from dataclasses import asdict, dataclass, field
 import orjson
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
-from nats.js.kv import KeyValue
 
-from cluster.kv import ensure_bucket, read_latest
+from cluster.kv import Bucket, ensure_bucket
 
 __all__ = ["BUCKET", "Endpoints", "NodeDirectory", "NodeHeartbeat", "NodeInfo", "open_registry"]
 
@@ -39,7 +38,7 @@ _TOKEN = re.compile(r"^[-_=A-Za-z0-9]+$")
 _TRANSIENT = (NatsError, TimeoutError, OSError)
 
 
-async def open_registry(js: JetStreamContext, *, ttl_s: float, replicas: int, name: str = BUCKET) -> KeyValue:
+async def open_registry(js: JetStreamContext, *, ttl_s: float, replicas: int, name: str = BUCKET) -> Bucket:
     """The registry bucket (created with max age ``ttl_s`` if absent)."""
     return await ensure_bucket(js, name, ttl_s=ttl_s, replicas=replicas)
 
@@ -95,7 +94,7 @@ class NodeHeartbeat:
 
     def __init__(
         self,
-        bucket: KeyValue,
+        bucket: Bucket,
         *,
         node_id: str,
         kind: str,
@@ -132,7 +131,7 @@ class NodeHeartbeat:
     async def beat(self) -> None:
         """Write the record now."""
         record = self.record()
-        await self.bucket.put(record.key, record.to_json())
+        await self.bucket.kv.put(record.key, record.to_json())
 
     async def start(self) -> None:
         """Register now (fails if NATS does not take it), then keep beating in the background."""
@@ -150,7 +149,7 @@ class NodeHeartbeat:
                 await task
         if deregister:
             with contextlib.suppress(*_TRANSIENT):
-                await self.bucket.delete(f"{self.kind}.{self.node_id}")
+                await self.bucket.kv.delete(f"{self.kind}.{self.node_id}")
 
     @property
     def running(self) -> bool:
@@ -169,7 +168,7 @@ class NodeHeartbeat:
 class NodeDirectory:
     """The live nodes as of the last snapshot, refreshed every ``refresh_s``; service discovery."""
 
-    def __init__(self, bucket: KeyValue, *, refresh_s: float) -> None:
+    def __init__(self, bucket: Bucket, *, refresh_s: float) -> None:
         self.bucket = bucket
         self.refresh_s = refresh_s
         self._nodes: dict[str, NodeInfo] = {}
@@ -189,7 +188,7 @@ class NodeDirectory:
     async def refresh(self) -> None:
         """Read the registry now."""
         nodes: dict[str, NodeInfo] = {}
-        for key, entry in (await read_latest(self.bucket)).items():
+        for key, entry in (await self.bucket.latest()).items():
             try:
                 nodes[key] = NodeInfo.from_json(entry.value or b"")
             except ValueError as exc:

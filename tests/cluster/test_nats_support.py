@@ -9,7 +9,7 @@ import pytest
 
 from cluster.connection import ClusterConnection, NatsOptions
 from cluster.kv import ensure_bucket
-from tests.support.nats import NatsCluster, NatsServer, start_nats
+from tests.support.nats import NatsCluster, NatsServer, start_nats, when_jetstream_answers
 
 
 async def test_the_cluster_has_three_jetstream_peers(
@@ -26,24 +26,22 @@ async def test_the_cluster_has_three_jetstream_peers(
 
 async def test_a_replicated_bucket_survives_the_kill_of_one_server(tmp_path: Path) -> None:
     cluster = start_nats(tmp_path, size=3)
+    connection = await ClusterConnection.connect(NatsOptions(servers=tuple(cluster.urls), name="failover"))
     try:
-        connection = await ClusterConnection.connect(
-            NatsOptions(servers=tuple(cluster.urls), name="failover")
-        )
         bucket = await ensure_bucket(connection.js, "survivor", ttl_s=None, replicas=3)
-        revision = await bucket.put("k", b"before")
+        revision = await bucket.kv.put("k", b"before")
         connected = connection.client.connected_url
         assert connected is not None
         victim = next(server for server in cluster.servers if server.url == connected.geturl())
         victim.kill()
         async with asyncio.timeout(60):
             await connection.state.wait_for(lambda state: state.reconnects >= 1 and state.connected)
-        later = await bucket.put("k", b"after")
+            later = await when_jetstream_answers(lambda: bucket.kv.put("k", b"after"))
         assert later > revision
-        assert (await bucket.get("k")).value == b"after"
+        assert (await bucket.kv.get("k")).value == b"after"
         assert connection.state.disconnects >= 1
-        await connection.close()
     finally:
+        await connection.close()
         cluster.stop()
 
 

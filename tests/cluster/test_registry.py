@@ -6,9 +6,9 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
-from nats.js.kv import KeyValue
 
 from cluster.connection import ClusterConnection
+from cluster.kv import Bucket
 from cluster.registry import Endpoints, NodeDirectory, NodeHeartbeat, NodeInfo, open_registry
 
 TTL_S = 2.0
@@ -17,12 +17,12 @@ BOUND_S = 60.0
 
 
 @pytest.fixture
-async def registry(conn: ClusterConnection, unique: str) -> KeyValue:
+async def registry(conn: ClusterConnection, unique: str) -> Bucket:
     return await open_registry(conn.js, ttl_s=TTL_S, replicas=3, name=f"nodes_{unique}")
 
 
 @pytest.fixture
-async def directory(registry: KeyValue) -> AsyncIterator[NodeDirectory]:
+async def directory(registry: Bucket) -> AsyncIterator[NodeDirectory]:
     view = NodeDirectory(registry, refresh_s=BEAT_S / 2)
     await view.start()
     yield view
@@ -32,7 +32,7 @@ async def directory(registry: KeyValue) -> AsyncIterator[NodeDirectory]:
 class Node:
     """A node's heartbeat with a load the test sets."""
 
-    def __init__(self, registry: KeyValue, node_id: str, kind: str = "broker", connections: int = 0) -> None:
+    def __init__(self, registry: Bucket, node_id: str, kind: str = "broker", connections: int = 0) -> None:
         self.connections = connections
         self.healthy = True
         self.heartbeat = NodeHeartbeat(
@@ -52,7 +52,7 @@ def best_is(directory: NodeDirectory, node_id: str) -> bool:
 
 
 async def test_login_is_sent_to_the_healthy_broker_with_the_fewest_connections(
-    registry: KeyValue, directory: NodeDirectory
+    registry: Bucket, directory: NodeDirectory
 ) -> None:
     busy, quiet = Node(registry, "busy", connections=50), Node(registry, "quiet", connections=7)
     idle_persister = Node(registry, "p1", kind="persister")
@@ -74,7 +74,7 @@ async def test_login_is_sent_to_the_healthy_broker_with_the_fewest_connections(
 
 
 async def test_a_node_that_stops_heartbeating_leaves_the_registry(
-    registry: KeyValue, directory: NodeDirectory
+    registry: Bucket, directory: NodeDirectory
 ) -> None:
     survivor, doomed = Node(registry, "survivor", connections=10), Node(registry, "doomed", connections=1)
     async with asyncio.timeout(BOUND_S):
@@ -88,7 +88,7 @@ async def test_a_node_that_stops_heartbeating_leaves_the_registry(
         await survivor.heartbeat.stop()
 
 
-async def test_a_node_that_stops_cleanly_leaves_at_once(registry: KeyValue, directory: NodeDirectory) -> None:
+async def test_a_node_that_stops_cleanly_leaves_at_once(registry: Bucket, directory: NodeDirectory) -> None:
     node = Node(registry, "polite")
     async with asyncio.timeout(BOUND_S):
         await node.heartbeat.start()
@@ -99,9 +99,9 @@ async def test_a_node_that_stops_cleanly_leaves_at_once(registry: KeyValue, dire
     assert directory.best_broker() is None
 
 
-async def test_a_record_that_is_not_a_node_is_ignored(registry: KeyValue, directory: NodeDirectory) -> None:
-    await registry.put("broker.garbage", b"not json")
-    await registry.put("broker.ok", NodeInfo("ok", "broker", connections=3).to_json())
+async def test_a_record_that_is_not_a_node_is_ignored(registry: Bucket, directory: NodeDirectory) -> None:
+    await registry.kv.put("broker.garbage", b"not json")
+    await registry.kv.put("broker.ok", NodeInfo("ok", "broker", connections=3).to_json())
     await directory.refresh()
     assert set(directory.nodes) == {"broker.ok"}
     with pytest.raises(ValueError, match="not a node record"):
@@ -115,6 +115,6 @@ def test_a_record_round_trips() -> None:
     assert NodeInfo.from_json(info.to_json()) == info
 
 
-async def test_a_node_id_that_is_not_a_key_is_refused(registry: KeyValue) -> None:
+async def test_a_node_id_that_is_not_a_key_is_refused(registry: Bucket) -> None:
     with pytest.raises(ValueError, match="node_id"):
         NodeHeartbeat(registry, node_id="a.b", kind="broker", interval_s=BEAT_S)

@@ -12,6 +12,7 @@ directory and ports, so failover tests can take one of three away mid-burst.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import shutil
@@ -21,10 +22,16 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
-__all__ = ["NatsCluster", "NatsServer", "start_nats"]
+from nats.errors import Error as NatsError
+
+T = TypeVar("T")
+
+__all__ = ["NatsCluster", "NatsServer", "start_nats", "when_jetstream_answers"]
 
 READY_TIMEOUT_S = 60.0
 _POLL_S = 0.05
@@ -235,3 +242,18 @@ def start_nats(root: Path, size: int = 3) -> NatsCluster:
         raise
     cluster.started_in_s = time.monotonic() - began
     return cluster
+
+
+async def when_jetstream_answers(operation: Callable[[], Awaitable[T]]) -> T:
+    """The result of ``operation`` once JetStream takes it, after a server of the cluster died.
+
+    A stream whose leader died is unavailable until its replicas elect another (seconds on 2.9),
+    and nothing announces the election to a client: the operation itself is the probe, retried
+    on "no response from stream" and time-outs with a short pause between attempts. Bound the
+    wait with ``asyncio.timeout``.
+    """
+    while True:
+        try:
+            return await operation()
+        except (NatsError, TimeoutError):
+            await asyncio.sleep(_POLL_S)
