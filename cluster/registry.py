@@ -10,6 +10,13 @@ compared across machines (``updated_at`` is informational, from an injectable cl
 wake no watcher on NATS 2.9, see ``cluster.kv``) and answers ``best_broker()`` from the last one
 without a round trip: login asks it for every token it issues. A node shows up as dead at most
 ``ttl_s + refresh_s`` after its last heartbeat.
+
+Caveat for what consumes "node died" (the presence writer): while the registry's stream has no
+leader (the kill -9 of the NATS server leading it: 4.5-12 s on 2.9) no heartbeat lands, the
+replicas keep expiring records, and right after the election every record may be gone until the
+nodes' next heartbeats. A refresh that fails keeps the last view, but one in that window sees
+nodes missing that are alive: act on a node's absence only once it has lasted a heartbeat
+interval past a refresh that succeeded, or confirm with the node itself.
 """
 
 from __future__ import annotations
@@ -162,7 +169,7 @@ class NodeHeartbeat:
             try:
                 await self.beat()
             except _TRANSIENT as exc:
-                logger.warning("heartbeat of %s failed (%s); retrying", self.node_id, exc)
+                logger.warning("heartbeat of %s failed (%r); retrying", self.node_id, exc)
 
 
 class NodeDirectory:
@@ -229,4 +236,4 @@ class NodeDirectory:
             try:
                 await self.refresh()
             except _TRANSIENT as exc:
-                logger.warning("registry refresh failed (%s); keeping the last view", exc)
+                logger.warning("registry refresh failed (%r); keeping the last view", exc)
