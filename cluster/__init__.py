@@ -10,7 +10,8 @@ Built so far (the foundations, not yet wired into any process):
 - ``connection``: one supervised connection per process (reconnect forever, PING-based dead
   connection detection, state for ``/healthz``) and its JetStream context.
 - ``kv``: KV buckets created with the settings the code relies on, and snapshots of their live
-  values (2.9 expires entries silently, so "alive" means "present in a fresh snapshot").
+  values (2.9 expires entries silently, so "alive" means "present in a fresh snapshot"), read
+  without a consumer so they keep working while a NATS server is down.
 - ``leases``: shard leases (create / update-with-revision / delete-with-revision), the epoch as
   fencing token, local deadlines that are safe against clock skew, and a balancer that spreads
   the fixed shards (``hubbub.shards``) over the live members of a group, so persisters and
