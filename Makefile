@@ -35,6 +35,7 @@ system-deps:
 	command -v mvn >/dev/null || missing="$$missing maven"; \
 	ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || command -v pg_ctl >/dev/null || missing="$$missing postgresql"; \
 	command -v chromium >/dev/null || missing="$$missing chromium fonts-noto-color-emoji"; \
+	command -v nats-server >/dev/null || missing="$$missing nats-server"; \
 	if [ -n "$$missing" ]; then apt-get update -qq && $(APT_INSTALL) $$missing >/dev/null; fi
 
 ## Apache Cassandra for the tests: cassandra-all and its dependencies from Maven Central

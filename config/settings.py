@@ -24,6 +24,7 @@ from pydantic_settings import (
 )
 
 from hubbub.errors import SettingsError
+from hubbub.shards import DEFAULT_CONVERSATION_SHARDS, DEFAULT_PRESENCE_SHARDS, MAX_SHARDS
 
 __all__ = ["ENV_PREFIX", "Settings", "load_settings", "resolve_secret"]
 
@@ -132,6 +133,22 @@ class Settings(BaseSettings):
     login_attempts_per_address_per_minute: int = Field(
         60, ge=1, description="Login attempts per client address (many users may share one NAT)."
     )
+    nats_url: str | None = Field(
+        None,
+        description="nats://host:port,... of the NATS (JetStream) cluster; unset = one node, in-process.",
+    )
+    conversation_shards: int = Field(
+        DEFAULT_CONVERSATION_SHARDS,
+        ge=1,
+        le=MAX_SHARDS,
+        description="Virtual conversation shards (persister leases); fixed for the life of the data.",
+    )
+    presence_shards: int = Field(
+        DEFAULT_PRESENCE_SHARDS,
+        ge=1,
+        le=MAX_SHARDS,
+        description="Virtual user shards, each with one presence writer; fixed for a cluster's life.",
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     push_webhook_url: str | None = Field(
@@ -170,6 +187,16 @@ class Settings(BaseSettings):
                 except ValueError as exc:
                     raise ValueError(f"{part.strip()!r} is not an address or network") from exc
         return value
+
+    @field_validator("nats_url")
+    @classmethod
+    def _nats_urls(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        urls = [url.strip() for url in value.split(",")]
+        if not all(url.startswith(("nats://", "tls://")) and len(url) > len("nats://") for url in urls):
+            raise ValueError("must be nats://host:port (or tls://), comma-separated for several servers")
+        return ",".join(urls)
 
     @field_validator("database_url")
     @classmethod

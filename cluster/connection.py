@@ -1,0 +1,139 @@
+"""One supervised NATS connection per process, its JetStream context, and KV buckets.
+
+nats-py reconnects by itself; what it does not do is say so anywhere a health check can see.
+``ClusterConnection`` keeps the state (connected, reconnects, last error) that ``/healthz`` and
+``/metrics`` will read, logs every transition, and retries forever by default: a node outlives a
+NATS server restart or a rolling upgrade without being restarted itself. Dead connections are
+found by the client's PINGs (``ping_interval_s`` x ``max_outstanding_pings``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import nats
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+
+__all__ = ["ClusterConfigError", "ClusterConnection", "ConnectionState", "NatsOptions", "parse_servers"]
+
+logger = logging.getLogger(__name__)
+
+
+class ClusterConfigError(Exception):
+    """The cluster's NATS side is not what this code needs (a bucket configured differently)."""
+
+
+def parse_servers(url: str) -> tuple[str, ...]:
+    """The server URLs of a comma-separated ``HUBBUB_NATS_URL``."""
+    servers = tuple(part.strip() for part in url.split(",") if part.strip())
+    if not servers:
+        raise ClusterConfigError("no NATS server URL given")
+    return servers
+
+
+@dataclass(frozen=True)
+class NatsOptions:
+    """How to connect and how hard to hold on (reconnect forever by default)."""
+
+    servers: tuple[str, ...]
+    name: str
+    connect_timeout_s: float = 2.0
+    reconnect_wait_s: float = 0.5
+    max_reconnect_attempts: int = -1  # -1: forever; a node never gives up on its cluster
+    ping_interval_s: float = 5.0
+    max_outstanding_pings: int = 2
+    request_timeout_s: float = 5.0  # JetStream API calls (KV reads and writes included)
+
+
+@dataclass
+class ConnectionState:
+    """What the supervision saw, for health checks and metrics, and a way to wait for a change."""
+
+    connected: bool = False
+    reconnects: int = 0
+    disconnects: int = 0
+    last_error: str | None = None
+    closing: bool = False
+    closed: bool = False
+    _changed: asyncio.Condition = field(default_factory=asyncio.Condition, repr=False)
+
+    async def changed(self) -> None:
+        """Wake whoever waits in ``wait_for``."""
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def wait_for(self, predicate: Callable[[ConnectionState], bool]) -> None:
+        """Wait until ``predicate`` holds for this state (bound it by a timeout)."""
+        async with self._changed:
+            await self._changed.wait_for(lambda: predicate(self))
+
+
+class ClusterConnection:
+    """A connected NATS client with its JetStream context and observed state."""
+
+    def __init__(self, client: Client, options: NatsOptions, state: ConnectionState) -> None:
+        self.client = client
+        self.options = options
+        self.state = state
+        self.js: JetStreamContext = client.jetstream(timeout=options.request_timeout_s)
+
+    @classmethod
+    async def connect(cls, options: NatsOptions) -> ClusterConnection:
+        """Connect to any of ``options.servers``; fails if none answers within the timeout."""
+        state = ConnectionState()
+
+        async def disconnected() -> None:
+            state.connected = False
+            if state.closing:
+                return
+            state.disconnects += 1
+            logger.warning("NATS connection %s lost; reconnecting", options.name)
+            await state.changed()
+
+        async def reconnected() -> None:
+            state.connected = True
+            state.reconnects += 1
+            logger.info("NATS connection %s re-established to %s", options.name, client.connected_url)
+            await state.changed()
+
+        async def errored(exc: Exception) -> None:
+            state.last_error = f"{type(exc).__name__}: {exc}"
+            logger.warning("NATS connection %s: %s", options.name, state.last_error)
+
+        async def closed() -> None:
+            state.connected = False
+            state.closed = True
+            logger.info("NATS connection %s closed", options.name)
+            await state.changed()
+
+        client = await nats.connect(
+            servers=list(options.servers),
+            name=options.name,
+            connect_timeout=options.connect_timeout_s,
+            reconnect_time_wait=options.reconnect_wait_s,
+            max_reconnect_attempts=options.max_reconnect_attempts,
+            ping_interval=options.ping_interval_s,
+            max_outstanding_pings=options.max_outstanding_pings,
+            disconnected_cb=disconnected,
+            reconnected_cb=reconnected,
+            error_cb=errored,
+            closed_cb=closed,
+        )
+        state.connected = True
+        logger.info("NATS connection %s up to %s", options.name, client.connected_url)
+        return cls(client, options, state)
+
+    @property
+    def healthy(self) -> bool:
+        """Connected now (a reconnect in progress is not healthy)."""
+        return self.state.connected and self.client.is_connected
+
+    async def close(self) -> None:
+        """Flush what is pending and close."""
+        self.state.closing = True
+        if not self.client.is_closed:
+            await self.client.drain()
