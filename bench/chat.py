@@ -26,6 +26,7 @@ from bench.loadgen import NS
 from bench.relay import CDF_POINTS, RelayError, _quantile
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from multiprocessing.connection import Connection
     from multiprocessing.process import BaseProcess
 
@@ -54,6 +55,7 @@ class PipelineResult:
     p99_ms: float
     platform_cpu_pct: float
     offered_per_s: float = 0.0  # open loop: the sending rate asked for
+    store_cpu_pct: float = float("nan")  # an external message store's server (Cassandra), if any
     cdf_ms: list[float] = field(default_factory=list)
 
 
@@ -86,6 +88,7 @@ def _measure(
     window: int = 0,
     rate: float = 0.0,
     workers: int = 2,
+    store_cpu: Callable[[], float] | None = None,
 ) -> PipelineResult:
     """Spawn the workers over ``devices``, run one window, reduce."""
     ctx = multiprocessing.get_context("spawn")
@@ -118,8 +121,10 @@ def _measure(
             pipe.send(("go", start_ns))
         time.sleep(max(0.0, (start_ns - time.time_ns()) / NS + warmup))
         cpu_before = platform.cpu_seconds()
+        store_before = store_cpu() if store_cpu is not None else float("nan")
         time.sleep(max(0.0, (start_ns - time.time_ns()) / NS + duration))
         cpu_after = platform.cpu_seconds()
+        store_after = store_cpu() if store_cpu is not None else float("nan")
         done = _collect(pipes, "result", duration + 120)
     finally:
         for started in procs:
@@ -147,6 +152,7 @@ def _measure(
         p99_ms=_quantile(values, 0.99) / 1000,
         platform_cpu_pct=cpu,
         offered_per_s=rate,
+        store_cpu_pct=100 * (store_after - store_before) / measured,
         cdf_ms=[_quantile(values, k / (CDF_POINTS - 1)) / 1000 for k in range(CDF_POINTS)] if values else [],
     )
     _say(

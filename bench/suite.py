@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.brokers import BrokerUnderTest, Mosquitto, StockAmqtt, close_quietly
+from bench.cassandra import CassandraRun, cassandra_markdown, run_cassandra
 from bench.chat import PipelineResult, profile_chat, run_chat, run_groups
 from bench.connections import ConnectionsResult, run_connections
 from bench.hubbub import HubbubBroker
@@ -52,6 +53,8 @@ class SuiteOptions:
     connections: int = 10_000
     presence_clients: int = 2_000
     presence_grace_s: float = 3.0  # short, so the storm's two phases fit in about half a minute
+    history_messages: int = 1_000_000
+    history_pages: int = 1_000
 
 
 class ProfiledHubbub(HubbubBroker):
@@ -81,6 +84,7 @@ class SuiteResults:
     presence: list[PresenceResult] = field(default_factory=list)
     profile: str = ""
     chat_profile: str = ""
+    cassandra: CassandraRun | None = None
     errors: list[str] = field(default_factory=list)
 
 
@@ -134,6 +138,19 @@ def _top(output: Path) -> str:
     return "\n".join(line.replace(str(Path.cwd()) + "/", "") for line in lines[start:] if line.strip())
 
 
+def _cassandra(results: SuiteResults, options: SuiteOptions) -> None:
+    """Chat 1:1 and the history read path on one Cassandra node (section 6)."""
+    results.cassandra = run_cassandra(
+        pairs=options.pairs,
+        duration=options.duration,
+        warmup=options.warmup,
+        window=options.chat_window,
+        messages=options.history_messages,
+        pages=options.history_pages,
+    )
+    results.errors += results.cassandra.errors
+
+
 def run_suite(options: SuiteOptions) -> SuiteResults:
     """Run every scenario; a failing one is recorded and the others still run."""
     results = SuiteResults()
@@ -167,6 +184,7 @@ def run_suite(options: SuiteOptions) -> SuiteResults:
             "connections mosquitto",
             lambda: results.connections.append(run_connections(Mosquitto(), options.connections)),
         ),
+        ("cassandra", lambda: _cassandra(results, options)),
         (
             "presence",
             lambda: results.presence.append(run_presence(options.presence_clients, options.presence_grace_s)),
@@ -233,6 +251,9 @@ def suite_markdown(results: SuiteResults, options: SuiteOptions, command: str) -
     lines += presence_markdown(
         results.presence, command, [e for e in results.errors if e.startswith("presence:")]
     )
+    if results.cassandra is not None:
+        sqlite_chat = next((r for r in results.chat if r.label == "max"), None)
+        lines += cassandra_markdown(results.cassandra, sqlite_chat)
     lines += [
         "## Where the time goes",
         "",

@@ -13,7 +13,7 @@ import asyncio
 import logging
 import re
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from cassandra import ConsistencyLevel, ProtocolVersion  # type: ignore[import-untyped]
 from cassandra.cluster import (  # type: ignore[import-untyped]
@@ -25,6 +25,7 @@ from cassandra.policies import DCAwareRoundRobinPolicy, TokenAwarePolicy  # type
 
 __all__ = [
     "DEFAULT_PORT",
+    "IN_KEYS",
     "Row",
     "Session",
     "check_keyspace",
@@ -32,6 +33,7 @@ __all__ = [
     "consistency_level",
     "contact_point",
     "fetch_all",
+    "in_lists",
     "pages",
     "run_all",
     "wait",
@@ -43,8 +45,12 @@ DEFAULT_PORT = 9042
 _KEYSPACE = re.compile(r"[a-z][a-z0-9_]{0,47}")
 # Requests in flight per call: enough to hide round trips, few enough not to swamp the pools.
 _CONCURRENCY = 64
+# Keys a multi-key read (``... IN ?``) asks for at once: one request, and a bounded fan-out on its
+# coordinator (Cassandra advises against long IN lists of partition keys).
+IN_KEYS = 100
 
 Row = tuple[Any, ...]
+_T = TypeVar("_T")
 
 
 class ResponseFuture(Protocol):  # cassandra.cluster.ResponseFuture
@@ -146,6 +152,11 @@ async def connect_session(hosts: Sequence[str], *, consistency: int, local_dc: s
         raise ConnectionError(f"cannot connect to Cassandra at {', '.join(hosts)}") from exc
     logger.info("connected to Cassandra at %s", ", ".join(hosts))
     return session
+
+
+def in_lists(items: Sequence[_T]) -> list[list[_T]]:
+    """``items`` (distinct) cut into the lists of at most ``IN_KEYS`` that multi-key reads bind."""
+    return [list(items[start : start + IN_KEYS]) for start in range(0, len(items), IN_KEYS)]
 
 
 async def wait(response: ResponseFuture) -> list[Row] | None:

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from cassandra.query import BatchStatement, BatchType  # type: ignore[import-untyped]
 
 from hubbub.stores import Fence, FencedOut
-from persister.cassandra_store.driver import Session, fetch_all, run_all
+from persister.cassandra_store.driver import Session, fetch_all, in_lists, run_all
 from persister.cassandra_store.statements import Statements
 
 __all__ = ["COMMIT_BITS", "FENCED_BASE", "MAX_EPOCH", "Claim", "ShardFences"]
@@ -98,14 +98,10 @@ class ShardFences:
         """The conversations' heads as committed through the shard, read at serial consistency."""
         found = await run_all(
             self._session,
-            [statements.select_shard_head.bind((shard, cid)) for cid in conversation_ids],
+            [statements.select_shard_heads.bind((shard, ids)) for ids in in_lists(conversation_ids)],
             self._serial_profile,
-        )
-        return {
-            cid: int(rows_[0][0])
-            for cid, rows_ in zip(conversation_ids, found, strict=True)
-            if rows_ and rows_[0][0] is not None
-        }
+        )  # one partition (the shard's), so a serial read may take many of its rows at once
+        return {int(cid): int(seq) for rows_ in found for cid, seq in rows_ if seq is not None}
 
     async def commit_point(self, statements: Statements, fence: Fence, heads: dict[int, int]) -> None:
         """Move the batch's heads if ``fence`` still owns the shard: the one LWT of a batch."""

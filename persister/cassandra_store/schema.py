@@ -10,7 +10,7 @@ one cluster can disagree.
 Tables, partition key first::
 
     messages_by_conversation ((conversation_id, bucket), seq DESC)  message_id, sender_id, cmid, text, ...
-    messages_by_cmid ((conversation_id, sender_id, cmid))           seq, message_id   (resend dedupe)
+    messages_by_key ((key))  key = (conversation_id, sender_id, cmid)  seq, message_id   (resend dedupe)
     conversation_heads (conversation_id)                            last_seq          (commit point)
     shard_heads ((shard), conversation_id)  static epoch            last_seq          (fenced commits)
 
@@ -19,6 +19,14 @@ a message) makes partitions of well under 1 MB, and even a conversation whose me
 average 100 KB stays near the ~100 MB Cassandra advises as a ceiling, however long the
 conversation lives; a page of 50 reads one partition, two when it straddles a boundary (one
 page in twenty). The size is fixed for the life of a keyspace: changing it moves every row.
+
+The dedupe pointers are keyed by one tuple column (migration 3) rather than by three partition
+key columns (migration 1's ``messages_by_cmid``, no longer read or written): a key of one
+column can be looked up with ``key IN ?``, so a batch's resend check is one request for up to
+100 keys, whatever conversations and senders they span (three key columns would each take an
+``IN`` and read their cartesian product). ``messages_by_cmid`` was written only by the store
+of the day migration 3 was added; its rows are not copied over.
+
 Read markers and device cursors live with the accounts in SQL (DESIGN.md), not here.
 """
 
@@ -75,6 +83,15 @@ MIGRATIONS = (
             """CREATE TABLE IF NOT EXISTS {ks}.shard_heads (
                 shard int, conversation_id bigint, last_seq bigint, epoch bigint STATIC,
                 PRIMARY KEY ((shard), conversation_id)
+            )""",
+        ),
+    ),
+    Migration(
+        3,
+        "resend dedupe keyed by one tuple column, so a batch checks its keys in one IN read",
+        (
+            """CREATE TABLE IF NOT EXISTS {ks}.messages_by_key (
+                key frozen<tuple<bigint, bigint, text>> PRIMARY KEY, seq bigint, message_id bigint
             )""",
         ),
     ),

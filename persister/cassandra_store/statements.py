@@ -20,19 +20,23 @@ __all__ = ["Statements", "prepare"]
 _QUERIES = {
     "insert_message": "INSERT INTO {ks}.messages_by_conversation (conversation_id, bucket, seq, message_id,"
     " sender_id, cmid, text, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) USING TIMESTAMP ?",
-    "insert_cmid": "INSERT INTO {ks}.messages_by_cmid (conversation_id, sender_id, cmid, seq, message_id)"
-    " VALUES (?, ?, ?, ?, ?) USING TIMESTAMP ?",
+    "insert_key": "INSERT INTO {ks}.messages_by_key (key, seq, message_id) VALUES (?, ?, ?)"
+    " USING TIMESTAMP ?",
     # Stamped with the seq itself: of two head writes the higher seq wins, in whatever order they land.
     "set_head": "UPDATE {ks}.conversation_heads USING TIMESTAMP ? SET last_seq = ? WHERE conversation_id = ?",
-    "select_head": "SELECT last_seq FROM {ks}.conversation_heads WHERE conversation_id = ?",
-    "select_cmid": "SELECT seq, message_id FROM {ks}.messages_by_cmid"
-    " WHERE conversation_id = ? AND sender_id = ? AND cmid = ?",
+    # Multi-key reads (``IN ?`` binds a list): one request for many single-column partition keys.
+    "select_heads": "SELECT conversation_id, last_seq FROM {ks}.conversation_heads"
+    " WHERE conversation_id IN ?",
+    "select_keys": "SELECT key, seq, message_id FROM {ks}.messages_by_key WHERE key IN ?",
     "select_messages": "SELECT conversation_id, message_id, seq, sender_id, cmid, text, created_at"
     " FROM {ks}.messages_by_conversation WHERE conversation_id = ? AND bucket = ? AND seq >= ? AND seq <= ?",
+    "select_messages_at": "SELECT conversation_id, message_id, seq, sender_id, cmid, text, created_at"
+    " FROM {ks}.messages_by_conversation WHERE conversation_id = ? AND bucket = ? AND seq IN ?",
     "select_senders": "SELECT sender_id FROM {ks}.messages_by_conversation"
     " WHERE conversation_id = ? AND bucket = ? AND seq >= ? AND seq <= ?",
     # Fenced commits (read at serial consistency, so an accepted Paxos round is always seen).
-    "select_shard_head": "SELECT last_seq FROM {ks}.shard_heads WHERE shard = ? AND conversation_id = ?",
+    "select_shard_heads": "SELECT conversation_id, last_seq FROM {ks}.shard_heads"
+    " WHERE shard = ? AND conversation_id IN ?",
     "select_epoch": "SELECT epoch FROM {ks}.shard_heads WHERE shard = ? LIMIT 1",
     "set_shard_head": "UPDATE {ks}.shard_heads SET last_seq = ? WHERE shard = ? AND conversation_id = ?",
     # Lightweight transactions.
@@ -48,13 +52,14 @@ class Statements:
     """Each query of ``_QUERIES``, prepared."""
 
     insert_message: Prepared
-    insert_cmid: Prepared
+    insert_key: Prepared
     set_head: Prepared
-    select_head: Prepared
-    select_cmid: Prepared
+    select_heads: Prepared
+    select_keys: Prepared
     select_messages: Prepared
+    select_messages_at: Prepared
     select_senders: Prepared
-    select_shard_head: Prepared
+    select_shard_heads: Prepared
     select_epoch: Prepared
     set_shard_head: Prepared
     raise_epoch: Prepared

@@ -12,6 +12,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from cassandra.query import BatchStatement, BatchType, SimpleStatement  # type: ignore[import-untyped]
 
 import persister
 from hubbub.envelope import AcceptedMessage, CommitResult
@@ -19,12 +20,14 @@ from hubbub.stores import Fence, FencedOut
 from persister import SqlMessageStore, cassandra_store
 from persister.cassandra_store import (
     MIGRATIONS,
+    CassandraMessageStore,
     bucket_ranges,
     connect,
     consistency_level,
     contact_point,
     plan_page,
 )
+from persister.cassandra_store.batching import MAX_MUTATION_BYTES, Write, pack
 from persister.sql_database import create_engine
 from tests.support.cassandra import CassandraServer
 from tests.support.schema import migrate
@@ -213,3 +216,75 @@ async def test_two_writers_racing_for_one_conversation_keep_every_ack_once(
     finally:
         await old.close()
         await new.close()
+
+
+def _writes(sizes: list[tuple[str, int]]) -> list[Write]:
+    return [Write(partition, SimpleStatement(f"-- {k}"), size) for k, (partition, size) in enumerate(sizes)]
+
+
+def _shape(requests: list[object]) -> list[int]:
+    """Statements per request; a lone statement (not a batch) counts as 0."""
+    return [len(r) if isinstance(r, BatchStatement) else 0 for r in requests]
+
+
+def test_small_rows_of_many_partitions_share_batches_of_ten_partitions() -> None:
+    requests = pack(_writes([(f"p{k}", 100) for k in range(25)]))
+    assert _shape(requests) == [10, 10, 5]
+    assert all(r.is_idempotent and r.batch_type == BatchType.UNLOGGED for r in requests)  # type: ignore[attr-defined]
+
+
+def test_rows_of_one_partition_stay_together_and_a_big_partition_goes_alone() -> None:
+    sizes = [("small", 100), ("big", 3_000), ("small", 100), ("big", 3_000), ("other", 100)]
+    assert _shape(pack(_writes(sizes))) == [2, 3]  # "big" (6 KB, one mutation) alone; the rest shared
+    assert _shape(pack(_writes([("a", 3_000), ("b", 3_000)]))) == [0, 0]  # 4 KiB at most across partitions
+    huge = _writes([("h", MAX_MUTATION_BYTES // 2)] * 5)
+    assert _shape(pack(huge)) == [2, 2, 0]  # one partition, split below the commit log's limit
+
+
+async def test_a_batch_costs_a_few_requests_and_resends_fewer(keyspace: tuple[CassandraServer, str]) -> None:
+    """The cost the store's docstring states, counted on the driver: 100 messages, 13 requests."""
+    server, name = keyspace
+    store = await connect([server.host], name)
+    sent: list[object] = []
+    execute = store.session.execute_async
+
+    def counting(query: object, *args: object, **kwargs: object) -> object:
+        sent.append(query)
+        return execute(query, *args, **kwargs)
+
+    try:
+        await store.commit([_message(50, "warm")])  # statements prepared, head cached
+        store.session.execute_async = counting  # type: ignore[method-assign,assignment]
+        batch = [_message(50, f"m{k}") for k in range(100)]
+        results = await store.commit(batch)
+        assert [r.message.seq for r in results] == list(range(2, 102))
+        # 1 dedupe read + 1 batch of the conversation's rows + 10 of pointers + 1 head write
+        assert len(sent) == 13
+        sent.clear()
+        resent = await store.commit(batch)
+        assert [(r.duplicate, r.message) for r in resent] == [(True, r.message) for r in results]
+        assert len(sent) == 2  # the dedupe read and one read of the rows it points at
+    finally:
+        store.session.execute_async = execute  # type: ignore[method-assign]
+        await store.close()
+
+
+async def test_resends_straddling_buckets_find_their_rows_in_each(
+    keyspace: tuple[CassandraServer, str],
+) -> None:
+    server, name = keyspace
+    owner = await connect([server.host], name)
+    store = CassandraMessageStore(owner.session, name, bucket_size=10)
+    try:
+        first = await store.commit([_message(51, f"s{k}", sender=k % 3) for k in range(35)])
+        again = await store.commit(
+            [_message(51, f"s{k}", sender=k % 3) for k in (34, 3, 17, 9, 10)] + [_message(51, "new")]
+        )
+        assert [(r.duplicate, r.message.seq) for r in again] == [
+            *((True, first[k].message.seq) for k in (34, 3, 17, 9, 10)),
+            (False, 36),
+        ]
+        page = await store.page(51, limit=100)
+        assert [m.seq for m in page.messages] == list(range(1, 37))
+    finally:
+        await owner.close()
