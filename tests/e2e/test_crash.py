@@ -4,29 +4,14 @@ from __future__ import annotations
 
 import signal
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlparse
 
-from client import HubbubClient
-from tests.support.chat import client_factory, expect_event
+from tests.support.chat import all_history, client_factory, expect_event
 from tests.support.platform import start_platform
 
 TOTAL = 1000
 SENDERS = 3
 LIMITS = {"HUBBUB_SENDS_PER_SECOND": "1000000", "HUBBUB_SEND_BURST": "1000000"}
-
-
-def _all_history(client: HubbubClient, conversation_id: str) -> list[dict[str, Any]]:
-    messages: list[dict[str, Any]] = []
-    while True:
-        after = messages[-1]["seq"] if messages else 0
-        page = client.request(
-            "GET", f"/v1/conversations/{conversation_id}/messages", params={"after": after, "limit": 200}
-        )
-        assert page.status_code == 200, page.text
-        messages += page.json()["messages"]
-        if not page.json()["has_more"]:
-            return messages
 
 
 def test_kill_9_mid_burst_loses_nothing_and_stores_nothing_twice(tmp_path: Path) -> None:
@@ -51,7 +36,7 @@ def test_kill_9_mid_burst_loses_nothing_and_stores_nothing_twice(tmp_path: Path)
         try:
             for sender in senders:
                 assert sender.outbox.emptied.wait(120), f"{len(sender.outbox)} messages never acknowledged"
-            history = _all_history(senders[0], cid)
+            history = all_history(senders[0], cid)
             assert [message["seq"] for message in history] == list(range(1, TOTAL + 1))
             assert sorted(message["cmid"] for message in history) == sorted(sent)
             stored = {message["cmid"]: (message["message_id"], message["seq"]) for message in history}

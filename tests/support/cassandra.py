@@ -19,6 +19,7 @@ import string
 import tempfile
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -133,7 +134,10 @@ def start_cassandra(extra_jvm_options: Sequence[str] = ()) -> CassandraServer:
     server = CassandraServer(root, native, process, 0.0)
     try:
         process.wait_for_line(lambda line: _READY_LINE in line, timeout=_START_TIMEOUT_S)
-        asyncio.run(_query_answers(server.host))
+        # A loop of its own in a thread: the fixture may be first asked for by an async test,
+        # whose loop is already running in this thread.
+        with ThreadPoolExecutor(1, thread_name_prefix="cassandra-ready") as pool:
+            pool.submit(asyncio.run, _query_answers(server.host)).result()
     except Exception as exc:
         tail = server.log_tail()
         server.stop()

@@ -10,7 +10,7 @@ from typing import Any, Literal
 from client import HubbubClient
 from tests.support.api import PASSWORD, ApiClient
 
-__all__ = ["WAIT_S", "ClientFactory", "client_factory", "expect_event", "no_event_before"]
+__all__ = ["WAIT_S", "ClientFactory", "all_history", "client_factory", "expect_event", "no_event_before"]
 
 WAIT_S = 20.0
 ClientFactory = Callable[..., HubbubClient]
@@ -69,3 +69,17 @@ def no_event_before(client: HubbubClient, marker: Callable[[dict[str, Any]], boo
         if marker(event):
             return seen
         seen.append(event)
+
+
+def all_history(client: HubbubClient, conversation_id: str) -> list[dict[str, Any]]:
+    """Every message of a conversation, paged through REST in seq order."""
+    messages: list[dict[str, Any]] = []
+    while True:
+        after = messages[-1]["seq"] if messages else 0
+        page = client.request(
+            "GET", f"/v1/conversations/{conversation_id}/messages", params={"after": after, "limit": 200}
+        )
+        assert page.status_code == 200, page.text
+        messages += page.json()["messages"]
+        if not page.json()["has_more"]:
+            return messages
