@@ -67,6 +67,7 @@ READ_CHUNK = 1 << 16
 _CONNECT, _PUBLISH, _PUBACK, _PUBREC, _PUBREL, _PUBCOMP = 1, 3, 4, 5, 6, 7
 _SUBSCRIBE, _UNSUBSCRIBE, _PINGREQ, _DISCONNECT = 8, 10, 12, 14
 _SUBSCRIBE_FLAGS = 0x02  # SUBSCRIBE, UNSUBSCRIBE and PUBREL have flags 0b0010 [MQTT-3.8.1-1]
+_PUBACK_FIRST = _PUBACK << 4  # the other packets from a client have flags 0 [MQTT-2.2.2-2]
 
 
 class ProtocolViolation(MQTTError):
@@ -295,11 +296,11 @@ class ConnectionHandler:
                 pending = self._on_publish(first & 0x0F, buffer[start:end])
                 if pending is not None:
                     await pending
-            elif packet_type == _PUBACK:
+            elif first == _PUBACK_FIRST:
                 self._acknowledged(buffer[start:end])
-            elif packet_type == _PINGREQ:
+            elif first == _PINGREQ << 4:
                 self._write(PINGRESP_PACKET)
-            elif packet_type == _DISCONNECT:
+            elif first == _DISCONNECT << 4:
                 return position, True
             else:
                 await self._on_other(packet_type, first, buffer[start:end])
@@ -343,6 +344,9 @@ class ConnectionHandler:
         self, packet_type: int, first: int, body: bytes
     ) -> None:
         session = self.session
+        flags = first & 0x0F
+        if flags != (_SUBSCRIBE_FLAGS if packet_type in {_PUBREL, _SUBSCRIBE, _UNSUBSCRIBE} else 0):
+            raise ProtocolViolation(f"packet type {packet_type} with flags {flags:#06b} [MQTT-2.2.2-2]")
         packet_id = (body[0] << 8) | body[1] if len(body) >= 2 else 0  # noqa: PLR2004
         if packet_type == _PUBREC:
             message = session.inflight_out.get(packet_id)
@@ -357,13 +361,9 @@ class ConnectionHandler:
             if session.has_queued():
                 self.flush_queue()
         elif packet_type == _SUBSCRIBE:
-            if first & 0x0F != _SUBSCRIBE_FLAGS:
-                raise ProtocolViolation("SUBSCRIBE with reserved flags other than 0b0010 [MQTT-3.8.1-1]")
             packet_id, asked = parse_subscribe(body)
             await self.router.on_subscribe(self, packet_id, asked)
         elif packet_type == _UNSUBSCRIBE:
-            if first & 0x0F != _SUBSCRIBE_FLAGS:
-                raise ProtocolViolation("UNSUBSCRIBE with reserved flags other than 0b0010 [MQTT-3.10.1-1]")
             packet_id, filters = parse_unsubscribe(body)
             await self.router.on_unsubscribe(self, packet_id, filters)
         elif packet_type == _CONNECT:

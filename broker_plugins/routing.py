@@ -62,11 +62,7 @@ class RoutingBroker:
         """
         packet0: bytes | None = None
         delivered = 0
-        index = self.index
-        matched = index.filters.get(topic) or ()
-        if index.has_wildcards:
-            matched = [*matched, *index.match_wildcards(topic)]
-        for session, granted in matched:
+        for session, granted in self.index.match(topic):
             client_id = session.client_id
             if (only_client is not None and client_id != only_client) or client_id == skip_client:
                 continue
@@ -159,10 +155,12 @@ class RoutingBroker:
 
 
 def check_topic(topic: str) -> None:
-    """A PUBLISH topic must be non-empty, without wildcards, and not a ``$`` topic (as in amqtt)."""
+    """A topic name (PUBLISH, will) must be non-empty, without wildcards or NUL, and not a ``$`` topic."""
     if not topic:
-        raise ProtocolViolation("PUBLISH with an empty topic [MQTT-4.7.3-1]")
+        raise ProtocolViolation("empty topic name [MQTT-4.7.3-1]")
     if "#" in topic or "+" in topic:
-        raise ProtocolViolation("wildcard in a PUBLISH topic [MQTT-3.3.2-2]")
+        raise ProtocolViolation("wildcard in a topic name [MQTT-3.3.2-2]")
+    if "\x00" in topic:  # the codec refuses it in a PUBLISH already; a will topic comes here
+        raise ProtocolViolation("NUL in a topic name [MQTT-1.5.3-2]")
     if topic[0] == "$":
         raise ProtocolViolation("clients may not publish to $ topics [MQTT-4.7.2-1]")
