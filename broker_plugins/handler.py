@@ -46,6 +46,7 @@ from broker_plugins.codec import (
     suback_packet,
     unsuback_packet,
 )
+from broker_plugins.metrics import ShedCounts
 from broker_plugins.sessions import MqttSession, Outgoing
 from broker_plugins.transport import FastReader, FastWriter, TcpWriter
 
@@ -75,7 +76,9 @@ class ProtocolViolation(MQTTError):
 
 
 class Router(Protocol):
-    """What the handler hands to the broker."""
+    """What the handler hands to the broker, and where it counts what it sheds."""
+
+    shed: ShedCounts
 
     def on_publish(
         self, handler: ConnectionHandler, topic: str, payload: bytes, qos: int, retain: bool
@@ -206,6 +209,7 @@ class ConnectionHandler:
             # up must not stay shed until some other packet happens to be written to it.
             self._congested = self._unsent() > QOS0_HIGH_WATER
             if self._congested:
+                self.router.shed.qos0_stalled += 1
                 return
         self._write(packet)
 
@@ -220,7 +224,8 @@ class ConnectionHandler:
             return
         session = self.session
         if len(session.inflight_out) >= MAX_INFLIGHT or session.has_queued():
-            session.enqueue(Outgoing(topic, payload, qos, retain=retain))
+            if not session.enqueue(Outgoing(topic, payload, qos, retain=retain)):
+                self.router.shed.queue_full += 1
             return
         self._send_tracked(Outgoing(topic, payload, qos, retain=retain))
 

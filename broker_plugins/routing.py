@@ -27,6 +27,7 @@ from collections.abc import Awaitable
 from broker_plugins.acl import TopicAcl
 from broker_plugins.codec import encode_publish
 from broker_plugins.handler import ConnectionHandler, ProtocolViolation
+from broker_plugins.metrics import BrokerCollector, ShedCounts
 from broker_plugins.sessions import MqttSession, Outgoing, Will
 from broker_plugins.subscriptions import SubscriptionIndex, is_valid_filter, matches
 
@@ -45,6 +46,7 @@ class RoutingBroker:
         self.sessions: dict[str, MqttSession] = {}
         self.index = SubscriptionIndex()
         self.retained: dict[str, tuple[bytes, int]] = {}  # topic -> (payload, QoS)
+        self.shed = ShedCounts()  # what was dropped rather than buffered (``metrics.py``)
 
     # --- delivery ----------------------------------------------------------------------------
 
@@ -76,9 +78,17 @@ class RoutingBroker:
                         packet0 = encode_publish(topic, payload, 0, None)
                     handler.write_qos0(packet0)
                 delivered += 1
-            elif level and not session.clean_session:
-                session.enqueue(Outgoing(topic, payload, level, retain=False))
+            elif (
+                level
+                and not session.clean_session
+                and not session.enqueue(Outgoing(topic, payload, level, retain=False))
+            ):
+                self.shed.queue_full += 1
         return delivered
+
+    def collector(self) -> BrokerCollector:
+        """The broker's Prometheus metrics, to register where ``/metrics`` is rendered."""
+        return BrokerCollector(self.shed)
 
     def retain(self, topic: str, payload: bytes, qos: int) -> None:
         """Store a retained message; an empty payload clears the topic instead [MQTT-3.3.1-10]."""
