@@ -282,6 +282,10 @@ class ConnectionHandler:
         except asyncio.CancelledError:
             if watchdog.expired:
                 logger.info("keepalive expired for device_id=%s; closing", session.client_id)
+        except Exception:
+            # A bug must cost only this connection, and be seen: unhandled here, the error
+            # would wait in the task until garbage collection to be reported, if ever.
+            logger.exception("unexpected error reading from device_id=%s; closing", session.client_id)
         finally:
             watchdog.stop()
             if not self.ended.done():
