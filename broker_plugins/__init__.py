@@ -3,7 +3,8 @@
 What lives here: CONNECT authentication (``auth.py``, ``connect.py``), the SUBSCRIBE ACL
 (``acl.py``), the subscription index (``subscriptions.py``), routing and retained messages
 (``routing.py``), sessions (``sessions.py``), the per-connection protocol handler
-(``handler.py``, with the framing of ``codec.py``), packet limits (``limits.py``), stream
+(``handler.py``, with the framing of ``codec.py``), packet limits (``limits.py``), what it
+sheds, counted for ``/metrics`` (``metrics.py``), stream
 adapters (``transport.py``), the WebSocket bridge (``websocket.py``), and the server with
 its CONNECT flow and the seam to the messaging core (``broker.py``, through the Protocols
 of ``hubbub/connections.py``).

@@ -11,6 +11,11 @@ Protocols of ``hubbub/connections.py``:
 - it is driven by the core (``DeviceConnections``): ``to_inbox``, ``set_presence``,
   ``is_connected``, ``drop``.
 
+A device's publish to any other ``conv/`` topic (``conv/abc/send``, ``conv//send``,
+``conv/1/other``) is answered by the broker itself with an ``error`` event (code ``invalid``):
+the core never sees it, as it has no conversation to name, and a mistyped send must not
+vanish in silence. Well-formed topics pay nothing for this: it is the refusal path.
+
 The CONNECT flow: a connection must send its CONNECT within ``connect_timeout_s`` (stock
 amqtt waited for ever, so idle sockets could pile up); it is authenticated *before* it may
 touch an existing session (``auth.py``); a live connection of the same client id is closed
@@ -42,6 +47,8 @@ from broker_plugins.sessions import Identity, MqttSession
 from broker_plugins.transport import TcpReader, TcpWriter
 from hubbub import topics
 from hubbub.connections import DeviceEvents
+from hubbub.errors import MessageRejected
+from hubbub.events import error_event
 from hubbub.sessions import DeviceSessions
 from hubbub.stores import Directory
 from hubbub.tokens import TokenCodec
@@ -242,7 +249,8 @@ class HubbubBroker(RoutingBroker):
         if user_id is None:  # a service: routed like any MQTT publish
             return super().on_publish(handler, topic, payload, qos, retain)
         events = self._events
-        if events is not None and topic.startswith(topics.CONVERSATION_PREFIX):
+        conversation = topic.startswith(topics.CONVERSATION_PREFIX)
+        if events is not None and conversation:
             parsed = topics.parse(topic)
             if parsed is not None and parsed.kind is TopicKind.CONVERSATION_SEND:
                 return events.send(user_id, session.client_id, parsed.entity_id, payload)
@@ -250,6 +258,9 @@ class HubbubBroker(RoutingBroker):
                 return events.typing(user_id, session.client_id, parsed.entity_id)
         check_topic(topic)
         logger.info("refused PUBLISH to %r by device_id=%s", topic, session.client_id)
+        if conversation:  # a mistyped send deserves an answer, not silence
+            error = MessageRejected("invalid", f"{topic!r} is not a conversation topic (conv/{{id}}/send)")
+            self.to_inbox(user_id, error_event(None, None, error), only_device=session.client_id)
         return None
 
     async def add_subscription(self, session: MqttSession, topic_filter: str, qos: int) -> int:

@@ -29,6 +29,7 @@ __all__ = [
 PINGRESP_PACKET = b"\xd0\x00"
 _MAX_LENGTH_BYTES = 4
 _PUBLISH = 0x30
+_MAX_QOS = 2  # a requested QoS byte above it (QoS 3, reserved bits) is malformed
 
 
 class MalformedPacket(ValueError):
@@ -86,7 +87,9 @@ def parse_publish(flags: int, body: bytes) -> tuple[str, int | None, bytes]:
     try:
         topic = body[2:topic_end].decode()
     except UnicodeDecodeError:
-        raise MalformedPacket("PUBLISH topic is not UTF-8") from None
+        raise MalformedPacket("PUBLISH topic is not UTF-8 [MQTT-1.5.3-1]") from None
+    if "\x00" in topic:
+        raise MalformedPacket("NUL in a PUBLISH topic [MQTT-1.5.3-2]")
     if flags & 0x06:
         if topic_end + 2 > len(body):
             raise MalformedPacket("PUBLISH without its packet id")
@@ -128,9 +131,12 @@ def _string(body: bytes, position: int) -> tuple[str, int]:
     if end > len(body):
         raise MalformedPacket("string runs past the packet")
     try:
-        return body[position + 2 : end].decode(), end
+        text = body[position + 2 : end].decode()
     except UnicodeDecodeError:
-        raise MalformedPacket("topic filter is not UTF-8") from None
+        raise MalformedPacket("topic filter is not UTF-8 [MQTT-1.5.3-1]") from None
+    if "\x00" in text:
+        raise MalformedPacket("NUL in a topic filter [MQTT-1.5.3-2]")
+    return text, end
 
 
 def parse_subscribe(body: bytes) -> tuple[int, list[tuple[str, int]]]:
@@ -142,7 +148,10 @@ def parse_subscribe(body: bytes) -> tuple[int, list[tuple[str, int]]]:
         topic_filter, position = _string(body, position)
         if position >= len(body):
             raise MalformedPacket("SUBSCRIBE filter without its QoS")
-        asked.append((topic_filter, body[position]))
+        requested = body[position]
+        if requested > _MAX_QOS:
+            raise MalformedPacket(f"SUBSCRIBE asks for QoS byte {requested:#04x} [MQTT-3.8.3-4]")
+        asked.append((topic_filter, requested))
         position += 1
     if not asked:
         raise MalformedPacket("SUBSCRIBE without a topic filter [MQTT-3.8.3-3]")

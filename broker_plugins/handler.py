@@ -46,6 +46,7 @@ from broker_plugins.codec import (
     suback_packet,
     unsuback_packet,
 )
+from broker_plugins.metrics import ShedCounts
 from broker_plugins.sessions import MqttSession, Outgoing
 from broker_plugins.transport import FastReader, FastWriter, TcpWriter
 
@@ -67,6 +68,7 @@ READ_CHUNK = 1 << 16
 _CONNECT, _PUBLISH, _PUBACK, _PUBREC, _PUBREL, _PUBCOMP = 1, 3, 4, 5, 6, 7
 _SUBSCRIBE, _UNSUBSCRIBE, _PINGREQ, _DISCONNECT = 8, 10, 12, 14
 _SUBSCRIBE_FLAGS = 0x02  # SUBSCRIBE, UNSUBSCRIBE and PUBREL have flags 0b0010 [MQTT-3.8.1-1]
+_PUBACK_FIRST = _PUBACK << 4  # the other packets from a client have flags 0 [MQTT-2.2.2-2]
 
 
 class ProtocolViolation(MQTTError):
@@ -74,7 +76,9 @@ class ProtocolViolation(MQTTError):
 
 
 class Router(Protocol):
-    """What the handler hands to the broker."""
+    """What the handler hands to the broker, and where it counts what it sheds."""
+
+    shed: ShedCounts
 
     def on_publish(
         self, handler: ConnectionHandler, topic: str, payload: bytes, qos: int, retain: bool
@@ -205,6 +209,7 @@ class ConnectionHandler:
             # up must not stay shed until some other packet happens to be written to it.
             self._congested = self._unsent() > QOS0_HIGH_WATER
             if self._congested:
+                self.router.shed.qos0_stalled += 1
                 return
         self._write(packet)
 
@@ -219,7 +224,8 @@ class ConnectionHandler:
             return
         session = self.session
         if len(session.inflight_out) >= MAX_INFLIGHT or session.has_queued():
-            session.enqueue(Outgoing(topic, payload, qos, retain=retain))
+            if not session.enqueue(Outgoing(topic, payload, qos, retain=retain)):
+                self.router.shed.queue_full += 1
             return
         self._send_tracked(Outgoing(topic, payload, qos, retain=retain))
 
@@ -276,6 +282,10 @@ class ConnectionHandler:
         except asyncio.CancelledError:
             if watchdog.expired:
                 logger.info("keepalive expired for device_id=%s; closing", session.client_id)
+        except Exception:
+            # A bug must cost only this connection, and be seen: unhandled here, the error
+            # would wait in the task until garbage collection to be reported, if ever.
+            logger.exception("unexpected error reading from device_id=%s; closing", session.client_id)
         finally:
             watchdog.stop()
             if not self.ended.done():
@@ -295,11 +305,11 @@ class ConnectionHandler:
                 pending = self._on_publish(first & 0x0F, buffer[start:end])
                 if pending is not None:
                     await pending
-            elif packet_type == _PUBACK:
+            elif first == _PUBACK_FIRST:
                 self._acknowledged(buffer[start:end])
-            elif packet_type == _PINGREQ:
+            elif first == _PINGREQ << 4:
                 self._write(PINGRESP_PACKET)
-            elif packet_type == _DISCONNECT:
+            elif first == _DISCONNECT << 4:
                 return position, True
             else:
                 await self._on_other(packet_type, first, buffer[start:end])
@@ -343,6 +353,9 @@ class ConnectionHandler:
         self, packet_type: int, first: int, body: bytes
     ) -> None:
         session = self.session
+        flags = first & 0x0F
+        if flags != (_SUBSCRIBE_FLAGS if packet_type in {_PUBREL, _SUBSCRIBE, _UNSUBSCRIBE} else 0):
+            raise ProtocolViolation(f"packet type {packet_type} with flags {flags:#06b} [MQTT-2.2.2-2]")
         packet_id = (body[0] << 8) | body[1] if len(body) >= 2 else 0  # noqa: PLR2004
         if packet_type == _PUBREC:
             message = session.inflight_out.get(packet_id)
@@ -357,13 +370,9 @@ class ConnectionHandler:
             if session.has_queued():
                 self.flush_queue()
         elif packet_type == _SUBSCRIBE:
-            if first & 0x0F != _SUBSCRIBE_FLAGS:
-                raise ProtocolViolation("SUBSCRIBE with reserved flags other than 0b0010 [MQTT-3.8.1-1]")
             packet_id, asked = parse_subscribe(body)
             await self.router.on_subscribe(self, packet_id, asked)
         elif packet_type == _UNSUBSCRIBE:
-            if first & 0x0F != _SUBSCRIBE_FLAGS:
-                raise ProtocolViolation("UNSUBSCRIBE with reserved flags other than 0b0010 [MQTT-3.10.1-1]")
             packet_id, filters = parse_unsubscribe(body)
             await self.router.on_unsubscribe(self, packet_id, filters)
         elif packet_type == _CONNECT:

@@ -27,6 +27,7 @@ from collections.abc import Awaitable
 from broker_plugins.acl import TopicAcl
 from broker_plugins.codec import encode_publish
 from broker_plugins.handler import ConnectionHandler, ProtocolViolation
+from broker_plugins.metrics import BrokerCollector, ShedCounts
 from broker_plugins.sessions import MqttSession, Outgoing, Will
 from broker_plugins.subscriptions import SubscriptionIndex, is_valid_filter, matches
 
@@ -45,6 +46,7 @@ class RoutingBroker:
         self.sessions: dict[str, MqttSession] = {}
         self.index = SubscriptionIndex()
         self.retained: dict[str, tuple[bytes, int]] = {}  # topic -> (payload, QoS)
+        self.shed = ShedCounts()  # what was dropped rather than buffered (``metrics.py``)
 
     # --- delivery ----------------------------------------------------------------------------
 
@@ -62,11 +64,7 @@ class RoutingBroker:
         """
         packet0: bytes | None = None
         delivered = 0
-        index = self.index
-        matched = index.filters.get(topic) or ()
-        if index.has_wildcards:
-            matched = [*matched, *index.match_wildcards(topic)]
-        for session, granted in matched:
+        for session, granted in self.index.match(topic):
             client_id = session.client_id
             if (only_client is not None and client_id != only_client) or client_id == skip_client:
                 continue
@@ -80,9 +78,17 @@ class RoutingBroker:
                         packet0 = encode_publish(topic, payload, 0, None)
                     handler.write_qos0(packet0)
                 delivered += 1
-            elif level and not session.clean_session:
-                session.enqueue(Outgoing(topic, payload, level, retain=False))
+            elif (
+                level
+                and not session.clean_session
+                and not session.enqueue(Outgoing(topic, payload, level, retain=False))
+            ):
+                self.shed.queue_full += 1
         return delivered
+
+    def collector(self) -> BrokerCollector:
+        """The broker's Prometheus metrics, to register where ``/metrics`` is rendered."""
+        return BrokerCollector(self.shed)
 
     def retain(self, topic: str, payload: bytes, qos: int) -> None:
         """Store a retained message; an empty payload clears the topic instead [MQTT-3.3.1-10]."""
@@ -159,10 +165,12 @@ class RoutingBroker:
 
 
 def check_topic(topic: str) -> None:
-    """A PUBLISH topic must be non-empty, without wildcards, and not a ``$`` topic (as in amqtt)."""
+    """A topic name (PUBLISH, will) must be non-empty, without wildcards or NUL, and not a ``$`` topic."""
     if not topic:
-        raise ProtocolViolation("PUBLISH with an empty topic [MQTT-4.7.3-1]")
+        raise ProtocolViolation("empty topic name [MQTT-4.7.3-1]")
     if "#" in topic or "+" in topic:
-        raise ProtocolViolation("wildcard in a PUBLISH topic [MQTT-3.3.2-2]")
+        raise ProtocolViolation("wildcard in a topic name [MQTT-3.3.2-2]")
+    if "\x00" in topic:  # the codec refuses it in a PUBLISH already; a will topic comes here
+        raise ProtocolViolation("NUL in a topic name [MQTT-1.5.3-2]")
     if topic[0] == "$":
         raise ProtocolViolation("clients may not publish to $ topics [MQTT-4.7.2-1]")

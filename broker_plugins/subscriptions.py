@@ -17,7 +17,7 @@ A client holds at most one subscription per filter; subscribing again replaces i
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -177,8 +177,18 @@ class SubscriptionIndex:
         """Whether any wildcard filter is held (usually not: devices may not use wildcards)."""
         return self._wildcards > 0
 
+    def match(self, topic: str) -> Sequence[Subscriber]:
+        """Every subscription matching ``topic``: one entry per (client, filter)."""
+        exact = self.filters.get(topic) or ()
+        if not self._wildcards:
+            return exact
+        if "+" in topic or "#" in topic:
+            # Only a wildcard filter can equal such a topic, and the trie yields it already.
+            return list(self.match_wildcards(topic))
+        return [*exact, *self.match_wildcards(topic)]
+
     def match_wildcards(self, topic: str) -> Iterator[Subscriber]:
-        """The (session, QoS) of every wildcard filter matching ``topic``."""
+        """The (session, QoS) of every wildcard filter matching ``topic``, each once."""
         levels = topic.split("/")
         last = len(levels)
         dollar = topic.startswith("$")
@@ -195,7 +205,11 @@ class SubscriptionIndex:
             if depth == last:
                 continue
             plus = None if no_wildcard_here else children.get("+")
-            exact = children.get(levels[depth])
+            level = levels[depth]
+            # A topic level that is literally "+" or "#" (a service's internal route; clients
+            # cannot publish one) names the wildcard node itself: walking it as the exact level
+            # too would deliver its subscriptions twice.
+            exact = None if level in {"+", "#"} else children.get(level)
             for child in (plus, exact):
                 if child is None:
                     continue

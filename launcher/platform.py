@@ -187,6 +187,7 @@ async def _messaging(core: _Core) -> AsyncIterator[_Messaging]:
     providers = build_providers(settings)
     push_directory = SqlPushDirectory(sessions, core.store)
     metrics = PushMetrics()
+    metrics.registry.register(broker.collector())  # /metrics shows what the broker shed
 
     async def remove_token(token: PushToken) -> None:
         user_id = await push_directory.remove_token(token.token_id)

@@ -130,3 +130,21 @@ async def test_no_client_id_with_a_persistent_session_is_refused(recorder: _Reco
     with pytest.raises(MQTTError, match=r"MQTT-3\.1\.3-8"):
         await read_connect(BufferReader(b"\x10" + remaining_length(len(body)) + body), recorder)
     assert recorder.written == b"\x20\x02\x00\x02"
+
+
+@pytest.mark.parametrize(
+    ("client_id", "username"),
+    [(b"a\x00b", b"42"), (b"a\xffb", b"42"), (b"phone", b"4\x002"), (b"ph", b"\xc3")],
+)
+async def test_a_connect_string_that_is_not_utf_8_without_nul_closes_without_connack(
+    recorder: _Recorder, client_id: bytes, username: bytes
+) -> None:
+    # amqtt's decoder reads invalid UTF-8 as str(bytes) ("b'a\\xffb'"): read_connect must notice.
+    def raw(data: bytes) -> bytes:
+        return struct.pack("!H", len(data)) + data
+
+    body = _string("MQTT") + bytes([4, 0b11000010]) + struct.pack("!H", 10)
+    body += raw(client_id) + raw(username) + _string("token")
+    with pytest.raises(MQTTError, match=r"MQTT-1\.5\.3"):
+        await read_connect(BufferReader(b"\x10" + remaining_length(len(body)) + body), recorder)
+    assert recorder.written == b""

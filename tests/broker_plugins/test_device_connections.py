@@ -202,3 +202,21 @@ async def test_a_signed_out_device_is_refused_at_connect_whatever_its_token(brok
     with pytest.raises(EOFError):
         await device.packet()
     assert broker.events.log == []
+
+
+@pytest.mark.parametrize("topic", ["conv/abc/send", "conv//send", "conv/1/other", "conv/01/send", "conv/5"])
+async def test_a_send_to_a_malformed_conversation_topic_gets_an_error_event(
+    broker: Broker, topic: str
+) -> None:
+    phone = await _connect(broker, "phone")
+    assert await phone.subscribe(f"user/{USER}/inbox") == b"\x01"
+    body = struct.pack("!H", len(topic)) + topic.encode() + b"\x00\x09" + b'{"cmid":"c1","text":"hi"}'
+    phone.writer.write(b"\x32" + remaining_length(len(body)) + body)  # QoS 1
+    received = dict([await phone.packet(), await phone.packet()])  # the error event, the PUBACK
+    assert received[0x40] == b"\x00\x09"
+    inbox_topic, _, payload = parse_publish(0x02, received[0x32])
+    event = orjson.loads(payload)
+    assert inbox_topic == f"user/{USER}/inbox"
+    assert (event["kind"], event["code"], event["conversation_id"]) == ("error", "invalid", None)
+    assert "not a conversation topic" in event["message"]
+    assert not any(entry[0].startswith("send") for entry in broker.events.log)

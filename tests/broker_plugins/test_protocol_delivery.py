@@ -14,7 +14,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from broker_plugins.handler import MAX_INFLIGHT, QOS0_HIGH_WATER
 from hubbub.tokens import TokenCodec
@@ -154,6 +156,17 @@ def _client(platform: Platform, made: list[RawClient], name: str, **kwargs: Any)
     return client
 
 
+def _shed(platform: Platform, reason: str) -> float:
+    """``hubbub_mqtt_shed_total{reason=...}`` from the platform's Prometheus ``/metrics``."""
+    text = httpx.get(f"{platform.http_url}/metrics", timeout=TIMEOUT_S).text
+    families = {family.name: family for family in text_string_to_metric_families(text)}
+    return next(
+        sample.value
+        for sample in families["hubbub_mqtt_shed"].samples
+        if sample.name == "hubbub_mqtt_shed_total" and sample.labels == {"reason": reason}
+    )
+
+
 def _topic() -> str:
     return f"proto/{uuid.uuid4().hex}"
 
@@ -273,6 +286,7 @@ def test_qos0_to_a_client_that_stopped_reading_is_shed_then_resumes(
     # QoS 0 promises at most once: for a client that does not read, the broker drops it
     # rather than buffer without bound, and delivers again once the client has caught up.
     # QoS 1 is never shed, so it marks how far the delivery got.
+    shed_at_start = _shed(platform, "qos0_stalled")
     topic, marker_topic = _topic(), _topic()
     subscriber = _client(platform, clients, f"sub-{uuid.uuid4().hex[:8]}", receive_buffer=4096)
     assert subscriber.subscribe(topic, 0) == 0
@@ -296,6 +310,7 @@ def test_qos0_to_a_client_that_stopped_reading_is_shed_then_resumes(
     survived = received_before_marker()
     assert 0 < len(survived) < flood
     assert survived == sorted(survived)  # dropped, never reordered
+    assert _shed(platform, "qos0_stalled") == shed_at_start + flood - len(survived)  # counted, in /metrics
     for index in range(flood, flood + 10):
         publisher.publish(topic, index.to_bytes(4, "big") + bytes(chunk), 0)
     publisher.publish(marker_topic, b"caught up", 1)

@@ -18,8 +18,7 @@ def _session(client_id: str) -> MqttSession:
 
 
 def _ids(index: SubscriptionIndex, topic: str) -> list[tuple[str, int]]:
-    matched = [*index.filters.get(topic, ()), *index.match_wildcards(topic)]
-    return sorted((session.client_id, qos) for session, qos in matched)
+    return sorted((session.client_id, qos) for session, qos in index.match(topic))
 
 
 @pytest.fixture
@@ -110,3 +109,16 @@ def test_qos_of_says_what_a_client_holds(index: SubscriptionIndex) -> None:
     assert index.filters == {"x/y": [(_session("c"), 1)]}
     assert index.qos_of("x/y", "c") == 1
     assert index.qos_of("x/y", "d") is None
+
+
+@pytest.mark.parametrize("topic", ["a/+/#", "a/+", "a/#", "+", "#", "+/+", "a/+/b"])
+def test_a_topic_with_literal_wildcard_characters_matches_each_subscription_once(
+    index: SubscriptionIndex, topic: str
+) -> None:
+    # A will topic "a/+/#" once reached one "a/+/#" subscriber five times: the exact lookup,
+    # then the trie walking the "+" child both as the wildcard and as the literal level.
+    filters = ["a/+/#", "a/+", "a/#", "+", "#", "+/+", "a/+/b", "+/#"]
+    for number, topic_filter in enumerate(filters):
+        index.add(topic_filter, _session(f"s{number}"), 1)
+    expected = sorted((f"s{number}", 1) for number, f in enumerate(filters) if matches(topic, f))
+    assert _ids(index, topic) == expected
