@@ -29,7 +29,11 @@ _MQTT_BINDING = "0.2.0"
 _REF = "#/components/schemas/{model}"
 
 ERROR_MEANINGS: Mapping[str, str] = {
-    "invalid": 'The payload is not `{"cmid", "text"}` JSON (UTF-8), or the cmid is not 1 to 64 characters.',
+    "invalid": (
+        'The payload is not `{"cmid", "text"}` JSON (UTF-8), or the cmid is not 1 to 64 characters; '
+        "or the publish went to a `conv/` topic that is neither `conv/{id}/send` nor `conv/{id}/typing` "
+        "(`conversation_id` and `cmid` are then null)."
+    ),
     "empty": "The text is empty or only white space.",
     "too_long": "The text has more characters (code points) than the limit.",
     "not_member": "The sender is not a member of the conversation (or it does not exist).",

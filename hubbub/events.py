@@ -91,8 +91,9 @@ Cmid = Annotated[
 ]
 
 ErrorCode = Literal["invalid", "empty", "too_long", "not_member", "rate_limited"]
-"""Why a send was refused: ``invalid`` (not ``{"cmid", "text"}``), ``empty`` (blank text), ``too_long``,
-``not_member`` (of the conversation), ``rate_limited`` (sending too fast: resend later)."""
+"""Why a send was refused: ``invalid`` (not ``{"cmid", "text"}``, or not a conversation topic),
+``empty`` (blank text), ``too_long``, ``not_member`` (of the conversation), ``rate_limited``
+(sending too fast: resend later)."""
 ERROR_CODES: frozenset[str] = frozenset(get_args(ErrorCode))
 
 ConversationAction = Literal["created", "member_added", "member_removed", "renamed"]
