@@ -16,20 +16,36 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from hubbub.errors import ApiError, RateLimited, Unavailable
 from hubbub.failure_log import FailureLog
 
-__all__ = ["DATABASE_FAILURES", "ErrorOut", "error_responses", "install_error_handlers"]
+__all__ = ["ErrorOut", "database_unavailable", "error_responses", "install_error_handlers"]
 
 logger = logging.getLogger(__name__)
 
-DATABASE_FAILURES: tuple[type[Exception], ...] = (OperationalError, InterfaceError, PoolTimeout)
-"""The database could not do it now (not: the request was wrong); answered 503."""
 _DATABASE_RETRY_AFTER_S = 5
+# SQLSTATE classes and codes of a server that cannot do it now, whatever the request: connection
+# (08), insufficient resources such as a full disk (53), operator intervention such as a
+# shutdown (57), system error (58), a read-only transaction (25006), a lock not available (55P03).
+# asyncpg's errors reach SQLAlchemy as a plain DBAPIError, so the class alone does not say it.
+_UNAVAILABLE_SQLSTATE_CLASSES = ("08", "53", "57", "58")
+_UNAVAILABLE_SQLSTATES = frozenset({"25006", "55P03"})
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """Whether a database error means "not now" (a 503) rather than a bug (a 500)."""
+    if isinstance(exc, OperationalError | InterfaceError | PoolTimeout):
+        return True  # SQLite's full disk and locked database, a lost connection, an exhausted pool
+    if not isinstance(exc, DBAPIError):
+        return False
+    sqlstate = getattr(exc.orig, "sqlstate", None)
+    return isinstance(sqlstate, str) and (
+        sqlstate.startswith(_UNAVAILABLE_SQLSTATE_CLASSES) or sqlstate in _UNAVAILABLE_SQLSTATES
+    )
 
 
 class ErrorDetail(BaseModel):
@@ -75,6 +91,8 @@ async def _api_error(_request: Request, exc: Exception) -> JSONResponse:
 
 def _database_error(failures: FailureLog) -> Callable[[Request, Exception], Awaitable[JSONResponse]]:
     async def handle(request: Request, exc: Exception) -> JSONResponse:
+        if not database_unavailable(exc):
+            raise exc  # a bug: the server's 500, with its traceback
         failures.failed(exc)
         unavailable = Unavailable(
             "the database cannot answer now; try again later", retry_after=_DATABASE_RETRY_AFTER_S
@@ -103,8 +121,7 @@ async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
 def install_error_handlers(app: FastAPI) -> None:
     """Route every error the API can produce through the same JSON shape."""
     app.add_exception_handler(ApiError, _api_error)
-    database_error = _database_error(FailureLog(logger, "a database request"))
-    for failure in DATABASE_FAILURES:
-        app.add_exception_handler(failure, database_error)
+    app.add_exception_handler(DBAPIError, _database_error(FailureLog(logger, "a database request")))
+    app.add_exception_handler(PoolTimeout, _database_error(FailureLog(logger, "the database pool")))
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
