@@ -1,18 +1,51 @@
-"""The one place where errors become HTTP responses: ``{"error": {code, message, data}}``."""
+"""The one place where errors become HTTP responses: ``{"error": {code, message, data}}``.
+
+A database that fails (a full disk, a lock held past its timeout, PostgreSQL down) is not a
+bug of the request: it is answered ``503 unavailable`` with ``Retry-After``, in the same
+shape, rather than a plain-text 500 after which the server drops the connection. Those
+failures are logged once per kind per minute with a count (``hubbub.failure_log``).
+"""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from hubbub.errors import ApiError, RateLimited
+from hubbub.errors import ApiError, RateLimited, Unavailable
+from hubbub.failure_log import FailureLog
 
-__all__ = ["ErrorOut", "error_responses", "install_error_handlers"]
+__all__ = ["ErrorOut", "database_unavailable", "error_responses", "install_error_handlers"]
+
+logger = logging.getLogger(__name__)
+
+_DATABASE_RETRY_AFTER_S = 5
+# SQLSTATE classes and codes of a server that cannot do it now, whatever the request: connection
+# (08), insufficient resources such as a full disk (53), operator intervention such as a
+# shutdown (57), system error (58), a read-only transaction (25006), a lock not available (55P03).
+# asyncpg's errors reach SQLAlchemy as a plain DBAPIError, so the class alone does not say it.
+_UNAVAILABLE_SQLSTATE_CLASSES = ("08", "53", "57", "58")
+_UNAVAILABLE_SQLSTATES = frozenset({"25006", "55P03"})
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """Whether a database error means "not now" (a 503) rather than a bug (a 500)."""
+    if isinstance(exc, OperationalError | InterfaceError | PoolTimeout):
+        return True  # SQLite's full disk and locked database, a lost connection, an exhausted pool
+    if not isinstance(exc, DBAPIError):
+        return False
+    sqlstate = getattr(exc.orig, "sqlstate", None)
+    return isinstance(sqlstate, str) and (
+        sqlstate.startswith(_UNAVAILABLE_SQLSTATE_CLASSES) or sqlstate in _UNAVAILABLE_SQLSTATES
+    )
 
 
 class ErrorDetail(BaseModel):
@@ -51,8 +84,22 @@ def _body(code: str, message: str, data: dict[str, Any] | None = None) -> dict[s
 
 async def _api_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ApiError)  # noqa: S101 - registered for ApiError only
-    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, RateLimited) else None
+    retry_after = exc.retry_after if isinstance(exc, RateLimited | Unavailable) else None
+    headers = None if retry_after is None else {"Retry-After": str(retry_after)}
     return JSONResponse(_body(exc.code, exc.message, exc.data), status_code=exc.status, headers=headers)
+
+
+def _database_error(failures: FailureLog) -> Callable[[Request, Exception], Awaitable[JSONResponse]]:
+    async def handle(request: Request, exc: Exception) -> JSONResponse:
+        if not database_unavailable(exc):
+            raise exc  # a bug: the server's 500, with its traceback
+        failures.failed(exc)
+        unavailable = Unavailable(
+            "the database cannot answer now; try again later", retry_after=_DATABASE_RETRY_AFTER_S
+        )
+        return await _api_error(request, unavailable)
+
+    return handle
 
 
 async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
@@ -74,5 +121,7 @@ async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
 def install_error_handlers(app: FastAPI) -> None:
     """Route every error the API can produce through the same JSON shape."""
     app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(DBAPIError, _database_error(FailureLog(logger, "a database request")))
+    app.add_exception_handler(PoolTimeout, _database_error(FailureLog(logger, "the database pool")))
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)

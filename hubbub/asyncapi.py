@@ -38,6 +38,10 @@ ERROR_MEANINGS: Mapping[str, str] = {
     "too_long": "The text has more characters (code points) than the limit.",
     "not_member": "The sender is not a member of the conversation (or it does not exist).",
     "rate_limited": "The device sends too fast: keep the message in the outbox and resend it later.",
+    "unavailable": (
+        "The message was accepted but the store could not commit it (e.g. a full disk); nothing was"
+        " stored. Keep it in the outbox and resend it, same `cmid`, after `retry_after_ms`."
+    ),
 }
 """What each ``error`` code means, for the document (a test checks every code has one)."""
 

@@ -14,7 +14,7 @@
         ├── NotFound             404
         ├── Conflict             409
         ├── RateLimited          429 (``retry_after`` seconds)
-        └── Unavailable          503 (a part this process needs runs elsewhere)
+        └── Unavailable          503 (a part this request needs is elsewhere or failing)
 
 Components raise these; the API turns ``ApiError`` into responses in one handler and
 the broker turns ``MessageRejected`` into an ``error`` event for the sending device.
@@ -54,12 +54,16 @@ class InvalidToken(HubbubError):
 
 
 class MessageRejected(HubbubError):
-    """A message was refused at the edge; ``code`` is machine-readable (``too_long``, ``not_member``...)."""
+    """A message was refused; ``code`` is machine-readable (``too_long``, ``not_member``...).
 
-    def __init__(self, code: str, message: str) -> None:
+    ``retry_after_ms`` says when a resend may succeed, for the codes that are not final.
+    """
+
+    def __init__(self, code: str, message: str, *, retry_after_ms: int | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self.retry_after_ms = retry_after_ms
 
 
 class CommitFailed(HubbubError):
@@ -126,7 +130,22 @@ class RateLimited(ApiError):
 
 
 class Unavailable(ApiError):
-    """The request needs a part of the platform that this process does not run."""
+    """The request needs a part of the platform that is not reachable now (or that this process does not run).
+
+    ``retry_after`` (seconds), when given, becomes the ``Retry-After`` header.
+    """
 
     status = 503
     default_code = "unavailable"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        data: dict[str, Any] | None = None,
+        retry_after: int | None = None,
+    ) -> None:
+        extra = {} if retry_after is None else {"retry_after": retry_after}
+        super().__init__(message, code=code, data={**(data or {}), **extra})
+        self.retry_after = retry_after

@@ -17,7 +17,7 @@ the tests validate what devices receive against the generated schemas.
 from __future__ import annotations
 
 import functools
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Literal, NotRequired, get_args
 
 import orjson
 from pydantic import ConfigDict, Field, TypeAdapter, with_config
@@ -90,10 +90,10 @@ Cmid = Annotated[
     ),
 ]
 
-ErrorCode = Literal["invalid", "empty", "too_long", "not_member", "rate_limited"]
+ErrorCode = Literal["invalid", "empty", "too_long", "not_member", "rate_limited", "unavailable"]
 """Why a send was refused: ``invalid`` (not ``{"cmid", "text"}``, or not a conversation topic),
 ``empty`` (blank text), ``too_long``, ``not_member`` (of the conversation), ``rate_limited``
-(sending too fast: resend later)."""
+(sending too fast: resend later), ``unavailable`` (the store could not commit it: resend later)."""
 ERROR_CODES: frozenset[str] = frozenset(get_args(ErrorCode))
 
 ConversationAction = Literal["created", "member_added", "member_removed", "renamed"]
@@ -150,7 +150,8 @@ class ErrorEvent(TypedDict):
     """To the sending device: its send was refused; nothing was stored.
 
     `conversation_id` and `cmid` are null when the topic or payload did not say them.
-    Every code but `rate_limited` is final: resending the same message cannot succeed.
+    Every code but `rate_limited` and `unavailable` is final: resending the same message
+    cannot succeed. Those two may carry `retry_after_ms`.
     """
 
     kind: Literal["error"]
@@ -158,6 +159,9 @@ class ErrorEvent(TypedDict):
     cmid: str | None
     code: ErrorCode
     message: Annotated[str, Field(description="For people, not for programs: match on `code`.")]
+    retry_after_ms: NotRequired[
+        Annotated[int, Field(ge=0, description="Resend the same message (same `cmid`) after this long.")]
+    ]
 
 
 @with_config(_EXACT)
@@ -303,6 +307,8 @@ def error_event(conversation_id: int | None, cmid: str | None, error: MessageRej
         "code": error.code,  # type: ignore[typeddict-item] # checked against ERROR_CODES above
         "message": error.message,
     }
+    if error.retry_after_ms is not None:
+        event["retry_after_ms"] = error.retry_after_ms
     return orjson.dumps(event)
 
 

@@ -2,23 +2,36 @@
 
 Settings come from ``HUBBUB_*`` environment variables and an optional ``hubbub.toml``;
 ``hubbub up --help`` lists them.
+
+A process that cannot start because of its surroundings — a data directory it cannot
+create or write, a database it cannot open or write, a port in use — says so in one line
+naming the path (or database) and the problem, and exits with 1: the traceback says
+nothing more to an operator (it is logged at DEBUG).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
+import sqlite3
 import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
+
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 
 from client import chat
 from config import Settings, configure_logging, load_settings
 from config.settings import CONFIG_FILE_ENV, ENV_PREFIX
 from hubbub.errors import SettingsError
+from hubbub.failure_log import describe_failure
 from launcher.platform import run_api, run_broker, run_up
 
 __all__ = ["main"]
+
+logger = logging.getLogger(__name__)
 
 _COMMANDS: dict[str, tuple[str, Callable[[Settings], Coroutine[Any, Any, None]]]] = {
     "up": ("the whole platform in one process: broker, API, MQTT over WebSocket", run_up),
@@ -73,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(settings.log_level)
     _, run = _COMMANDS[args.command]
     try:
+        _check_sqlite_file(settings)
         with asyncio.Runner(loop_factory=_event_loop_factory()) as runner:
             runner.run(run(settings))
     except SettingsError as exc:
@@ -80,7 +94,48 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 0
+    except Exception as exc:
+        reason = _environment_failure(exc, settings)
+        if reason is None:
+            raise
+        logger.debug("stopped: %s", reason, exc_info=exc)
+        print(f"hubbub: {reason}", file=sys.stderr)  # noqa: T201
+        return 1
     return 0
+
+
+def _check_sqlite_file(settings: Settings) -> None:
+    """Open a SQLite database file for writing before anything else touches it.
+
+    A failed open inside the event loop leaves aiosqlite's thread printing tracebacks after
+    the loop closed; here it is one ``sqlite3.Error`` (``OSError`` for its directory).
+    """
+    url = make_url(settings.resolved_database_url)
+    if url.get_backend_name() != "sqlite" or url.database in {None, "", ":memory:"}:
+        return
+    if settings.database_url is None:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    connection = sqlite3.connect(str(url.database), isolation_level=None)
+    try:
+        connection.execute("BEGIN IMMEDIATE")  # takes the write lock: a read-only file refuses it
+        connection.execute("ROLLBACK")
+    finally:
+        connection.close()
+
+
+def _environment_failure(exc: BaseException, settings: Settings) -> str | None:
+    """One line for a failure of the surroundings (files, database, ports); ``None`` for a bug."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]  # a task group's only failure
+    if isinstance(exc, FileExistsError):
+        return f"cannot use {exc.filename}: it exists and is not a directory"
+    if isinstance(exc, OSError):
+        where = exc.filename if exc.filename is not None else "start-up"
+        return f"cannot use {where}: {exc.strerror or exc}"
+    if isinstance(exc, DBAPIError | sqlite3.Error):
+        database = make_url(settings.resolved_database_url).render_as_string(hide_password=True)
+        return f"cannot use the database {database}: {describe_failure(exc)}"
+    return None
 
 
 if __name__ == "__main__":

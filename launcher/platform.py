@@ -211,7 +211,7 @@ async def _messaging(core: _Core) -> AsyncIterator[_Messaging]:
         await messaging_core.committed(results)
         planner.committed(results)
 
-    persister = Persister(core.store, accepted, committed)
+    persister = Persister(core.store, accepted, committed, on_failed=messaging_core.commit_failed)
     await broker.start(events=messaging_core)
     try:
         async with asyncio.TaskGroup() as group:

@@ -8,8 +8,9 @@
   ``DeviceConnections`` (both in ``hubbub/connections.py``);
 - the API uses it as ``InboxPublisher``, ``MessageSubmitter`` and ``PresenceView``
   (``hubbub/stores.py``);
-- the persister hands it what it committed (``committed``), and the notifier asks it who is
-  in a conversation (``members``) and who is online (``online``).
+- the persister hands it what it committed (``committed``) and what it failed to commit
+  (``commit_failed``), and the notifier asks it who is in a conversation (``members``) and
+  who is online (``online``).
 
 A message's way through it: ``send`` -> ``Ingest.receive`` (validate, rate, membership,
 id) -> the persister's queue ... ``committed`` -> ``fan_out`` -> ``DeviceConnections.to_inbox``.
@@ -20,11 +21,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Awaitable, Collection, Iterable, Sequence
 
 from hubbub.connections import DeviceConnections
 from hubbub.envelope import AcceptedMessage, CommitResult, SendRequest
-from hubbub.events import presence_payload
+from hubbub.errors import MessageRejected, Unavailable
+from hubbub.events import error_event, presence_payload
 from hubbub.ids import SnowflakeGenerator
 from hubbub.sessions import DeviceEnded
 from hubbub.stores import Directory
@@ -40,6 +43,8 @@ __all__ = ["MessagingCore"]
 logger = logging.getLogger(__name__)
 
 _SHUTDOWN_WRITE_S = 10.0
+_UNAVAILABLE = "the message could not be stored now; resend it (same cmid) later"
+_Key = tuple[int, int, str]  # conversation_id, sender_id, cmid
 
 
 class MessagingCore:
@@ -68,6 +73,8 @@ class MessagingCore:
         )
         self._last_active = LastActiveWriter(directory)
         self._notices: dict[str, tuple[int, bytes]] = {}
+        # REST sends waiting for their commit: failed with ``Unavailable`` if it fails.
+        self._submitting: dict[_Key, list[asyncio.Future[CommitResult]]] = {}
         self._closed = False
 
     # --- DeviceEvents: what the MQTT server reports ------------------------------------------
@@ -119,8 +126,26 @@ class MessagingCore:
     async def submit(
         self, conversation_id: int, sender_id: int, device_id: str, request: SendRequest
     ) -> CommitResult:
-        """``MessageSubmitter``: send through ingest and wait for the commit."""
-        return await self._ingest.submit(conversation_id, sender_id, device_id, request)
+        """``MessageSubmitter``: send through ingest and wait for the commit.
+
+        Raises ``Unavailable`` (a 503 with ``Retry-After``) as soon as the commit fails.
+        """
+        key = (conversation_id, sender_id, request.cmid)
+        failed: asyncio.Future[CommitResult] = asyncio.get_running_loop().create_future()
+        self._submitting.setdefault(key, []).append(failed)
+        sending = asyncio.ensure_future(self._ingest.submit(conversation_id, sender_id, device_id, request))
+        try:
+            await asyncio.wait((sending, failed), return_when=asyncio.FIRST_COMPLETED)
+            return sending.result() if sending.done() else failed.result()
+        finally:
+            sending.cancel()
+            if not failed.cancel() and not failed.cancelled():
+                failed.exception()  # seen, if the send finished first: no "never retrieved" warning
+            waiting = self._submitting.get(key, [])
+            if failed in waiting:
+                waiting.remove(failed)
+            if not waiting:
+                self._submitting.pop(key, None)
 
     def online(self, user_ids: Collection[int]) -> set[int]:
         """``PresenceView``: users with a connected device on this node."""
@@ -132,6 +157,26 @@ class MessagingCore:
         """The persister committed ``results``: wake REST senders, deliver the events."""
         self._ingest.committed(results)
         await fan_out(results, self._membership.members, self._connections)
+
+    def commit_failed(self, batch: Sequence[AcceptedMessage], retry_after_ms: int) -> None:
+        """The persister could not commit ``batch``: tell each sender's device to resend later.
+
+        MQTT senders get an ``error`` event ``unavailable`` with the hint, for each message,
+        at once rather than after their resend timer; REST senders get a 503. Nothing of the
+        batch was stored or acknowledged, and a resend keeps its cmid, so it is stored once.
+        """
+        retry_after_s = max(1, math.ceil(retry_after_ms / 1000))
+        for message in batch:
+            key = (message.conversation_id, message.sender_id, message.cmid)
+            for waiter in self._submitting.pop(key, []):
+                if not waiter.done():
+                    waiter.set_exception(Unavailable(_UNAVAILABLE, retry_after=retry_after_s))
+            rejection = MessageRejected("unavailable", _UNAVAILABLE, retry_after_ms=retry_after_ms)
+            self._connections.to_inbox(
+                message.sender_id,
+                error_event(message.conversation_id, message.cmid, rejection),
+                only_device=message.sender_device_id,
+            )
 
     async def members(self, conversation_id: int) -> frozenset[int] | None:
         """Members of ``conversation_id`` (cached), ``None`` if it does not exist."""

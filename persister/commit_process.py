@@ -32,6 +32,7 @@ from sqlalchemy import Engine
 
 from hubbub.envelope import AcceptedMessage, CommitResult, CommittedMessage
 from hubbub.errors import CommitFailed
+from hubbub.failure_log import FailureLog, describe_failure
 from persister.sql_commit import BatchCommitter, commit_batch
 
 __all__ = ["ProcessCommitter", "serve"]
@@ -46,6 +47,7 @@ _ENDED = "the writer process ended; the next batch starts another"
 def serve(engine: Engine, requests: IO[bytes], replies: IO[bytes]) -> None:
     """The child: commit each batch read from ``requests`` and answer on ``replies``, until EOF."""
     committer = BatchCommitter()
+    failures = FailureLog(logger, "the writer process's commit")  # a full disk fails every batch
     with engine.connect() as connection:
         while (body := _read_frame(requests)) is not None:
             batch = [AcceptedMessage(*fields) for fields in orjson.loads(body)]
@@ -53,9 +55,11 @@ def serve(engine: Engine, requests: IO[bytes], replies: IO[bytes]) -> None:
                 reply: dict[str, Any] = {
                     "results": [_encode_result(r) for r in commit_batch(committer, connection, batch)]
                 }
-            except Exception as exc:
-                logger.exception("commit of %d messages failed", len(batch))
-                reply = {"error": f"{type(exc).__name__}: {exc}"}
+            except Exception as exc:  # noqa: BLE001 - any failure: answered, and the next batch tried
+                failures.failed(exc)
+                reply = {"error": describe_failure(exc)}  # not str(exc): it holds the statement's values
+            else:
+                failures.succeeded()
             payload = orjson.dumps(reply)
             replies.write(_HEADER.pack(len(payload)))
             replies.write(payload)

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
-import orjson
+import asyncio
 
+import orjson
+import pytest
+
+from hubbub.envelope import SendRequest
+from hubbub.errors import Unavailable
 from hubbub.sessions import DeviceEnded
-from tests.messaging.conftest import ALICE, BOB, GRACE_S, World
+from tests.messaging.conftest import ALICE, BOB, CID, GRACE_S, World
 from tests.messaging.doubles import START_WALL_MS
 
 
@@ -83,3 +88,36 @@ async def test_an_ended_device_is_dropped_and_its_waiting_notice_forgotten(world
     world.connections.connected.add("alice-phone")
     world.core.inbox_subscribed(ALICE, "alice-phone")
     assert len(world.connections.events("push")) == 1  # the first try only: nothing handed over later
+
+
+async def test_a_failed_commit_tells_each_sending_device_to_resend(world: World) -> None:
+    for user_id, device, cmid in ((ALICE, "alice-phone", "a1"), (BOB, "bob-laptop", "b1")):
+        pending = world.core.send(user_id, device, CID, orjson.dumps({"cmid": cmid, "text": "hi"}))
+        if pending is not None:
+            await pending
+    batch = [world.accepted.get_nowait(), world.accepted.get_nowait()]
+    world.core.commit_failed(batch, 2_000)
+    errors = world.connections.events("error")
+    assert [(e.user_id, e.only_device) for e in errors] == [(ALICE, "alice-phone"), (BOB, "bob-laptop")]
+    assert [e.event for e in errors] == [
+        {
+            "kind": "error",
+            "conversation_id": str(CID),
+            "cmid": cmid,
+            "code": "unavailable",
+            "message": "the message could not be stored now; resend it (same cmid) later",
+            "retry_after_ms": 2_000,
+        }
+        for cmid in ("a1", "b1")
+    ]
+    assert world.connections.events("message") == []
+    assert world.connections.events("ack") == []
+
+
+async def test_a_rest_submit_whose_commit_fails_is_unavailable_with_a_retry_hint(world: World) -> None:
+    submitted = asyncio.ensure_future(world.core.submit(CID, ALICE, "alice-web", SendRequest("c1", "hello")))
+    accepted = await world.accepted.get()
+    world.core.commit_failed([accepted], 1_500)
+    with pytest.raises(Unavailable) as refused:
+        await submitted
+    assert (refused.value.status, refused.value.code, refused.value.retry_after) == (503, "unavailable", 2)

@@ -11,6 +11,7 @@ import pytest
 import persister
 from hubbub.envelope import AcceptedMessage, CommitResult
 from persister import Persister, SqlMessageStore
+from persister.persister import retry_after_ms
 from persister.sql_database import create_engine, message_committer
 from tests.support.schema import migrate
 
@@ -31,8 +32,16 @@ def _accepted(index: int, message_id: int | None = None) -> AcceptedMessage:
     )
 
 
-async def _run(store: SqlMessageStore, messages: list[AcceptedMessage], max_batch: int) -> list[list[int]]:
-    """Queue ``messages``, run the persister until they are all through; the seqs of each delivery."""
+async def _run(
+    store: SqlMessageStore,
+    messages: list[AcceptedMessage],
+    max_batch: int,
+    failed: list[tuple[list[str], int]] | None = None,
+) -> list[list[int]]:
+    """Queue ``messages``, run the persister until they are all through; the seqs of each delivery.
+
+    The cmids of each failed batch and its retry hint are added to ``failed``.
+    """
     accepted: asyncio.Queue[AcceptedMessage] = asyncio.Queue()
     for message in messages:
         accepted.put_nowait(message)
@@ -41,7 +50,11 @@ async def _run(store: SqlMessageStore, messages: list[AcceptedMessage], max_batc
     async def on_committed(results: Sequence[CommitResult]) -> None:
         deliveries.append([result.message.seq for result in results])
 
-    persister = Persister(store, accepted, on_committed, max_batch=max_batch)
+    def on_failed(batch: Sequence[AcceptedMessage], retry_after_ms: int) -> None:
+        if failed is not None:
+            failed.append(([message.cmid for message in batch], retry_after_ms))
+
+    persister = Persister(store, accepted, on_committed, on_failed=on_failed, max_batch=max_batch)
     running = asyncio.create_task(persister.run(), name="persister-under-test")
     await persister.flush()
     running.cancel()
@@ -56,10 +69,19 @@ async def test_batches_are_delivered_once_each_in_commit_order(store: SqlMessage
     assert [seq for batch in deliveries for seq in batch] == list(range(1, 1_001))
 
 
-async def test_a_failed_batch_is_dropped_and_the_rest_go_on_with_dense_seqs(store: SqlMessageStore) -> None:
+async def test_a_failed_batch_is_dropped_and_the_rest_go_on_with_dense_seqs(
+    store: SqlMessageStore, caplog: pytest.LogCaptureFixture
+) -> None:
     messages = [_accepted(i) for i in range(15)]
     messages[7] = _accepted(7, message_id=10**19)  # out of BIGINT range: its whole batch fails
-    deliveries = await _run(store, messages, max_batch=5)
+    failed: list[tuple[list[str], int]] = []
+    deliveries = await _run(store, messages, max_batch=5, failed=failed)
     assert deliveries == [[1, 2, 3, 4, 5], [6, 7, 8, 9, 10]]  # the middle batch: never delivered
+    assert failed == [([f"c{i}" for i in range(5, 10)], 1_000)]  # its senders are told at once
+    assert "commit works again after 1 failures" in caplog.text
     page = await store.page(1, limit=20)
     assert [m.cmid for m in page.messages] == [f"c{i}" for i in (*range(5), *range(10, 15))]
+
+
+def test_the_retry_hint_doubles_with_each_failure_in_a_row_up_to_30_s() -> None:
+    assert [retry_after_ms(n) for n in (1, 2, 3, 6, 7, 100)] == [1_000, 2_000, 4_000, 30_000, 30_000, 30_000]
