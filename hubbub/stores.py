@@ -160,7 +160,10 @@ class MessageSubmitter(Protocol):
     async def submit(
         self, conversation_id: int, sender_id: int, device_id: str, request: SendRequest
     ) -> CommitResult:
-        """The stored message (``duplicate`` if the cmid was stored before); raises ``MessageRejected``."""
+        """The stored message (``duplicate`` if the cmid was stored before).
+
+        Raises ``MessageRejected`` for a refused send, ``Unavailable`` when the store cannot commit now.
+        """
         ...
 
 
