@@ -9,6 +9,7 @@ import pytest
 
 from tests.support.api import ApiClient
 from tests.support.cassandra import CassandraServer, start_cassandra
+from tests.support.chat import ClientFactory, client_factory
 from tests.support.platform import Platform, start_platform
 from tests.support.postgres import PostgresServer, start_postgres
 
@@ -71,3 +72,10 @@ def any_api(any_platform: Platform) -> Iterator[ApiClient]:
 @pytest.fixture
 def data_dir(tmp_path: Path) -> Path:
     return tmp_path / "data"
+
+
+@pytest.fixture
+def clients(platform: Platform) -> Iterator[ClientFactory]:
+    """Python clients (``client/``) of new users on the shared platform, closed after the test."""
+    with client_factory(platform.http_url) as make:
+        yield make

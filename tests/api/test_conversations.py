@@ -2,20 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import pytest
-
 from client import HubbubClient
 from tests.support.api import ApiClient
-from tests.support.chat import ClientFactory, client_factory, expect_event
-from tests.support.platform import Platform
-
-
-@pytest.fixture
-def clients(platform: Platform) -> Iterator[ClientFactory]:
-    with client_factory(platform.http_url) as make:
-        yield make
+from tests.support.chat import ClientFactory, expect_event
 
 
 def _user_ids(api: ApiClient, count: int) -> list[str]:

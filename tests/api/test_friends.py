@@ -2,18 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import pytest
-
-from tests.support.chat import ClientFactory, client_factory, expect_event
-from tests.support.platform import Platform
-
-
-@pytest.fixture
-def clients(platform: Platform) -> Iterator[ClientFactory]:
-    with client_factory(platform.http_url) as make:
-        yield make
+from tests.support.chat import ClientFactory, expect_event
 
 
 def test_request_accept_list_and_remove(clients: ClientFactory) -> None:

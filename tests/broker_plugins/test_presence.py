@@ -12,19 +12,13 @@ import pytest
 
 from client import HubbubClient
 from tests.support.api import ApiClient, Login
-from tests.support.chat import ClientFactory, client_factory, expect_event, no_event_before
+from tests.support.chat import ClientFactory, expect_event, no_event_before
 from tests.support.mqtt import Device, Received
 from tests.support.platform import Platform, start_platform
 from tests.support.wire import connect_packet
 
 GRACE_S = 2.0  # HUBBUB_PRESENCE_GRACE_S of the test platform
 REFUSED = 0x80
-
-
-@pytest.fixture
-def clients(platform: Platform) -> Iterator[ClientFactory]:
-    with client_factory(platform.http_url) as make:
-        yield make
 
 
 @pytest.fixture

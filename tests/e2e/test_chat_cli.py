@@ -5,20 +5,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
-
-import pytest
 
 from tests.support.api import PASSWORD, ApiClient
-from tests.support.chat import ClientFactory, client_factory, expect_event
+from tests.support.chat import ClientFactory, expect_event
 from tests.support.platform import REPO_ROOT, Platform
 from tests.support.processes import ReadyProcess
-
-
-@pytest.fixture
-def clients(platform: Platform) -> Iterator[ClientFactory]:
-    with client_factory(platform.http_url) as make:
-        yield make
 
 
 def test_chatting_from_the_terminal(platform: Platform, clients: ClientFactory) -> None:

@@ -7,28 +7,12 @@ MQTT library: log in, connect, reconnect, catch up, refresh.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-
-import pytest
 
 from client import HubbubClient
 from hubbub.tokens import TokenCodec
 from tests.support.api import ApiClient
-from tests.support.chat import WAIT_S, ClientFactory, client_factory, expect_event
+from tests.support.chat import WAIT_S, ClientFactory, direct_conversation, expect_event
 from tests.support.platform import Platform
-
-
-@pytest.fixture
-def clients(platform: Platform) -> Iterator[ClientFactory]:
-    with client_factory(platform.http_url) as make:
-        yield make
-
-
-def _direct(a: HubbubClient, b: HubbubClient) -> str:
-    response = a.request("POST", "/v1/conversations", json={"type": "direct", "user_id": b.user_id})
-    assert response.status_code in {200, 201}, response.text
-    conversation_id: str = response.json()["id"]
-    return conversation_id
 
 
 def _texts(client: HubbubClient, conversation_id: str) -> list[str]:
@@ -37,7 +21,7 @@ def _texts(client: HubbubClient, conversation_id: str) -> list[str]:
 
 def test_a_reconnect_catches_up_what_was_missed_and_moves_the_cursor(clients: ClientFactory) -> None:
     alice, bob = clients(), clients()
-    cid = _direct(alice, bob)
+    cid = direct_conversation(alice, bob)
     alice.send(cid, "before")
     expect_event(bob, "message")
     bob.disconnect()
@@ -55,7 +39,7 @@ def test_a_seq_gap_is_filled_from_history(clients: ClientFactory, api: ApiClient
     username = ApiClient.unique_username("gap")
     api.sign_up(username)
     alice, first = clients(), clients(username)
-    cid = _direct(alice, first)
+    cid = direct_conversation(alice, first)
     for text in ("one", "two"):
         alice.send(cid, text)
         assert expect_event(first, "message")["text"] == text

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import orjson
@@ -11,21 +10,12 @@ import pytest
 from client import HubbubClient
 from hubbub import topics
 from tests.support.api import ApiClient
-from tests.support.chat import ClientFactory, client_factory, expect_event, no_event_before
-from tests.support.platform import Platform
-
-
-@pytest.fixture
-def clients(platform: Platform) -> Iterator[ClientFactory]:
-    with client_factory(platform.http_url) as make:
-        yield make
-
-
-def _direct(a: HubbubClient, b: HubbubClient) -> str:
-    response = a.request("POST", "/v1/conversations", json={"type": "direct", "user_id": b.user_id})
-    assert response.status_code in {200, 201}, response.text
-    conversation_id: str = response.json()["id"]
-    return conversation_id
+from tests.support.chat import (
+    ClientFactory,
+    direct_conversation,
+    expect_event,
+    no_event_before,
+)
 
 
 def _group(creator: HubbubClient, members: list[HubbubClient], title: str = "team") -> str:
@@ -49,7 +39,7 @@ def _is_message(conversation_id: str, text: str) -> Any:  # noqa: ANN401 - a pre
 
 def test_one_to_one_both_ways(clients: ClientFactory) -> None:
     alice, bob = clients(), clients()
-    cid = _direct(alice, bob)
+    cid = direct_conversation(alice, bob)
     alice.send(cid, "hi bob")
     got = expect_event(bob, "message", _is_message(cid, "hi bob"))
     assert got["sender_id"] == alice.user_id
@@ -74,7 +64,7 @@ def test_every_device_of_a_user_sees_everything_its_own_sends_included(clients: 
     alice = clients()
     phone, laptop = clients(alice_name := _username(alice)), clients(alice_name)
     bob = clients()
-    cid = _direct(alice, bob)
+    cid = direct_conversation(alice, bob)
     phone.send(cid, "from my phone")
     for device in (alice, laptop, bob):
         assert expect_event(device, "message", _is_message(cid, "from my phone"))["seq"] == 1
@@ -140,7 +130,7 @@ def test_bad_payloads_get_an_error_event_and_the_connection_stays(
     clients: ClientFactory, payload: bytes, code: str
 ) -> None:
     alice, bob = clients(), clients()
-    cid = _direct(alice, bob)
+    cid = direct_conversation(alice, bob)
     assert alice._mqtt is not None
     alice._mqtt.publish(topics.conversation_send(int(cid)), payload, qos=1).wait_for_publish(10)
     error = expect_event(alice, "error")
@@ -152,7 +142,7 @@ def test_bad_payloads_get_an_error_event_and_the_connection_stays(
 
 def test_the_longest_message_passes_whole(clients: ClientFactory) -> None:
     alice, bob = clients(), clients()
-    cid = _direct(alice, bob)
+    cid = direct_conversation(alice, bob)
     text = "🎉" * 99_999 + "!"
     alice.send(cid, text)
     assert expect_event(bob, "message", lambda e: e.get("conversation_id") == cid)["text"] == text
@@ -161,7 +151,7 @@ def test_the_longest_message_passes_whole(clients: ClientFactory) -> None:
 
 def test_a_non_members_publish_is_refused_and_reaches_nobody(clients: ClientFactory) -> None:
     alice, bob, mallory = clients(), clients(), clients()
-    cid = _direct(alice, bob)
+    cid = direct_conversation(alice, bob)
     mallory.send(cid, "let me in")
     assert expect_event(mallory, "error")["code"] == "not_member"
     alice.send(cid, "just us")
@@ -178,7 +168,7 @@ def test_an_unknown_conversation_is_not_member(clients: ClientFactory) -> None:
 
 def test_a_resent_cmid_is_stored_once_and_answered_with_the_original_ack(clients: ClientFactory) -> None:
     alice, bob = clients(), clients()
-    cid = _direct(alice, bob)
+    cid = direct_conversation(alice, bob)
     first = alice.send(cid, "only once")
     ack = expect_event(alice, "ack")
     alice.send(cid, "only once", cmid=first.cmid)
@@ -189,7 +179,7 @@ def test_a_resent_cmid_is_stored_once_and_answered_with_the_original_ack(clients
 
 def test_rest_sends_go_through_the_same_pipeline(clients: ClientFactory) -> None:
     alice, bob = clients(), clients()
-    cid = _direct(alice, bob)
+    cid = direct_conversation(alice, bob)
     sent = alice.request(
         "POST", f"/v1/conversations/{cid}/messages", json={"cmid": "rest-1", "text": "via REST"}
     )
@@ -211,7 +201,7 @@ def test_rest_sends_go_through_the_same_pipeline(clients: ClientFactory) -> None
 
 def test_history_pages_before_after_and_around(clients: ClientFactory) -> None:
     alice, bob = clients(), clients(connect=False)
-    cid = _direct(alice, bob)
+    cid = direct_conversation(alice, bob)
     for index in range(1, 11):
         alice.send(cid, f"m{index}")
     alice.outbox.emptied.wait(20)
@@ -234,7 +224,7 @@ def test_history_pages_before_after_and_around(clients: ClientFactory) -> None:
 
 def test_history_is_for_members_only(clients: ClientFactory, api: ApiClient) -> None:
     alice, bob = clients(connect=False), clients(connect=False)
-    cid = _direct(alice, bob)
+    cid = direct_conversation(alice, bob)
     stranger = api.new_user()
     response = api.http.get(f"/v1/conversations/{cid}/messages", headers=stranger.headers)
     assert response.status_code == 404
@@ -243,7 +233,7 @@ def test_history_is_for_members_only(clients: ClientFactory, api: ApiClient) -> 
 
 def test_sync_after_an_offline_period_returns_exactly_what_was_missed(clients: ClientFactory) -> None:
     alice, bob = clients(), clients()
-    cid = _direct(alice, bob)
+    cid = direct_conversation(alice, bob)
     alice.send(cid, "before")
     expect_event(bob, "message")
     bob.catch_up()  # holds seq 1, cursor moved to 1
@@ -268,7 +258,11 @@ def test_the_conversation_list_shows_each_with_its_members_unread_and_newest_fir
     clients: ClientFactory,
 ) -> None:
     me, carol, dave = clients(), clients(), clients()
-    quiet, read, busy = _direct(me, carol), _group(me, [carol, dave], "read"), _group(carol, [me, dave])
+    quiet, read, busy = (
+        direct_conversation(me, carol),
+        _group(me, [carol, dave], "read"),
+        _group(carol, [me, dave]),
+    )
     for cid, sender, texts in [(read, carol, ["r1", "r2"]), (read, me, ["mine"]), (busy, dave, ["b1", "b2"])]:
         for text in texts:
             sender.send(cid, text)
@@ -286,7 +280,7 @@ def test_the_conversation_list_shows_each_with_its_members_unread_and_newest_fir
 
 def test_read_markers_give_unread_counts_and_receipts(clients: ClientFactory) -> None:
     alice, bob = clients(), clients()
-    cid = _direct(alice, bob)
+    cid = direct_conversation(alice, bob)
     for index in range(3):
         alice.send(cid, f"unread {index}")
     alice.outbox.emptied.wait(20)

@@ -10,7 +10,15 @@ from typing import Any, Literal
 from client import HubbubClient
 from tests.support.api import PASSWORD, ApiClient
 
-__all__ = ["WAIT_S", "ClientFactory", "all_history", "client_factory", "expect_event", "no_event_before"]
+__all__ = [
+    "WAIT_S",
+    "ClientFactory",
+    "all_history",
+    "client_factory",
+    "direct_conversation",
+    "expect_event",
+    "no_event_before",
+]
 
 WAIT_S = 20.0
 ClientFactory = Callable[..., HubbubClient]
@@ -83,3 +91,11 @@ def all_history(client: HubbubClient, conversation_id: str) -> list[dict[str, An
         messages += page.json()["messages"]
         if not page.json()["has_more"]:
             return messages
+
+
+def direct_conversation(a: HubbubClient, b: HubbubClient) -> str:
+    """The id of the 1:1 conversation of ``a`` and ``b`` (created, or the one they have)."""
+    response = a.request("POST", "/v1/conversations", json={"type": "direct", "user_id": b.user_id})
+    assert response.status_code in {200, 201}, response.text
+    conversation_id: str = response.json()["id"]
+    return conversation_id
