@@ -179,13 +179,17 @@ class HubbubProcess:
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = STOP_TIMEOUT_S) -> int:
         """Signal the process (resumed first if paused) and wait; ``SIGKILL`` after ``timeout``."""
+        if self.running():
+            if sig != signal.SIGKILL:
+                self.send(signal.SIGCONT)
+            self.send(sig)
+        return self.wait_exit(timeout)
+
+    def wait_exit(self, timeout: float = STOP_TIMEOUT_S) -> int:
+        """Wait for the process to exit (``SIGKILL`` after ``timeout``); its exit code."""
         process = self.process
         if process is None:
             return 0
-        if process.poll() is None:
-            if sig != signal.SIGKILL:
-                os.killpg(process.pid, signal.SIGCONT)
-            os.killpg(process.pid, sig)
         try:
             return process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -299,22 +303,29 @@ class DevCluster:
         return self.role("api")[0]
 
     def start(self, timeout: float = READY_TIMEOUT_S) -> None:
-        """Start every process at once and wait until each is ready (all stopped if one fails)."""
+        """Start the first process, then every other at once; wait until each is ready.
+
+        The first one alone creates what every process shares (the schema, the registry bucket,
+        the streams) before the others ask for it. All are stopped if one fails.
+        """
+        first, *others = self.processes.values()
         try:
-            for process in self.processes.values():
+            first.start()
+            first.wait_ready(timeout)
+            for process in others:
                 process.start()
-            for process in self.processes.values():
+            for process in others:
                 process.wait_ready(timeout)
         except BaseException:
             self.stop()
             raise
 
     def stop(self) -> dict[str, int]:
-        """Stop every process (those still running get SIGTERM); the exit codes by name."""
+        """Stop every process (each running one gets one SIGTERM); the exit codes by name."""
         for process in self.processes.values():
             process.send(signal.SIGCONT)
             process.send(signal.SIGTERM)
-        return {name: process.stop() for name, process in self.processes.items()}
+        return {name: process.wait_exit() for name, process in self.processes.items()}
 
     def logs(self) -> str:
         """The tail of every process's log, for a failure message."""
