@@ -1,0 +1,196 @@
+"""What only the NATS side of delivery has: the wire format, the outbox, subscription timing, bad input.
+
+The behaviour both hand-offs share is in ``test_inbox_contract.py``; these use one connection
+to one server of the session's cluster, so nothing here waits on route propagation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import pytest
+from nats.aio.msg import Msg
+
+from cluster.connection import ClusterConnection, NatsOptions
+from cluster.inbox import NatsInboxes
+from cluster.node_inbox import NodeInbox
+from hubbub import subjects
+from hubbub.sessions import DeviceEnded
+
+BOUND_S = 30.0
+
+
+@dataclass
+class Heard:
+    """Messages a plain NATS subscriber received, and a way to wait for a number of them."""
+
+    messages: list[Msg] = field(default_factory=list)
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def on_message(self, msg: Msg) -> None:
+        self.messages.append(msg)
+        self.changed.set()
+
+    async def count(self, number: int) -> list[Msg]:
+        async with asyncio.timeout(BOUND_S):
+            while len(self.messages) < number:
+                self.changed.clear()
+                await self.changed.wait()
+        return self.messages
+
+
+@dataclass
+class Local:
+    """The node's MQTT server and core, as far as the node's subscriptions reach them."""
+
+    delivered: list[tuple[int, bytes, str | None, str | None]] = field(default_factory=list)
+    ended: list[DeviceEnded] = field(default_factory=list)
+    forgotten: list[int] = field(default_factory=list)
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def to_inbox(
+        self, user_id: int, payload: bytes, *, only_device: str | None = None, skip_device: str | None = None
+    ) -> int:
+        self.delivered.append((user_id, payload, only_device, skip_device))
+        self.changed.set()
+        return 1
+
+    async def end_device(self, ended: DeviceEnded) -> None:
+        self.ended.append(ended)
+        self.changed.set()
+
+    def forget(self, conversation_id: int) -> None:
+        self.forgotten.append(conversation_id)
+        self.changed.set()
+
+    async def until(self, *, forgotten: int = 0, ended: int = 0) -> None:
+        async with asyncio.timeout(BOUND_S):
+            while len(self.forgotten) < forgotten or len(self.ended) < ended:
+                self.changed.clear()
+                await self.changed.wait()
+
+
+@pytest.fixture
+async def sender(conn: ClusterConnection) -> AsyncIterator[NatsInboxes]:
+    inboxes = NatsInboxes(conn.client)
+    yield inboxes
+    await inboxes.close()
+
+
+@pytest.fixture
+async def node(conn: ClusterConnection) -> AsyncIterator[tuple[NodeInbox, Local]]:
+    """A node on a connection of its own, to the server of ``conn`` (which the sender uses)."""
+    server = conn.client.connected_url
+    assert server is not None
+    own = await ClusterConnection.connect(NatsOptions(servers=(server.geturl(),), name="node"))
+    local = Local()
+    inbox = NodeInbox(own.client, local, live=local, forget=local.forget)
+    await inbox.start()
+    yield inbox, local
+    await inbox.close()
+    await own.close()
+
+
+def _user(unique: str) -> int:
+    return int(unique[:8], 16) * 1000 + 1
+
+
+async def test_events_keep_their_order_and_carry_headers_only_when_narrowed(
+    conn: ClusterConnection, sender: NatsInboxes, unique: str
+) -> None:
+    user = _user(unique)
+    heard = Heard()
+    await conn.client.subscribe(subjects.inbox(user), cb=heard.on_message)
+    await conn.client.flush()
+    for number in range(200):
+        sender.to_inbox(user, b"%d" % number)
+    sender.to_inbox(user, b"only", only_device="phone")
+    sender.to_inbox(user, b"skip", skip_device="laptop")
+    messages = await heard.count(202)
+    assert [msg.data for msg in messages[:200]] == [b"%d" % number for number in range(200)]
+    assert all(not msg.headers for msg in messages[:200])  # a plain event has no header block
+    assert messages[200].headers == {subjects.ONLY_DEVICE: "phone"}
+    assert messages[201].headers == {subjects.SKIP_DEVICE: "laptop"}
+    assert sender.sent == 202
+    assert sender.dropped == 0
+
+
+async def test_a_full_outbox_drops_the_oldest_events_and_counts_them(
+    conn: ClusterConnection, unique: str
+) -> None:
+    user = _user(unique)
+    heard = Heard()
+    await conn.client.subscribe(subjects.inbox(user), cb=heard.on_message)
+    await conn.client.flush()
+    small = NatsInboxes(conn.client, outbox_limit=2)
+    for number in range(5):  # no await between them: the drainer has not run yet
+        small.to_inbox(user, b"%d" % number)
+    await small.close()
+    assert [msg.data for msg in await heard.count(2)] == [b"3", b"4"]
+    assert (small.sent, small.dropped) == (2, 3)
+
+
+async def test_the_first_device_waits_until_the_server_holds_the_subscription(
+    node: tuple[NodeInbox, Local], sender: NatsInboxes, unique: str
+) -> None:
+    inbox, local = node
+    user = _user(unique)
+    pending = inbox.device_connected(user, "phone")
+    assert pending is not None  # the CONNACK waits for this
+    await pending
+    sender.to_inbox(user, b"right after", skip_device="laptop")  # no flush of the node in between
+    assert inbox.device_connected(user, "laptop") is None  # subscribed already: nothing to wait for
+    async with asyncio.timeout(BOUND_S):
+        while not local.delivered:
+            local.changed.clear()
+            await local.changed.wait()
+    assert local.delivered == [(user, b"right after", None, "laptop")]
+    assert inbox.counts.delivered == 1
+
+
+async def test_a_device_gone_before_its_subscription_was_made_leaves_none(
+    conn: ClusterConnection, node: tuple[NodeInbox, Local], unique: str
+) -> None:
+    inbox, _ = node
+    user = _user(unique)
+    pending = inbox.device_connected(user, "phone")
+    inbox.device_disconnected(user, "phone")
+    assert pending is not None
+    await pending
+    await inbox.idle()
+    assert not inbox.holds(user)
+    assert inbox.users == 0
+    heard = Heard()
+    await conn.client.subscribe(subjects.inbox(user), cb=heard.on_message)
+    await conn.client.flush()
+    await conn.client.publish(subjects.inbox(user), b"after")
+    await heard.count(1)  # the test's own subscription got it: the node's, if any, would have too
+    assert inbox.counts.delivered == inbox.counts.stale == 0
+
+
+async def test_malformed_node_wide_events_are_ignored_and_the_next_ones_handled(
+    conn: ClusterConnection, node: tuple[NodeInbox, Local], sender: NatsInboxes
+) -> None:
+    _, local = node
+    await conn.client.publish(subjects.membership_changed(), b"twelve")
+    await conn.client.publish(subjects.device_ended(), b'{"user_id": 1}')
+    sender.membership_changed(12)
+    await sender.end_device(DeviceEnded(7, "phone", "ended"))
+    await local.until(forgotten=1, ended=1)
+    assert local.forgotten == [12]
+    assert local.ended == [DeviceEnded(7, "phone", "ended")]
+
+
+async def test_the_api_publishes_one_event_per_user(
+    conn: ClusterConnection, sender: NatsInboxes, unique: str
+) -> None:
+    first = _user(unique)
+    heard = Heard()
+    for user in (first, first + 1, first + 2):
+        await conn.client.subscribe(subjects.inbox(user), cb=heard.on_message)
+    await conn.client.flush()
+    await sender.publish([first, first + 1, first + 2], b"renamed")
+    messages = await heard.count(3)
+    assert sorted(subjects.parse_inbox(msg.subject) for msg in messages) == [first, first + 1, first + 2]
