@@ -206,6 +206,25 @@ def _route_subjects(server: NatsServer, remote_id: str) -> set[str]:
     return set()
 
 
+async def server_id(server: NatsServer) -> str:
+    """The id a server goes by in its peers' route reports."""
+    return str((await asyncio.to_thread(_monitor, server, "varz"))["server_id"])
+
+
+async def interest_reached(observer: NatsServer, holder_id: str, subject: str) -> None:
+    """Wait until ``observer`` knows that server ``holder_id`` has a subscriber for ``subject``.
+
+    A subscription confirmed by its own server reaches the other servers of the cluster over
+    their routes a moment later, and nothing announces it: a test that publishes through another
+    server right away could lose the message (a device would catch it up at its next sync).
+    """
+    async with asyncio.timeout(BOUND_S):
+        while True:  # the server's state, asked until it has it
+            if subject in await asyncio.to_thread(_route_subjects, observer, holder_id):
+                return
+            await asyncio.sleep(_POLL_S)
+
+
 @pytest.fixture(params=["in_process", "nats"])
 async def world(request: pytest.FixtureRequest, unique: str) -> AsyncIterator[World]:
     base = int(unique[:8], 16) * 1000 + 1000
@@ -279,7 +298,7 @@ class _OverNats:
         self.stack.push_async_callback(node.inbox.close)
         node.events = NodeDeviceEvents(core, node.inbox)
         local.gone = node.events.device_disconnected
-        self.server_ids[name] = str((await asyncio.to_thread(_monitor, server, "varz"))["server_id"])
+        self.server_ids[name] = await server_id(server)
         return node
 
     async def _subjects(self, node: Node) -> set[str]:
@@ -289,14 +308,9 @@ class _OverNats:
     async def interest_known(self, user_id: int, subject: str | None = None) -> None:
         """Wait until the sender's server knows which nodes subscribe to ``subject`` (routes are async)."""
         subject = subject or subjects.inbox(user_id)
-        holders = [node.name for node in self.nodes if subject in await self._subjects(node)]
-        async with asyncio.timeout(BOUND_S):
-            for name in holders:
-                remote = self.server_ids[name]
-                while True:  # nothing announces a route's interest: ask the server until it has it
-                    if subject in await asyncio.to_thread(_route_subjects, self.sender_server, remote):
-                        break
-                    await asyncio.sleep(_POLL_S)
+        for node in self.nodes:
+            if subject in await self._subjects(node):
+                await interest_reached(self.sender_server, self.server_ids[node.name], subject)
 
     async def subscribed(self, node: Node, user_id: int) -> bool:
         """The node's own view, checked against its server's once the node's commands reached it."""
