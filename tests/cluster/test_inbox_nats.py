@@ -7,7 +7,7 @@ to one server of the session's cluster, so nothing here waits on route propagati
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass, field
 
 import pytest
@@ -15,8 +15,9 @@ from nats.aio.msg import Msg
 
 from cluster.connection import ClusterConnection, NatsOptions
 from cluster.inbox import NatsInboxes
-from cluster.node_inbox import NodeInbox
+from cluster.node_inbox import NodeDeviceEvents, NodeInbox
 from hubbub import subjects
+from hubbub.connections import DeviceEvents
 from hubbub.sessions import DeviceEnded
 
 BOUND_S = 30.0
@@ -194,3 +195,65 @@ async def test_the_api_publishes_one_event_per_user(
     await sender.publish([first, first + 1, first + 2], b"renamed")
     messages = await heard.count(3)
     assert sorted(subjects.parse_inbox(msg.subject) for msg in messages) == [first, first + 1, first + 2]
+
+
+@dataclass
+class Core:
+    """``DeviceEvents`` of a core that also asks the CONNACK to wait (``gate``)."""
+
+    gate: asyncio.Future[None]
+    log: list[str] = field(default_factory=list)
+
+    def device_connected(self, user_id: int, device_id: str) -> Awaitable[None] | None:
+        self.log.append(f"connected {user_id} {device_id}")
+        return self.gate
+
+    def device_disconnected(self, user_id: int, device_id: str) -> None:
+        self.log.append(f"disconnected {user_id} {device_id}")
+
+    def send(
+        self, user_id: int, device_id: str, conversation_id: int, payload: bytes
+    ) -> Awaitable[None] | None:
+        del payload
+        self.log.append(f"send {user_id} {device_id} {conversation_id}")
+        return None
+
+    def typing(self, user_id: int, device_id: str, conversation_id: int) -> Awaitable[None] | None:
+        self.log.append(f"typing {user_id} {device_id} {conversation_id}")
+        return None
+
+    def inbox_subscribed(self, user_id: int, device_id: str) -> None:
+        self.log.append(f"inbox {user_id} {device_id}")
+
+    async def presence_snapshot(self, user_id: int) -> bytes:
+        return b"%d" % user_id
+
+
+async def test_node_device_events_wait_for_the_subscription_and_the_core(
+    node: tuple[NodeInbox, Local], unique: str
+) -> None:
+    inbox, _ = node
+    user = _user(unique)
+    core = Core(asyncio.get_running_loop().create_future())
+    events: DeviceEvents = NodeDeviceEvents(core, inbox)
+    pending = events.device_connected(user, "phone")
+    assert pending is not None
+    waiting = asyncio.ensure_future(pending)
+    await inbox.idle()  # the subscription is confirmed; the core's part is not done yet
+    assert not waiting.done()
+    core.gate.set_result(None)
+    await waiting
+    assert inbox.holds(user)
+    assert events.send(user, "phone", 5, b"x") is None
+    assert events.typing(user, "phone", 5) is None
+    events.inbox_subscribed(user, "phone")
+    assert await events.presence_snapshot(user) == b"%d" % user
+    events.device_disconnected(user, "phone")
+    assert not inbox.holds(user)
+    assert core.log == [
+        f"connected {user} phone",
+        f"send {user} phone 5",
+        f"typing {user} phone 5",
+        f"inbox {user} phone",
+        f"disconnected {user} phone",
+    ]
