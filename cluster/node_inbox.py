@@ -106,6 +106,7 @@ class NodeInbox:
         self._interest: dict[int, _Interest] = {}
         self._broadcasts: list[Subscription] = []
         self._leaving: set[asyncio.Task[None]] = set()
+        self._confirming: asyncio.Task[None] | None = None
         self.counts = InboxCounts()
 
     async def start(self) -> None:
@@ -159,12 +160,28 @@ class NodeInbox:
             interest.subscription = await client.subscribe(
                 subjects.inbox(interest.user_id), cb=interest.deliver
             )
-            if client.is_connected:  # while reconnecting, nats-py subscribes on reconnect
-                async with asyncio.timeout(self._confirm_timeout_s):
-                    await client.flush()
+            if client.is_connected:  # while reconnecting, nats-py subscribes again on reconnect
+                await asyncio.shield(self._confirmed())
         except (NatsError, OSError, TimeoutError) as exc:
             self.counts.unconfirmed += 1
             logger.warning("inbox subscription of user %d not confirmed: %r", interest.user_id, exc)
+
+    def _confirmed(self) -> asyncio.Task[None]:
+        """A PING/PONG after every subscription sent so far: one for a burst, not one per device.
+
+        After a node dies its devices reconnect elsewhere all at once; the subscriptions made in
+        one turn of the event loop share one round trip to the server.
+        """
+        confirming = self._confirming
+        if confirming is None:
+            confirming = self._confirming = asyncio.get_running_loop().create_task(self._confirm())
+        return confirming
+
+    async def _confirm(self) -> None:
+        await asyncio.sleep(0)  # the subscriptions of this turn of the event loop join this PING
+        self._confirming = None  # later ones wait for the next PING: this one may be sent already
+        async with asyncio.timeout(self._confirm_timeout_s):
+            await self._client.flush()
 
     async def _unsubscribe(self, interest: _Interest) -> None:
         if interest.ready is not None:

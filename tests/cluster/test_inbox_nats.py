@@ -257,3 +257,22 @@ async def test_node_device_events_wait_for_the_subscription_and_the_core(
         f"inbox {user} phone",
         f"disconnected {user} phone",
     ]
+
+
+async def test_a_burst_of_first_devices_is_subscribed_and_confirmed_together(
+    node: tuple[NodeInbox, Local], sender: NatsInboxes, unique: str
+) -> None:
+    """As when a dead node's devices all reconnect here: every CONNACK waits, none is lost."""
+    inbox, local = node
+    users = [_user(unique) + offset for offset in range(50)]
+    pending = [inbox.device_connected(user, f"device-{user}") for user in users]
+    assert all(waiting is not None for waiting in pending)
+    await asyncio.gather(*(waiting for waiting in pending if waiting is not None))
+    assert inbox.counts.unconfirmed == 0
+    for user in users:
+        sender.to_inbox(user, b"welcome back")
+    async with asyncio.timeout(BOUND_S):
+        while len(local.delivered) < len(users):
+            local.changed.clear()
+            await local.changed.wait()
+    assert sorted(user for user, *_ in local.delivered) == users
