@@ -7,7 +7,8 @@ membership changes (``hubbub.stores.InboxPublisher``) and ended devices
 ``hubbub.inbox.<uid>``, whatever the number of the user's devices or nodes: at most once on the
 wire, to the nodes that subscribed because they hold one of the user's devices
 (``cluster.node_inbox``). ``only_device`` / ``skip_device`` travel as headers; an event without
-them carries no header block at all.
+them carries no header block at all. ``follow_membership_changes`` is the other end of
+``membership_changed``, for any process that caches members (broker nodes, persisters).
 
 ``to_inbox`` must not wait (the fan-out calls it once per recipient, and the MQTT server's own
 ``to_inbox`` never waits), while nats-py publishes with a coroutine. So events go to an outbox
@@ -23,15 +24,23 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 from nats.errors import Error as NatsError
 
 from hubbub import subjects
 from hubbub.sessions import DeviceEnded
 
-__all__ = ["OUTBOX_LIMIT", "NatsInboxes", "membership_payload", "parse_membership"]
+__all__ = [
+    "OUTBOX_LIMIT",
+    "NatsInboxes",
+    "follow_membership_changes",
+    "membership_payload",
+    "parse_membership",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +59,26 @@ def parse_membership(payload: bytes) -> int:
     if not payload.isdigit():
         raise ValueError(f"not a conversation id: {payload[:40]!r}")
     return int(payload)
+
+
+async def follow_membership_changes(client: Client, forget: Callable[[int], None]) -> Subscription:
+    """Call ``forget(conversation_id)`` for every membership change any process publishes.
+
+    For whatever caches members: every broker node (its core's ``membership_changed``, through
+    ``NodeInbox``) and a persister that looks members up for its fan-out.
+    """
+
+    async def changed(msg: Msg) -> None:
+        try:
+            conversation_id = parse_membership(msg.data)
+        except ValueError as exc:
+            logger.warning("ignored a malformed membership-changed event: %s", exc)
+            return
+        forget(conversation_id)
+
+    subscription = await client.subscribe(subjects.membership_changed(), cb=changed)
+    await client.flush()
+    return subscription
 
 
 class NatsInboxes:

@@ -38,7 +38,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.errors import Error as NatsError
 
-from cluster.inbox import parse_membership
+from cluster.inbox import follow_membership_changes
 from hubbub import subjects
 from hubbub.connections import DeviceConnections, DeviceEvents, Inboxes
 from hubbub.sessions import DeviceEnded, LiveConnections
@@ -114,9 +114,8 @@ class NodeInbox:
         client = self._client
         self._broadcasts = [
             await client.subscribe(subjects.device_ended(), cb=self._on_device_ended),
-            await client.subscribe(subjects.membership_changed(), cb=self._on_membership_changed),
+            await follow_membership_changes(client, self._forget),
         ]
-        await client.flush()
 
     def holds(self, user_id: int) -> bool:
         """Whether this node is subscribed to ``user_id``'s events (a device of it is connected here)."""
@@ -213,14 +212,6 @@ class NodeInbox:
             logger.warning("ignored a malformed device-ended event: %s", exc)
             return
         await self._live.end_device(ended)
-
-    async def _on_membership_changed(self, msg: Msg) -> None:
-        try:
-            conversation_id = parse_membership(msg.data)
-        except ValueError as exc:
-            logger.warning("ignored a malformed membership-changed event: %s", exc)
-            return
-        self._forget(conversation_id)
 
     async def close(self) -> None:
         """Unsubscribe from everything (the connection itself is closed by its owner)."""
