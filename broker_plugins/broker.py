@@ -247,7 +247,7 @@ class HubbubBroker(RoutingBroker):
     async def _run(
         self, session: MqttSession, present: bool, reader: ReaderAdapter, writer: WriterAdapter
     ) -> None:
-        """One accepted connection, from CONNACK to its end (will, session clean-up, presence)."""
+        """One accepted connection, from its report and CONNACK to its end (will, session, presence)."""
         user_id, events = session.user_id, self._events
         if (
             user_id is not None

@@ -70,7 +70,7 @@ class _Interest:
         self.counts = counts
         self.devices = 0
         self.subscription: Subscription | None = None
-        self.ready: asyncio.Task[None] | None = None  # the subscription, until confirmed
+        self.ready: asyncio.Task[None] | None = None  # making the subscription, until it is confirmed
 
     async def deliver(self, msg: Msg) -> None:
         """An event for this user: to its devices connected here, narrowed by the headers."""
@@ -137,7 +137,7 @@ class NodeInbox:
             interest.ready = asyncio.get_running_loop().create_task(self._subscribe(interest))
         interest.devices += 1
         ready = interest.ready
-        return None if ready is None or ready.done() else asyncio.shield(ready)
+        return None if ready is None else asyncio.shield(ready)
 
     def device_disconnected(self, user_id: int, device_id: str) -> None:
         """Count the device out; the user's last device unsubscribes."""
@@ -164,6 +164,8 @@ class NodeInbox:
         except (NatsError, OSError, TimeoutError) as exc:
             self.counts.unconfirmed += 1
             logger.warning("inbox subscription of user %d not confirmed: %r", interest.user_id, exc)
+        finally:
+            interest.ready = None  # done: nothing to wait for (and a finished task not kept per user)
 
     def _confirmed(self) -> asyncio.Task[None]:
         """A PING/PONG after every subscription sent so far: one for a burst, not one per device.
@@ -194,11 +196,7 @@ class NodeInbox:
 
     async def idle(self) -> None:
         """Wait until every subscribe and unsubscribe begun so far is done (tests; before a flush)."""
-        pending = [
-            interest.ready
-            for interest in self._interest.values()
-            if interest.ready is not None and not interest.ready.done()
-        ]
+        pending = [interest.ready for interest in self._interest.values() if interest.ready is not None]
         pending.extend(self._leaving)
         if pending:
             await asyncio.gather(*pending)
