@@ -8,8 +8,12 @@ and once per node however many of the user's devices it holds (the MQTT server f
 them). Subscribe first, then catch up: the first device's CONNACK waits until the subscription is
 confirmed by the server (a PING/PONG), so a device that subscribes to its inbox and then syncs
 cannot miss a message committed in between (``NodeDeviceEvents.device_connected``, which the MQTT
-server awaits). While NATS is unreachable the node does not hold devices back: nats-py
-subscribes again on reconnect, and devices catch up on the next ``seq`` gap or reconnect.
+server awaits). The confirmation comes from the node's own NATS server; the cluster's other
+servers learn of the subscription over their routes a moment later, unannounced (NATS has no way
+to wait for it), so an event published through another server within that moment can still miss
+the node: the device gets it at its next ``seq`` gap or sync, as for any at-most-once delivery.
+While NATS is unreachable the node does not hold devices back: nats-py subscribes again on
+reconnect, and devices catch up on the next ``seq`` gap or reconnect.
 
 Decoding and delivery run off NATS's read loop: nats-py queues each subscription's messages to a
 task of its own, and delivering is a plain call into the MQTT server that never waits, so a busy
