@@ -1,0 +1,76 @@
+"""Fenced commits on PostgreSQL: the shard owner's epoch checked in the transaction that assigns seqs.
+
+``shard_fences`` holds each shard's newest epoch. A fenced commit's transaction starts with one
+conditional upsert of its shard's row, before it reads or writes anything else::
+
+    INSERT INTO shard_fences (shard, epoch) VALUES (:shard, :epoch)
+    ON CONFLICT (shard) DO UPDATE SET epoch = excluded.epoch
+    WHERE shard_fences.epoch <= excluded.epoch RETURNING epoch
+
+- The epoch is the shard's newest or a newer one: the row is written (a new owner takes the
+  shard over with its first commit, or with ``MessageStore.fence``; the same epoch may commit
+  any number of batches). An older epoch: no row comes back, ``FencedOut`` is raised and the
+  transaction, which has written nothing else yet, rolls back.
+- The row stays locked until the transaction ends, so a shard's commits are serialized: a new
+  owner's takeover waits for the old owner's commit in flight, and then (READ COMMITTED: each
+  statement sees what committed before it) reads the conversations' last seqs after it; the
+  old owner's next commit finds the newer epoch and is refused.
+
+An unfenced commit (one node) runs none of this: it costs nothing more than before.
+
+SQLite takes no fence: a SQLite file serves a single node, so a cluster's persisters, on
+other machines, could not share it; ``single_node`` is the refusal every path raises.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from sqlalchemy import Connection, bindparam
+from sqlalchemy.dialects.postgresql import insert
+
+from hubbub.errors import CommitFailed
+from hubbub.stores import Fence, FencedOut
+from persister.sql_schema import shard_fences
+
+__all__ = ["ShardClaims", "single_node"]
+
+logger = logging.getLogger(__name__)
+
+_upsert = insert(shard_fences).values(shard=bindparam("shard"), epoch=bindparam("epoch"))
+_TAKE = _upsert.on_conflict_do_update(
+    index_elements=[shard_fences.c.shard],
+    set_={"epoch": _upsert.excluded.epoch},
+    where=shard_fences.c.epoch <= _upsert.excluded.epoch,
+).returning(shard_fences.c.epoch)
+
+
+def single_node(fence: Fence) -> CommitFailed:
+    """The refusal of a fence by SQLite: not ``FencedOut`` (no newer owner exists), a misconfiguration."""
+    return CommitFailed(
+        f"shard {fence.shard}: a SQLite message store serves a single node and takes no fence"
+        " (a cluster's persisters cannot share its file); store a cluster's history in"
+        " PostgreSQL or Cassandra"
+    )
+
+
+class ShardClaims:
+    """The epochs one writer holds, and the upsert that takes and checks them (PostgreSQL only)."""
+
+    def __init__(self) -> None:
+        self._epochs: dict[int, int] = {}
+
+    def take(self, connection: Connection, fence: Fence) -> bool:
+        """Check ``fence`` inside the caller's transaction, first thing; whether its epoch is new here.
+
+        New: another owner may have committed to the shard since this writer last held it, so
+        the caller must drop what it cached of the shard's conversations. Raises ``FencedOut``.
+        """
+        if connection.execute(_TAKE, {"shard": fence.shard, "epoch": fence.epoch}).first() is None:
+            self._epochs.pop(fence.shard, None)
+            raise FencedOut(f"shard {fence.shard}: a newer owner fenced out epoch {fence.epoch}")
+        if self._epochs.get(fence.shard) == fence.epoch:
+            return False
+        logger.info("claimed shard %d at epoch %d", fence.shard, fence.epoch)
+        self._epochs[fence.shard] = fence.epoch
+        return True
