@@ -29,7 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from hubbub.envelope import AcceptedMessage, CommitResult, CommittedMessage
 from hubbub.stores import Fence
-from persister.sql_fencing import ShardClaims, single_node
+from persister.sql_fencing import STALLED_AFTER_S, ShardClaims, single_node
 from persister.sql_schema import COLUMNS, messages, row_message
 
 __all__ = ["BatchCommitter", "Committer", "EngineCommitter", "commit_batch", "fence_shard"]
@@ -66,9 +66,10 @@ class Committer(Protocol):
 class BatchCommitter:
     """One writer's commits: the seq cache and the statements of one attempt."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, stalled_after_s: float = STALLED_AFTER_S) -> None:
+        """``stalled_after_s``: how long a fenced transaction may sit idle (``persister.sql_fencing``)."""
         self._last_seq: dict[int, int] = {}
-        self._claims = ShardClaims()
+        self._claims = ShardClaims(stalled_after_s=stalled_after_s)
 
     def claim(self, connection: Connection, fence: Fence) -> None:
         """Check ``fence`` first thing in the caller's transaction (PostgreSQL); raises ``FencedOut``."""

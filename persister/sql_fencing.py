@@ -1,9 +1,10 @@
 """Fenced commits on PostgreSQL: the shard owner's epoch checked in the transaction that assigns seqs.
 
 ``shard_fences`` holds each shard's newest epoch. A fenced commit's transaction starts with one
-conditional upsert of its shard's row, before it reads or writes anything else::
+conditional upsert of its shard's row, before it reads or writes anything else (``_TAKE``)::
 
-    INSERT INTO shard_fences (shard, epoch) VALUES (:shard, :epoch)
+    INSERT INTO shard_fences (shard, epoch) SELECT :shard, :epoch
+    WHERE set_config('idle_in_transaction_session_timeout', :stalled_ms, true) IS NOT NULL
     ON CONFLICT (shard) DO UPDATE SET epoch = excluded.epoch
     WHERE shard_fences.epoch <= excluded.epoch RETURNING epoch
 
@@ -15,6 +16,11 @@ conditional upsert of its shard's row, before it reads or writes anything else::
   owner's takeover waits for the old owner's commit in flight, and then (READ COMMITTED: each
   statement sees what committed before it) reads the conversations' last seqs after it; the
   old owner's next commit finds the newer epoch and is refused.
+- An owner paused in the middle of a commit (SIGSTOP, a stalled machine) would hold that lock,
+  and the shard with it, until it runs again. So the same statement limits how long the rest
+  of its transaction may sit idle (``set_config(..., true)``: this transaction only, in the
+  same round trip): past ``stalled_after_s`` the server ends the session, releasing the lock,
+  and the paused owner's commit fails when it resumes. Nothing else's transactions change.
 
 An unfenced commit (one node) runs none of this: it costs nothing more than before.
 
@@ -26,23 +32,26 @@ from __future__ import annotations
 
 import logging
 
-from sqlalchemy import Connection, bindparam
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import Connection, text
 
 from hubbub.errors import CommitFailed
 from hubbub.stores import Fence, FencedOut
 from persister.sql_schema import shard_fences
 
-__all__ = ["ShardClaims", "single_node"]
+__all__ = ["STALLED_AFTER_S", "ShardClaims", "single_node"]
 
 logger = logging.getLogger(__name__)
 
-_upsert = insert(shard_fences).values(shard=bindparam("shard"), epoch=bindparam("epoch"))
-_TAKE = _upsert.on_conflict_do_update(
-    index_elements=[shard_fences.c.shard],
-    set_={"epoch": _upsert.excluded.epoch},
-    where=shard_fences.c.epoch <= _upsert.excluded.epoch,
-).returning(shard_fences.c.epoch)
+STALLED_AFTER_S = 5.0
+"""A fenced transaction idle this long belongs to a paused owner (a commit's statements follow
+each other within milliseconds); well under a lease's TTL, so a takeover waits less than that."""
+
+_TAKE = text(
+    f"INSERT INTO {shard_fences.name} (shard, epoch) SELECT CAST(:shard AS INTEGER), CAST(:epoch AS BIGINT)"
+    " WHERE set_config('idle_in_transaction_session_timeout', :stalled_ms, true) IS NOT NULL"
+    " ON CONFLICT (shard) DO UPDATE SET epoch = excluded.epoch"
+    f" WHERE {shard_fences.name}.epoch <= excluded.epoch RETURNING epoch"
+)
 
 
 def single_node(fence: Fence) -> CommitFailed:
@@ -57,8 +66,9 @@ def single_node(fence: Fence) -> CommitFailed:
 class ShardClaims:
     """The epochs one writer holds, and the upsert that takes and checks them (PostgreSQL only)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, stalled_after_s: float = STALLED_AFTER_S) -> None:
         self._epochs: dict[int, int] = {}
+        self._stalled_ms = str(max(1, round(stalled_after_s * 1000)))
 
     def take(self, connection: Connection, fence: Fence) -> bool:
         """Check ``fence`` inside the caller's transaction, first thing; whether its epoch is new here.
@@ -66,7 +76,8 @@ class ShardClaims:
         New: another owner may have committed to the shard since this writer last held it, so
         the caller must drop what it cached of the shard's conversations. Raises ``FencedOut``.
         """
-        if connection.execute(_TAKE, {"shard": fence.shard, "epoch": fence.epoch}).first() is None:
+        values = {"shard": fence.shard, "epoch": fence.epoch, "stalled_ms": self._stalled_ms}
+        if connection.execute(_TAKE, values).first() is None:
             self._epochs.pop(fence.shard, None)
             raise FencedOut(f"shard {fence.shard}: a newer owner fenced out epoch {fence.epoch}")
         if self._epochs.get(fence.shard) == fence.epoch:
