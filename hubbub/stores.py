@@ -86,10 +86,13 @@ class MessageStore(Protocol):
         """Take ``fence.shard`` over at ``fence.epoch`` without committing anything.
 
         A persister that gains a shard calls it before reading the shard's last seqs
-        (``latest_seqs``): once it returns, a stale owner's commit is refused, so nothing can
-        land after that read. Raises ``FencedOut`` if a newer epoch holds the shard (also when
-        this store held ``fence`` before and a newer owner has since taken over), and
-        ``CommitFailed`` on SQLite, as ``commit`` does.
+        (``latest_seqs``): once it returns, every commit of an older epoch is refused, so none
+        can land after that read. (On Cassandra a stale owner's commit that passed its fence
+        just before may show in ``latest_seqs`` a moment late, its heads written after its
+        commit point; this store's next commit sees it at once, reading the shard serially.)
+        Raises ``FencedOut`` if a newer epoch holds the shard (also when this store held
+        ``fence`` before and a newer owner has since taken over), and ``CommitFailed`` on
+        SQLite, as ``commit`` does.
         """
         ...
 
