@@ -44,7 +44,8 @@ logger = logging.getLogger(__name__)
 
 STALLED_AFTER_S = 5.0
 """A fenced transaction idle this long belongs to a paused owner (a commit's statements follow
-each other within milliseconds); well under a lease's TTL, so a takeover waits less than that."""
+each other within milliseconds). The clock starts when the owner stops, so a new owner, which
+first waited for the lease to expire, waits at most what is left of it (nothing, past a 5 s TTL)."""
 
 _TAKE = text(
     f"INSERT INTO {shard_fences.name} (shard, epoch) SELECT CAST(:shard AS INTEGER), CAST(:epoch AS BIGINT)"
