@@ -28,22 +28,30 @@ from collections.abc import Awaitable, Callable, Collection
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.errors import Error as NatsError
+from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError
 
 from cluster.connection import ClusterConnection
-from cluster.kv import Bucket
+from cluster.kv import Bucket, ensure_bucket
 from hubbub import subjects
 from hubbub.events import presence_payload
 from hubbub.presence import PresenceChange
 from hubbub.shards import ShardMap
 
-__all__ = ["ChangeListener", "PresenceMirror"]
+__all__ = ["ChangeListener", "PresenceMirror", "open_presence_bucket"]
 
 logger = logging.getLogger(__name__)
 
 ChangeListener = Callable[[int, bytes], None]  # (user id, presence payload): must not wait
 LastActive = Callable[[int], Awaitable[int | None]]
 _TRANSIENT = (NatsError, TimeoutError, OSError)
+
+
+async def open_presence_bucket(
+    js: JetStreamContext, *, replicas: int, name: str = subjects.PRESENCE_BUCKET
+) -> Bucket:
+    """The presence bucket (created if absent; no max age: a user's last decision stays)."""
+    return await ensure_bucket(js, name, ttl_s=None, replicas=replicas)
 
 
 class PresenceMirror:

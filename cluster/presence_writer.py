@@ -2,10 +2,11 @@
 
 DESIGN.md "Scaling out": connect/disconnect events go to a single writer per user shard, which
 owns the device set and alone decides online/offline (grace period included). Broker nodes
-run ``PresenceWriters`` beside their ``NodePresence``; the lease group ``presence`` over the
-``presence_shards`` says which node writes which shard (``cluster.leases.ShardLeases`` calls
-``gained``/``lost``). The decision itself is a ``hubbub.presence.PresenceDecider``
-(``messaging.presence.PresenceTracker``, handed in as a factory by the launcher).
+run ``PresenceWriters`` beside their ``NodePresence``; its leases (group ``presence``, over the
+``presence_shards``, ``cluster.leases.ShardLeases``) say which node writes which shard, and
+shards move between nodes as they join and leave. The decision itself is a
+``hubbub.presence.PresenceDecider`` (``messaging.presence.PresenceTracker``, handed in as a
+factory by the launcher).
 
 On gaining a shard, in this order:
 1. subscribe ``hubbub.presence.events.<shard>`` (changes are held back until step 4);
@@ -19,14 +20,18 @@ So a shard that moves rebuilds its users' state instead of starting from "nobody
 no flap, no repeated write.
 
 Each decision is one KV write (key ``<shard>.<uid>``, value the presence payload), compare-and-
-set on the key's revision so that a writer that lost its lease cannot overwrite its successor;
-and the user's last activity goes to ``record_last_active``.
+set on the key's revision, and only while the lease is valid by this node's clock, so that a
+writer that lost its lease (paused past it) cannot overwrite its successor; and the user's last
+activity goes to ``record_last_active``.
 
 Lost messages and dead nodes: a change numbered past the next expected one means one was lost,
 and the writer asks that node again at once; every ``reconcile_s`` (30 s by default) it asks all
 nodes again (a lost last change, a node that joined unseen). A node holding devices that the
 registry no longer lists for ``dead_after_s`` is asked directly; if it does not answer either,
-it is dead: all its devices disconnect at that moment, and the grace period runs as usual.
+it is dead: all its devices disconnect at that moment, and the grace period runs as usual. So a
+killed node's users go offline within registry TTL + refresh + ``dead_after_s`` +
+``resync_timeout_s`` + the grace period. A reconnect of this node's NATS connection triggers a
+reconciliation at once.
 """
 
 from __future__ import annotations
@@ -41,21 +46,29 @@ from dataclasses import dataclass
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.errors import Error as NatsError
+from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 
 from cluster.connection import ClusterConnection
-from cluster.kv import Bucket
+from cluster.kv import Bucket, ensure_bucket
+from cluster.leases import ShardLeases, bucket_name
 from cluster.registry import BROKER, NodeDirectory
 from hubbub import subjects
 from hubbub.presence import DeviceChange, NodeDevices, PresenceChange, PresenceDecider, Publish
 
-__all__ = ["DeciderFactory", "PresenceWriters"]
+__all__ = ["LEASE_GROUP", "DeciderFactory", "PresenceWriters", "open_presence_leases"]
 
 logger = logging.getLogger(__name__)
 
+LEASE_GROUP = "presence"
 DeciderFactory = Callable[[Publish], PresenceDecider]
 _TRANSIENT = (NatsError, TimeoutError, OSError)
 _RETRY_S = 0.5
+
+
+async def open_presence_leases(js: JetStreamContext, *, ttl_s: float, replicas: int) -> Bucket:
+    """The lease bucket of the presence writers (created with max age ``ttl_s`` if absent)."""
+    return await ensure_bucket(js, bucket_name(LEASE_GROUP), ttl_s=ttl_s, replicas=replicas)
 
 
 @dataclass
@@ -67,7 +80,7 @@ class _Mark:
 
 
 class PresenceWriters:
-    """This node's presence writers, one per user shard it holds the lease of."""
+    """This node's presence writers, one per user shard it holds the lease of (group ``presence``)."""
 
     def __init__(
         self,
@@ -75,6 +88,10 @@ class PresenceWriters:
         bucket: Bucket,
         directory: NodeDirectory,
         *,
+        leases: Bucket,
+        owner_id: str,
+        shards: int,
+        lease_ttl_s: float,
         new_decider: DeciderFactory,
         record_last_active: Callable[[int, int], None],
         resync_timeout_s: float = 2.0,
@@ -91,6 +108,14 @@ class PresenceWriters:
         self.reconcile_s = reconcile_s
         self.dead_after_s = directory.refresh_s * 2 if dead_after_s is None else dead_after_s
         self.monotonic = monotonic
+        self.leases = ShardLeases(
+            leases,
+            owner_id=owner_id,
+            shards=shards,
+            ttl_s=lease_ttl_s,
+            on_gained=self._gained,
+            on_lost=self._lost,
+        )
         self._writers: dict[int, _ShardWriter] = {}
         self._absent_since: dict[str, float] = {}
         self._watch: asyncio.Task[None] | None = None
@@ -98,35 +123,20 @@ class PresenceWriters:
         self.writes = 0  # KV writes done (one per decision), for /metrics and tests
         self.dead_nodes = 0  # nodes declared dead, for /metrics and tests
 
-    # --- ShardLeases callbacks (they must not block) --------------------------------------------
-
-    def gained(self, shard: int, epoch: int) -> None:
-        """This node now writes ``shard``: start rebuilding it."""
-        del epoch
-        self.lost(shard, 0)
-        writer = _ShardWriter(self, shard)
-        self._writers[shard] = writer
-        writer.start()
-
-    def lost(self, shard: int, epoch: int) -> None:
-        """``shard`` is someone else's now: stop deciding and writing it at once."""
-        del epoch
-        writer = self._writers.pop(shard, None)
-        if writer is not None:
-            writer.stop()
-
     # --- running ---------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Watch the registry for dead nodes (shards come from the lease callbacks)."""
+        """Watch the registry for dead nodes, and join the lease group (shards come as leases do)."""
         if self._watch is not None:
             raise RuntimeError("presence writers already started")
         self._watch = asyncio.create_task(self._watch_nodes(), name="presence-dead-nodes")
+        await self.leases.start()
 
-    async def stop(self) -> None:
-        """Stop every shard writer and the watch."""
+    async def stop(self, *, release: bool = True) -> None:
+        """Stop every shard writer and the watch; with ``release`` the shards move on at once."""
+        await self.leases.stop(release=release)
         for shard in list(self._writers):
-            self.lost(shard, 0)
+            self._lost(shard, 0)
         watch, self._watch = self._watch, None
         if watch is not None:
             watch.cancel()
@@ -140,9 +150,13 @@ class PresenceWriters:
 
     @property
     def running(self) -> bool:
-        """The dead-node watch and every shard writer are alive (for /healthz)."""
-        alive = self._watch is not None and not self._watch.done()
+        """The leases, the dead-node watch and every shard writer are alive (for /healthz)."""
+        alive = self.leases.running and self._watch is not None and not self._watch.done()
         return alive and all(writer.running for writer in self._writers.values())
+
+    def holds(self, shard: int) -> bool:
+        """This node's lease of ``shard`` is valid now (by its own clock): it may write it."""
+        return self.leases.current_epoch(shard) is not None
 
     def online(self, shard: int, user_ids: Collection[int]) -> set[int]:
         """Who the writer of ``shard`` counts online now (for tests and debugging)."""
@@ -152,6 +166,21 @@ class PresenceWriters:
     def live_brokers(self) -> set[str]:
         """Broker nodes the registry lists now."""
         return {node.node_id for node in self.directory.nodes.values() if node.kind == BROKER}
+
+    # --- ShardLeases callbacks (they must not block) --------------------------------------------
+
+    def _gained(self, shard: int, epoch: int) -> None:
+        del epoch
+        self._lost(shard, 0)
+        writer = _ShardWriter(self, shard)
+        self._writers[shard] = writer
+        writer.start()
+
+    def _lost(self, shard: int, epoch: int) -> None:
+        del epoch
+        writer = self._writers.pop(shard, None)
+        if writer is not None:
+            writer.stop()
 
     def background(self, work: Coroutine[None, None, None], name: str) -> None:
         """Run ``work`` on its own (clean-ups that outlive a shard writer)."""
@@ -243,10 +272,17 @@ class _ShardWriter:
         logger.info(
             "presence shard %d rebuilt: %d users seeded, %d nodes", self.shard, len(seeds), len(answers)
         )
-        while True:
-            await asyncio.sleep(owner.reconcile_s)
+        while True:  # reconcile: every reconcile_s, and at once after a reconnect (changes lost)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(owner.reconcile_s):
+                    await self._reconnected()
             for answer in await self._ask(None, owner.live_brokers()):
                 self._answered(answer)
+
+    async def _reconnected(self) -> None:
+        state = self.owner.conn.state
+        seen = state.reconnects
+        await state.wait_for(lambda now: now.reconnects != seen)
 
     async def _read_bucket(self) -> dict[int, tuple[PresenceChange, int]]:
         while True:
@@ -373,6 +409,9 @@ class _ShardWriter:
 
     async def _write(self) -> None:
         while self._pending:
+            if not self.owner.holds(self.shard):
+                self._pending.clear()  # the lease ran out: whoever holds it now decides
+                return
             user_id, payload = next(iter(self._pending.items()))
             try:
                 await self._put(user_id, payload)
@@ -398,8 +437,8 @@ class _ShardWriter:
                 revision = (await kv.get(key)).revision
             except KeyNotFoundError:
                 revision = None
-            if self._stopped:
-                return
+            if self._stopped or not self.owner.holds(self.shard):
+                return  # a paused writer that lost its lease: its successor's word stands
             written = await (
                 kv.create(key, payload) if revision is None else kv.update(key, payload, last=revision)
             )

@@ -19,8 +19,8 @@ from nats.aio.msg import Msg
 
 from cluster.connection import ClusterConnection, NatsOptions
 from cluster.kv import Bucket, ensure_bucket
-from cluster.leases import ShardLeases, bucket_name
-from cluster.presence_mirror import PresenceMirror
+from cluster.leases import bucket_name
+from cluster.presence_mirror import PresenceMirror, open_presence_bucket
 from cluster.presence_node import NodePresence
 from cluster.presence_writer import PresenceWriters
 from cluster.registry import NodeDirectory, NodeHeartbeat, open_registry
@@ -88,7 +88,7 @@ class Buckets:
 async def buckets(conn: ClusterConnection, unique: str) -> AsyncIterator[Buckets]:
     """The registry, presence and lease buckets of this test alone, and a log of the decisions."""
     registry = await open_registry(conn.js, ttl_s=REGISTRY_TTL_S, replicas=3, name=f"nodes_{unique}")
-    presence = await ensure_bucket(conn.js, f"presence_{unique}", ttl_s=None, replicas=3)
+    presence = await open_presence_bucket(conn.js, replicas=3, name=f"presence_{unique}")
     leases = await ensure_bucket(conn.js, bucket_name(f"presence{unique}"), ttl_s=LEASE_TTL_S, replicas=3)
     log = BucketLog()
 
@@ -118,7 +118,6 @@ class Node:
     mirror: PresenceMirror
     presence: NodePresence
     writers: PresenceWriters | None = None
-    leases: ShardLeases | None = None
     last_active: dict[int, int] = field(default_factory=dict)
     stopped: bool = False
 
@@ -127,10 +126,8 @@ class Node:
         if self.stopped:
             return
         self.stopped = True
-        if self.leases is not None:
-            await self.leases.stop(release=not crash)
         if self.writers is not None:
-            await self.writers.stop()
+            await self.writers.stop(release=not crash)
         await self.heartbeat.stop(deregister=not crash)
         await self.presence.close()
         await self.mirror.stop()
@@ -146,7 +143,7 @@ async def nodes(nats_cluster: NatsCluster, buckets: Buckets) -> AsyncIterator[St
     """Start simulated broker nodes (``await start(name, writer=True)``); all stopped at the end."""
     started: list[Node] = []
 
-    async def start(name: str, *, writer: bool = True) -> Node:
+    async def start(name: str, *, writer: bool = True, reconcile_s: float = 30.0) -> Node:
         conn = await ClusterConnection.connect(NatsOptions(servers=tuple(nats_cluster.urls), name=name))
         heartbeat = NodeHeartbeat(buckets.registry, node_id=name, kind="broker", interval_s=BEAT_S)
         directory = NodeDirectory(buckets.registry, refresh_s=BEAT_S)
@@ -164,20 +161,16 @@ async def nodes(nats_cluster: NatsCluster, buckets: Buckets) -> AsyncIterator[St
                 conn,
                 buckets.presence,
                 directory,
-                new_decider=tracker,
-                record_last_active=node.last_active.__setitem__,
-                dead_after_s=BEAT_S * 2,
-            )
-            node.leases = ShardLeases(
-                buckets.leases,
+                leases=buckets.leases,
                 owner_id=name,
                 shards=SHARDS.presence_shards,
-                ttl_s=LEASE_TTL_S,
-                on_gained=node.writers.gained,
-                on_lost=node.writers.lost,
+                lease_ttl_s=LEASE_TTL_S,
+                new_decider=tracker,
+                record_last_active=node.last_active.__setitem__,
+                reconcile_s=reconcile_s,
+                dead_after_s=BEAT_S * 2,
             )
             await node.writers.start()
-            await node.leases.start()
         await conn.client.flush()
         return node
 
@@ -194,8 +187,7 @@ async def all_shards_written(*writers: Node) -> None:
         held = [node.writers.shards for node in writers if node.writers is not None]
         if set().union(*held) == every and sum(map(len, held)) == len(every):
             return
-        leases = next(node.leases for node in writers if node.leases is not None)
-        await leases.next_tick()
+        await next(node.writers for node in writers if node.writers is not None).leases.next_tick()
 
 
 async def registered(node: Node, *names: str) -> None:
@@ -316,3 +308,42 @@ async def test_a_node_that_stops_heartbeating_takes_its_users_offline_after_the_
         await log.until(lambda: log.of(8) == ["online", "offline"])
     assert writer.writers is not None
     assert writer.writers.dead_nodes >= 1
+
+
+def lose_disconnect(node: Node, user_id: int, device_id: str) -> None:
+    """The device left ``node`` but its report never reached the writer (core NATS lost it)."""
+    shard = SHARDS.user(user_id)
+    node.presence._held[shard].discard((user_id, device_id))
+    node.presence._seq[shard] += 1
+
+
+async def test_a_lost_report_is_repaired_at_the_next_change_from_that_node(
+    nodes: StartNode, buckets: Buckets
+) -> None:
+    log = buckets.log
+    neighbour = next(user for user in range(8, 1000) if SHARDS.user(user) == SHARDS.user(7))
+    async with asyncio.timeout(BOUND_S):
+        writer = await nodes("writer", reconcile_s=3600.0)  # no reconciliation during the test
+        holder = await nodes("holder", writer=False)
+        await registered(writer, "writer", "holder")
+        await all_shards_written(writer)
+        holder.presence.device_connected(7, "phone")
+        await log.until(lambda: log.of(7) == ["online"])
+        lose_disconnect(holder, 7, "phone")
+        holder.presence.device_connected(neighbour, "x")  # its number shows one went missing
+        await log.until(lambda: log.of(7) == ["online", "offline"])
+
+
+async def test_a_lost_last_report_is_repaired_by_the_reconciliation(
+    nodes: StartNode, buckets: Buckets
+) -> None:
+    log = buckets.log
+    async with asyncio.timeout(BOUND_S):
+        writer = await nodes("writer", reconcile_s=GRACE_S)
+        holder = await nodes("holder", writer=False)
+        await registered(writer, "writer", "holder")
+        await all_shards_written(writer)
+        holder.presence.device_connected(7, "phone")
+        await log.until(lambda: log.of(7) == ["online"])
+        lose_disconnect(holder, 7, "phone")
+        await log.until(lambda: log.of(7) == ["online", "offline"])
