@@ -247,6 +247,8 @@ async def test_nodes_keep_the_retained_presence_their_devices_watch(
         assert b.presence.online([7, 9, 10]) == {7, 9}
         assert 9 not in b.connections.presence  # not retained where nobody watches
         assert orjson.loads(await b.presence.snapshot(9))["status"] == "online"
+        late = await start("late", writer=False)  # a node that starts now reads who is online
+        assert late.presence.online([7, 9, 10]) == {7, 9}
 
 
 @pytest.mark.parametrize("crash", [False, True], ids=["stopped", "crashed"])
