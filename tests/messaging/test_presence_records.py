@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from hubbub import subjects
 from hubbub.events import presence_payload
 from hubbub.presence import DeviceChange, NodeDevices, PresenceChange
 
@@ -51,3 +52,19 @@ def test_broken_resync_answers_and_payloads_are_refused() -> None:
         PresenceChange.from_payload(b'{"user_id": "7", "status": "away", "last_active_at": null}')
     with pytest.raises(ValueError, match="last_active_at"):
         PresenceChange.from_payload(b'{"user_id": "7", "status": "online", "last_active_at": 5}')
+
+
+def test_presence_bucket_keys_and_change_subjects_parse_back() -> None:
+    assert subjects.presence_key(3, 42) == "3.42"
+    assert subjects.parse_presence_key("3.42") == (3, 42)
+    assert subjects.parse_kv_change("hubbub_presence", "$KV.hubbub_presence.3.42") == "3.42"
+    assert subjects.kv_changes(subjects.PRESENCE_BUCKET) == "$KV.hubbub_presence.>"
+    assert subjects.every_presence_resync() == "hubbub.presence.resync.*"
+    assert subjects.parse_shard(subjects.presence_resync(5)) == 5
+    for bad in ("3", "3.x", "x.3", ".3"):
+        with pytest.raises(ValueError, match="not a presence key"):
+            subjects.parse_presence_key(bad)
+    with pytest.raises(ValueError, match="not a change of bucket"):
+        subjects.parse_kv_change("hubbub_presence", "$KV.other.3.42")
+    with pytest.raises(ValueError, match="non-negative"):
+        subjects.presence_key(3, -1)
