@@ -349,3 +349,33 @@ async def test_a_lost_last_report_is_repaired_by_the_reconciliation(
         await log.until(lambda: log.of(7) == ["online"])
         lose_disconnect(holder, 7, "phone")
         await log.until(lambda: log.of(7) == ["online", "offline"])
+
+
+async def test_a_paused_writer_past_its_lease_writes_nothing_over_its_successor(
+    nodes: StartNode, buckets: Buckets
+) -> None:
+    log = buckets.log
+    async with asyncio.timeout(BOUND_S):
+        stale = await nodes("stale")
+        holder = await nodes("holder", writer=False)
+        await registered(stale, "stale", "holder")
+        await all_shards_written(stale)
+        holder.presence.device_connected(7, "phone")
+        await log.until(lambda: log.of(7) == ["online"])
+        assert stale.writers is not None
+        lease_loop = stale.writers.leases._task
+        assert lease_loop is not None
+        lease_loop.cancel()  # paused: it keeps its subscriptions and believes what it believed
+        successor = await nodes("successor")
+        await all_shards_written(successor)
+        assert stale.writers._writers  # still deciding, unaware
+        writes = stale.writers.writes
+        holder.presence.device_disconnected(7, "phone")  # both decide offline after the grace period
+        await log.until(lambda: log.of(7) == ["online", "offline"])
+        holder.presence.device_connected(8, "x")  # a barrier past the stale writer's decision
+        await log.until(lambda: log.of(8) == ["online"])
+        holder.presence.device_disconnected(8, "x")
+        await log.until(lambda: log.of(8) == ["online", "offline"])
+    assert log.of(7) == ["online", "offline"]  # written once, by the successor
+    assert stale.writers.online(SHARDS.user(7), [7]) == set()  # the stale writer saw it go too...
+    assert stale.writers.writes == writes  # ...and wrote nothing
