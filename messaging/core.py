@@ -66,8 +66,12 @@ class MessagingCore:
         self._membership = MembershipCache(directory, clock, limits.membership_ttl_s)
         self._ingest = Ingest(self._membership, accepted, ids, limits, connections=connections, clock=clock)
         # One node decides presence itself; a cluster node reports to the shard's writer.
-        self._presence = presence or LocalPresence(
-            grace_s=presence_grace_s, connections=connections, directory=directory, clock=clock
+        self._presence = (
+            presence
+            if presence is not None
+            else LocalPresence(
+                grace_s=presence_grace_s, connections=connections, directory=directory, clock=clock
+            )
         )
         self._notices: dict[str, tuple[int, bytes]] = {}
         # REST sends waiting for their commit: failed with ``Unavailable`` if it fails.
