@@ -264,10 +264,11 @@ class Dispatcher:
         while True:
             delivery = await lane.queue.get()
             lane.in_flight += 1
-            over = True
+            over = False  # a cancelled attempt (shutdown, a killed notifier) is not over: it is redelivered
             try:
                 over = await self._attempt(lane, delivery)
             except Exception:
+                over = True
                 self.metrics.failed(lane.name)
                 _logger.exception(
                     "push attempt failed unexpectedly: provider=%s message_id=%d token_id=%s",
