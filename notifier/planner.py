@@ -95,8 +95,9 @@ class PushPlanner:
                 self._retry_delay_s,
             )
             batch.retry(self._retry_delay_s)
-        finally:
-            outstanding.release()
+        # Not on cancellation: a notifier stopped mid-planning leaves the batch unsettled, to be
+        # delivered again (to the next owner of the shard, in a cluster).
+        outstanding.release()
 
     async def _plan(self, message: CommittedMessage, outstanding: Outstanding) -> None:
         members = await self._members(message.conversation_id) or frozenset()
