@@ -52,6 +52,8 @@ __all__ = ["LEASE_GROUP", "NatsCommittedFeed", "durable_name", "ensure_committed
 logger = logging.getLogger(__name__)
 
 LEASE_GROUP = "notifier"
+COMMITTED_MAX_AGE_S = 86_400.0  # a push older than a day is worthless
+_DUPLICATE_WINDOW_S = 120.0
 _TRANSIENT = (NatsError, TimeoutError, OSError)
 _RESTART_DELAY_S = 1.0
 
@@ -61,20 +63,27 @@ def durable_name(shard: int) -> str:
     return f"notifier-{shard}"
 
 
-async def ensure_committed_stream(js: JetStreamContext, *, replicas: int, max_age_s: float) -> None:
-    """The ``HUBBUB_COMMITTED`` stream, created if absent (an existing one is used as it is)."""
+async def ensure_committed_stream(
+    js: JetStreamContext, *, replicas: int, max_age_s: float = COMMITTED_MAX_AGE_S
+) -> None:
+    """The ``HUBBUB_COMMITTED`` stream, created if absent (an existing one is used as it is).
+
+    The same configuration as the persisters' side creates (branch ``stream``,
+    ``cluster.committed.committed_stream_config``): whichever starts first makes it.
+    """
     try:
         await js.stream_info(subjects.COMMITTED_STREAM)
     except NotFoundError:
         await js.add_stream(
             StreamConfig(
                 name=subjects.COMMITTED_STREAM,
+                description="Hubbub: committed messages per conversation shard, for the notifiers",
                 subjects=[subjects.every_committed()],
                 retention=RetentionPolicy.LIMITS,
+                max_age=max_age_s,
                 storage=StorageType.FILE,
                 num_replicas=replicas,
-                max_age=max_age_s,
-                duplicate_window=min(120.0, max_age_s),
+                duplicate_window=min(_DUPLICATE_WINDOW_S, max_age_s),
             )
         )
         logger.info("created stream %s (replicas %d)", subjects.COMMITTED_STREAM, replicas)
@@ -137,7 +146,7 @@ class NatsCommittedFeed:
         shards: int,
         replicas: int,
         lease_ttl_s: float,
-        max_age_s: float,
+        max_age_s: float = COMMITTED_MAX_AGE_S,
         ack_wait_s: float = 30.0,
         batch_size: int = 100,
         fetch_timeout_s: float = 5.0,
