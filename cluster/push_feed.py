@@ -119,6 +119,7 @@ class NatsCommittedFeed:
         max_ack_pending: int = 1_000,
         fetch_timeout_s: float = 5.0,
         queue_size: int = 16,
+        max_in_pipeline: int = 5_000,
     ) -> None:
         self._js = js
         self._ack_wait_s = ack_wait_s
@@ -126,6 +127,9 @@ class NatsCommittedFeed:
         self._max_ack_pending = max_ack_pending
         self._fetch_timeout_s = fetch_timeout_s
         self._batches: asyncio.Queue[_NatsBatch] = asyncio.Queue(queue_size)
+        self._max_in_pipeline = max_in_pipeline
+        self._in_pipeline = 0  # messages handed out and not settled yet
+        self._room = asyncio.Event()
         self._consumers: dict[int, asyncio.Task[None]] = {}
         self._unsettled: set[_NatsBatch] = set()
         self._all_settled = asyncio.Event()
@@ -150,11 +154,22 @@ class NatsCommittedFeed:
         ack_wait_s: float = 30.0,
         batch_size: int = 100,
         fetch_timeout_s: float = 5.0,
+        max_in_pipeline: int = 5_000,
         group: str = LEASE_GROUP,
     ) -> NatsCommittedFeed:
-        """Ensure the stream, join lease ``group`` and consume the shards it gives us."""
+        """Ensure the stream, join lease ``group`` and consume the shards it gives us.
+
+        ``max_in_pipeline`` bounds the messages handed out and not yet settled: keep it below the
+        dispatcher's ``queue_size`` so that queue never drops a job under load.
+        """
         await ensure_committed_stream(js, replicas=replicas, max_age_s=max_age_s)
-        feed = cls(js, ack_wait_s=ack_wait_s, batch_size=batch_size, fetch_timeout_s=fetch_timeout_s)
+        feed = cls(
+            js,
+            ack_wait_s=ack_wait_s,
+            batch_size=batch_size,
+            fetch_timeout_s=fetch_timeout_s,
+            max_in_pipeline=max_in_pipeline,
+        )
         feed.leases = await ShardLeases.open(
             js,
             group=group,
@@ -201,6 +216,8 @@ class NatsCommittedFeed:
         if batch not in self._unsettled:
             return
         self._unsettled.discard(batch)
+        self._in_pipeline -= len(batch.messages)
+        self._room.set()
         self._spawn(self._finish(batch, how, delay_s), f"push-feed-{how}-{batch.shard}")
 
     async def wait_settled(self) -> None:
@@ -286,9 +303,24 @@ class NatsCommittedFeed:
         if not kept:
             return
         batch = _NatsBatch(shard, tuple(results), tuple(kept), self)
-        self._unsettled.add(batch)  # kept in progress from now on, even while queued here
+        self._unsettled.add(batch)  # kept in progress from now on, even while it waits here
+        counted = False
+        try:
+            # Backpressure: while the pipeline holds this many unsettled messages, the rest wait
+            # in JetStream, so the dispatcher's queue (which drops the oldest when full) never fills.
+            while self._in_pipeline and self._in_pipeline + len(kept) > self._max_in_pipeline:
+                self._room.clear()
+                await self._room.wait()
+            self._in_pipeline += len(kept)
+            counted = True
+            await self._batches.put(batch)
+        except asyncio.CancelledError:  # the shard was lost: JetStream redelivers it to the next owner
+            self._unsettled.discard(batch)
+            if counted:
+                self._in_pipeline -= len(kept)
+            self._check_settled()
+            raise
         self.fetched += len(kept)
-        await self._batches.put(batch)
 
     async def _keep_in_progress(self) -> None:
         while True:
@@ -308,5 +340,8 @@ class NatsCommittedFeed:
 
     def _acked(self, task: asyncio.Task[None]) -> None:
         self._acks.discard(task)
+        self._check_settled()
+
+    def _check_settled(self) -> None:
         if not self._unsettled and not self._acks:
             self._all_settled.set()
