@@ -96,8 +96,14 @@ async def test_a_push_another_notifier_holds_is_taken_over_once_its_claim_is_sta
 
         clock.advance(60.0)
         await within(batch.settled.wait())
-    assert (await next_call(webhook_receiver)).body["token"]["value"] == "held"
+    taken_over = await next_call(webhook_receiver)
+    assert taken_over.body["token"]["value"] == "held"
     assert webhook_receiver.calls.empty()
+    # Had the dead notifier's push reached the provider (the window left: killed between the
+    # provider's answer and the settle record), this repeat would carry the same collapse id and
+    # idempotency key, so the device replaces the notification and a gateway can drop the repeat.
+    assert taken_over.body["notification"]["thread_id"] == "4200"
+    assert taken_over.idempotency_key == "1:hook-held"
     assert dispatcher.metrics.value("duplicates") == 1
 
 
