@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
+import orjson
 import pytest
 from nats.js import JetStreamContext
 
@@ -21,7 +22,14 @@ from cluster.connection import ClusterConnection, NatsOptions
 from cluster.push_feed import NatsCommittedFeed, ensure_committed_stream
 from hubbub import subjects
 from hubbub.envelope import CommitResult, CommittedMessage
-from hubbub.push_feed import CommittedBatch, CommittedFeed, InProcessCommittedFeed, encode_commit_result
+from hubbub.push_feed import (
+    CommittedBatch,
+    CommittedFeed,
+    InProcessCommittedFeed,
+    WireFormatError,
+    decode_commit_result,
+    encode_commit_result,
+)
 from hubbub.shards import ShardMap
 from tests.support.nats import NatsCluster
 
@@ -203,3 +211,30 @@ async def test_each_batch_holds_one_shard_and_a_malformed_message_is_dropped(
         assert feed.healthy
     finally:
         await feed.close()
+
+
+# -- the in-process feed's own, and the wire format ---------------------------------------------
+
+
+async def test_the_in_process_feed_drops_the_oldest_batches_beyond_its_capacity() -> None:
+    feed = InProcessCommittedFeed(capacity=3)
+    for seq in (1, 2, 3, 4):
+        feed.committed([result(1, seq)])
+    feed.committed([])  # nothing to push: no batch
+    seqs = [(await within(feed.next_batch())).results[0].message.seq for _ in range(3)]
+    assert seqs == [2, 3, 4]
+
+
+def test_a_commit_result_round_trips_and_bad_bytes_are_refused() -> None:
+    original = result(2**62, 7, duplicate=True)
+    assert decode_commit_result(encode_commit_result(original)) == original
+    body = orjson.loads(encode_commit_result(original))
+    assert body["message_id"] == str(original.message.message_id)  # 64-bit ids travel as strings
+    for bad in (
+        b"{not json",
+        b"[]",
+        orjson.dumps({**body, "seq": "7"}),
+        orjson.dumps({**body, "sender_id": "x"}),
+    ):
+        with pytest.raises(WireFormatError):
+            decode_commit_result(bad)
