@@ -16,14 +16,19 @@ Acks and a notifier's death
     mid-batch stops marking: ``ack_wait_s`` later JetStream redelivers the batch to whoever
     owns the shard by then (the lease moves within ``(1 + 1/3) * lease_ttl_s``), and the
     delivery log skips what was pushed and takes over what the dead notifier had only claimed.
-    So the bound on pushes resuming after a notifier's death is ``max(ack_wait_s, lease move)``
-    plus, for a push the dead notifier had claimed, the delivery log's ``stale_after_s``.
-    ``retry`` (planning failed) naks the batch with a delay.
+    So pushes resume after a notifier's death within ``max(ack_wait_s, lease move)``, except a
+    push the dead notifier had claimed, which waits until its claim is the delivery log's
+    ``stale_after_s`` old. ``retry`` (planning failed) naks the batch with a delay.
+
+Backpressure
+    At most ``max_in_pipeline`` messages are handed out unsettled; the consumers of the owned
+    shards wait for room meanwhile (their fetched batches kept in progress), and the rest stays
+    in JetStream. Keep it below the dispatcher's queue, which drops the oldest job when full.
 
 The stream
-    Created if absent (file storage, ``replicas`` copies, limits retention with ``max_age_s``,
-    the same shape as the accepted stream); a stream someone else created is used as it is.
-    Messages that do not decode are terminated (logged), never redelivered forever.
+    Created if absent (file storage, ``replicas`` copies, limits retention with a max age of a
+    day by default: the persisters' configuration); a stream someone else created is used as it
+    is. Messages that do not decode are terminated (logged), never redelivered forever.
 """
 
 from __future__ import annotations
