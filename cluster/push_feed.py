@@ -185,12 +185,24 @@ class NatsCommittedFeed:
             on_gained=feed.gained,
             on_lost=feed.lost,
         )
-        feed._keeper = asyncio.create_task(feed._keep_in_progress(), name="push-feed-keeper")
+        feed.start()
         await feed.leases.start()
         return feed
 
+    def start(self) -> None:
+        """Start marking unsettled batches in progress (``open`` calls it).
+
+        When the leases are composed elsewhere, call it, then pass ``gained`` and ``lost`` as the
+        lease group's callbacks.
+        """
+        if self._keeper is None:
+            self._keeper = asyncio.create_task(self._keep_in_progress(), name="push-feed-keeper")
+
     async def close(self, *, release: bool = True) -> None:
-        """Stop consuming; with ``release``, hand every shard back at once (a graceful stop)."""
+        """Stop consuming; with ``release``, hand every shard back at once (a graceful stop).
+
+        The leases are stopped here only if ``open`` made them (``leases`` set).
+        """
         if self.leases is not None:
             await self.leases.stop(release=release)
         for shard in list(self._consumers):
@@ -203,12 +215,12 @@ class NatsCommittedFeed:
 
     @property
     def healthy(self) -> bool:
-        """The lease loop runs and every owned shard has a live consumer."""
-        if self.leases is None or not self.leases.running:
+        """The keeper and every gained shard's consumer run (and the lease loop, if ours)."""
+        if self._keeper is None or self._keeper.done():
             return False
-        return all(
-            shard in self._consumers and not self._consumers[shard].done() for shard in self.leases.owned
-        )
+        if self.leases is not None and not self.leases.running:
+            return False
+        return all(not consumer.done() for consumer in self._consumers.values())
 
     # -- the feed ----------------------------------------------------------------------------
 

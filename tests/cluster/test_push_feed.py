@@ -19,6 +19,7 @@ import pytest
 from nats.js import JetStreamContext
 
 from cluster.connection import ClusterConnection, NatsOptions
+from cluster.leases import ShardLeases
 from cluster.push_feed import NatsCommittedFeed, ensure_committed_stream
 from hubbub import subjects
 from hubbub.envelope import CommitResult, CommittedMessage
@@ -238,3 +239,35 @@ def test_a_commit_result_round_trips_and_bad_bytes_are_refused() -> None:
     ):
         with pytest.raises(WireFormatError):
             decode_commit_result(bad)
+
+
+async def test_a_feed_consumes_the_shards_of_leases_composed_elsewhere(
+    conn: ClusterConnection, unique: str
+) -> None:
+    await fresh_committed_stream(conn.js)
+    (cid,) = conversations_on(1)
+    feed = NatsCommittedFeed(conn.js, ack_wait_s=ACK_WAIT_S, fetch_timeout_s=0.5)
+    feed.start()
+    leases = await ShardLeases.open(
+        conn.js,
+        group=unique,
+        replicas=3,
+        owner_id="notifier-a",
+        shards=SHARDS,
+        ttl_s=LEASE_TTL_S,
+        on_gained=feed.gained,
+        on_lost=feed.lost,
+    )
+    try:
+        await leases.start()
+        await publish(conn.js, [result(cid, 1)])
+        (batch,) = await collect(feed, 1)
+        assert batch.shard == SHARD_MAP.conversation(cid)
+        batch.settle()
+        await within(feed.wait_settled())
+        assert feed.healthy
+        await leases.stop()  # every shard released: its consumer stops
+        assert feed.healthy
+    finally:
+        await leases.stop()
+        await feed.close()
