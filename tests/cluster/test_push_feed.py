@@ -271,3 +271,35 @@ async def test_a_feed_consumes_the_shards_of_leases_composed_elsewhere(
     finally:
         await leases.stop()
         await feed.close()
+
+
+async def test_no_more_than_max_in_pipeline_messages_are_handed_out_unsettled(
+    conn: ClusterConnection, unique: str
+) -> None:
+    await fresh_committed_stream(conn.js)
+    (cid,) = conversations_on(1)
+    feed = await NatsCommittedFeed.open(
+        conn.js,
+        owner_id="notifier-a",
+        group=unique,
+        shards=SHARDS,
+        replicas=3,
+        lease_ttl_s=LEASE_TTL_S,
+        ack_wait_s=ACK_WAIT_S,
+        batch_size=1,
+        fetch_timeout_s=0.5,
+        max_in_pipeline=2,
+    )
+    try:
+        await publish(conn.js, [result(cid, seq) for seq in (1, 2, 3)])
+        first, second = await collect(feed, 2)
+        third = asyncio.create_task(feed.next_batch())
+        assert feed.fetched == 2  # the third waits in JetStream, or for room here
+        first.settle()
+        last = await within(third)
+        assert [b.results[0].message.seq for b in (first, second, last)] == [1, 2, 3]
+        second.settle()
+        last.settle()
+        await within(feed.wait_settled())
+    finally:
+        await feed.close()
