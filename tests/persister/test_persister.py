@@ -10,7 +10,7 @@ import pytest
 
 import persister
 from hubbub.envelope import AcceptedMessage, CommitResult
-from persister import Persister, SqlMessageStore
+from persister import LocalAcceptedLog, Persister, SqlMessageStore
 from persister.persister import retry_after_ms
 from persister.sql_database import create_engine, message_committer
 from tests.support.schema import migrate
@@ -42,9 +42,9 @@ async def _run(
 
     The cmids of each failed batch and its retry hint are added to ``failed``.
     """
-    accepted: asyncio.Queue[AcceptedMessage] = asyncio.Queue()
+    accepted = LocalAcceptedLog(len(messages))
     for message in messages:
-        accepted.put_nowait(message)
+        assert accepted.offer(message) is None
     deliveries: list[list[int]] = []
 
     async def on_committed(results: Sequence[CommitResult]) -> None:
