@@ -1,0 +1,372 @@
+"""A persister's intake in a cluster: the accepted stream's shards it holds leases on, as fenced batches.
+
+``ShardIntake`` is the ``AcceptedSource`` (``hubbub.handoffs``) of ``hubbub persister`` when
+it runs with NATS. It is driven by ``cluster.leases.ShardLeases`` of group ``persister``
+(pass ``shard_gained`` / ``shard_lost`` as its callbacks):
+
+Gaining shard n under epoch e
+    1. Fence the store with ``Fence(n, e)`` (``fence_store``, when the store can be fenced
+       ahead of its first commit; otherwise the first commit carrying the fence takes over).
+       A stale owner's commit is refused from then on: the store, not the lease, is the guard.
+    2. Recreate the shard's durable pull consumer (``subjects.accepted_consumer(n)``): delete it,
+       then add it delivering everything the stream still holds for ``hubbub.accepted.n``. The
+       stream is a work queue, so what it still holds is exactly what no owner acked: the new
+       owner resumes from the ack floor at once, in stream order, including what the previous
+       owner had fetched but not acked (binding the old consumer would leave those to its ack
+       wait, and commit newer messages first).
+    3. Fetch batches and hand them to the persister (``next_batch``) with ``Fence(n, e)``.
+
+Losing it (released, expired, or a commit ``FencedOut``)
+    The reader stops at once; batches fetched but not yet handed out are nak'ed (the next owner
+    gets them at once); batches already committing settle as they end (a refused commit is
+    nak'ed, an accepted one acked: both are safe, the store dedupes by cmid).
+
+Settling
+    ``done`` replies to REST submitters elsewhere (``Hubbub-Reply-To``), then acks each message:
+    the persister calls it only after its ``on_committed`` (committed stream, fan-out) finished.
+    ``retry`` naks with the persister's delay; the redelivered message commits as a duplicate if
+    it was stored after all. A malformed message is terminated (logged), never retried.
+    Redeliveries commit in a later batch than messages accepted after them, so a sender's two
+    messages can get their seqs in the other order after a failed commit (as a resend does on
+    one node).
+
+Back-pressure: each shard has at most one fetched batch waiting to be handed out, and its
+consumer at most ``max_ack_pending`` unacked messages, so a slow store slows the fetches, and
+JetStream, not this process's memory, holds the backlog.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+
+from nats.aio.msg import Msg
+from nats.errors import Error as NatsError
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.errors import NotFoundError
+
+from cluster.committed import CommitReplier
+from hubbub import subjects
+from hubbub.envelope import AcceptedMessage, CommitResult, WireFormatError, decode_accepted
+from hubbub.stores import Fence, FencedOut
+
+__all__ = ["IntakeBatch", "ShardIntake"]
+
+logger = logging.getLogger(__name__)
+
+FenceStore = Callable[[Fence], Awaitable[None]]
+_PAUSE_S = 0.5  # after a failed NATS call, before the next
+
+
+@dataclass
+class IntakeBatch:
+    """Messages of one shard fetched together, with the fence they commit under."""
+
+    messages: list[AcceptedMessage]
+    fence: Fence
+    _msgs: list[Msg] = field(repr=False)
+    _reply_to: list[str | None] = field(repr=False)
+    _intake: ShardIntake = field(repr=False)
+    _settled: bool = field(default=False, repr=False)
+
+    @property
+    def redelivers(self) -> bool:
+        """JetStream delivers a nak'ed message again."""
+        return True
+
+    async def done(self, results: Sequence[CommitResult]) -> None:
+        """Answer the REST submitters elsewhere, then ack every message (removed from the stream)."""
+        if self._settle():
+            try:
+                await self._intake.reply(results, self._reply_to)
+                await asyncio.gather(*(msg.ack() for msg in self._msgs))
+            finally:
+                self._intake.batch_settled()
+
+    async def retry(self, delay_ms: int) -> None:
+        """Nak every message with ``delay_ms``: they come again."""
+        if self._settle():
+            try:
+                await self._nak(delay_ms / 1000)
+            finally:
+                self._intake.batch_settled()
+
+    async def fenced_out(self) -> None:
+        """A newer owner has the shard: stop reading it here, nak (for the owner to have at once)."""
+        if self._settle():
+            self._intake.stop_shard(self.fence)
+            try:
+                await self._nak(None)
+            finally:
+                self._intake.batch_settled()
+
+    async def discard(self) -> None:
+        """Never handed out (the shard was lost meanwhile): nak, for the next owner."""
+        if not self._settled:
+            self._settled = True
+            await self._nak(None)
+
+    async def _nak(self, delay_s: float | None) -> None:
+        await asyncio.gather(*(msg.nak(delay=delay_s) for msg in self._msgs))
+
+    def _settle(self) -> bool:
+        if self._settled:
+            return False
+        self._settled = True
+        return True
+
+    def split(self, size: int) -> tuple[IntakeBatch, IntakeBatch]:
+        """The first ``size`` messages and the rest, as two batches of the same fence."""
+        head = IntakeBatch(
+            self.messages[:size], self.fence, self._msgs[:size], self._reply_to[:size], self._intake
+        )
+        tail = IntakeBatch(
+            self.messages[size:], self.fence, self._msgs[size:], self._reply_to[size:], self._intake
+        )
+        return head, tail
+
+
+@dataclass
+class _Reader:
+    epoch: int
+    task: asyncio.Task[None]
+    slot: asyncio.Semaphore  # one fetched batch waiting to be handed out, per shard
+
+
+class ShardIntake:
+    """``AcceptedSource`` over the shards this process holds (``ShardLeases`` drives it)."""
+
+    def __init__(
+        self,
+        js: JetStreamContext,
+        *,
+        replier: CommitReplier | None = None,
+        fence_store: FenceStore | None = None,
+        fetch_batch: int = 500,
+        fetch_wait_s: float = 1.0,
+        ack_wait_s: float = 60.0,
+        max_ack_pending: int | None = None,
+    ) -> None:
+        self._js = js
+        self._replier = replier
+        self._fence_store = fence_store
+        self._fetch_batch = fetch_batch
+        self._fetch_wait_s = fetch_wait_s
+        self._ack_wait_s = ack_wait_s
+        self._max_ack_pending = max_ack_pending or 4 * fetch_batch
+        self._readers: dict[int, _Reader] = {}
+        self._stopping: set[asyncio.Task[None]] = set()
+        self._ready: deque[IntakeBatch] = deque()
+        self._changed = asyncio.Condition()
+        self._outstanding = 0  # handed out, not yet settled
+        self.fetched = 0  # messages, for /metrics
+
+    # --- ShardLeases callbacks (synchronous, must not block) ----------------------------------
+
+    def shard_gained(self, shard: int, epoch: int) -> None:
+        """Start reading ``shard`` under ``epoch`` (after the previous reader of it ended)."""
+        previous = self._readers.pop(shard, None)
+        if previous is not None:
+            previous.task.cancel()
+        after = previous.task if previous is not None else None
+        task = asyncio.create_task(self._read(shard, epoch, after), name=f"intake-shard-{shard}")
+        self._readers[shard] = _Reader(epoch, task, asyncio.Semaphore(1))
+
+    def shard_lost(self, shard: int, epoch: int) -> None:
+        """Stop reading ``shard`` at once (if it is still read under ``epoch``)."""
+        self.stop_shard(Fence(shard, epoch))
+
+    def stop_shard(self, fence: Fence) -> None:
+        """Stop the reader of ``fence.shard`` if it reads under ``fence.epoch``."""
+        reader = self._readers.get(fence.shard)
+        if reader is None or reader.epoch != fence.epoch:
+            return
+        del self._readers[fence.shard]
+        reader.task.cancel()
+        self._stopping.add(reader.task)
+        reader.task.add_done_callback(self._stopping.discard)
+        self._wake()
+
+    @property
+    def owned(self) -> dict[int, int]:
+        """Shard -> epoch of every shard read now."""
+        return {shard: reader.epoch for shard, reader in self._readers.items()}
+
+    def reading(self, shard: int) -> bool:
+        """Whether the reader of ``shard`` runs (for /healthz: a dead reader is unhealthy)."""
+        reader = self._readers.get(shard)
+        return reader is not None and not reader.task.done()
+
+    # --- AcceptedSource -------------------------------------------------------------------
+
+    async def next_batch(self, max_messages: int) -> IntakeBatch:
+        """The next batch of a shard still held, at most ``max_messages`` (waits for one)."""
+        while True:
+            async with self._changed:
+                await self._changed.wait_for(lambda: bool(self._ready))
+                batch = self._ready.popleft()
+            reader = self._readers.get(batch.fence.shard)
+            if reader is None or reader.epoch != batch.fence.epoch:
+                await self._discard(batch)
+                continue
+            if len(batch.messages) > max_messages:
+                batch, rest = batch.split(max_messages)
+                self._ready.appendleft(rest)  # still before the shard's next fetch
+            else:
+                reader.slot.release()  # the shard may fetch its next batch
+            self._outstanding += 1
+            return batch
+
+    async def settled(self) -> None:
+        """Every batch handed out so far was settled (stop the leases first: nothing new then)."""
+        async with self._changed:
+            await self._changed.wait_for(lambda: self._outstanding == 0)
+
+    # --- for the batches ----------------------------------------------------------------------
+
+    async def reply(self, results: Sequence[CommitResult], reply_to: Sequence[str | None]) -> None:
+        """Answer REST submitters elsewhere (nothing when no message asked for it)."""
+        if self._replier is not None and any(subject is not None for subject in reply_to):
+            await self._replier.reply(results, reply_to)
+
+    def batch_settled(self) -> None:
+        """A handed-out batch was settled."""
+        self._outstanding -= 1
+        self._wake()
+
+    # --- life cycle -------------------------------------------------------------------------
+
+    async def close(self) -> None:
+        """Stop every reader and nak what was fetched and not handed out."""
+        for shard, reader in list(self._readers.items()):
+            self.stop_shard(Fence(shard, reader.epoch))
+        await asyncio.gather(*self._stopping, return_exceptions=True)
+        while self._ready:
+            await self._discard(self._ready.popleft())
+
+    # --- the reader of one shard --------------------------------------------------------------
+
+    async def _read(self, shard: int, epoch: int, after: asyncio.Task[None] | None) -> None:
+        if after is not None:
+            with contextlib.suppress(BaseException):
+                await after
+        fence = Fence(shard, epoch)
+        try:
+            await self._fence(fence)
+        except FencedOut:
+            logger.warning(
+                "shard %d: a newer owner than epoch %d fenced the store; not reading", shard, epoch
+            )
+            self.stop_shard(fence)
+            return
+        subscription = await self._retrying(lambda: self._subscribe(shard, fresh=True))
+        logger.info("reading accepted messages of shard %d under epoch %d", shard, epoch)
+        try:
+            while True:
+                reader = self._readers.get(shard)
+                if reader is None or reader.epoch != epoch:
+                    return
+                await reader.slot.acquire()
+                try:
+                    msgs = await subscription.fetch(self._fetch_batch, timeout=self._fetch_wait_s)
+                except TimeoutError:  # nothing to read; a fetch is also the liveness probe
+                    reader.slot.release()
+                    continue
+                except NatsError as exc:
+                    reader.slot.release()
+                    logger.warning("fetching shard %d failed (%r); binding its consumer again", shard, exc)
+                    await asyncio.sleep(_PAUSE_S)
+                    with contextlib.suppress(NatsError):
+                        await subscription.unsubscribe()
+                    subscription = await self._retrying(lambda: self._subscribe(shard, fresh=False))
+                    continue
+                batch = await self._batch(msgs, fence)
+                if batch is None:
+                    reader.slot.release()
+                    continue
+                async with self._changed:
+                    self._ready.append(batch)
+                    self._changed.notify_all()
+        finally:
+            with contextlib.suppress(NatsError):
+                await subscription.unsubscribe()
+
+    async def _fence(self, fence: Fence) -> None:
+        if self._fence_store is None:
+            return
+        while True:
+            try:
+                await self._fence_store(fence)
+            except FencedOut:
+                raise
+            except Exception as exc:  # noqa: BLE001 - a store that is down: try again, the lease waits
+                logger.warning("fencing shard %d failed (%r); retrying", fence.shard, exc)
+                await asyncio.sleep(_PAUSE_S)
+            else:
+                return
+
+    async def _subscribe(self, shard: int, *, fresh: bool) -> JetStreamContext.PullSubscription:
+        name = subjects.accepted_consumer(shard)
+        if fresh:
+            with contextlib.suppress(NotFoundError):
+                await self._js.delete_consumer(subjects.ACCEPTED_STREAM, name)
+        config = ConsumerConfig(
+            durable_name=name,
+            filter_subject=subjects.accepted(shard),
+            deliver_policy=DeliverPolicy.ALL,
+            ack_policy=AckPolicy.EXPLICIT,
+            ack_wait=self._ack_wait_s,
+            max_deliver=-1,
+            max_ack_pending=self._max_ack_pending,
+        )
+        return await self._js.pull_subscribe(
+            subjects.accepted(shard), durable=name, stream=subjects.ACCEPTED_STREAM, config=config
+        )
+
+    async def _retrying(
+        self, attempt: Callable[[], Awaitable[JetStreamContext.PullSubscription]]
+    ) -> JetStreamContext.PullSubscription:
+        while True:
+            try:
+                return await attempt()
+            except (NatsError, TimeoutError) as exc:
+                logger.warning("binding an accepted-messages consumer failed (%r); retrying", exc)
+                await asyncio.sleep(_PAUSE_S)
+
+    async def _batch(self, msgs: list[Msg], fence: Fence) -> IntakeBatch | None:
+        messages: list[AcceptedMessage] = []
+        kept: list[Msg] = []
+        reply_to: list[str | None] = []
+        for msg in msgs:
+            try:
+                message = decode_accepted(msg.data)
+            except WireFormatError as exc:
+                logger.error("terminated a malformed accepted message on %s: %s", msg.subject, exc)  # noqa: TRY400
+                with contextlib.suppress(NatsError):
+                    await msg.term()
+                continue
+            messages.append(message)
+            kept.append(msg)
+            reply_to.append((msg.headers or {}).get(subjects.REPLY_TO))
+        self.fetched += len(messages)
+        return IntakeBatch(messages, fence, kept, reply_to, self) if messages else None
+
+    async def _discard(self, batch: IntakeBatch) -> None:
+        try:
+            await batch.discard()
+        except NatsError as exc:  # its ack wait redelivers it
+            logger.warning("nak of a batch of a lost shard failed: %r", exc)
+
+    def _wake(self) -> None:
+        async def notify() -> None:
+            async with self._changed:
+                self._changed.notify_all()
+
+        task = asyncio.get_running_loop().create_task(notify())
+        self._stopping.add(task)
+        task.add_done_callback(self._stopping.discard)
