@@ -61,6 +61,18 @@ logger = logging.getLogger(__name__)
 
 FenceStore = Callable[[Fence], Awaitable[None]]
 _PAUSE_S = 0.5  # after a failed NATS call, before the next
+_EPOCH_LABEL = "hubbub persister epoch "  # the consumer's description: which owner made it
+
+
+def _raise_if_cancelled() -> None:
+    """Re-raise a cancellation the NATS client turned into an error (it does when its connection closes)."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
+class _Superseded(Exception):
+    """The shard's consumer was made by a newer owner: this one lost the shard."""
 
 
 @dataclass
@@ -188,9 +200,12 @@ class ShardIntake:
             return
         del self._readers[fence.shard]
         reader.task.cancel()
-        self._stopping.add(reader.task)
-        reader.task.add_done_callback(self._stopping.discard)
-        self._wake()
+        self._track(reader.task)
+        stale = [batch for batch in self._ready if batch.fence.shard == fence.shard]
+        for batch in stale:
+            self._ready.remove(batch)
+        if stale:
+            self._track(asyncio.get_running_loop().create_task(self._discard_all(stale)))
 
     @property
     def owned(self) -> dict[int, int]:
@@ -264,7 +279,11 @@ class ShardIntake:
             )
             self.stop_shard(fence)
             return
-        subscription = await self._retrying(lambda: self._subscribe(shard, fresh=True))
+        try:
+            subscription = await self._retrying(lambda: self._subscribe(shard, epoch, fresh=True))
+        except _Superseded:
+            self.stop_shard(fence)
+            return
         logger.info("reading accepted messages of shard %d under epoch %d", shard, epoch)
         try:
             while True:
@@ -279,11 +298,19 @@ class ShardIntake:
                     continue
                 except NatsError as exc:
                     reader.slot.release()
+                    _raise_if_cancelled()
                     logger.warning("fetching shard %d failed (%r); binding its consumer again", shard, exc)
                     await asyncio.sleep(_PAUSE_S)
                     with contextlib.suppress(NatsError):
                         await subscription.unsubscribe()
-                    subscription = await self._retrying(lambda: self._subscribe(shard, fresh=False))
+                    try:
+                        subscription = await self._retrying(
+                            lambda: self._subscribe(shard, epoch, fresh=False)
+                        )
+                    except _Superseded as superseded:
+                        logger.warning("shard %d was taken by epoch %s; stopping", shard, superseded)
+                        self.stop_shard(fence)
+                        return
                     continue
                 batch = await self._batch(msgs, fence)
                 if batch is None:
@@ -310,13 +337,26 @@ class ShardIntake:
             else:
                 return
 
-    async def _subscribe(self, shard: int, *, fresh: bool) -> JetStreamContext.PullSubscription:
+    async def _subscribe(self, shard: int, epoch: int, *, fresh: bool) -> JetStreamContext.PullSubscription:
+        """The shard's consumer, made anew when ``fresh``, else as it is unless a newer owner made it."""
         name = subjects.accepted_consumer(shard)
+        label = f"{_EPOCH_LABEL}{epoch}"
         if fresh:
             with contextlib.suppress(NotFoundError):
                 await self._js.delete_consumer(subjects.ACCEPTED_STREAM, name)
+        else:
+            try:
+                info = await self._js.consumer_info(subjects.ACCEPTED_STREAM, name)
+            except NotFoundError:
+                pass
+            else:
+                made_by = int((info.config.description or "").removeprefix(_EPOCH_LABEL) or 0)
+                if made_by > epoch:
+                    raise _Superseded(made_by)
+                return await self._js.pull_subscribe_bind(durable=name, stream=subjects.ACCEPTED_STREAM)
         config = ConsumerConfig(
             durable_name=name,
+            description=label,
             filter_subject=subjects.accepted(shard),
             deliver_policy=DeliverPolicy.ALL,
             ack_policy=AckPolicy.EXPLICIT,
@@ -324,9 +364,8 @@ class ShardIntake:
             max_deliver=-1,
             max_ack_pending=self._max_ack_pending,
         )
-        return await self._js.pull_subscribe(
-            subjects.accepted(shard), durable=name, stream=subjects.ACCEPTED_STREAM, config=config
-        )
+        await self._js.add_consumer(subjects.ACCEPTED_STREAM, config)
+        return await self._js.pull_subscribe_bind(durable=name, stream=subjects.ACCEPTED_STREAM)
 
     async def _retrying(
         self, attempt: Callable[[], Awaitable[JetStreamContext.PullSubscription]]
@@ -335,6 +374,7 @@ class ShardIntake:
             try:
                 return await attempt()
             except (NatsError, TimeoutError) as exc:
+                _raise_if_cancelled()
                 logger.warning("binding an accepted-messages consumer failed (%r); retrying", exc)
                 await asyncio.sleep(_PAUSE_S)
 
@@ -362,11 +402,17 @@ class ShardIntake:
         except NatsError as exc:  # its ack wait redelivers it
             logger.warning("nak of a batch of a lost shard failed: %r", exc)
 
+    async def _discard_all(self, batches: list[IntakeBatch]) -> None:
+        for batch in batches:
+            await self._discard(batch)
+
+    def _track(self, task: asyncio.Task[None]) -> None:
+        self._stopping.add(task)
+        task.add_done_callback(self._stopping.discard)
+
     def _wake(self) -> None:
         async def notify() -> None:
             async with self._changed:
                 self._changed.notify_all()
 
-        task = asyncio.get_running_loop().create_task(notify())
-        self._stopping.add(task)
-        task.add_done_callback(self._stopping.discard)
+        self._track(asyncio.get_running_loop().create_task(notify()))
