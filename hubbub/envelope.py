@@ -134,7 +134,7 @@ class WireFormatError(ValueError):
 
 def _id(body: dict[str, object], key: str) -> int:
     value = body.get(key)
-    if not isinstance(value, str) or not value.isdigit():
+    if not isinstance(value, str) or not (value.isascii() and value.isdecimal()):
         raise WireFormatError(f"{key} must be a decimal string")
     return int(value)
 
