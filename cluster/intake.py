@@ -213,9 +213,14 @@ class ShardIntake:
         return {shard: reader.epoch for shard, reader in self._readers.items()}
 
     def reading(self, shard: int) -> bool:
-        """Whether the reader of ``shard`` runs (for /healthz: a dead reader is unhealthy)."""
+        """Whether the reader of ``shard`` runs."""
         reader = self._readers.get(shard)
         return reader is not None and not reader.task.done()
+
+    @property
+    def healthy(self) -> bool:
+        """Every shard held has its reader running (for /healthz: a reader that ended is unhealthy)."""
+        return all(not reader.task.done() for reader in self._readers.values())
 
     # --- AcceptedSource -------------------------------------------------------------------
 

@@ -265,6 +265,7 @@ async def test_a_persister_that_leaves_mid_burst_leaves_nothing_lost_or_stored_t
         await (a.stop() if how == "stop" else a.crash())
         await offer_all(log, sent[200:])
         await cluster.until(lambda: len(b.intake.owned) == SHARDS.conversation_shards)
+        assert b.intake.healthy
         cmids = {m.cmid for m in sent}
         await cluster.until(lambda: {r.message.cmid for r in b.handed_on + a.handed_on} >= cmids)
         await b.intake.settled()
