@@ -8,16 +8,24 @@ Gaining shard n under epoch e
     1. Fence the store with ``Fence(n, e)`` (``fence_store``, when the store can be fenced
        ahead of its first commit; otherwise the first commit carrying the fence takes over).
        A stale owner's commit is refused from then on: the store, not the lease, is the guard.
-    2. Recreate the shard's durable pull consumer (``subjects.accepted_consumer(n)``): delete it,
-       then add it delivering everything the stream still holds for ``hubbub.accepted.n``. The
-       stream is a work queue, so what it still holds is exactly what no owner acked: the new
-       owner resumes from the ack floor at once, in stream order, including what the previous
-       owner had fetched but not acked (binding the old consumer would leave those to its ack
-       wait, and commit newer messages first).
-    3. Fetch batches and hand them to the persister (``next_batch``) with ``Fence(n, e)``.
+    2. Make the shard's durable push consumer (``subjects.accepted_consumer(n)``) anew: delete
+       it, then add it delivering to a fresh inbox of this process everything the stream still
+       holds for ``hubbub.accepted.n``. The stream is a work queue, so what it still holds is
+       exactly what no owner acked: the new owner resumes from the ack floor at once, in stream
+       order, including what the previous owner had received but not acked (binding the old
+       consumer would leave those to its ack wait, and commit newer messages first), and a
+       stale owner's subscription receives nothing more. The consumer's description names the
+       epoch that made it, so a stale owner that binds again finds it is not its own and stops.
+    3. Hand what arrives to the persister (``next_batch``) with ``Fence(n, e)``: each batch is
+       the first message pushed and whatever arrived with it. A push consumer, not a pull:
+       nats-py's fetch of a batch waits until the batch is full or its time-out passes, which
+       adds its time-out to every message of a quiet shard; a push delivers as it comes, and a
+       shard with nothing to read costs nothing but a consumer probe every ``idle_probe_s``
+       (is it still there and ours). What the server pushed while this process was
+       disconnected comes again after the ack wait (``ack_wait_s``).
 
 Losing it (released, expired, or a commit ``FencedOut``)
-    The reader stops at once; batches fetched but not yet handed out are nak'ed (the next owner
+    The reader stops at once; batches received but not yet handed out are nak'ed (the next owner
     gets them at once); batches already committing settle as they end (a refused commit is
     nak'ed, an accepted one acked: both are safe, the store dedupes by cmid).
 
@@ -30,9 +38,9 @@ Settling
     messages can get their seqs in the other order after a failed commit (as a resend does on
     one node).
 
-Back-pressure: each shard has at most one fetched batch waiting to be handed out, and its
-consumer at most ``max_ack_pending`` unacked messages, so a slow store slows the fetches, and
-JetStream, not this process's memory, holds the backlog.
+Back-pressure: each shard has at most one batch waiting to be handed out, and its consumer at
+most ``max_ack_pending`` unacked messages (pushed to this process's buffer at most), so a slow
+store slows the deliveries, and JetStream, not this process's memory, holds the backlog.
 """
 
 from __future__ import annotations
@@ -45,12 +53,13 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 from nats.errors import Error as NatsError
-from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
 from cluster.committed import CommitReplier
+from cluster.connection import ClusterConnection
 from hubbub import subjects
 from hubbub.envelope import AcceptedMessage, CommitResult, WireFormatError, decode_accepted
 from hubbub.stores import Fence, FencedOut
@@ -77,7 +86,7 @@ class _Superseded(Exception):
 
 @dataclass
 class IntakeBatch:
-    """Messages of one shard fetched together, with the fence they commit under."""
+    """Messages of one shard received together, with the fence they commit under."""
 
     messages: list[AcceptedMessage]
     fence: Fence
@@ -147,7 +156,7 @@ class IntakeBatch:
 class _Reader:
     epoch: int
     task: asyncio.Task[None]
-    slot: asyncio.Semaphore  # one fetched batch waiting to be handed out, per shard
+    slot: asyncio.Semaphore  # one received batch waiting to be handed out, per shard
 
 
 class ShardIntake:
@@ -155,28 +164,29 @@ class ShardIntake:
 
     def __init__(
         self,
-        js: JetStreamContext,
+        connection: ClusterConnection,
         *,
         replier: CommitReplier | None = None,
         fence_store: FenceStore | None = None,
-        fetch_batch: int = 500,
-        fetch_wait_s: float = 1.0,
-        ack_wait_s: float = 60.0,
+        max_batch: int = 500,
+        idle_probe_s: float = 5.0,
+        ack_wait_s: float = 30.0,
         max_ack_pending: int | None = None,
     ) -> None:
-        self._js = js
+        self._client = connection.client
+        self._js = connection.js
         self._replier = replier
         self._fence_store = fence_store
-        self._fetch_batch = fetch_batch
-        self._fetch_wait_s = fetch_wait_s
+        self._max_batch = max_batch
+        self._idle_probe_s = idle_probe_s
         self._ack_wait_s = ack_wait_s
-        self._max_ack_pending = max_ack_pending or 4 * fetch_batch
+        self._max_ack_pending = max_ack_pending or 4 * max_batch
         self._readers: dict[int, _Reader] = {}
         self._stopping: set[asyncio.Task[None]] = set()
         self._ready: deque[IntakeBatch] = deque()
         self._changed = asyncio.Condition()
         self._outstanding = 0  # handed out, not yet settled
-        self.fetched = 0  # messages, for /metrics
+        self.received = 0  # messages, for /metrics
 
     # --- ShardLeases callbacks (synchronous, must not block) ----------------------------------
 
@@ -236,9 +246,9 @@ class ShardIntake:
                 continue
             if len(batch.messages) > max_messages:
                 batch, rest = batch.split(max_messages)
-                self._ready.appendleft(rest)  # still before the shard's next fetch
+                self._ready.appendleft(rest)  # still before the shard's next batch
             else:
-                reader.slot.release()  # the shard may fetch its next batch
+                reader.slot.release()  # the shard may gather its next batch
             self._outstanding += 1
             return batch
 
@@ -262,7 +272,7 @@ class ShardIntake:
     # --- life cycle -------------------------------------------------------------------------
 
     async def close(self) -> None:
-        """Stop every reader and nak what was fetched and not handed out."""
+        """Stop every reader and nak what was received and not handed out."""
         for shard, reader in list(self._readers.items()):
             self.stop_shard(Fence(shard, reader.epoch))
         await asyncio.gather(*self._stopping, return_exceptions=True)
@@ -278,44 +288,29 @@ class ShardIntake:
         fence = Fence(shard, epoch)
         try:
             await self._fence(fence)
-        except FencedOut:
+            subscription = await self._retrying(lambda: self._subscribe(shard, epoch, check=False))
+        except (FencedOut, _Superseded) as exc:
             logger.warning(
-                "shard %d: a newer owner than epoch %d fenced the store; not reading", shard, epoch
+                "shard %d: a newer owner than epoch %d has it (%s); not reading", shard, epoch, exc
             )
-            self.stop_shard(fence)
-            return
-        try:
-            subscription = await self._retrying(lambda: self._subscribe(shard, epoch, fresh=True))
-        except _Superseded:
             self.stop_shard(fence)
             return
         logger.info("reading accepted messages of shard %d under epoch %d", shard, epoch)
         try:
-            while True:
-                reader = self._readers.get(shard)
-                if reader is None or reader.epoch != epoch:
-                    return
+            while (reader := self._readers.get(shard)) is not None and reader.epoch == epoch:
                 await reader.slot.acquire()
                 try:
-                    msgs = await subscription.fetch(self._fetch_batch, timeout=self._fetch_wait_s)
-                except TimeoutError:  # nothing to read; a fetch is also the liveness probe
+                    msgs = await self._collect(subscription)
+                except TimeoutError:  # idle: is the consumer still there, and still ours?
                     reader.slot.release()
+                    subscription = await self._probe(shard, epoch, subscription)
                     continue
-                except NatsError as exc:
+                except NatsError as exc:  # the connection closed (or a bug): bind again
                     reader.slot.release()
                     _raise_if_cancelled()
-                    logger.warning("fetching shard %d failed (%r); binding its consumer again", shard, exc)
+                    logger.warning("reading shard %d failed (%r); binding its consumer again", shard, exc)
                     await asyncio.sleep(_PAUSE_S)
-                    with contextlib.suppress(NatsError):
-                        await subscription.unsubscribe()
-                    try:
-                        subscription = await self._retrying(
-                            lambda: self._subscribe(shard, epoch, fresh=False)
-                        )
-                    except _Superseded as superseded:
-                        logger.warning("shard %d was taken by epoch %s; stopping", shard, superseded)
-                        self.stop_shard(fence)
-                        return
+                    subscription = await self._rebind(shard, epoch, subscription)
                     continue
                 batch = await self._batch(msgs, fence)
                 if batch is None:
@@ -324,9 +319,36 @@ class ShardIntake:
                 async with self._changed:
                     self._ready.append(batch)
                     self._changed.notify_all()
+        except _Superseded as exc:
+            logger.warning("shard %d was taken over by epoch %s; stopping", shard, exc)
+            self.stop_shard(fence)
         finally:
             with contextlib.suppress(NatsError):
                 await subscription.unsubscribe()
+
+    async def _collect(self, subscription: Subscription) -> list[Msg]:
+        """The first message pushed (waits up to the idle probe), and whatever arrived with it."""
+        msgs = [await subscription.next_msg(timeout=self._idle_probe_s)]
+        while len(msgs) < self._max_batch and subscription.pending_msgs:
+            msgs.append(await subscription.next_msg())
+        return msgs
+
+    async def _probe(self, shard: int, epoch: int, subscription: Subscription) -> Subscription:
+        """An idle shard's consumer must still be there (else made again) and ours (else stop)."""
+        try:
+            await self._check_consumer(shard, epoch)
+        except NotFoundError:
+            logger.warning("the consumer of shard %d is gone; making it again", shard)
+            return await self._rebind(shard, epoch, subscription)
+        except (NatsError, TimeoutError) as exc:  # NATS is failing over: the next probe tells
+            _raise_if_cancelled()
+            logger.debug("probing the consumer of shard %d failed: %r", shard, exc)
+        return subscription
+
+    async def _rebind(self, shard: int, epoch: int, subscription: Subscription) -> Subscription:
+        with contextlib.suppress(NatsError):
+            await subscription.unsubscribe()
+        return await self._retrying(lambda: self._subscribe(shard, epoch, check=True))
 
     async def _fence(self, fence: Fence) -> None:
         if self._fence_store is None:
@@ -342,26 +364,33 @@ class ShardIntake:
             else:
                 return
 
-    async def _subscribe(self, shard: int, epoch: int, *, fresh: bool) -> JetStreamContext.PullSubscription:
-        """The shard's consumer, made anew when ``fresh``, else as it is unless a newer owner made it."""
+    async def _check_consumer(self, shard: int, epoch: int) -> None:
+        """Raise ``_Superseded`` if a newer owner made the shard's consumer, ``NotFoundError`` if none."""
+        info = await self._js.consumer_info(subjects.ACCEPTED_STREAM, subjects.accepted_consumer(shard))
+        made_by = int((info.config.description or "").removeprefix(_EPOCH_LABEL) or 0)
+        if made_by > epoch:
+            raise _Superseded(made_by)
+
+    async def _subscribe(self, shard: int, epoch: int, *, check: bool) -> Subscription:
+        """Make the shard's push consumer anew for this epoch and subscribe to what it delivers.
+
+        Made anew, it delivers everything the stream holds for the shard (the ack floor on): on
+        a gain, what the previous owner had not acked; on a rebind, this owner's unacked
+        messages too (committed again as duplicates). ``check``: first make sure no newer
+        owner made the one there (a stale owner must not take a shard back).
+        """
         name = subjects.accepted_consumer(shard)
-        label = f"{_EPOCH_LABEL}{epoch}"
-        if fresh:
+        if check:
             with contextlib.suppress(NotFoundError):
-                await self._js.delete_consumer(subjects.ACCEPTED_STREAM, name)
-        else:
-            try:
-                info = await self._js.consumer_info(subjects.ACCEPTED_STREAM, name)
-            except NotFoundError:
-                pass
-            else:
-                made_by = int((info.config.description or "").removeprefix(_EPOCH_LABEL) or 0)
-                if made_by > epoch:
-                    raise _Superseded(made_by)
-                return await self._js.pull_subscribe_bind(durable=name, stream=subjects.ACCEPTED_STREAM)
+                await self._check_consumer(shard, epoch)
+        with contextlib.suppress(NotFoundError):
+            await self._js.delete_consumer(subjects.ACCEPTED_STREAM, name)
+        deliver = self._client.new_inbox()
+        subscription = await self._client.subscribe(deliver, pending_msgs_limit=self._max_ack_pending * 2)
         config = ConsumerConfig(
             durable_name=name,
-            description=label,
+            description=f"{_EPOCH_LABEL}{epoch}",
+            deliver_subject=deliver,
             filter_subject=subjects.accepted(shard),
             deliver_policy=DeliverPolicy.ALL,
             ack_policy=AckPolicy.EXPLICIT,
@@ -369,12 +398,15 @@ class ShardIntake:
             max_deliver=-1,
             max_ack_pending=self._max_ack_pending,
         )
-        await self._js.add_consumer(subjects.ACCEPTED_STREAM, config)
-        return await self._js.pull_subscribe_bind(durable=name, stream=subjects.ACCEPTED_STREAM)
+        try:
+            await self._js.add_consumer(subjects.ACCEPTED_STREAM, config)
+        except BaseException:
+            with contextlib.suppress(NatsError):
+                await subscription.unsubscribe()
+            raise
+        return subscription
 
-    async def _retrying(
-        self, attempt: Callable[[], Awaitable[JetStreamContext.PullSubscription]]
-    ) -> JetStreamContext.PullSubscription:
+    async def _retrying(self, attempt: Callable[[], Awaitable[Subscription]]) -> Subscription:
         while True:
             try:
                 return await attempt()
@@ -398,7 +430,7 @@ class ShardIntake:
             messages.append(message)
             kept.append(msg)
             reply_to.append((msg.headers or {}).get(subjects.REPLY_TO))
-        self.fetched += len(messages)
+        self.received += len(messages)
         return IntakeBatch(messages, fence, kept, reply_to, self) if messages else None
 
     async def _discard(self, batch: IntakeBatch) -> None:

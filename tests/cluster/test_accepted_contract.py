@@ -60,7 +60,7 @@ async def handoff(request: pytest.FixtureRequest) -> AsyncIterator[Handoff]:
     try:
         await fresh_streams(conn)
         await ensure_accepted_stream(conn.js, replicas=3)
-        intake = ShardIntake(conn.js, fetch_wait_s=0.5)
+        intake = ShardIntake(conn, idle_probe_s=1.0)
         for shard in range(SHARDS.conversation_shards):
             intake.shard_gained(shard, EPOCH)
         try:

@@ -180,9 +180,7 @@ class Cluster:
 
     async def node(self, name: str) -> Node:
         conn = await nats_connection(self.nats, name)
-        intake = ShardIntake(
-            conn.js, replier=CommitReplier(conn.client), fence_store=self.store.fence, fetch_wait_s=0.5
-        )
+        intake = ShardIntake(conn, replier=CommitReplier(conn.client), fence_store=self.store.fence)
         publisher = CommittedPublisher(conn.js, SHARDS)
         handed_on: list[CommitResult] = []
 
@@ -283,8 +281,8 @@ async def test_a_stale_owner_is_fenced_out_and_the_new_owner_commits_its_message
     old_conn = await nats_connection(nats_cluster, "old")
     new_conn = await nats_connection(nats_cluster, "new")
     old, new = (
-        ShardIntake(old_conn.js, fence_store=store.fence),
-        ShardIntake(new_conn.js, fence_store=store.fence),
+        ShardIntake(old_conn, fence_store=store.fence),
+        ShardIntake(new_conn, fence_store=store.fence),
     )
     try:
         async with asyncio.timeout(BOUND_S):
@@ -317,7 +315,7 @@ async def test_a_failed_commit_comes_again_without_telling_the_senders(cluster: 
     told: list[AcceptedMessage] = []
     cluster.store.fail_next = 2
     node_conn = await nats_connection(cluster.nats, "solo")
-    intake = ShardIntake(node_conn.js, fetch_wait_s=0.5)
+    intake = ShardIntake(node_conn)
     for shard in range(SHARDS.conversation_shards):
         intake.shard_gained(shard, 1)
     handed_on: list[CommitResult] = []
