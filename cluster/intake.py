@@ -209,7 +209,8 @@ class ShardIntake:
         if reader is None or reader.epoch != fence.epoch:
             return
         del self._readers[fence.shard]
-        reader.task.cancel()
+        if reader.task is not asyncio.current_task():  # a reader stopping itself just returns
+            reader.task.cancel()
         self._track(reader.task)
         stale = [batch for batch in self._ready if batch.fence.shard == fence.shard]
         for batch in stale:

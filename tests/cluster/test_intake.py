@@ -22,7 +22,7 @@ from cluster.intake import ShardIntake
 from cluster.leases import ShardLeases
 from hubbub import subjects
 from hubbub.envelope import AcceptedMessage, CommitResult, CommittedMessage
-from hubbub.errors import CommitFailed
+from hubbub.errors import CommitFailed, Unavailable
 from hubbub.shards import ShardMap
 from hubbub.stores import Fence, FencedOut, MessagePage
 from persister import Persister
@@ -373,3 +373,42 @@ async def test_a_rest_submit_elsewhere_gets_its_commit_result_as_a_reply(
     finally:
         await listener.stop()
         await api_conn.close()
+
+
+async def test_an_idle_stale_owner_finds_the_consumer_is_not_its_own_and_stops(
+    cluster: Cluster, nats_cluster: NatsCluster
+) -> None:
+    shard = SHARDS.conversation(1)
+    old_conn = await nats_connection(nats_cluster, "old")
+    new_conn = await nats_connection(nats_cluster, "new")
+    old, new = ShardIntake(old_conn, idle_probe_s=0.2), ShardIntake(new_conn)
+    try:
+        async with asyncio.timeout(BOUND_S):
+            old.shard_gained(shard, 10)
+            reading = old._readers[shard].task
+            await offer_all(NatsAcceptedLog(cluster.conn.js, SHARDS), [accepted(1, 0)])
+            first = await old.next_batch(500)
+            await first.done([])
+            # The old owner goes on taking batches whose commits never land (a paused database
+            # connection, say), and never hears of the new owner.
+            stale = asyncio.create_task(old.next_batch(500))
+            new.shard_gained(shard, 11)
+            await offer_all(NatsAcceptedLog(cluster.conn.js, SHARDS), [accepted(1, 1)])
+            got: list[str] = []
+            while "c1-1" not in got:  # c1-0 too if its ack (sent, not awaited) came after the takeover
+                got.extend(m.cmid for m in (await new.next_batch(500)).messages)
+            await asyncio.wait([reading])  # its next idle probe found epoch 11's consumer
+            assert shard not in old.owned
+            stale.cancel()
+    finally:
+        for intake, connection in ((old, old_conn), (new, new_conn)):
+            await intake.close()
+            await connection.close()
+
+
+async def test_an_offer_the_stream_cannot_take_is_unavailable(conn: ClusterConnection) -> None:
+    await fresh_streams(conn)  # no stream at all: nothing answers the publish
+    log = NatsAcceptedLog(conn.js, SHARDS, publish_timeout_s=0.5, attempt_timeout_s=0.1)
+    with pytest.raises(Unavailable):
+        await log.offer(accepted(1, 0))
+    assert (log.published, log.failed) == (0, 1)
