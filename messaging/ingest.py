@@ -38,6 +38,7 @@ logger = logging.getLogger(__name__)
 
 _CACHE_LIMIT = 100_000  # rate buckets per node before pruning
 _UNAVAILABLE_RETRY_MS = 1_000
+_NOT_COMMITTED = "the message was not committed in time; resend it (same cmid) to learn its fate"
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,7 +190,12 @@ class Ingest:
     async def submit(
         self, conversation_id: int, sender_id: int, device_id: str, request: SendRequest
     ) -> CommitResult:
-        """Send on behalf of a REST caller and wait for the commit (``MessageSubmitter``)."""
+        """Send on behalf of a REST caller and wait for the commit (``MessageSubmitter``).
+
+        ``Unavailable`` (a 503) when no result came within ``submit_timeout_s``: in a cluster a
+        commit that fails is retried from the stream rather than reported, so the caller's
+        resend with the same cmid answers whether it was stored.
+        """
         key = (conversation_id, sender_id, request.cmid)
         waiter: asyncio.Future[CommitResult] = asyncio.get_running_loop().create_future()
         self._waiting.setdefault(key, []).append(waiter)
@@ -197,7 +203,10 @@ class Ingest:
             later = self._admit(conversation_id, sender_id, device_id, request, reply=True)
             if later is not None:
                 await later
-            return await asyncio.wait_for(waiter, self._limits.submit_timeout_s)
+            try:
+                return await asyncio.wait_for(waiter, self._limits.submit_timeout_s)
+            except TimeoutError as exc:  # in a cluster a failed commit is retried, not reported
+                raise Unavailable(_NOT_COMMITTED, retry_after=1) from exc
         finally:
             waiters = self._waiting.get(key, [])
             if waiter in waiters:

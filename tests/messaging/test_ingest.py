@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Awaitable
 
 import orjson
@@ -12,6 +13,7 @@ from hubbub.envelope import AcceptedMessage, CommitResult, CommittedMessage, Sen
 from hubbub.errors import Unavailable
 from hubbub.ids import SnowflakeGenerator
 from messaging import MessagingCore
+from persister import LocalAcceptedLog
 from tests.messaging.conftest import ALICE, BOB, CAROL, CID, GRACE_S, LIMITS, World
 
 
@@ -215,3 +217,17 @@ async def test_a_log_that_cannot_hold_the_message_answers_unavailable(world: Wor
     with pytest.raises(Unavailable):  # a REST submit: a 503
         await core.submit(CID, ALICE, "alice-web", SendRequest("c2", "hello"))
     assert [(message.cmid, reply) for message, reply in log.offers] == [("c1", False), ("c2", True)]
+
+
+async def test_a_rest_submit_with_no_commit_result_in_time_is_unavailable(world: World) -> None:
+    core = MessagingCore(
+        connections=world.connections,
+        directory=world.directory,
+        accepted=LocalAcceptedLog(4),  # nobody commits
+        ids=SnowflakeGenerator(1, clock_ms=world.clock.wall_ms),
+        limits=dataclasses.replace(LIMITS, submit_timeout_s=0.01),
+        presence_grace_s=GRACE_S,
+        clock=world.clock,
+    )
+    with pytest.raises(Unavailable, match="not committed in time"):
+        await core.submit(CID, ALICE, "alice-web", SendRequest("c1", "hello"))
