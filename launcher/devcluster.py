@@ -383,7 +383,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             nats = start_nats(root / "nats", size=3)
             running.callback(nats.stop, remove=False)
-            postgres = start_postgres()
+            postgres = start_postgres({"fsync": "off"})  # a throw-away dev cluster in a temp dir
             running.callback(postgres.stop)
             cluster = DevCluster(root, nats_url=nats.url, database_url=postgres.url, plan=plan)
             cluster.start()

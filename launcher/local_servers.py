@@ -11,8 +11,10 @@ of them current. ``size=1`` is a single server without a cluster block (the lapt
 Servers can be stopped, killed (``SIGKILL``) and started again one by one, keeping their store
 directory and ports, so failover tests can take one of three away mid-burst.
 
-``start_postgres()`` runs initdb and pg_ctl in a fresh directory (as Debian's ``postgres``
-account when run as root: initdb refuses root) and creates an empty ``hubbub`` database.
+``start_postgres(settings)`` runs initdb and pg_ctl in a fresh directory (as Debian's
+``postgres`` account when run as root: initdb refuses root), each setting a ``-c`` (the tests
+and ``make cluster`` throw the server away and pass ``fsync=off``; the benchmark keeps the
+durable defaults), and creates an empty ``hubbub`` database.
 
 A server that does not come up raises ``StartFailed`` with the tail of its log.
 """
@@ -31,6 +33,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -309,6 +312,11 @@ class PostgresServer:
         """Where the ``hubbub`` database is."""
         return self.database_url("hubbub")
 
+    @property
+    def pid(self) -> int:
+        """The postmaster's pid (its backends are its children)."""
+        return int((self.root / "data" / "postmaster.pid").read_text().split("\n", 1)[0])
+
     def database_url(self, name: str) -> str:
         """The async SQLAlchemy URL of database ``name`` on this server."""
         return f"postgresql+asyncpg://{_PG_USER}@127.0.0.1:{self.port}/{name}"
@@ -331,8 +339,11 @@ class PostgresServer:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
-def start_postgres(root: Path | None = None) -> PostgresServer:
-    """Run initdb + pg_ctl start in ``root`` (a fresh temp dir by default), loopback only."""
+def start_postgres(settings: Mapping[str, str] | None = None, root: Path | None = None) -> PostgresServer:
+    """Run initdb + pg_ctl start in ``root`` (a fresh temp dir by default), loopback only.
+
+    ``settings``: server settings, each passed as ``-c name=value`` (none: PostgreSQL's defaults).
+    """
     bin_dir = _pg_bin()
     if root is None:
         root = Path(tempfile.mkdtemp(prefix="hubbub-pg-"))
@@ -343,7 +354,8 @@ def start_postgres(root: Path | None = None) -> PostgresServer:
     data = root / "data"
     _run_pg([str(bin_dir / "initdb"), "-D", str(data), "-U", _PG_USER, "--auth=trust", "-E", "UTF8"], root)
     port = free_ports(1)[0]
-    options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off"
+    extra = "".join(f" -c {name}={value}" for name, value in (settings or {}).items())
+    options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1{extra}"
     pg_ctl = [str(bin_dir / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(root / "server.log")]
     _run_pg([*pg_ctl, "-w", "start"], root)
     server = PostgresServer(root, port, bin_dir)

@@ -18,7 +18,7 @@ from starlette.staticfiles import StaticFiles
 from api import BrokerEndpoint, SqlDeviceSessions, SqlDirectory, SqlPushDirectory, create_app
 from broker_plugins import BrokerOptions, HubbubBroker, WebSocketBridge
 from config import Settings, resolve_secret
-from hubbub.envelope import AcceptedMessage, CommitResult
+from hubbub.envelope import CommitResult
 from hubbub.events import push_register_again_event
 from hubbub.ids import SnowflakeGenerator
 from hubbub.stores import MessageStore, PushToken
@@ -33,6 +33,7 @@ from notifier.dispatcher import Dispatcher
 from notifier.metrics import PushMetrics
 from notifier.planner import PushPlanner
 from persister import Persister, SqlMessageStore, cassandra_store
+from persister.local_log import LocalAcceptedLog
 from persister.sql_database import create_engine, message_committer
 
 __all__ = ["run_api", "run_broker", "run_up"]
@@ -157,7 +158,7 @@ class _Messaging:
 async def _messaging(core: _Core) -> AsyncIterator[_Messaging]:
     """The MQTT server and the messaging core, the persister behind them, and push after commits."""
     settings = core.settings
-    accepted: asyncio.Queue[AcceptedMessage] = asyncio.Queue(_ACCEPTED_QUEUE)
+    accepted = LocalAcceptedLog(_ACCEPTED_QUEUE)
     sessions = async_sessionmaker(core.engine, expire_on_commit=False)
     directory = SqlDirectory(sessions)
     broker = HubbubBroker(
