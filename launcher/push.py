@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import ssl
 from dataclasses import dataclass
 
 from config import Settings
+from notifier.deliveries import SqlDeliveryLog
 from notifier.providers.apns import ApnsProvider
 from notifier.providers.base import PushProvider
 from notifier.providers.fcm import FcmProvider, load_service_account
@@ -15,7 +17,7 @@ from notifier.providers.vapid import VapidKey
 from notifier.providers.webhook import WebhookProvider
 from notifier.providers.webpush import WebPushProvider
 
-__all__ = ["PushProviders", "build_providers"]
+__all__ = ["PushProviders", "build_providers", "prune_deliveries"]
 
 logger = logging.getLogger(__name__)
 
@@ -63,3 +65,21 @@ def build_providers(settings: Settings) -> PushProviders:
         "push providers: %s; others go to %s", ", ".join(p.name for p in native) or "none", fallback.name
     )
     return PushProviders(native, fallback, vapid.public_key)
+
+
+_PRUNE_EVERY_S = 3600.0
+# Push claims are kept long past any redelivery of a message, then forgotten.
+_DELIVERY_MEMORY_S = 2 * 86_400.0
+
+
+async def prune_deliveries(deliveries: SqlDeliveryLog) -> None:
+    """Keep the push-delivery table small: claims matter only while a message may be retried."""
+    while True:
+        try:
+            removed = await deliveries.prune(older_than_s=_DELIVERY_MEMORY_S)
+        except Exception:  # a failed clean-up must not take the pipeline down; next hour again
+            logger.exception("pruning old push deliveries failed")
+        else:
+            if removed:
+                logger.info("forgot %d old push deliveries", removed)
+        await asyncio.sleep(_PRUNE_EVERY_S)
