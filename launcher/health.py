@@ -15,14 +15,12 @@ components count themselves (push counters, the broker's shed counters).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from nats.errors import Error as NatsError
 from nats.js.errors import Error as JetStreamError
-from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
@@ -134,7 +132,7 @@ class ConsumerLag:
         self.pending = pending
 
 
-@dataclass
+@dataclass(eq=False)  # registered in a CollectorRegistry, which hashes it
 class NodeCollector(Collector):
     """The per-node cluster metrics, read from the live objects when ``/metrics`` is scraped."""
 
@@ -214,13 +212,3 @@ class NodeCollector(Collector):
             healthy.add_metric([status.name], 0 if status.problem else 1)
         yield restarts
         yield healthy
-
-    def renderer(self, registry: CollectorRegistry) -> Callable[[], Awaitable[bytes]]:
-        """``/metrics``: sample the consumer lags, then render ``registry`` (this collector in it)."""
-        registry.register(self)
-
-        async def render() -> bytes:
-            await asyncio.gather(*(lag.sample() for lag in self.lags))
-            return generate_latest(registry)
-
-        return render

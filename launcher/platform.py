@@ -36,7 +36,7 @@ from notifier.metrics import PushMetrics
 from notifier.planner import PushPlanner
 from persister import Persister
 
-__all__ = ["run_api", "run_broker", "run_up"]
+__all__ = ["Messaging", "one_node_messaging", "run_api", "run_broker", "run_up"]
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ _FLUSH_TIMEOUT_S = 30.0  # at shutdown, for what ingest accepted to be committed
 
 
 @dataclass(frozen=True)
-class _Messaging:
+class Messaging:
     """The running message pipeline, and what the API shows of it."""
 
     broker: HubbubBroker
@@ -55,7 +55,7 @@ class _Messaging:
 
 
 @asynccontextmanager
-async def _messaging(core: Foundation) -> AsyncIterator[_Messaging]:
+async def one_node_messaging(core: Foundation) -> AsyncIterator[Messaging]:
     """The MQTT server and the messaging core, the persister behind them, and push after commits."""
     settings = core.settings
     accepted: asyncio.Queue[AcceptedMessage] = asyncio.Queue(_ACCEPTED_QUEUE)
@@ -123,7 +123,7 @@ async def _messaging(core: Foundation) -> AsyncIterator[_Messaging]:
                 group.create_task(prune_deliveries(deliveries), name="push-deliveries-pruning"),
             ]
             try:
-                yield _Messaging(broker, messaging_core, metrics.render, providers.vapid_public_key)
+                yield Messaging(broker, messaging_core, metrics.render, providers.vapid_public_key)
             finally:
                 await broker.shutdown()
                 await messaging_core.close()
@@ -142,7 +142,7 @@ async def _messaging(core: Foundation) -> AsyncIterator[_Messaging]:
 
 async def run_up(settings: Settings) -> None:
     """Broker, persister, API and MQTT over WebSocket in one process, sharing one HTTP port."""
-    async with foundation(settings) as core, _messaging(core) as messaging:
+    async with foundation(settings) as core, one_node_messaging(core) as messaging:
         broker = messaging.broker
         http_socket = bind_socket(settings.bind, settings.http_port)
         host = settings.advertised_host
@@ -175,7 +175,7 @@ async def run_up(settings: Settings) -> None:
 
 async def run_broker(settings: Settings) -> None:
     """The broker (with ingest and the persister): MQTT over TCP, and WebSocket on ``broker_ws_port``."""
-    async with foundation(settings) as core, _messaging(core) as messaging:
+    async with foundation(settings) as core, one_node_messaging(core) as messaging:
         broker = messaging.broker
         ws_app = Starlette(routes=[WebSocketRoute(WS_PATH, WebSocketBridge(broker).serve)])
         sock = bind_socket(settings.bind, settings.broker_ws_port)

@@ -1,0 +1,16 @@
+"""``hubbub notifier``: pushes for the conversation shards it leases, in a cluster."""
+
+from __future__ import annotations
+
+from config import Settings
+from launcher.cluster_node import cluster_node
+from launcher.foundation import foundation
+
+__all__ = ["run_cluster_notifier"]
+
+
+async def run_cluster_notifier(settings: Settings) -> None:
+    """A notifier node: registered, healthy only while NATS and its loops are."""
+    async with foundation(settings) as core, cluster_node(settings, "notifier") as node:
+        del core
+        await node.serve_health()
