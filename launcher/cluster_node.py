@@ -94,7 +94,7 @@ class ClusterNode:
         )
         await leases.start()
         self._leases.append(leases)
-        self.health.watch_running(f"the {group} leases", lambda: leases.running)
+        self.supervisor.watch(f"{group}-leases", running=lambda: leases.running)
         self.collector.leases[group] = leases
         if lag_stream is not None:
             self.collector.lags.append(ConsumerLag(self.connection, lag_stream, lambda: leases.owned))
@@ -122,7 +122,7 @@ class ClusterNode:
         )
         await heartbeat.start()
         self._heartbeat = heartbeat
-        self.health.watch_running("the registry heartbeat", lambda: heartbeat.running)
+        self.supervisor.watch("registry-heartbeat", running=lambda: heartbeat.running)
 
     async def directory(self) -> NodeDirectory:
         """The live nodes of the cluster (started on first use, refreshed in the background)."""
@@ -130,7 +130,7 @@ class ClusterNode:
             directory = NodeDirectory(self.registry, refresh_s=self.settings.registry_ttl_s / _BEATS_PER_TTL)
             await directory.start()
             self._directory = directory
-            self.health.watch_running("the node directory", lambda: directory.running)
+            self.supervisor.watch("node-directory", running=lambda: directory.running)
         return self._directory
 
     def routes(self) -> list[Route]:

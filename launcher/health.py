@@ -73,15 +73,6 @@ class Health:
         """Unhealthy while a supervised loop is not running or stalled."""
         self.add(supervisor.problems)
 
-    def watch_running(self, name: str, running: Callable[[], bool]) -> None:
-        """Unhealthy once the background loop ``name`` stopped (leases, heartbeat, directory)."""
-
-        def check() -> Iterable[str]:
-            if not running():
-                yield f"{name} stopped"
-
-        self.add(check)
-
 
 def health_routes(health: Health, render_metrics: Callable[[], Awaitable[bytes]]) -> list[Route]:
     """``GET /healthz`` and ``GET /metrics`` for a Starlette app."""

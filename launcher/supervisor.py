@@ -39,12 +39,15 @@ class LoopStatus:
     stalled_checks: int = 0
     last_error: str | None = None
     last_progress: int = 0
+    restarted_here: bool = True  # False: a component's own loop, only watched
 
     @property
     def problem(self) -> str | None:
         """Why this loop is unhealthy, or ``None``."""
         if not self.running:
             why = f" (last error: {self.last_error})" if self.last_error else ""
+            if not self.restarted_here:
+                return f"loop {self.name} has stopped{why}"
             return f"loop {self.name} is not running, restarting{why}"
         if self.stalled_checks:
             return f"loop {self.name} is stalled: no progress and its probe failed"
@@ -53,11 +56,17 @@ class LoopStatus:
 
 @dataclass
 class _Loop:
-    run: Callable[[], Awaitable[None]]
+    run: Callable[[], Awaitable[None]] | None  # None: a loop run elsewhere, only watched
     progress: Callable[[], int] | None
     probe: Probe | None
     status: LoopStatus
     restart: asyncio.Event = field(default_factory=asyncio.Event)
+    alive: Callable[[], bool] | None = None  # a watched loop's own "is my task running"
+
+    def refresh(self) -> None:
+        if self.alive is not None:
+            running = self.alive()
+            self.status.running = running
 
 
 class Supervisor:
@@ -101,9 +110,34 @@ class Supervisor:
         if self._group is not None:
             self._group.create_task(self._keep(loop), name=f"supervise-{name}")
 
+    def watch(
+        self,
+        name: str,
+        *,
+        running: Callable[[], bool],
+        progress: Callable[[], int] | None = None,
+        probe: Probe | None = None,
+    ) -> None:
+        """Check a loop a component runs itself (its own task): reported, not restarted here.
+
+        For components that start their own tasks (subscriptions, outboxes, watchers):
+        ``running`` says whether that task is alive; progress and probe work as for ``add``.
+        """
+        if name in self._loops:
+            raise ValueError(f"a loop named {name!r} is already supervised")
+        status = LoopStatus(
+            name,
+            running=running(),
+            last_progress=progress() if progress is not None else 0,
+            restarted_here=False,
+        )
+        self._loops[name] = _Loop(None, progress, probe, status, alive=running)
+
     @property
     def statuses(self) -> list[LoopStatus]:
         """Every loop's status, by name."""
+        for loop in self._loops.values():
+            loop.refresh()
         return [self._loops[name].status for name in sorted(self._loops)]
 
     def problems(self) -> list[str]:
@@ -116,7 +150,8 @@ class Supervisor:
             self._group = group
             try:
                 for loop in list(self._loops.values()):
-                    group.create_task(self._keep(loop), name=f"supervise-{loop.status.name}")
+                    if loop.run is not None:
+                        group.create_task(self._keep(loop), name=f"supervise-{loop.status.name}")
                 while True:
                     await asyncio.sleep(self.check_interval_s)
                     await self.check()
@@ -137,9 +172,10 @@ class Supervisor:
             )
 
     def _by_name(self) -> dict[str, LoopStatus]:
-        return {name: loop.status for name, loop in self._loops.items()}
+        return {status.name: status for status in self.statuses}
 
     async def _check(self, loop: _Loop) -> None:
+        loop.refresh()
         status = loop.status
         if not status.running:
             return
@@ -156,7 +192,7 @@ class Supervisor:
         logger.warning(
             "loop %s made no progress and its probe failed (%d)", status.name, status.stalled_checks
         )
-        if status.stalled_checks >= self.restart_after:
+        if status.stalled_checks >= self.restart_after and loop.run is not None:
             loop.restart.set()
 
     async def _probe(self, loop: _Loop) -> bool:
@@ -169,6 +205,7 @@ class Supervisor:
             return False
 
     async def _keep(self, loop: _Loop) -> None:
+        assert loop.run is not None  # noqa: S101 - only started for loops run here
         status = loop.status
         delay = self.backoff_initial_s
         while True:
@@ -187,6 +224,7 @@ class Supervisor:
             delay = min(self.backoff_max_s, max(delay * 2, self.backoff_initial_s))
 
     async def _run_once(self, loop: _Loop) -> None:
+        assert loop.run is not None  # noqa: S101 - only started for loops run here
         status = loop.status
         task = asyncio.ensure_future(loop.run())
         stall = asyncio.ensure_future(loop.restart.wait())

@@ -155,3 +155,15 @@ async def test_healthz_is_503_with_the_reason_while_a_loop_is_dead() -> None:
             "status": "unhealthy",
             "problems": [f"loop committed-3 is not running, restarting (last error: {GONE})"],
         }
+
+
+async def test_a_watched_loop_that_stops_is_reported_not_restarted() -> None:
+    alive = True
+    supervisor = Supervisor(check_interval_s=NEVER_S)
+    supervisor.watch("presence-mirror", running=lambda: alive)
+    async with asyncio.timeout(BOUND_S), running(supervisor):
+        assert supervisor.problems() == []
+        alive = False
+        assert supervisor.problems() == ["loop presence-mirror has stopped"]
+        await supervisor.check()
+        assert supervisor.statuses[0].restarts == 0
