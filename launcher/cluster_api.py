@@ -16,6 +16,7 @@ from launcher.cluster_node import cluster_node
 from launcher.detached import BrokerElsewhere
 from launcher.foundation import foundation
 from launcher.http import bind_socket
+from launcher.push import shared_vapid_key
 from launcher.serving import WS_PATH, http_url, serve_until_stopped, uvicorn_server
 
 __all__ = ["BrokerDiscovery", "run_cluster_api"]
@@ -65,6 +66,7 @@ async def run_cluster_api(settings: Settings) -> None:
             metrics=node.render_metrics_now,
             discover_broker=discovery,
             health_problems=node.health.problems,
+            vapid_public_key=(await shared_vapid_key(node.connection.js, settings)).public_key,
         )
         await node.register(Endpoints(http_url=http_url(sock)), snowflake_id=settings.node_id)
         await serve_until_stopped(uvicorn_server(app, settings), sock)
