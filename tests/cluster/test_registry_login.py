@@ -8,11 +8,15 @@ session's PostgreSQL.
 from __future__ import annotations
 
 import asyncio
+import os
 import secrets
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TypeVar
 
 import httpx
@@ -23,7 +27,7 @@ from cluster.registry import NodeDirectory, NodeInfo, open_registry
 from tests.support.api import ApiClient
 from tests.support.mqtt import Device
 from tests.support.nats import NatsCluster, start_nats
-from tests.support.platform import Platform, start_platform
+from tests.support.platform import REPO_ROOT, Platform, start_platform
 from tests.support.postgres import PostgresServer
 
 T = TypeVar("T")
@@ -48,6 +52,7 @@ class Nodes:
     nats: NatsCluster
     brokers: dict[str, Platform]
     api: Platform
+    env: dict[str, str]
 
     def stop(self) -> dict[str, int]:
         return {name: node.stop() for name, node in (*self.brokers.items(), ("api", self.api))}
@@ -71,8 +76,8 @@ def nodes(tmp_path_factory: pytest.TempPathFactory, postgres: PostgresServer) ->
             command = "api" if name == "api" else "broker"
             started[name] = start_platform(root / name, command=command, extra_env=env)
         api = started.pop("api")
-        yield Nodes(nats, started, api)
-        codes = Nodes(nats, started, api).stop()
+        yield Nodes(nats, started, api, common)
+        codes = Nodes(nats, started, api, common).stop()
         assert set(codes.values()) == {0}, codes
     finally:
         for platform in started.values():
@@ -152,3 +157,30 @@ async def test_login_names_the_least_loaded_healthy_broker(nodes: Nodes, directo
         )
     finally:
         api.close()
+
+
+def test_a_process_whose_snowflake_node_id_a_live_node_uses_refuses_to_start(
+    nodes: Nodes, tmp_path: Path
+) -> None:
+    env = {key: value for key, value in os.environ.items() if not key.startswith("HUBBUB_")}
+    env |= nodes.env | {
+        "HUBBUB_NODE_NAME": "api-twin",
+        "HUBBUB_NODE_ID": "3",  # the api node's
+        "HUBBUB_DATA_DIR": str(tmp_path),
+        "HUBBUB_HTTP_PORT": "0",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "launcher.cli", "api"],
+        env=env,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=BOUND_S,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.endswith(
+        "hubbub: HUBBUB_NODE_ID 3 is used by api api, alive in the cluster: "
+        "every process of a cluster needs its own (0..1023)\n"
+    )
+    assert "hubbub ready" not in done.stdout
