@@ -96,13 +96,16 @@ class ConsumerLag:
     """Messages pending per owned shard in a stream's consumers, sampled when ``/metrics`` is read.
 
     Reads every consumer of ``stream`` whose filter subject names one shard this process owns
-    (``owned``): num_pending (not yet delivered) plus num_ack_pending (delivered, not acked).
+    (``owned``): ``pending`` is num_pending (not yet delivered) plus num_ack_pending (delivered,
+    not acked), the lag ``/metrics`` shows; ``undelivered`` is num_pending alone, what a consumer
+    that stopped fetching leaves behind.
     """
 
     connection: ClusterConnection
     stream: str
     owned: Callable[[], Iterable[int]]
     pending: dict[int, int] = field(default_factory=dict)
+    undelivered: dict[int, int] = field(default_factory=dict)
 
     async def sample(self) -> None:
         """Read the consumers now (a failure keeps the last values and is logged)."""
@@ -113,14 +116,22 @@ class ConsumerLag:
             logger.debug("reading the consumers of %s failed: %r", self.stream, exc)
             return
         pending: dict[int, int] = {}
+        undelivered: dict[int, int] = {}
         for info in consumers:
             try:
                 shard = subjects.parse_shard(info.config.filter_subject or "")
             except ValueError:
                 continue
             if shard in owned:
-                pending[shard] = pending.get(shard, 0) + (info.num_pending or 0) + (info.num_ack_pending or 0)
-        self.pending = pending
+                waiting = info.num_pending or 0
+                undelivered[shard] = undelivered.get(shard, 0) + waiting
+                pending[shard] = pending.get(shard, 0) + waiting + (info.num_ack_pending or 0)
+        self.pending, self.undelivered = pending, undelivered
+
+    async def nothing_undelivered(self) -> bool:
+        """A probe: sampled now, no owned shard has messages its consumer did not fetch."""
+        await self.sample()
+        return not any(self.undelivered.values())
 
 
 @dataclass(eq=False)  # registered in a CollectorRegistry, which hashes it

@@ -9,9 +9,11 @@ The worse failure is the one that raises nothing: a subscription that died silen
 stuck on a lost pull. So each loop may say how far it got (``progress``: a counter it bumps per
 message) and how to check it while idle (``probe``: e.g. "the consumer has nothing pending" or
 "a message published to my own subject came back"). ``check()`` (run every ``check_interval_s``)
-marks a loop *stalled* when its counter has not moved since the last check and its probe fails;
-a loop stalled ``restart_after`` checks in a row is restarted. ``problems()`` is what ``/healthz``
-shows: every loop that is not running, or is stalled, with the reason.
+marks a loop *stalled* when its counter has not moved since the last check and its probe fails.
+A stalled loop is reported, and restarted only with ``restart_stalled_after`` (that many stalled
+checks in a row): a loop may stand still for a good reason (back-pressure from a slow store or
+push provider), and cancelling it mid-batch can cost more than it cures. ``problems()`` is what
+``/healthz`` shows: every loop that is not running, or is stalled, with the reason.
 """
 
 from __future__ import annotations
@@ -79,7 +81,7 @@ class Supervisor:
         backoff_max_s: float = 30.0,
         check_interval_s: float = 10.0,
         probe_timeout_s: float = 5.0,
-        restart_after: int = 3,
+        restart_stalled_after: int | None = None,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         if not 0 <= backoff_initial_s <= backoff_max_s:
@@ -88,7 +90,7 @@ class Supervisor:
         self.backoff_max_s = backoff_max_s
         self.check_interval_s = check_interval_s
         self.probe_timeout_s = probe_timeout_s
-        self.restart_after = restart_after
+        self.restart_stalled_after = restart_stalled_after
         self._monotonic = monotonic
         self._loops: dict[str, _Loop] = {}
         self._group: asyncio.TaskGroup | None = None
@@ -192,7 +194,8 @@ class Supervisor:
         logger.warning(
             "loop %s made no progress and its probe failed (%d)", status.name, status.stalled_checks
         )
-        if status.stalled_checks >= self.restart_after and loop.run is not None:
+        limit = self.restart_stalled_after
+        if limit is not None and status.stalled_checks >= limit and loop.run is not None:
             loop.restart.set()
 
     async def _probe(self, loop: _Loop) -> bool:

@@ -99,7 +99,7 @@ async def test_a_loop_without_progress_whose_probe_fails_is_stalled_then_restart
     async def probe() -> bool:
         return probe_ok
 
-    supervisor = Supervisor(backoff_initial_s=0, check_interval_s=NEVER_S, restart_after=2)
+    supervisor = Supervisor(backoff_initial_s=0, check_interval_s=NEVER_S, restart_stalled_after=2)
     supervisor.add("inbox", loop.run, progress=lambda: loop.progress, probe=probe)
     async with asyncio.timeout(BOUND_S), running(supervisor):
         await loop.wait_starts(1)
