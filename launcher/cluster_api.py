@@ -12,7 +12,7 @@ import logging
 from api import BrokerEndpoint, create_app
 from cluster.registry import Endpoints, NodeDirectory
 from config import Settings
-from launcher.cluster_node import cluster_node
+from launcher.cluster_node import cluster_node, retrying
 from launcher.detached import BrokerElsewhere
 from launcher.foundation import foundation
 from launcher.http import bind_socket
@@ -66,7 +66,11 @@ async def run_cluster_api(settings: Settings) -> None:
             metrics=node.render_metrics_now,
             discover_broker=discovery,
             health_problems=node.health.problems,
-            vapid_public_key=(await shared_vapid_key(node.connection.js, settings)).public_key,
+            vapid_public_key=(
+                await retrying(
+                    "sharing the VAPID key", lambda: shared_vapid_key(node.connection.js, settings)
+                )
+            ).public_key,
         )
         await node.register(Endpoints(http_url=http_url(sock)), snowflake_id=settings.node_id)
         await serve_until_stopped(uvicorn_server(app, settings), sock)

@@ -15,10 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import TypeVar
 
+from nats.errors import Error as NatsError
 from prometheus_client import CollectorRegistry, generate_latest
 from starlette.applications import Starlette
 from starlette.routing import Route
@@ -34,9 +37,35 @@ from launcher.http import bind_socket
 from launcher.serving import http_url, serve_until_stopped, uvicorn_server
 from launcher.supervisor import Supervisor
 
-__all__ = ["ClusterNode", "cluster_node"]
+__all__ = ["ClusterNode", "cluster_node", "retrying"]
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# Start-up against a NATS cluster that is itself starting (or electing leaders under load):
+# creating a replicated stream or bucket can time out and succeed on the next try.
+_SETUP_TIMEOUT_S = 120.0
+_SETUP_PAUSE_S = 1.0
+_TRANSIENT = (NatsError, TimeoutError, OSError)
+
+
+async def retrying(what: str, make: Callable[[], Awaitable[T]], *, timeout_s: float = _SETUP_TIMEOUT_S) -> T:
+    """``make()``, tried again while NATS answers with a transient failure, for ``timeout_s`` at most.
+
+    For start-up steps that are safe to repeat (creating what exists is a no-op); a
+    configuration conflict (``ClusterConfigError``) is not transient and fails at once.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return await make()
+        except _TRANSIENT as exc:
+            if time.monotonic() + _SETUP_PAUSE_S > deadline:
+                raise
+            logger.warning("%s failed (%r); trying again", what, exc)
+            await asyncio.sleep(_SETUP_PAUSE_S)
+
 
 # Heartbeats (and directory refreshes) per registry TTL: a record survives two lost beats.
 _BEATS_PER_TTL = 3
@@ -82,15 +111,18 @@ class ClusterNode:
         ``lag_stream``: the JetStream stream whose per-shard consumers ``/metrics`` shows the
         lag of, for the shards owned here.
         """
-        leases = await ShardLeases.open(
-            self.connection.js,
-            group=group,
-            replicas=self.settings.nats_replicas,
-            owner_id=self.name,
-            shards=shards,
-            ttl_s=self.settings.lease_ttl_s,
-            on_gained=on_gained,
-            on_lost=on_lost,
+        leases = await retrying(
+            f"opening the {group} leases",
+            lambda: ShardLeases.open(
+                self.connection.js,
+                group=group,
+                replicas=self.settings.nats_replicas,
+                owner_id=self.name,
+                shards=shards,
+                ttl_s=self.settings.lease_ttl_s,
+                on_gained=on_gained,
+                on_lost=on_lost,
+            ),
         )
         await leases.start()
         self._leases.append(leases)
@@ -120,6 +152,7 @@ class ClusterNode:
             healthy=lambda: self.health.healthy,
             snowflake_id=snowflake_id,
         )
+        await retrying("registering", heartbeat.beat)
         await heartbeat.start()
         self._heartbeat = heartbeat
         self.supervisor.watch("registry-heartbeat", running=lambda: heartbeat.running)
@@ -128,6 +161,7 @@ class ClusterNode:
         """The live nodes of the cluster (started on first use, refreshed in the background)."""
         if self._directory is None:
             directory = NodeDirectory(self.registry, refresh_s=self.settings.registry_ttl_s / _BEATS_PER_TTL)
+            await retrying("reading the registry", directory.refresh)
             await directory.start()
             self._directory = directory
             self.supervisor.watch("node-directory", running=lambda: directory.running)
@@ -170,7 +204,7 @@ class ClusterNode:
 
     async def _refuse_a_shared_snowflake_id(self, snowflake_id: int) -> None:
         directory = NodeDirectory(self.registry, refresh_s=self.settings.registry_ttl_s)
-        await directory.refresh()
+        await retrying("reading the registry", directory.refresh)
         for node in directory.nodes.values():
             if node.snowflake_id == snowflake_id and node.node_id != self.name:
                 raise SettingsError(
@@ -189,8 +223,11 @@ async def cluster_node(settings: Settings, kind: str) -> AsyncIterator[ClusterNo
         NatsOptions(servers=parse_servers(settings.nats_url), name=f"{kind}-{name}")
     )
     try:
-        registry = await open_registry(
-            connection.js, ttl_s=settings.registry_ttl_s, replicas=settings.nats_replicas
+        registry = await retrying(
+            "opening the registry",
+            lambda: open_registry(
+                connection.js, ttl_s=settings.registry_ttl_s, replicas=settings.nats_replicas
+            ),
         )
         node = ClusterNode(settings, kind, name, connection, registry)
         async with asyncio.TaskGroup() as group:
