@@ -49,8 +49,9 @@ $(CASSANDRA_LIB)/.copied: cassandra-node/pom.xml | system-deps
 
 cassandra-jars: $(CASSANDRA_LIB)/.copied
 
-## The benchmark: the project's broker beside stock amqtt and Mosquitto (Debian's package).
-bench: install
+## The benchmark: the project's broker beside stock amqtt and Mosquitto (Debian's package), and
+## the chat on each history store: SQLite, PostgreSQL and Cassandra (servers of their own).
+bench: install system-deps cassandra-jars
 	$(UV) sync --frozen --inexact --group bench --python $(VENV)/bin/python
 	@command -v mosquitto >/dev/null || (apt-get update -qq && $(APT_INSTALL) mosquitto >/dev/null)
 	$(VENV)/bin/python -m bench all --out docs/benchmarks.md --plots-dir docs/bench

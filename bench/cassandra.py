@@ -14,7 +14,9 @@ through the conversation as a client scrolls back:
 ``GET /v1/conversations/{id}/messages?before=&limit=50`` at random anchors, one request at a
 time, and reports p50/p99 per page.
 
-``python -m bench all`` runs both on one node (``run_cassandra``), beside the SQLite runs.
+``python -m bench all`` runs both on one node (``run_cassandra``), beside the SQLite and
+PostgreSQL (``bench.postgres``) runs: section 6, whose chat table (``store_chat_table``) has a
+row per store.
 """
 
 from __future__ import annotations
@@ -22,20 +24,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import math
-import os
 import random
 import sys
 import time
 import uuid
 from array import array
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import httpx
 from cassandra import OperationTimedOut, Timeout  # type: ignore[import-untyped]
 
 from bench.chat import _SETTINGS, PipelineResult, _measure, _pairs
-from bench.hubbub_up import start_platform
+from bench.hubbub_up import start_platform, tree_cpu_seconds
 from bench.relay import RelayError, _quantile
 from hubbub.envelope import AcceptedMessage
 from persister import cassandra_store
@@ -50,6 +50,7 @@ __all__ = [
     "run_cassandra",
     "run_chat_on_cassandra",
     "run_history",
+    "store_chat_table",
     "us_per_message",
 ]
 
@@ -87,11 +88,6 @@ def _say(text: str) -> None:
     sys.stderr.flush()
 
 
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def _settings(server: CassandraServer) -> dict[str, str]:
     return {**_SETTINGS, "cassandra_hosts": server.host, "cassandra_keyspace": f"bench_{uuid.uuid4().hex}"}
 
@@ -116,7 +112,7 @@ def run_chat_on_cassandra(
             duration=duration,
             warmup=warmup,
             window=window,
-            store_cpu=lambda: _cpu_seconds(server.process.process.pid),
+            store_cpu=lambda: tree_cpu_seconds(server.process.process.pid),
         )
     finally:
         platform.stop()
@@ -228,17 +224,10 @@ def run_cassandra(
     return run
 
 
-def _chat_table(run: CassandraRun, chats: list[tuple[str, PipelineResult]]) -> list[str]:
+def store_chat_table(chats: list[tuple[str, PipelineResult]]) -> list[str]:
+    """A row per store: rate, latency, CPU per delivered message of the platform and of the store's server."""
     lines = [
-        (
-            "The same closed-loop chat 1:1 as section 2 (same pairs, window and duration), with `hubbub up` "
-            "storing history in a real single-node Apache Cassandra 5.0 on this machine (the tests' node, "
-            f"both JIT tiers, 1 GiB heap; it started in {run.started_in_s:.0f} s). CPU per delivered message "
-            "over the measured window: the platform process (with its SQLite writer, for the SQLite run) "
-            "and the Cassandra JVM."
-        ),
-        "",
-        "| store | delivered/s | p50 ms | p99 ms | platform CPU µs/msg | Cassandra CPU µs/msg |",
+        "| store | delivered/s | p50 ms | p99 ms | platform CPU µs/msg | store server CPU µs/msg |",
         "| --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     for name, r in chats:
@@ -251,12 +240,31 @@ def _chat_table(run: CassandraRun, chats: list[tuple[str, PipelineResult]]) -> l
     return lines
 
 
-def cassandra_markdown(run: CassandraRun, sqlite_chat: PipelineResult | None) -> list[str]:
-    """The report's Cassandra section; ``sqlite_chat`` (the same closed loop on SQLite) beside it."""
-    chats = [(name, r) for name, r in (("SQLite", sqlite_chat), ("Cassandra", run.chat)) if r is not None]
-    lines = ["## 6. History in Cassandra", ""]
+def cassandra_markdown(
+    run: CassandraRun,
+    sqlite_chat: PipelineResult | None,
+    postgres: tuple[PipelineResult, str] | None = None,
+) -> list[str]:
+    """Section 6 of the report: the closed loop on SQLite and PostgreSQL (server named) beside Cassandra."""
+    postgres_chat, postgres_server = postgres if postgres is not None else (None, "PostgreSQL")
+    named = (("SQLite", sqlite_chat), ("PostgreSQL", postgres_chat), ("Cassandra", run.chat))
+    chats = [(name, r) for name, r in named if r is not None]
+    started = "" if math.isnan(run.started_in_s) else f"; it started in {run.started_in_s:.0f} s"
+    lines = ["## 6. History stores: SQLite, PostgreSQL, Cassandra", ""]
     if chats:
-        lines += _chat_table(run, chats)
+        lines += [
+            (
+                "The same closed-loop chat 1:1 as section 2 (same pairs, window and duration), with "
+                f"`hubbub up` storing history in SQLite (section 2's run), in {postgres_server} (a server "
+                "of its own on this machine, holding the accounts too), and in a real single-node Apache "
+                f"Cassandra 5.0 on this machine (the tests' node, both JIT tiers, 1 GiB heap{started}). "
+                "CPU per delivered message over the measured window: the "
+                "platform process (with its SQLite writer, for the SQLite run) and the store's server "
+                "(PostgreSQL's postmaster and backends; the Cassandra JVM)."
+            ),
+            "",
+            *store_chat_table(chats),
+        ]
     h = run.history
     if h is not None:
         lines += [

@@ -55,7 +55,7 @@ class PipelineResult:
     p99_ms: float
     platform_cpu_pct: float
     offered_per_s: float = 0.0  # open loop: the sending rate asked for
-    store_cpu_pct: float = float("nan")  # an external message store's server (Cassandra), if any
+    store_cpu_pct: float = float("nan")  # an external message store's server (PostgreSQL, Cassandra), if any
     cdf_ms: list[float] = field(default_factory=list)
 
 
@@ -88,7 +88,7 @@ def _measure(
     window: int = 0,
     rate: float = 0.0,
     workers: int = 2,
-    store_cpu: Callable[[], float] | None = None,
+    store_cpu: Callable[[], float | None] | None = None,
 ) -> PipelineResult:
     """Spawn the workers over ``devices``, run one window, reduce."""
     ctx = multiprocessing.get_context("spawn")
@@ -121,10 +121,10 @@ def _measure(
             pipe.send(("go", start_ns))
         time.sleep(max(0.0, (start_ns - time.time_ns()) / NS + warmup))
         cpu_before = platform.cpu_seconds()
-        store_before = store_cpu() if store_cpu is not None else float("nan")
+        store_before = store_cpu() if store_cpu is not None else None
         time.sleep(max(0.0, (start_ns - time.time_ns()) / NS + duration))
         cpu_after = platform.cpu_seconds()
-        store_after = store_cpu() if store_cpu is not None else float("nan")
+        store_after = store_cpu() if store_cpu is not None else None
         done = _collect(pipes, "result", duration + 120)
     finally:
         for started in procs:
@@ -137,9 +137,7 @@ def _measure(
     for report in done:
         latencies.frombytes(report.latencies_us)
     values = sorted(latencies)
-    cpu = (
-        float("nan") if cpu_before is None or cpu_after is None else 100 * (cpu_after - cpu_before) / measured
-    )
+    cpu = _percent(cpu_before, cpu_after, measured)
     result = PipelineResult(
         scenario=scenario,
         label=label,
@@ -152,7 +150,7 @@ def _measure(
         p99_ms=_quantile(values, 0.99) / 1000,
         platform_cpu_pct=cpu,
         offered_per_s=rate,
-        store_cpu_pct=100 * (store_after - store_before) / measured,
+        store_cpu_pct=_percent(store_before, store_after, measured),
         cdf_ms=[_quantile(values, k / (CDF_POINTS - 1)) / 1000 for k in range(CDF_POINTS)] if values else [],
     )
     _say(
@@ -161,6 +159,11 @@ def _measure(
         f"  platform CPU {result.platform_cpu_pct:.0f} %"
     )
     return result
+
+
+def _percent(before: float | None, after: float | None, seconds: float) -> float:
+    """CPU seconds used over ``seconds`` in % of one core; NaN when either reading failed."""
+    return float("nan") if before is None or after is None else 100 * (after - before) / seconds
 
 
 def run_chat(pairs: int, duration: float, warmup: float, window: int) -> list[PipelineResult]:

@@ -3,13 +3,15 @@
 Why mint tokens here instead of logging in over REST: the broker verifies the JWT (username =
 user id, client id = the token's device) and asks the account store whether the device is
 still signed in, so 10,000 subscribers need 10,000 signatures with the data dir's secret and
-10,000 rows in the store (``insert_devices``), not 10,000 password hashes. Subscribers subscribe to
+10,000 rows in the store (``insert_devices``: SQLite, or PostgreSQL for ``bench.postgres``), not
+10,000 password hashes. Subscribers subscribe to
 their own ``user/{uid}/inbox``; the publisher is a service account (``service:bench``), the
 only kind of client allowed to publish there.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import sqlite3
@@ -18,8 +20,11 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from sqlalchemy import text
+
 from bench.brokers import LOOPBACK, BrokerStartError, Credentials, SubprocessBroker
 from hubbub import topics
+from persister.sql_database import create_engine
 
 __all__ = ["REPO_ROOT", "HubbubBroker", "hubbub_broker", "hubbub_env", "insert_devices"]
 
@@ -29,19 +34,44 @@ TOKEN_TTL_S = 86_400  # longer than any run: a token expiring mid-run would look
 MAX_CLIENTS = 50_000  # signed-in devices made for the broker scenarios, whatever their size
 
 
-def insert_devices(database: Path, devices: Sequence[tuple[int, str]]) -> None:
-    """A user and a signed-in device per ``(user id, device id)``, written straight into SQLite."""
+_INSERT_USER = (
+    "INSERT INTO users (id, username, display_name, password_hash, created_at)"
+    " VALUES (:id, :username, :display_name, '!', :now)"
+)
+_INSERT_DEVICE = (
+    "INSERT INTO devices (id, user_id, name, created_at, last_login_at)"
+    " VALUES (:id, :user_id, 'bench', :now, :now)"
+)
+
+
+def insert_devices(database: Path | str, devices: Sequence[tuple[int, str]]) -> None:
+    """A user and a signed-in device per ``(user id, device id)``, written straight into the account store.
+
+    ``database``: the platform's SQLite file (the standard library's driver: 50,000 rows in a
+    blink), or the SQLAlchemy URL of its PostgreSQL database.
+    """
     now = int(time.time() * 1000)
+    users = [
+        {"id": user_id, "username": f"bench{user_id}", "display_name": f"bench {user_id}", "now": now}
+        for user_id, _ in devices
+    ]
+    device_rows = [{"id": device_id, "user_id": user_id, "now": now} for user_id, device_id in devices]
+    if isinstance(database, str):
+        asyncio.run(_insert_by_url(database, users, device_rows))
+        return
     with contextlib.closing(sqlite3.connect(database, timeout=30)) as db, db:
-        db.executemany(
-            "INSERT INTO users (id, username, display_name, password_hash, created_at)"
-            " VALUES (?, ?, ?, ?, ?)",
-            [(user_id, f"bench{user_id}", f"bench {user_id}", "!", now) for user_id, _ in devices],
-        )
-        db.executemany(
-            "INSERT INTO devices (id, user_id, name, created_at, last_login_at) VALUES (?, ?, ?, ?, ?)",
-            [(device_id, user_id, "bench", now, now) for user_id, device_id in devices],
-        )
+        db.executemany(_INSERT_USER, users)
+        db.executemany(_INSERT_DEVICE, device_rows)
+
+
+async def _insert_by_url(url: str, users: list[dict[str, object]], devices: list[dict[str, object]]) -> None:
+    engine = create_engine(url)
+    try:
+        async with engine.begin() as connection:
+            await connection.execute(text(_INSERT_USER), users)
+            await connection.execute(text(_INSERT_DEVICE), devices)
+    finally:
+        await engine.dispose()
 
 
 def hubbub_env(data_dir: Path, **settings: str) -> dict[str, str]:

@@ -1,14 +1,16 @@
 """``hubbub up`` for the pipeline scenarios: started in a subprocess, users made fast, then stopped.
 
-Why insert users straight into SQLite: signing up goes through argon2 (tens of milliseconds
-each by design), which would make a 1,000-user setup slower than the measurement. The
-broker and the API only verify JWTs minted with the data dir's secret, so users and devices
-rows plus a token per device are a real login. Conversations are created over REST, as a
+Why insert users straight into the account store (the data dir's SQLite, or the PostgreSQL
+database of ``database_url``): signing up goes through argon2 (tens of milliseconds each by
+design), which would make a 1,000-user setup slower than the measurement. The broker and the
+API only verify JWTs minted with the data dir's secret, so users and devices rows plus a
+token per device are a real login. Conversations are created over REST, as a
 client would, so membership and ids are the platform's own.
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -23,11 +25,27 @@ import httpx
 
 from bench.hubbub import REPO_ROOT, TOKEN_TTL_S, hubbub_env, insert_devices
 
-__all__ = ["BenchUser", "RunningPlatform", "start_platform"]
+__all__ = ["BenchUser", "RunningPlatform", "start_platform", "tree_cpu_seconds"]
 
 READY_PREFIX = "hubbub ready:"
 READY_TIMEOUT_S = 60.0
 USER_ID_BASE = 10_000_000  # far above anything the platform's own sign-up would hand out
+
+
+def tree_cpu_seconds(pid: int) -> float | None:
+    """User + system CPU of process ``pid`` and of its children, live or ended; ``None`` once it is gone.
+
+    A platform and its SQLite writer process; PostgreSQL's postmaster and its backends; a JVM.
+    """
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        ticks = 0
+        for each in [str(pid), *children]:
+            fields = Path(f"/proc/{each}/stat").read_text().rsplit(")", 1)[1].split()
+            ticks += sum(int(value) for value in fields[11:15])  # utime stime cutime cstime
+    except OSError:
+        return None
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 @dataclass(frozen=True)
@@ -43,39 +61,33 @@ class RunningPlatform:
     """A ``hubbub up`` child process and what the scenarios need from it."""
 
     def __init__(
-        self, proc: subprocess.Popen[str], tmp: tempfile.TemporaryDirectory[str], log: IO[str]
+        self,
+        proc: subprocess.Popen[str],
+        tmp: tempfile.TemporaryDirectory[str],
+        log: IO[str],
+        database_url: str | None = None,
     ) -> None:
         self.proc = proc
         self._tmp = tmp
         self._log = log
         self.data_dir = Path(tmp.name) / "data"
+        self.database: Path | str = database_url or self.data_dir / "hubbub.db"
         self.mqtt_host = ""
         self.mqtt_port = 0
         self.http_url = ""
 
     def cpu_seconds(self) -> float | None:
         """User + system CPU of the platform process and its children (the SQLite writer)."""
-        import os  # noqa: PLC0415
-
-        pid = self.proc.pid
-        try:
-            children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-            ticks = 0
-            for each in [str(pid), *children]:
-                fields = Path(f"/proc/{each}/stat").read_text().rsplit(")", 1)[1].split()
-                ticks += int(fields[11]) + int(fields[12])
-        except OSError:
-            return None
-        return ticks / os.sysconf("SC_CLK_TCK")
+        return tree_cpu_seconds(self.proc.pid)
 
     def make_users(self, count: int) -> list[BenchUser]:
-        """``count`` users with one device each, written into the platform's SQLite database."""
+        """``count`` users with one device each, written into the platform's account store."""
         from hubbub.tokens import TokenCodec  # noqa: PLC0415 - the project's own code
 
         codec = TokenCodec((self.data_dir / "secret.key").read_text().strip(), access_ttl_s=TOKEN_TTL_S)
         first = USER_ID_BASE + int(time.time()) % 1000 * 10_000
         users = [BenchUser(first + k, f"bd{first + k}", "") for k in range(count)]
-        insert_devices(self.data_dir / "hubbub.db", [(u.user_id, u.device_id) for u in users])
+        insert_devices(self.database, [(u.user_id, u.device_id) for u in users])
         return [BenchUser(u.user_id, u.device_id, codec.issue_access(u.user_id, u.device_id)) for u in users]
 
     def create_conversation(self, http: httpx.Client, creator: BenchUser, body: dict[str, object]) -> int:
@@ -118,7 +130,7 @@ def start_platform(settings: Mapping[str, str], *, profile_to: Path | None = Non
         stderr=log,
         text=True,
     )
-    running = RunningPlatform(proc, tmp, log)
+    running = RunningPlatform(proc, tmp, log, settings.get("database_url"))
     deadline = time.monotonic() + READY_TIMEOUT_S
     assert proc.stdout is not None  # noqa: S101 - PIPE above
     for line in proc.stdout:

@@ -24,6 +24,7 @@ from bench.chat import PipelineResult, profile_chat, run_chat, run_groups
 from bench.connections import ConnectionsResult, run_connections
 from bench.hubbub import HubbubBroker
 from bench.loadgen import LoadParams
+from bench.postgres import run_chat_on_postgres
 from bench.presence_storm import PresenceResult, presence_markdown, run_presence
 from bench.relay import RelayError, RelayResult, run_relay
 from bench.report import Failure, markdown, plot, plot_latency_cdf
@@ -85,6 +86,7 @@ class SuiteResults:
     profile: str = ""
     chat_profile: str = ""
     cassandra: CassandraRun | None = None
+    postgres: tuple[PipelineResult, str] | None = None  # the chat on PostgreSQL, and its server
     errors: list[str] = field(default_factory=list)
 
 
@@ -151,6 +153,13 @@ def _cassandra(results: SuiteResults, options: SuiteOptions) -> None:
     results.errors += results.cassandra.errors
 
 
+def _postgres(results: SuiteResults, options: SuiteOptions) -> None:
+    """Chat 1:1 with history and accounts in a PostgreSQL server of its own (section 6)."""
+    results.postgres = run_chat_on_postgres(
+        options.pairs, options.duration, options.warmup, options.chat_window
+    )
+
+
 def run_suite(options: SuiteOptions) -> SuiteResults:
     """Run every scenario; a failing one is recorded and the others still run."""
     results = SuiteResults()
@@ -184,6 +193,7 @@ def run_suite(options: SuiteOptions) -> SuiteResults:
             "connections mosquitto",
             lambda: results.connections.append(run_connections(Mosquitto(), options.connections)),
         ),
+        ("postgres", lambda: _postgres(results, options)),
         ("cassandra", lambda: _cassandra(results, options)),
         (
             "presence",
@@ -251,9 +261,9 @@ def suite_markdown(results: SuiteResults, options: SuiteOptions, command: str) -
     lines += presence_markdown(
         results.presence, command, [e for e in results.errors if e.startswith("presence:")]
     )
-    if results.cassandra is not None:
+    if results.cassandra is not None or results.postgres is not None:
         sqlite_chat = next((r for r in results.chat if r.label == "max"), None)
-        lines += cassandra_markdown(results.cassandra, sqlite_chat)
+        lines += cassandra_markdown(results.cassandra or CassandraRun(), sqlite_chat, results.postgres)
     lines += [
         "## Where the time goes",
         "",

@@ -20,7 +20,9 @@ The CONNECT flow: a connection must send its CONNECT within ``connect_timeout_s`
 amqtt waited for ever, so idle sockets could pile up); it is authenticated *before* it may
 touch an existing session (``auth.py``); a live connection of the same client id is closed
 first [MQTT-3.1.4-2]; a clean session starts afresh, a persistent one resumes (CONNACK
-session present [MQTT-3.2.2-2]). Every connection's reader is wrapped in
+session present [MQTT-3.2.2-2]); the device is reported to the core before its CONNACK, which
+waits if the core asks it to (a cluster node subscribing to the user's inbox on NATS first).
+Every connection's reader is wrapped in
 ``PacketLimitReader``, so an oversized packet is refused from its fixed header.
 """
 
@@ -209,16 +211,53 @@ class HubbubBroker(RoutingBroker):
         except TimeoutError:
             logger.warning("previous connection of %s did not end in time", handler.session.client_id)
 
+    async def _reported(
+        self, events: DeviceEvents, user_id: int, session: MqttSession, writer: WriterAdapter
+    ) -> bool:
+        """Report the device connected, before its CONNACK; ``False`` if the connection must end instead.
+
+        On one node the core handles it at once. A cluster node returns something to wait for
+        (its subscription to the user's inbox): the CONNACK, and with it the device's
+        SUBSCRIBE and catch-up, follow once it is in place. Meanwhile the session has no
+        connection, so what is routed to it waits in its queue, as for an away device. A
+        CONNECT of the same client id that arrived meanwhile and took the session first wins
+        (the first to be reported gets it); so does a shutdown.
+        """
+        client_id = session.client_id
+        pending = events.device_connected(user_id, client_id)
+        if pending is None:
+            return True
+        try:
+            await pending
+        except asyncio.CancelledError:  # shutdown gave up waiting
+            await writer.close()
+            raise
+        except Exception:
+            logger.exception("reporting device_id=%s connected failed; closing it", client_id)
+        else:
+            if not self._closing and self.sessions.get(client_id) is session and session.handler is None:
+                return True
+        if not self._closing:
+            events.device_disconnected(user_id, client_id)
+        if self.sessions.get(client_id) is session and session.handler is None and session.clean_session:
+            self.forget(session)
+        await writer.close()
+        return False
+
     async def _run(
         self, session: MqttSession, present: bool, reader: ReaderAdapter, writer: WriterAdapter
     ) -> None:
-        """One accepted connection, from CONNACK to its end (will, session clean-up, presence)."""
+        """One accepted connection, from its report and CONNACK to its end (will, session, presence)."""
+        user_id, events = session.user_id, self._events
+        if (
+            user_id is not None
+            and events is not None
+            and not await self._reported(events, user_id, session, writer)
+        ):
+            return
         handler = ConnectionHandler(session, reader, writer, self)
         session.handler = handler
         handler.connack(present)
-        user_id, events = session.user_id, self._events
-        if user_id is not None and events is not None:
-            events.device_connected(user_id, session.client_id)
         handler.start()  # resends what was in flight when the last connection ended, then the queue
         try:
             clean = await asyncio.shield(handler.ended)

@@ -74,10 +74,25 @@ class MessageStore(Protocol):
 
         ``fence`` (a cluster's persister; every conversation of ``batch`` in ``fence.shard``):
         the first commit with a newer epoch takes the shard over, and a commit whose epoch is
-        older than the shard's newest raises ``FencedOut`` with nothing of it visible. The
-        Cassandra store checks it with one lightweight transaction per batch. The SQL stores
-        refuse a fence for now (``CommitFailed``): they serve one node, whose single persister
-        passes none (PostgreSQL's conditional update in the commit is to come).
+        older than the shard's newest raises ``FencedOut`` with nothing of it visible; the
+        same epoch may commit any number of batches. The Cassandra store checks it with one
+        lightweight transaction per batch, PostgreSQL with a conditional upsert in the
+        commit's transaction. SQLite serves a single node and refuses any fence with
+        ``CommitFailed`` (not ``FencedOut``: no other owner exists, the setup is wrong).
+        """
+        ...
+
+    async def fence(self, fence: Fence) -> None:
+        """Take ``fence.shard`` over at ``fence.epoch`` without committing anything.
+
+        A persister that gains a shard calls it before reading the shard's last seqs
+        (``latest_seqs``): once it returns, every commit of an older epoch is refused, so none
+        can land after that read. (On Cassandra a stale owner's commit that passed its fence
+        just before may show in ``latest_seqs`` a moment late, its heads written after its
+        commit point; this store's next commit sees it at once, reading the shard serially.)
+        Raises ``FencedOut`` if a newer epoch holds the shard (also when this store held
+        ``fence`` before and a newer owner has since taken over), and ``CommitFailed`` on
+        SQLite, as ``commit`` does.
         """
         ...
 

@@ -8,14 +8,15 @@ send. A resend of a message stored before is answered with the original ``ack`` 
 others had the message, or catch up through sync.
 
 Each event is encoded once per message, whatever the number of recipients; the MQTT
-server encodes each PUBLISH once too.
+server encodes each PUBLISH once too. In a cluster each event crosses NATS once per
+recipient user (``hubbub.inbox.<uid>``), to the broker nodes holding that user's devices.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 
-from hubbub.connections import DeviceConnections
+from hubbub.connections import Inboxes
 from hubbub.envelope import CommitResult
 from hubbub.events import ack_event, message_event
 
@@ -24,13 +25,16 @@ __all__ = ["Members", "fan_out"]
 Members = Callable[[int], Awaitable[frozenset[int] | None]]
 
 
-async def fan_out(results: Sequence[CommitResult], members: Members, connections: DeviceConnections) -> None:
-    """Deliver the events of ``results``, in commit order (members looked up once per conversation)."""
+async def fan_out(results: Sequence[CommitResult], members: Members, inboxes: Inboxes) -> None:
+    """Deliver the events of ``results``, in commit order (members looked up once per conversation).
+
+    ``inboxes`` is the MQTT server on one node, or the NATS publisher in a persister of a cluster.
+    """
     rosters = {
         cid: await members(cid) or frozenset()
         for cid in {result.message.conversation_id for result in results if not result.duplicate}
     }
-    to_inbox = connections.to_inbox
+    to_inbox = inboxes.to_inbox
     for result in results:
         message = result.message
         sender, device = message.sender_id, result.sender_device_id

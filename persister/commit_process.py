@@ -33,7 +33,9 @@ from sqlalchemy import Engine
 from hubbub.envelope import AcceptedMessage, CommitResult, CommittedMessage
 from hubbub.errors import CommitFailed
 from hubbub.failure_log import FailureLog, describe_failure
+from hubbub.stores import Fence
 from persister.sql_commit import BatchCommitter, commit_batch
+from persister.sql_fencing import single_node
 
 __all__ = ["ProcessCommitter", "serve"]
 
@@ -115,8 +117,12 @@ class ProcessCommitter:
         """The writer process's pid, while one runs."""
         return None if self._child is None else self._child.process.pid
 
-    async def commit(self, batch: Sequence[AcceptedMessage]) -> list[CommitResult]:
-        """See ``hubbub.stores.MessageStore.commit``; raises ``CommitFailed``."""
+    async def commit(
+        self, batch: Sequence[AcceptedMessage], *, fence: Fence | None = None
+    ) -> list[CommitResult]:
+        """See ``hubbub.stores.MessageStore.commit``; raises ``CommitFailed``, at once for a fence."""
+        if fence is not None:
+            raise single_node(fence)
         if not batch:
             return []
         request = orjson.dumps([_encode_request(message) for message in batch])
@@ -130,6 +136,10 @@ class ProcessCommitter:
         if "error" in decoded:
             raise CommitFailed(f"the writer process failed the batch: {decoded['error']}")
         return [_decode_result(m, r) for m, r in zip(batch, decoded["results"], strict=True)]
+
+    async def fence(self, fence: Fence) -> None:
+        """Refused: a SQLite file serves a single node (``persister.sql_fencing.single_node``)."""
+        raise single_node(fence)
 
     async def close(self) -> None:
         """End the writer process: EOF on its stdin, then a kill if it lingers."""

@@ -10,6 +10,10 @@ what is already there.
 The work is synchronous, on a SQLAlchemy ``Connection``, so the same code runs in the
 SQLite writer process (``persister.commit_process``) and, through ``run_sync``, on the async
 engine (``EngineCommitter``: PostgreSQL, or an in-memory SQLite).
+
+A cluster's fenced commit (PostgreSQL only) checks its epoch first thing in the same
+transaction (``persister.sql_fencing``); when the epoch is new to this writer, the seq cache
+is dropped, since the shard's previous owner moved its conversations on.
 """
 
 from __future__ import annotations
@@ -24,9 +28,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from hubbub.envelope import AcceptedMessage, CommitResult, CommittedMessage
+from hubbub.stores import Fence
+from persister.sql_fencing import STALLED_AFTER_S, ShardClaims, single_node
 from persister.sql_schema import COLUMNS, messages, row_message
 
-__all__ = ["BatchCommitter", "Committer", "EngineCommitter", "commit_batch"]
+__all__ = ["BatchCommitter", "Committer", "EngineCommitter", "commit_batch", "fence_shard"]
 
 logger = logging.getLogger(__name__)
 
@@ -42,8 +48,14 @@ _Key = tuple[int, int, str]
 class Committer(Protocol):
     """What the SQL store commits through."""
 
-    async def commit(self, batch: Sequence[AcceptedMessage]) -> list[CommitResult]:
+    async def commit(
+        self, batch: Sequence[AcceptedMessage], *, fence: Fence | None = None
+    ) -> list[CommitResult]:
         """See ``hubbub.stores.MessageStore.commit``."""
+        ...
+
+    async def fence(self, fence: Fence) -> None:
+        """See ``hubbub.stores.MessageStore.fence``."""
         ...
 
     async def close(self) -> None:
@@ -54,16 +66,30 @@ class Committer(Protocol):
 class BatchCommitter:
     """One writer's commits: the seq cache and the statements of one attempt."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, stalled_after_s: float = STALLED_AFTER_S) -> None:
+        """``stalled_after_s``: how long a fenced transaction may sit idle (``persister.sql_fencing``)."""
         self._last_seq: dict[int, int] = {}
+        self._claims = ShardClaims(stalled_after_s=stalled_after_s)
+
+    def claim(self, connection: Connection, fence: Fence) -> None:
+        """Check ``fence`` first thing in the caller's transaction (PostgreSQL); raises ``FencedOut``."""
+        if self._claims.take(connection, fence):
+            self._last_seq.clear()  # the shard's last owner may have moved any of its conversations
 
     def attempt(
-        self, connection: Connection, batch: Sequence[AcceptedMessage], *, lookup: bool
+        self,
+        connection: Connection,
+        batch: Sequence[AcceptedMessage],
+        *,
+        lookup: bool,
+        fence: Fence | None = None,
     ) -> list[CommitResult]:
         """Assign seqs and insert, inside the caller's transaction; ``lookup`` finds resends first.
 
         If the transaction does not commit, the caller must ``forget`` the batch's seqs.
         """
+        if fence is not None:
+            self.claim(connection, fence)
         conversations = {message.conversation_id for message in batch}
         stored = _already_stored(connection, batch) if lookup else {}
         self._load_last_seqs(connection, conversations - self._last_seq.keys())
@@ -132,7 +158,10 @@ class BatchCommitter:
 
 
 def commit_batch(
-    committer: BatchCommitter, connection: Connection, batch: Sequence[AcceptedMessage]
+    committer: BatchCommitter,
+    connection: Connection,
+    batch: Sequence[AcceptedMessage],
+    fence: Fence | None = None,
 ) -> list[CommitResult]:
     """Commit ``batch`` in one transaction on ``connection`` (a second one if it holds a resend).
 
@@ -140,18 +169,29 @@ def commit_batch(
     forgotten, so the conversation's next message still gets the next seq actually stored.
     """
     try:
-        return _transaction(committer, connection, batch, lookup=False)
+        return _transaction(committer, connection, batch, fence, lookup=False)
     except IntegrityError:
         logger.debug("a resend in a batch of %d; committing it again with a lookup", len(batch))
-    return _transaction(committer, connection, batch, lookup=True)
+    return _transaction(committer, connection, batch, fence, lookup=True)
+
+
+def fence_shard(committer: BatchCommitter, connection: Connection, fence: Fence) -> None:
+    """Take ``fence.shard`` over (or check it is still ours) in a transaction of its own."""
+    with connection.begin():
+        committer.claim(connection, fence)
 
 
 def _transaction(
-    committer: BatchCommitter, connection: Connection, batch: Sequence[AcceptedMessage], *, lookup: bool
+    committer: BatchCommitter,
+    connection: Connection,
+    batch: Sequence[AcceptedMessage],
+    fence: Fence | None,
+    *,
+    lookup: bool,
 ) -> list[CommitResult]:
     try:
         with connection.begin():
-            return committer.attempt(connection, batch, lookup=lookup)
+            return committer.attempt(connection, batch, lookup=lookup, fence=fence)
     except BaseException:
         committer.forget(batch)
         raise
@@ -169,19 +209,34 @@ def _already_stored(connection: Connection, batch: Sequence[AcceptedMessage]) ->
 
 
 class EngineCommitter:
-    """Commits on a connection of the shared async engine (PostgreSQL, or an in-memory SQLite)."""
+    """Commits on a connection of the shared async engine (PostgreSQL, or an in-memory SQLite).
+
+    Fences are checked on PostgreSQL and refused on SQLite (``persister.sql_fencing``).
+    """
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
         self._committer = BatchCommitter()
         self._lock = asyncio.Lock()
+        self._takes_fences = engine.dialect.name == "postgresql"
 
-    async def commit(self, batch: Sequence[AcceptedMessage]) -> list[CommitResult]:
+    async def commit(
+        self, batch: Sequence[AcceptedMessage], *, fence: Fence | None = None
+    ) -> list[CommitResult]:
         """See ``hubbub.stores.MessageStore.commit``: one batch at a time, in call order."""
+        if fence is not None and not self._takes_fences:
+            raise single_node(fence)
         if not batch:
             return []
         async with self._lock, self._engine.connect() as connection:
-            return await connection.run_sync(lambda sync: commit_batch(self._committer, sync, batch))
+            return await connection.run_sync(lambda sync: commit_batch(self._committer, sync, batch, fence))
+
+    async def fence(self, fence: Fence) -> None:
+        """See ``hubbub.stores.MessageStore.fence``: in call order with the commits."""
+        if not self._takes_fences:
+            raise single_node(fence)
+        async with self._lock, self._engine.connect() as connection:
+            await connection.run_sync(lambda sync: fence_shard(self._committer, sync, fence))
 
     async def close(self) -> None:
         """Nothing of its own: the shared engine is disposed by its owner."""

@@ -1,10 +1,12 @@
-"""The ``messages`` table as SQLAlchemy sees it, for the SQL store's reads and its commits.
+"""The message store's tables as SQLAlchemy sees them, for the SQL store's reads and its commits.
 
-Rows are keyed by (conversation_id, seq), so a page is one index range scan; the unique
-(conversation_id, sender_id, cmid) constraint is what recognises a resend.
+``messages`` rows are keyed by (conversation_id, seq), so a page is one index range scan; the
+unique (conversation_id, sender_id, cmid) constraint is what recognises a resend.
+``shard_fences`` holds each conversation shard's newest owner epoch, for a cluster's fenced
+commits on PostgreSQL (``persister.sql_fencing``).
 
-The migrations (``persister/migrations``) are the schema: they alone create the table.
-This is its description for queries, and ``tests/persister/test_sql_schema.py`` fails
+The migrations (``persister/migrations``) are the schema: they alone create the tables.
+This is their description for queries, and ``tests/persister/test_sql_schema.py`` fails
 if the two ever differ.
 """
 
@@ -13,11 +15,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import BigInteger, Column, MetaData, String, Table, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Column, Integer, MetaData, String, Table, Text, UniqueConstraint
 
 from hubbub.envelope import CommittedMessage
 
-__all__ = ["COLUMNS", "messages", "row_message"]
+__all__ = ["COLUMNS", "messages", "row_message", "shard_fences"]
 
 _metadata = MetaData()
 messages = Table(
@@ -31,6 +33,12 @@ messages = Table(
     Column("text", Text, nullable=False),
     Column("created_at", BigInteger, nullable=False),
     UniqueConstraint("conversation_id", "sender_id", "cmid", name="uq_messages_cmid"),
+)
+shard_fences = Table(
+    "shard_fences",
+    _metadata,
+    Column("shard", Integer, primary_key=True, autoincrement=False),
+    Column("epoch", BigInteger, nullable=False),
 )
 # In the order of CommittedMessage's fields, for row_message.
 COLUMNS = (

@@ -2,7 +2,8 @@
 
 Reads run on the shared async engine; commits go through a ``Committer``
 (``persister.sql_commit``): on a SQLite file a writer process of its own
-(``persister.commit_process``), elsewhere a connection of the same engine.
+(``persister.commit_process``), elsewhere a connection of the same engine. A cluster's
+fenced commits are checked on PostgreSQL and refused on SQLite (``persister.sql_fencing``).
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from sqlalchemy import and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from hubbub.envelope import AcceptedMessage, CommitResult, CommittedMessage
-from hubbub.errors import CommitFailed
 from hubbub.stores import Fence, MessagePage
 from persister.sql_commit import Committer, EngineCommitter
 from persister.sql_schema import COLUMNS, messages, row_message
@@ -36,12 +36,14 @@ class SqlMessageStore:
     ) -> list[CommitResult]:
         """Store ``batch`` in one transaction; see ``hubbub.stores.MessageStore.commit``.
 
-        A fenced commit is refused rather than committed unchecked: the SQL stores serve one
-        node, whose single persister passes no fence, until the epoch check joins the commit.
+        With a fence, PostgreSQL checks its epoch in that transaction; SQLite refuses it
+        (``CommitFailed``: it serves a single node).
         """
-        if fence is not None:
-            raise CommitFailed(f"shard {fence.shard}: the SQL message store does not check fences yet")
-        return await self._committer.commit(batch)
+        return await self._committer.commit(batch, fence=fence)
+
+    async def fence(self, fence: Fence) -> None:
+        """Take ``fence.shard`` over; see ``hubbub.stores.MessageStore.fence`` (SQLite refuses)."""
+        await self._committer.fence(fence)
 
     async def page(
         self,

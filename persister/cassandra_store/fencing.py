@@ -4,9 +4,11 @@
 row per conversation with its committed ``last_seq``. Lightweight transactions (Paxos) are
 linearizable within a partition, so:
 
-- ``claim`` (once per epoch, by a new owner): ``epoch`` is raised to the owner's if it is
-  lower (``IF epoch < ?``; ``IF NOT EXISTS`` the first time a shard is seen). From then on
-  every commit of an older epoch fails.
+- ``claim`` (once per epoch, by a new owner, in its first commit or in ``MessageStore.fence``):
+  ``epoch`` is raised to the owner's if it is lower (``IF epoch < ?``; ``IF NOT EXISTS`` the
+  first time a shard is seen). From then on every commit of an older epoch fails. ``take``
+  (``MessageStore.fence``) is a claim that, when this store already held the epoch, checks
+  with one serial read that no newer owner has taken the shard since.
 - ``commit_point`` (once per batch): one conditional batch on the shard's partition, ``IF
   epoch = ?`` plus the batch's new heads. It applies entirely or not at all, so the heads of
   a shard only ever move under the epoch that owns it; a refused commit raises ``FencedOut``.
@@ -88,6 +90,16 @@ class ShardFences:
         logger.info("claimed shard %d at epoch %d", fence.shard, fence.epoch)
         self._claims[fence.shard] = Claim(fence.epoch)
         return self._claims[fence.shard], True
+
+    async def take(self, statements: Statements, fence: Fence) -> bool:
+        """Claim ``fence`` and make sure it still owns the shard; whether the claim is new here."""
+        _, new = await self.claim(statements, fence)
+        if not new:
+            current = await self.epoch(statements, fence.shard)
+            if current != fence.epoch:
+                self._claims.pop(fence.shard, None)
+                raise FencedOut(f"shard {fence.shard}: epoch {fence.epoch} was taken over by {current}")
+        return new
 
     async def epoch(self, statements: Statements, shard: int) -> int | None:
         """The shard's newest epoch, read at serial consistency."""

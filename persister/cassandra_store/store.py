@@ -217,6 +217,16 @@ class CassandraMessageStore:
             raise
         return results
 
+    async def fence(self, fence: Fence) -> None:
+        """Take ``fence.shard`` over before any batch; see ``hubbub.stores.MessageStore.fence``.
+
+        The claim's lightweight transaction alone (a serial read instead when this store
+        already holds the epoch), in call order with the commits.
+        """
+        async with self._commit_lock:
+            if await self._fences.take(await self._prepared(), fence):
+                self._last_seq.clear()  # another owner may have moved any conversation of the shard
+
     def _stamp(self, fence: Fence | None, claim: Claim | None) -> int:
         """This commit's write timestamp (µs): after every earlier one of this store."""
         if fence is not None and claim is not None:

@@ -30,13 +30,15 @@ class Recorder:
 
     log: list[tuple[str, int, str]] = field(default_factory=list)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
+    gate: asyncio.Future[None] | None = None  # what ``device_connected`` asks the broker to wait for
 
     def _note(self, what: str, user_id: int, device_id: str) -> None:
         self.log.append((what, user_id, device_id))
         self.changed.set()
 
-    def device_connected(self, user_id: int, device_id: str) -> None:
+    def device_connected(self, user_id: int, device_id: str) -> Awaitable[None] | None:
         self._note("connected", user_id, device_id)
+        return self.gate
 
     def device_disconnected(self, user_id: int, device_id: str) -> None:
         self._note("disconnected", user_id, device_id)
@@ -57,8 +59,8 @@ class Recorder:
     async def presence_snapshot(self, user_id: int) -> bytes:
         return orjson.dumps({"user_id": str(user_id), "status": "offline"})
 
-    async def wait_for(self, entry: tuple[str, int, str]) -> None:
-        while entry not in self.log:
+    async def wait_for(self, entry: tuple[str, int, str], times: int = 1) -> None:
+        while self.log.count(entry) < times:
             self.changed.clear()
             await self.changed.wait()
 
@@ -120,12 +122,19 @@ class Device:
         return suback[2:]
 
 
-async def _connect(broker: Broker, device_id: str) -> Device:
+async def _send_connect(broker: Broker, device_id: str, *, clean: bool = True) -> Device:
     reader, writer = await asyncio.open_connection("127.0.0.1", broker.server.mqtt_port)
     broker.clients.append(writer)
     token = broker.tokens.issue_access(USER, device_id)
-    writer.write(connect_packet(device_id, str(USER), token))
-    device = Device(reader, writer)
+    packet = connect_packet(device_id, str(USER), token)
+    if not clean:  # the same CONNECT with the clean session flag cleared
+        packet = packet.replace(bytes([4, 0b11000010]), bytes([4, 0b11000000]), 1)
+    writer.write(packet)
+    return Device(reader, writer)
+
+
+async def _connect(broker: Broker, device_id: str) -> Device:
+    device = await _send_connect(broker, device_id)
     assert await device.packet() == (0x20, b"\x00\x00")
     return device
 
@@ -220,3 +229,44 @@ async def test_a_send_to_a_malformed_conversation_topic_gets_an_error_event(
     assert (event["kind"], event["code"], event["conversation_id"]) == ("error", "invalid", None)
     assert "not a conversation topic" in event["message"]
     assert not any(entry[0].startswith("send") for entry in broker.events.log)
+
+
+async def test_the_connack_waits_for_what_the_core_asks_to_wait_for(broker: Broker) -> None:
+    """A cluster node subscribes to the user's inbox first: CONNACK (and the device's catch-up) after."""
+    broker.events.gate = gate = asyncio.get_running_loop().create_future()
+    pending = asyncio.ensure_future(_connect(broker, "phone"))
+    await broker.events.wait_for(("connected", USER, "phone"))
+    assert not broker.server.is_connected("phone")  # reported, not yet acknowledged
+    assert not pending.done()
+    gate.set_result(None)
+    phone = await pending
+    assert broker.server.is_connected("phone")
+    assert await phone.subscribe(f"user/{USER}/inbox") == b"\x01"
+    assert broker.server.to_inbox(USER, b"hello") == 1
+
+
+async def test_a_failed_connect_report_closes_the_connection_and_reports_it_gone(broker: Broker) -> None:
+    broker.events.gate = gate = asyncio.get_running_loop().create_future()
+    gate.set_exception(RuntimeError("no inbox subscription"))
+    phone = await _send_connect(broker, "phone")
+    with pytest.raises(EOFError):
+        await phone.packet()  # closed without CONNACK
+    await broker.events.wait_for(("disconnected", USER, "phone"))
+    assert "phone" not in broker.server.sessions
+
+
+async def test_a_persistent_session_keeps_what_was_routed_while_its_connack_waited(broker: Broker) -> None:
+    inbox = f"user/{USER}/inbox"
+    phone = await _send_connect(broker, "phone", clean=False)
+    assert await phone.packet() == (0x20, b"\x00\x00")
+    assert await phone.subscribe(inbox) == b"\x01"
+    phone.writer.write(b"\xe0\x00")  # DISCONNECT: the session stays
+    await broker.events.wait_for(("disconnected", USER, "phone"))
+    broker.events.gate = gate = asyncio.get_running_loop().create_future()
+    again = await _send_connect(broker, "phone", clean=False)
+    await broker.events.wait_for(("connected", USER, "phone"), times=2)
+    assert broker.server.to_inbox(USER, b"meanwhile") == 0  # queued for the session, not sent
+    gate.set_result(None)
+    assert await again.packet() == (0x20, b"\x01\x00")  # session present
+    first, body = await again.packet()
+    assert parse_publish(first & 0x0F, body)[::2] == (inbox, b"meanwhile")

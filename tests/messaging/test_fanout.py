@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from hubbub.connections import Inboxes
 from hubbub.envelope import CommitResult, CommittedMessage
+from messaging.fanout import fan_out
 from tests.messaging.conftest import ALICE, BOB, CAROL, CID, World
 
 
@@ -55,3 +57,27 @@ async def test_a_conversation_gone_meanwhile_still_acks_its_sender(world: World)
     await world.core.committed([_result(1)])
     assert world.connections.events("message") == []
     assert len(world.connections.events("ack")) == 1
+
+
+class _Recorder:
+    """Only ``Inboxes`` (what a persister in a cluster has: no presence, no connections)."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[int, str | None, str | None]] = []
+
+    def to_inbox(
+        self, user_id: int, payload: bytes, *, only_device: str | None = None, skip_device: str | None = None
+    ) -> int:
+        del payload
+        self.sent.append((user_id, only_device, skip_device))
+        return 0
+
+
+async def test_fan_out_needs_nothing_but_inboxes(world: World) -> None:
+    inboxes = _Recorder()
+    _: Inboxes = inboxes
+    await fan_out([_result(1)], world.directory.members, inboxes)
+    assert sorted(inboxes.sent, key=str) == sorted(
+        [(ALICE, None, "alice-phone"), (BOB, None, None), (CAROL, None, None), (ALICE, "alice-phone", None)],
+        key=str,
+    )

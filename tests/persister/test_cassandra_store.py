@@ -1,11 +1,11 @@
-"""The Cassandra store beyond the shared contract: page arithmetic, hosts, migrations, fencing.
+"""The Cassandra store beyond the shared contract: page arithmetic, hosts, migrations, batching.
 
-The migrations and fencing run on the session's real node (``tests/support/cassandra.py``).
+The migrations and batches run on the session's real node (``tests/support/cassandra.py``);
+fencing is in the contract suite, shared with PostgreSQL.
 """
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import socket
 import uuid
@@ -15,8 +15,7 @@ import pytest
 from cassandra.query import BatchStatement, BatchType, SimpleStatement  # type: ignore[import-untyped]
 
 import persister
-from hubbub.envelope import AcceptedMessage, CommitResult
-from hubbub.stores import Fence, FencedOut
+from hubbub.envelope import AcceptedMessage
 from persister import SqlMessageStore, cassandra_store
 from persister.cassandra_store import (
     MIGRATIONS,
@@ -155,67 +154,6 @@ async def test_migrating_twice_is_a_no_op(cassandra: CassandraServer) -> None:
 
 def _message(cid: int, cmid: str, sender: int = 7) -> AcceptedMessage:
     return AcceptedMessage(cid, next(_ids), sender, "d", cmid, f"text of {cmid}", 1_700_000_000_000)
-
-
-async def test_a_stale_owner_is_fenced_out_and_leaves_nothing_visible(
-    keyspace: tuple[CassandraServer, str],
-) -> None:
-    server, name = keyspace
-    old, new, other = [await connect([server.host], name) for _ in range(3)]
-    try:
-        [first] = await old.commit([_message(40, "a")], fence=Fence(3, 1))
-        [second] = await new.commit([_message(40, "b")], fence=Fence(3, 2))  # takes the shard over
-        assert (first.message.seq, second.message.seq) == (1, 2)
-        with pytest.raises(FencedOut):
-            await old.commit([_message(40, "stale")], fence=Fence(3, 1))
-        with pytest.raises(FencedOut):  # and stays out, even from another store
-            await other.commit([_message(40, "late")], fence=Fence(3, 1))
-        third, resent = await new.commit([_message(40, "c"), _message(40, "b")], fence=Fence(3, 2))
-        assert (third.message.seq, resent.duplicate, resent.message) == (3, True, second.message)
-        page = await new.page(40, limit=10)
-        assert [(m.seq, m.cmid) for m in page.messages] == [(1, "a"), (2, "b"), (3, "c")]
-    finally:
-        for store in (old, new, other):
-            await store.close()
-
-
-async def test_two_writers_racing_for_one_conversation_keep_every_ack_once(
-    keyspace: tuple[CassandraServer, str],
-) -> None:
-    """The old owner keeps committing while a new owner takes the shard over mid-stream."""
-    server, name = keyspace
-    old, new = await connect([server.host], name), await connect([server.host], name)
-    acked: list[CommitResult] = []
-    refused: list[str] = []
-    old_started = asyncio.Event()
-
-    async def old_owner() -> None:
-        for i in range(40):
-            batch = [_message(41, f"old{i}a"), _message(41, f"old{i}b")]
-            try:
-                acked.extend(await old.commit(batch, fence=Fence(9, 5)))
-            except FencedOut:
-                refused.extend(m.cmid for m in batch)
-                return
-            finally:
-                old_started.set()
-
-    async def new_owner() -> None:
-        await old_started.wait()
-        for i in range(20):
-            acked.extend(await new.commit([_message(41, f"new{i}")], fence=Fence(9, 6)))
-
-    try:
-        await asyncio.gather(old_owner(), new_owner())
-        history = (await new.page(41, limit=1_000)).messages
-        assert [m.seq for m in history] == list(range(1, len(history) + 1))  # dense
-        assert sorted((r.message.seq, r.message.cmid) for r in acked) == [(m.seq, m.cmid) for m in history]
-        assert refused, "the old owner was never fenced out"
-        assert not {m.cmid for m in history} & set(refused)
-        assert len(history) == len(acked)
-    finally:
-        await old.close()
-        await new.close()
 
 
 def _writes(sizes: list[tuple[str, int]]) -> list[Write]:

@@ -1,7 +1,9 @@
 """The contract every ``MessageStore`` backend must keep, on real servers in every run.
 
 SQLite, PostgreSQL (the session's server, a database per test) and Apache Cassandra (the
-session's node, a keyspace per test).
+session's node, a keyspace per test). Fencing (a cluster's shard owners) runs on PostgreSQL
+and Cassandra, with separate stores on one database standing for separate persisters;
+SQLite, a single node's store, must refuse it.
 """
 
 from __future__ import annotations
@@ -10,14 +12,16 @@ import asyncio
 import contextlib
 import itertools
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
 import pytest
 
 import persister
-from hubbub.envelope import AcceptedMessage
-from hubbub.stores import MessageStore
+from hubbub.envelope import AcceptedMessage, CommitResult
+from hubbub.errors import CommitFailed
+from hubbub.stores import Fence, FencedOut, MessageStore
 from persister import SqlMessageStore, cassandra_store
 from persister.sql_database import create_engine, message_committer
 from tests.support.cassandra import CassandraServer
@@ -28,36 +32,64 @@ _ids = itertools.count(1_000)
 _databases = itertools.count()
 
 
+Opener = Callable[[], AbstractAsyncContextManager[MessageStore]]
+"""Opens one more store on the test's database (as another process would): each its own connections."""
+
+
 @contextlib.asynccontextmanager
-async def _cassandra_store(server: CassandraServer) -> AsyncIterator[MessageStore]:
-    # A keyspace per test, left behind: the node is thrown away with the session, and a
-    # DROP (a schema change on every node) costs more than the test.
-    keyspace = f"contract_{uuid.uuid4().hex}"
+async def _cassandra_store(server: CassandraServer, keyspace: str) -> AsyncIterator[MessageStore]:
     store = await cassandra_store.connect([server.host], keyspace)
     try:
-        await cassandra_store.migrate(store.session, keyspace)
         yield store
     finally:
         await store.close()
 
 
-@pytest.fixture(params=["sqlite", "postgres", "cassandra"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[MessageStore]:
-    if request.param == "cassandra":
-        async with _cassandra_store(request.getfixturevalue("cassandra")) as cassandra:
-            yield cassandra
-        return
-    if request.param == "sqlite":
+@contextlib.asynccontextmanager
+async def _sql_store(url: str) -> AsyncIterator[MessageStore]:
+    engine = create_engine(url)
+    sql = SqlMessageStore(engine, message_committer(engine))
+    try:
+        yield sql
+    finally:
+        await sql.close()
+        await engine.dispose()
+
+
+async def _opener(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> Opener:
+    """A migrated database of ``backend`` for the test, and how to open stores on it."""
+    if backend == "cassandra":
+        # A keyspace per test, left behind: the node is thrown away with the session, and a
+        # DROP (a schema change on every node) costs more than the test.
+        server: CassandraServer = request.getfixturevalue("cassandra")
+        keyspace = f"contract_{uuid.uuid4().hex}"
+        async with _cassandra_store(server, keyspace) as first:
+            assert isinstance(first, cassandra_store.CassandraMessageStore)
+            await cassandra_store.migrate(first.session, keyspace)
+        return lambda: _cassandra_store(server, keyspace)
+    if backend == "sqlite":
         url = f"sqlite+aiosqlite:///{tmp_path / 'store.db'}"
     else:
-        server: PostgresServer = request.getfixturevalue("postgres")
-        url = server.create_database(f"contract{next(_databases)}")
+        postgres: PostgresServer = request.getfixturevalue("postgres")
+        url = postgres.create_database(f"contract{next(_databases)}")
     engine = create_engine(url)
-    await migrate(engine, persister.MIGRATIONS)
-    sql = SqlMessageStore(engine, message_committer(engine))
-    yield sql
-    await sql.close()
-    await engine.dispose()
+    try:
+        await migrate(engine, persister.MIGRATIONS)
+    finally:
+        await engine.dispose()
+    return lambda: _sql_store(url)
+
+
+@pytest.fixture(params=["sqlite", "postgres", "cassandra"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[MessageStore]:
+    async with (await _opener(request.param, request, tmp_path))() as opened:
+        yield opened
+
+
+@pytest.fixture(params=["postgres", "cassandra"])
+async def open_fenced(request: pytest.FixtureRequest, tmp_path: Path) -> Opener:
+    """The backends a cluster's persisters share, which check fences."""
+    return await _opener(request.param, request, tmp_path)
 
 
 def accepted(conversation_id: int, cmid: str, sender_id: int = 7, text: str = "hi") -> AcceptedMessage:
@@ -138,3 +170,100 @@ async def test_overlapping_commits_are_committed_in_call_order(store: MessageSto
     assert [m.cmid for m in (await store.page(21, limit=20)).messages] == [
         f"o{i}{half}" for i in range(5) for half in "ab"
     ]
+
+
+async def test_a_stale_owner_is_fenced_out_and_leaves_nothing_visible(open_fenced: Opener) -> None:
+    async with open_fenced() as old, open_fenced() as new, open_fenced() as other:
+        [first] = await old.commit([accepted(40, "a")], fence=Fence(3, 1))
+        [second] = await new.commit([accepted(40, "b")], fence=Fence(3, 2))  # takes the shard over
+        assert (first.message.seq, second.message.seq) == (1, 2)
+        with pytest.raises(FencedOut):
+            await old.commit([accepted(40, "stale"), accepted(41, "stale")], fence=Fence(3, 1))
+        with pytest.raises(FencedOut):  # and stays out, even from another store
+            await other.commit([accepted(40, "late")], fence=Fence(3, 1))
+        third, resent = await new.commit([accepted(40, "c"), accepted(40, "b")], fence=Fence(3, 2))
+        assert (third.message.seq, resent.duplicate, resent.message) == (3, True, second.message)
+        page = await other.page(40, limit=10)
+        assert [(m.seq, m.cmid) for m in page.messages] == [(1, "a"), (2, "b"), (3, "c")]
+        assert await other.latest_seqs([40, 41]) == {40: 3}
+
+
+async def test_an_owner_taking_a_shard_back_continues_after_the_other_owner(open_fenced: Opener) -> None:
+    """A store's cached seqs are stale once another owner committed: a new epoch reloads them."""
+    async with open_fenced() as first, open_fenced() as second:
+        await first.commit([accepted(42, "a"), accepted(43, "a")], fence=Fence(4, 1))
+        await second.commit([accepted(42, "b")], fence=Fence(4, 2))
+        await second.fence(Fence(4, 2))  # the same epoch again: still the owner, nothing changes
+        await first.fence(Fence(4, 3))
+        [after] = await first.commit([accepted(42, "c")], fence=Fence(4, 3))
+        assert after.message.seq == 3
+        with pytest.raises(FencedOut):
+            await second.commit([accepted(43, "late")], fence=Fence(4, 2))
+        assert [m.cmid for m in (await second.page(42, limit=10)).messages] == ["a", "b", "c"]
+
+
+async def test_fence_takes_a_shard_over_before_any_batch(open_fenced: Opener) -> None:
+    """A new owner fences, then reads the last seqs: nothing of the stale owner lands after that read."""
+    async with open_fenced() as old, open_fenced() as new:
+        await old.commit([accepted(44, "a")], fence=Fence(5, 7))
+        await new.fence(Fence(5, 8))
+        assert await new.latest_seqs([44]) == {44: 1}
+        with pytest.raises(FencedOut):
+            await old.commit([accepted(44, "stale")], fence=Fence(5, 7))
+        with pytest.raises(FencedOut):  # the old owner cannot take it back with its old epoch
+            await old.fence(Fence(5, 7))
+        with pytest.raises(FencedOut):  # nor a store that never held the shard
+            await new.fence(Fence(5, 6))
+        [next_one] = await new.commit([accepted(44, "b")], fence=Fence(5, 8))
+        assert next_one.message.seq == 2
+        assert await old.latest_seqs([44]) == {44: 2}
+
+
+async def test_two_writers_racing_for_one_shard_keep_every_ack_once(open_fenced: Opener) -> None:
+    """The old owner keeps committing while a new owner takes the shard over mid-stream."""
+    acked: list[CommitResult] = []
+    refused: list[str] = []
+    old_started = asyncio.Event()
+
+    async def old_owner(old: MessageStore) -> None:
+        for i in range(40):
+            batch = [accepted(45, f"old{i}a"), accepted(46, f"old{i}b")]
+            try:
+                acked.extend(await old.commit(batch, fence=Fence(9, 5)))
+            except FencedOut:
+                refused.extend(m.cmid for m in batch)
+                return
+            finally:
+                old_started.set()
+
+    async def new_owner(new: MessageStore) -> None:
+        await old_started.wait()
+        for i in range(20):
+            acked.extend(await new.commit([accepted(45 + i % 2, f"new{i}")], fence=Fence(9, 6)))
+
+    async with open_fenced() as old, open_fenced() as new:
+        await asyncio.gather(old_owner(old), new_owner(new))
+        history = [m for cid in (45, 46) for m in (await new.page(cid, limit=1_000)).messages]
+    for cid in (45, 46):
+        seqs = [m.seq for m in history if m.conversation_id == cid]
+        assert seqs == list(range(1, len(seqs) + 1))  # dense
+    assert sorted((r.message.conversation_id, r.message.seq, r.message.cmid) for r in acked) == [
+        (m.conversation_id, m.seq, m.cmid) for m in history
+    ]
+    assert refused, "the old owner was never fenced out"
+    assert not {m.cmid for m in history} & set(refused)
+
+
+async def test_sqlite_serves_one_node_and_refuses_a_fence(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    async with (await _opener("sqlite", request, tmp_path))() as store:
+        with pytest.raises(CommitFailed, match="single node") as refused:
+            await store.commit([accepted(47, "a")], fence=Fence(3, 1))
+        assert not isinstance(refused.value, FencedOut)  # no newer owner: the setup is wrong
+        with pytest.raises(CommitFailed, match="single node") as refused:
+            await store.fence(Fence(3, 1))
+        assert not isinstance(refused.value, FencedOut)
+        [unfenced] = await store.commit([accepted(47, "b")])
+        assert unfenced.message.seq == 1
+        assert [m.cmid for m in (await store.page(47, limit=10)).messages] == ["b"]

@@ -1,4 +1,4 @@
-"""SQL commits: a failure at COMMIT itself leaves seqs dense; a fence is refused, not ignored."""
+"""SQL commits: a failure at COMMIT itself leaves seqs dense; SQLite refuses a fence, not ignores it."""
 
 from __future__ import annotations
 
@@ -58,13 +58,16 @@ async def test_a_failed_commit_forgets_the_seqs_it_took(tmp_path: Path) -> None:
     assert [tuple(row) for row in stored] == [(1, "c0"), (2, "c2")]
 
 
-async def test_a_fenced_commit_is_refused_not_committed_unchecked(tmp_path: Path) -> None:
+async def test_sqlite_committing_on_the_shared_engine_refuses_a_fence_too(tmp_path: Path) -> None:
+    """As an in-memory database does (no writer process): still a single node's store."""
     engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'store.db'}")
     try:
         await migrate(engine, persister.MIGRATIONS)
         store = SqlMessageStore(engine)
-        with pytest.raises(CommitFailed, match="does not check fences"):
+        with pytest.raises(CommitFailed, match="single node"):
             await store.commit([_accepted(0)], fence=Fence(shard=3, epoch=1))
+        with pytest.raises(CommitFailed, match="single node"):
+            await store.fence(Fence(shard=3, epoch=1))
         [result] = await store.commit([_accepted(1)])
         page = await store.page(1, limit=10)
     finally:

@@ -1,4 +1,8 @@
-"""A real PostgreSQL server in a temp directory, on a free port, for the life of a test session."""
+"""A real PostgreSQL server in a temp directory, on a free port, for the life of a test session.
+
+The benchmark (``bench.postgres``) starts its server here too, with PostgreSQL's own durable
+defaults instead of the tests' ``fsync=off``.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +12,14 @@ import shutil
 import socket
 import subprocess
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["PostgresServer", "start_postgres"]
+__all__ = ["TEST_SETTINGS", "PostgresServer", "start_postgres"]
 
 _USER = "hubbub"
+TEST_SETTINGS: Mapping[str, str] = {"fsync": "off"}  # tests throw the server away: durability costs time
 
 
 def _pg_bin() -> Path:
@@ -52,6 +58,11 @@ class PostgresServer:
         """Where the ``hubbub`` database is."""
         return f"postgresql+asyncpg://{_USER}@127.0.0.1:{self.port}/hubbub"
 
+    @property
+    def pid(self) -> int:
+        """The postmaster's pid (its backends are its children)."""
+        return int((self.root / "data" / "postmaster.pid").read_text().split("\n", 1)[0])
+
     def create_database(self, name: str) -> str:
         """A fresh database on this server; its URL."""
         subprocess.run(
@@ -75,8 +86,8 @@ class PostgresServer:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
-def start_postgres() -> PostgresServer:
-    """Run initdb + pg_ctl start in a fresh temp dir, listening on loopback only."""
+def start_postgres(settings: Mapping[str, str] = TEST_SETTINGS) -> PostgresServer:
+    """Run initdb + pg_ctl start in a fresh temp dir, on loopback only, with ``settings`` (each a ``-c``)."""
     bin_dir = _pg_bin()
     root = Path(tempfile.mkdtemp(prefix="hubbub-pg-"))
     if os.geteuid() == 0:
@@ -91,7 +102,8 @@ def start_postgres() -> PostgresServer:
         capture_output=True,
     )
     port = _free_port()
-    options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off"
+    extra = "".join(f" -c {name}={value}" for name, value in settings.items())
+    options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1{extra}"
     subprocess.run(
         _as_postgres_user(
             [
