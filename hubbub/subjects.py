@@ -15,7 +15,12 @@ cross-node hand-offs on these (DESIGN.md, "Scaling out"):
   on a REST caller's behalf; named in the accepted message's ``REPLY_TO`` header.
 - ``hubbub.presence.events.<shard>`` (core NATS): devices connecting and disconnecting, to the
   single presence writer of the user shard; ``hubbub.presence.resync.<shard>``: that writer
-  asks every broker node for its devices of the shard (after it gains the shard).
+  asks every broker node for its devices of the shard (after it gains the shard, and every
+  reconciliation interval; a request naming one node in its ``PRESENCE_NODE`` header asks
+  only that node). Each node answers on the request's reply subject.
+- KV bucket ``hubbub_presence`` (``PRESENCE_BUCKET``): each user's presence as the writer
+  decided it, key ``<user shard>.<uid>``, value the retained ``presence/{uid}`` payload. Nodes
+  and readers follow its changes with a core subscription to ``kv_changes(bucket)``.
 - ``hubbub.device.ended``, ``hubbub.membership.changed`` (core NATS, every node): a device was
   signed out for good (close its connections); a conversation's members changed (forget them).
 - KV bucket ``hubbub_cluster`` (``CLUSTER_BUCKET``): what every process of the cluster shares
@@ -31,6 +36,8 @@ __all__ = [
     "CLUSTER_BUCKET",
     "COMMITTED_STREAM",
     "ONLY_DEVICE",
+    "PRESENCE_BUCKET",
+    "PRESENCE_NODE",
     "REPLY_TO",
     "SKIP_DEVICE",
     "accepted",
@@ -41,11 +48,16 @@ __all__ = [
     "every_accepted",
     "every_committed",
     "every_inbox",
+    "every_presence_resync",
     "inbox",
+    "kv_changes",
     "membership_changed",
     "parse_inbox",
+    "parse_kv_change",
+    "parse_presence_key",
     "parse_shard",
     "presence_events",
+    "presence_key",
     "presence_resync",
     "reply",
 ]
@@ -58,6 +70,8 @@ CLUSTER_BUCKET = "hubbub_cluster"
 ONLY_DEVICE = "Hubbub-Only-Device"
 SKIP_DEVICE = "Hubbub-Skip-Device"
 REPLY_TO = "Hubbub-Reply-To"
+PRESENCE_NODE = "Hubbub-Presence-Node"
+PRESENCE_BUCKET = "hubbub_presence"
 
 _ACCEPTED = f"{_ROOT}.accepted."
 _COMMITTED = f"{_ROOT}.committed."
@@ -140,6 +154,39 @@ def presence_events(shard: int) -> str:
 def presence_resync(shard: int) -> str:
     """The presence writer of ``shard`` asking every broker node which of its devices it holds."""
     return _shard(f"{_ROOT}.presence.resync.", shard)
+
+
+def every_presence_resync() -> str:
+    """Resync requests of every user shard (a broker node answers them all)."""
+    return f"{_ROOT}.presence.resync.*"
+
+
+def presence_key(shard: int, user_id: int) -> str:
+    """The key of ``user_id`` (of user shard ``shard``) in the presence bucket."""
+    if user_id < 0:
+        raise ValueError(f"ids are non-negative, not {user_id}")
+    return f"{_shard('', shard)}.{user_id}"
+
+
+def parse_presence_key(key: str) -> tuple[int, int]:
+    """The (shard, user id) of a presence bucket key; ``ValueError`` otherwise."""
+    shard, dot, user_id = key.partition(".")
+    if not dot or not shard.isdigit() or not user_id.isdigit():
+        raise ValueError(f"not a presence key: {key!r}")
+    return int(shard), int(user_id)
+
+
+def kv_changes(bucket: str) -> str:
+    """Every write to KV bucket ``bucket``, as a core NATS subscription sees them."""
+    return f"$KV.{bucket}.>"
+
+
+def parse_kv_change(bucket: str, subject: str) -> str:
+    """The key a ``kv_changes(bucket)`` message wrote; ``ValueError`` otherwise."""
+    prefix = f"$KV.{bucket}."
+    if not subject.startswith(prefix) or len(subject) == len(prefix):
+        raise ValueError(f"not a change of bucket {bucket}: {subject!r}")
+    return subject[len(prefix) :]
 
 
 def device_ended() -> str:

@@ -1,8 +1,8 @@
 """The messaging core: everything chat-shaped between the MQTT server and the persister.
 
 ``MessagingCore`` composes ingest (``ingest.py``), fan-out (``fanout.py``), presence
-(``presence.py``), the membership cache (``membership.py``), the last-active writer
-(``last_active.py``) and device notices, behind the Protocols its neighbours use:
+(``presence.py`` with the last-active writer, or a cluster's ``PresenceService``), the
+membership cache (``membership.py``) and device notices, behind the Protocols its neighbours use:
 
 - the MQTT server reports to it as ``DeviceEvents`` and is driven through
   ``DeviceConnections`` (both in ``hubbub/connections.py``);
@@ -27,22 +27,21 @@ from collections.abc import Awaitable, Collection, Iterable, Sequence
 from hubbub.connections import DeviceConnections
 from hubbub.envelope import AcceptedMessage, CommitResult, SendRequest
 from hubbub.errors import MessageRejected, Unavailable
-from hubbub.events import error_event, presence_payload
+from hubbub.events import error_event
 from hubbub.ids import SnowflakeGenerator
+from hubbub.presence import PresenceService
 from hubbub.sessions import DeviceEnded
 from hubbub.stores import Directory
 from messaging.clock import Clock
 from messaging.fanout import fan_out
 from messaging.ingest import Ingest, IngestLimits
-from messaging.last_active import LastActiveWriter
 from messaging.membership import MembershipCache
-from messaging.presence import PresenceTracker
+from messaging.presence import LocalPresence
 
 __all__ = ["MessagingCore"]
 
 logger = logging.getLogger(__name__)
 
-_SHUTDOWN_WRITE_S = 10.0
 _UNAVAILABLE = "the message could not be stored now; resend it (same cmid) later"
 _Key = tuple[int, int, str]  # conversation_id, sender_id, cmid
 
@@ -60,18 +59,20 @@ class MessagingCore:
         limits: IngestLimits,
         presence_grace_s: float,
         clock: Clock,
+        presence: PresenceService | None = None,
     ) -> None:
         self._connections = connections
         self._directory = directory
         self._membership = MembershipCache(directory, clock, limits.membership_ttl_s)
         self._ingest = Ingest(self._membership, accepted, ids, limits, connections=connections, clock=clock)
-        self._presence = PresenceTracker(
-            grace_s=presence_grace_s,
-            publish=self._publish_presence,
-            is_connected=connections.is_connected,
-            clock=clock,
+        # One node decides presence itself; a cluster node reports to the shard's writer.
+        self._presence = (
+            presence
+            if presence is not None
+            else LocalPresence(
+                grace_s=presence_grace_s, connections=connections, directory=directory, clock=clock
+            )
         )
-        self._last_active = LastActiveWriter(directory)
         self._notices: dict[str, tuple[int, bytes]] = {}
         # REST sends waiting for their commit: failed with ``Unavailable`` if it fails.
         self._submitting: dict[_Key, list[asyncio.Future[CommitResult]]] = {}
@@ -106,10 +107,8 @@ class MessagingCore:
             self._connections.to_inbox(user_id, notice[1], only_device=device_id)
 
     async def presence_snapshot(self, user_id: int) -> bytes:
-        """Presence for a topic with no retained state: online here or not, and the stored last activity."""
-        online = bool(self._presence.online([user_id]))
-        last = await self._directory.last_active(user_id)
-        return presence_payload(user_id, online=online, last_active_ms=last)
+        """Presence for a topic with no retained state (``PresenceService.snapshot``)."""
+        return await self._presence.snapshot(user_id)
 
     # --- InboxPublisher, MessageSubmitter, PresenceView: what the API uses ---------------------
 
@@ -148,7 +147,7 @@ class MessagingCore:
                 self._submitting.pop(key, None)
 
     def online(self, user_ids: Collection[int]) -> set[int]:
-        """``PresenceView``: users with a connected device on this node."""
+        """``PresenceView``: users with a connected device (on this node, or in the cluster)."""
         return self._presence.online(user_ids)
 
     # --- the pipeline: persister and notifier ----------------------------------------------
@@ -205,11 +204,4 @@ class MessagingCore:
     async def close(self) -> None:
         """Stop deciding presence and store the last activity still pending (at shutdown)."""
         self._closed = True
-        self._presence.close()
-        await self._last_active.close(_SHUTDOWN_WRITE_S)
-
-    def _publish_presence(self, user_id: int, online: bool, at_ms: int) -> None:
-        self._connections.set_presence(
-            user_id, presence_payload(user_id, online=online, last_active_ms=at_ms)
-        )
-        self._last_active.record(user_id, at_ms)
+        await self._presence.close()

@@ -33,15 +33,8 @@ def published() -> Recorder:
 
 
 @pytest.fixture
-def connected() -> set[str]:
-    return set()
-
-
-@pytest.fixture
-def tracker(clock: ManualClock, published: Recorder, connected: set[str]) -> PresenceTracker:
-    return PresenceTracker(
-        grace_s=GRACE_S, publish=published, is_connected=connected.__contains__, clock=clock
-    )
+def tracker(clock: ManualClock, published: Recorder) -> PresenceTracker:
+    return PresenceTracker(grace_s=GRACE_S, publish=published, clock=clock)
 
 
 def test_the_first_connect_publishes_online_at_once_with_the_wall_time(
@@ -123,17 +116,6 @@ def test_a_storm_of_reconnects_costs_one_publish_per_user_that_changed(
             tracker.device_connected(user_id, f"d{user_id}")
     clock.advance(GRACE_S * 2)
     assert len(published.published) == 100  # only the first online of each
-
-
-def test_a_disconnect_of_a_device_that_reconnected_meanwhile_is_ignored(
-    tracker: PresenceTracker, published: Recorder, clock: ManualClock, connected: set[str]
-) -> None:
-    tracker.device_connected(7, "phone")
-    connected.add("phone")  # a newer connection of the same device took over
-    tracker.device_disconnected(7, "phone")
-    clock.advance(GRACE_S * 2)
-    assert tracker.online([7]) == {7}
-    assert published.states == [True]
 
 
 def test_an_offline_user_is_forgotten_a_grace_period_after_its_last_publish(
