@@ -6,6 +6,10 @@ window closes one push carries the last text and how many messages the burst hol
 messages: ..."). While messages keep coming, that repeats at most once per window. Since every
 push for a conversation has the same collapse id / tag, the device shows the latest one only.
 
+A message held in a burst is owed to its batch (``PushJob.add``) until the window's push carries
+it, or a later message of the burst takes its place (that one is then owed, and its push covers
+both): so a batch is settled only once what it holds is pushed or covered by a pending push.
+
 Deadlines are always "now + window", so they come in order: one deque and one timer task serve
 every key, and a new burst never needs to wake the timer early.
 """
@@ -69,6 +73,9 @@ class Coalescer:
             self._wake.set()
             return True
         burst.count += 1
+        job.add()
+        if burst.pending is not None:
+            burst.pending[0].done()  # covered by this later message's push
         burst.pending = (job, recipient)
         return False
 
@@ -82,7 +89,7 @@ class Coalescer:
             if burst.pending is not None:
                 job, recipient = burst.pending
                 burst.pending = None
-                self._flush(job, recipient, burst.count)
+                self._flush_pending(job, recipient, burst.count)
 
     async def run(self) -> None:
         """Flush bursts as their windows close; runs until cancelled."""
@@ -114,4 +121,10 @@ class Coalescer:
         burst.pending = None
         burst.deadline = self._clock() + self._window
         self._deadlines.append((burst.deadline, key))
-        self._flush(job, recipient, burst.count)
+        self._flush_pending(job, recipient, burst.count)
+
+    def _flush_pending(self, job: PushJob, recipient: PushRecipient, count: int) -> None:
+        try:
+            self._flush(job, recipient, count)  # the push's deliveries are owed from here
+        finally:
+            job.done()

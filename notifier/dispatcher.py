@@ -12,10 +12,17 @@ Shape, and why:
 - **Retries** of ``retry_later`` outcomes sleep in their own named tasks (``RetryPolicy``:
   bounded attempts, capped exponential backoff with jitter, ``Retry-After`` honoured) and then
   rejoin their lane; a worker never sleeps.
-- **At most once**: before the first attempt the ``DeliveryLog`` claims (message, token), so a
-  message replayed after a restart is not pushed again. Should the log fail, the push is sent
-  anyway: every push of a conversation shares a collapse id, so a rare duplicate replaces the
-  notification on the device rather than ringing twice, while a silent outage would not.
+- **At most once, none lost**: before the first attempt the ``DeliveryLog`` claims (message,
+  token); the provider's final answer settles it (``deliveries`` explains the two phases). A
+  message replayed after a restart skips what was settled, waits for a claim another notifier
+  holds (asking again when it would go stale) and takes over a dead notifier's claim. Should the
+  log fail, the push is sent anyway: every push of a conversation shares a collapse id, so a rare
+  duplicate replaces the notification on the device rather than ringing twice, while a silent
+  outage would not.
+- **Batches owed**: a job's ``Outstanding`` (``jobs``) is told when each of its pushes is over,
+  so the feed acks a batch of committed messages only once its pushes are done; retries are
+  bounded, so a failing provider delays an ack by at most its retry budget, never forever, and
+  the pipeline itself never waits for it.
 - ``token_rejected`` hands the token to ``remove_token`` in a task of its own.
 
 Time comes from the injected ``clock``/``sleep`` (timeouts included), so tests drive it.
@@ -35,7 +42,7 @@ from typing import Any
 
 from hubbub.stores import PushRecipient, PushToken
 from notifier.coalesce import Coalescer
-from notifier.deliveries import DeliveryLog
+from notifier.deliveries import Claim, ClaimState, DeliveryLog
 from notifier.jobs import PushJob
 from notifier.lanes import Delivery, Lane
 from notifier.metrics import PushMetrics
@@ -114,10 +121,12 @@ class Dispatcher:
     def enqueue_nowait(self, job: PushJob) -> None:
         """Queue ``job``; when the queue is full the oldest job is dropped to make room."""
         dropped = self._jobs.get_nowait() if self._jobs.full() else None
+        job.add()
         self._jobs.put_nowait(job)
         if dropped is not None:
             self.metrics.dropped("intake")
             self._warn_dropped("intake", dropped.message.message_id)
+            dropped.done()
         self._changed.set()
 
     async def run(self) -> None:
@@ -199,6 +208,7 @@ class Dispatcher:
             except Exception:
                 _logger.exception("push job failed: message_id=%s", job.message.message_id)
             finally:
+                job.done()
                 self._changed.set()
 
     def _push(self, job: PushJob, recipient: PushRecipient, count: int) -> None:
@@ -237,13 +247,15 @@ class Dispatcher:
                 data=data,
             )
             fitted = fit_notification(notification, lane.provider, keep=len(prefix))
-            self._queue(lane, Delivery(fitted, message.message_id, recipient.user_id))
+            job.add()
+            self._queue(lane, Delivery(fitted, message.message_id, recipient.user_id, 0, job.outstanding))
 
     def _queue(self, lane: Lane, delivery: Delivery) -> None:
         dropped = lane.put(delivery)
         if dropped is not None:
             self.metrics.dropped("provider")
             self._warn_dropped(f"provider:{lane.name}", dropped.message_id)
+            dropped.done()
         self._changed.set()
 
     # -- deliveries ----------------------------------------------------------------------
@@ -252,9 +264,11 @@ class Dispatcher:
         while True:
             delivery = await lane.queue.get()
             lane.in_flight += 1
+            over = False  # a cancelled attempt (shutdown, a killed notifier) is not over: it is redelivered
             try:
-                await self._attempt(lane, delivery)
+                over = await self._attempt(lane, delivery)
             except Exception:
+                over = True
                 self.metrics.failed(lane.name)
                 _logger.exception(
                     "push attempt failed unexpectedly: provider=%s message_id=%d token_id=%s",
@@ -264,31 +278,72 @@ class Dispatcher:
                 )
             finally:
                 lane.in_flight -= 1
+                if over:
+                    delivery.done()
                 self._changed.set()
 
-    async def _attempt(self, lane: Lane, delivery: Delivery) -> None:
-        if delivery.attempts == 0 and not await self._claim(delivery):
-            self.metrics.duplicate()
-            _logger.debug(
-                "push skipped, sent before: message_id=%d token_id=%s", delivery.message_id, delivery.token_id
-            )
-            return
+    async def _attempt(self, lane: Lane, delivery: Delivery) -> bool:
+        """One attempt; True when the delivery is over, False when it comes back later."""
+        if delivery.attempts == 0:
+            claim = await self._claim(delivery)
+            if claim.state is ClaimState.SETTLED:
+                self.metrics.duplicate()
+                _logger.debug(
+                    "push skipped, sent before: message_id=%d token_id=%s",
+                    delivery.message_id,
+                    delivery.token_id,
+                )
+                return True
+            if claim.state is ClaimState.BUSY:
+                _logger.info(
+                    "push held by another notifier, asking again: message_id=%d token_id=%s delay_s=%.3f",
+                    delivery.message_id,
+                    delivery.token_id,
+                    claim.retry_in_s,
+                )
+                self._later(lane, delivery, claim.retry_in_s)
+                return False
+        else:
+            await self._logged(self._log.refresh, delivery, "refreshing a push claim")
         delivery.attempts += 1
         outcome = await lane.send(delivery, self._send_timeout, self._sleep)
-        self._settle(lane, delivery, outcome)
+        delay = self._retry_delay(lane, delivery, outcome)
+        if delay is None:  # the final answer: recorded first, to keep a crash's window small
+            await self._logged(self._log.settle, delivery, "settling a push claim")
+        self._settle(lane, delivery, outcome, delay)
+        return delay is None
 
-    async def _claim(self, delivery: Delivery) -> bool:
+    async def _claim(self, delivery: Delivery) -> Claim:
         try:
-            return await self._log.claim(delivery.message_id, delivery.notification.token.token_id)
+            return await self._log.claim(delivery.message_id, delivery.token_id)
         except Exception:
             _logger.exception(
                 "delivery log failed, pushing anyway: message_id=%d token_id=%s",
                 delivery.message_id,
-                delivery.notification.token.token_id,
+                delivery.token_id,
             )
-            return True
+            return Claim(ClaimState.WON)
 
-    def _settle(self, lane: Lane, delivery: Delivery, outcome: PushOutcome) -> None:
+    @staticmethod
+    async def _logged(record: Callable[[int, str], Awaitable[None]], delivery: Delivery, what: str) -> None:
+        try:
+            await record(delivery.message_id, delivery.token_id)
+        except Exception:
+            _logger.exception(
+                "%s failed: message_id=%d token_id=%s", what, delivery.message_id, delivery.token_id
+            )
+
+    def _retry_delay(self, lane: Lane, delivery: Delivery, outcome: PushOutcome) -> float | None:
+        """Seconds until the next attempt, or ``None`` when this outcome is final."""
+        if outcome.kind is not OutcomeKind.RETRY_LATER:
+            return None
+        delay = self._retry.delay(delivery.attempts, outcome.retry_after, self._jitter())
+        if delay is not None and len(lane.retry_deadlines) >= lane.capacity:
+            self.metrics.dropped("retry")
+            return None
+        return delay
+
+    def _settle(self, lane: Lane, delivery: Delivery, outcome: PushOutcome, delay: float | None) -> None:
         token = delivery.notification.token
         ids = (lane.name, delivery.message_id, delivery.user_id, token.token_id, outcome.reason)
         if outcome.kind is OutcomeKind.DELIVERED:
@@ -302,18 +357,17 @@ class Dispatcher:
             )
             self._spawn(self._remove(token), f"push-remove-{lane.name}-{token.token_id}")
         elif outcome.kind is OutcomeKind.RETRY_LATER:
-            self._retry_or_give_up(lane, delivery, outcome)
+            self._retry_or_give_up(lane, delivery, outcome, delay)
         else:
             self.metrics.failed(lane.name)
             _logger.warning("push failed: provider=%s message_id=%d user_id=%d token_id=%s reason=%s", *ids)
 
-    def _retry_or_give_up(self, lane: Lane, delivery: Delivery, outcome: PushOutcome) -> None:
+    def _retry_or_give_up(
+        self, lane: Lane, delivery: Delivery, outcome: PushOutcome, delay: float | None
+    ) -> None:
         token_id = delivery.token_id
-        delay = self._retry.delay(delivery.attempts, outcome.retry_after, self._jitter())
-        if delay is None or len(lane.retry_deadlines) >= lane.capacity:
+        if delay is None:
             self.metrics.failed(lane.name)
-            if delay is not None:
-                self.metrics.dropped("retry")
             _logger.warning(
                 "push given up: provider=%s message_id=%d token_id=%s attempts=%d reason=%s retry_after=%s",
                 lane.name,
@@ -334,11 +388,15 @@ class Dispatcher:
             outcome.reason,
             delay,
         )
+        self._later(lane, delivery, delay)
+
+    def _later(self, lane: Lane, delivery: Delivery, delay: float) -> None:
+        """Queue ``delivery`` on its lane again after ``delay`` seconds."""
         key = next(self._retry_ids)
         lane.retry_deadlines[key] = self._clock() + delay
         self._spawn(
             self._retry_after(lane, delivery, key, delay),
-            f"push-retry-{lane.name}-{delivery.message_id}-{token_id}",
+            f"push-retry-{lane.name}-{delivery.message_id}-{delivery.token_id}",
             busy=False,
         )
 

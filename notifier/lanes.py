@@ -13,6 +13,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from notifier.jobs import Outstanding
 from notifier.providers.base import Notification, PushOutcome, PushProvider
 
 __all__ = ["Delivery", "Lane"]
@@ -22,12 +23,18 @@ _logger = logging.getLogger(__name__)
 
 @dataclass(slots=True)
 class Delivery:
-    """One push on its way: the fitted notification, and how many attempts it has had."""
+    """One push on its way: the fitted notification, how many attempts it has had, its batch."""
 
     notification: Notification
     message_id: int
     user_id: int
     attempts: int = 0
+    outstanding: Outstanding | None = None
+
+    def done(self) -> None:
+        """This push is over (pushed, skipped, given up or dropped): its batch owes it no more."""
+        if self.outstanding is not None:
+            self.outstanding.done()
 
     @property
     def token_id(self) -> str:

@@ -3,7 +3,9 @@
 For deployments that push through their own gateway (a Matrix-style push gateway, a bridge to
 a service Hubbub does not speak). The body carries the token, so the gateway can address it;
 with a ``secret`` each request is signed (``X-Hubbub-Signature: sha256=<hex HMAC of the
-body>``) so the gateway can tell Hubbub's requests from anyone else's. The gateway answers like
+body>``) so the gateway can tell Hubbub's requests from anyone else's.
+``Idempotency-Key: <message_id>:<token_id>`` is the same for every attempt of one push, so a
+gateway can drop repeats. The gateway answers like
 the push services do: 2xx delivered (optionally ``{"rejected": [token]}``, as a Matrix push
 gateway answers), 404/410 the token is dead, 429/5xx retry (``Retry-After`` honoured), any other
 status a permanent failure.
@@ -22,10 +24,11 @@ import orjson
 from notifier.providers._http import json_object, status_outcome, transport_failure
 from notifier.providers.base import Notification, PushOutcome, PushProvider
 
-__all__ = ["SIGNATURE_HEADER", "WebhookProvider", "sign"]
+__all__ = ["IDEMPOTENCY_HEADER", "SIGNATURE_HEADER", "WebhookProvider", "sign"]
 
 
 SIGNATURE_HEADER = "X-Hubbub-Signature"
+IDEMPOTENCY_HEADER = "Idempotency-Key"
 
 
 def sign(secret: str, body: bytes) -> str:
@@ -82,7 +85,11 @@ class WebhookProvider(PushProvider):
         body = self.render(notification)
         if (refused := self.oversized(body)) is not None:
             return refused
-        headers = {SIGNATURE_HEADER: sign(self._secret, body)} if self._secret else {}
+        # The same key for every attempt, and for the rare repeat after a notifier died between the
+        # gateway's answer and the delivery log's record: a gateway that honours it pushes once.
+        headers = {IDEMPOTENCY_HEADER: f"{notification.message_id}:{notification.token.token_id}"}
+        if self._secret:
+            headers[SIGNATURE_HEADER] = sign(self._secret, body)
         try:
             response = await self._client.post(self._url, content=body, headers=headers)
         except httpx.HTTPError as exc:

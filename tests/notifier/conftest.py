@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import ssl
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import pytest
 import trustme
@@ -16,12 +17,15 @@ from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption,
 from google.oauth2 import service_account
 
 from hubbub.stores import PushToken
+from notifier.deliveries import MemoryDeliveryLog
+from notifier.dispatcher import Dispatcher
 from notifier.providers.apns import ApnsProvider
-from notifier.providers.base import Notification
+from notifier.providers.base import Notification, PushProvider
 from notifier.providers.fcm import FcmProvider, load_service_account
 from notifier.providers.vapid import VapidKey
 from notifier.providers.webhook import WebhookProvider
 from notifier.providers.webpush import WebPushProvider
+from notifier.retry import RetryPolicy
 from tests.notifier.apns_server import ApnsServer
 from tests.notifier.clock import FakeClock
 from tests.notifier.http_server import serve
@@ -193,3 +197,37 @@ async def webhook(webhook_receiver: WebhookReceiver) -> AsyncIterator[WebhookPro
     provider = WebhookProvider(url=webhook_receiver.url, secret=WEBHOOK_SECRET)
     yield provider
     await provider.close()
+
+
+class Removed:
+    def __init__(self) -> None:
+        self.tokens: list[PushToken] = []
+
+    async def __call__(self, token: PushToken) -> None:
+        self.tokens.append(token)
+
+
+@pytest.fixture
+def removed() -> Removed:
+    return Removed()
+
+
+@pytest.fixture
+def make(clock: FakeClock, removed: Removed) -> Callable[..., Dispatcher]:
+    """A dispatcher of these providers on the fake clock, webhook-friendly defaults overridable."""
+
+    def build(*providers: PushProvider, **options: object) -> Dispatcher:
+        settings: dict[str, Any] = {
+            "remove_token": removed,
+            "delivery_log": MemoryDeliveryLog(),
+            "coalesce_window": 0.0,
+            "send_timeout": 15.0,
+            "retry": RetryPolicy(max_attempts=4, base_delay=1.0, max_delay=60.0),
+            "clock": clock,
+            "sleep": clock.sleep,
+            "jitter": lambda: 0.5,
+        }
+        settings.update(options)
+        return Dispatcher(providers=providers, **settings)
+
+    return build

@@ -248,6 +248,7 @@ class WebPushService:
 class WebhookCall:
     body: dict[str, Any]
     signature: str | None
+    idempotency_key: str | None = None
 
 
 class WebhookReceiver:
@@ -270,5 +271,5 @@ class WebhookReceiver:
             if signature is None or not hmac.compare_digest(signature, expected):
                 return Response(status_code=401)
         body = orjson.loads(raw)
-        self.calls.put_nowait(WebhookCall(body, signature))
+        self.calls.put_nowait(WebhookCall(body, signature, request.headers.get("idempotency-key")))
         return _respond(_next(self.script, str(body["token"]["value"]), Reply(200, {"rejected": []})))

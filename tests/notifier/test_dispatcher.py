@@ -1,107 +1,28 @@
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any, TypeVar
 
 import pytest
 from sqlalchemy.ext.asyncio import create_async_engine
 
 import notifier
-from hubbub.envelope import CommittedMessage
-from hubbub.stores import PushRecipient, PushToken
-from notifier.deliveries import DeliveryLog, MemoryDeliveryLog, SqlDeliveryLog
+from hubbub.stores import PushToken
+from notifier.deliveries import DeliveryLog, SqlDeliveryLog
 from notifier.dispatcher import Dispatcher
 from notifier.jobs import PushJob
 from notifier.providers.apns import ApnsProvider
-from notifier.providers.base import PushProvider
 from notifier.providers.fcm import FcmProvider
 from notifier.providers.log import LogProvider
 from notifier.providers.webhook import WebhookProvider
-from notifier.retry import RetryPolicy
 from tests.notifier.apns_server import HANG, ApnsServer, Reply
 from tests.notifier.clock import FakeClock
-from tests.notifier.conftest import apns_token
-from tests.notifier.http_services import FcmService, WebhookCall, WebhookReceiver, fcm_error
+from tests.notifier.conftest import Removed, apns_token
+from tests.notifier.http_services import FcmService, WebhookReceiver, fcm_error
 from tests.notifier.http_services import Reply as HttpReply
+from tests.notifier.pushes import apple, hook, job, message, next_call, to, within
 from tests.support.schema import migrate
-
-_T = TypeVar("_T")
-PATIENCE = 10.0  # a bound on waiting for an event, never a measurement
-
-
-def message(
-    message_id: int, text: str = "hi", conversation_id: int = 4200, seq: int | None = None
-) -> CommittedMessage:
-    return CommittedMessage(
-        conversation_id=conversation_id,
-        message_id=message_id,
-        seq=message_id if seq is None else seq,
-        sender_id=7,
-        cmid=f"c{message_id}",
-        text=text,
-        created_at_ms=1_800_000_000_000,
-    )
-
-
-def hook(name: str) -> PushToken:
-    return PushToken(token_id=f"hook-{name}", provider="webhook", value=name)
-
-
-def apple(name: str) -> PushToken:
-    return PushToken(token_id=f"apns-{name}", provider="apns", value=apns_token(name))
-
-
-def job(msg: CommittedMessage, *recipients: PushRecipient, title: str | None = None) -> PushJob:
-    return PushJob(message=msg, sender_name="Ann", recipients=recipients, conversation_title=title)
-
-
-def to(user_id: int, *tokens: PushToken, badge: int = 1) -> PushRecipient:
-    return PushRecipient(user_id=user_id, badge=badge, tokens=tokens)
-
-
-async def within(awaitable: Awaitable[_T]) -> _T:
-    async with asyncio.timeout(PATIENCE):
-        result: _T = await awaitable
-        return result
-
-
-async def next_call(receiver: WebhookReceiver) -> WebhookCall:
-    return await within(receiver.calls.get())
-
-
-class Removed:
-    def __init__(self) -> None:
-        self.tokens: list[PushToken] = []
-
-    async def __call__(self, token: PushToken) -> None:
-        self.tokens.append(token)
-
-
-@pytest.fixture
-def removed() -> Removed:
-    return Removed()
-
-
-@pytest.fixture
-def make(clock: FakeClock, removed: Removed) -> Callable[..., Dispatcher]:
-    def build(*providers: PushProvider, **options: object) -> Dispatcher:
-        settings: dict[str, Any] = {
-            "remove_token": removed,
-            "delivery_log": MemoryDeliveryLog(),
-            "coalesce_window": 0.0,
-            "send_timeout": 15.0,
-            "retry": RetryPolicy(max_attempts=4, base_delay=1.0, max_delay=60.0),
-            "clock": clock,
-            "sleep": clock.sleep,
-            "jitter": lambda: 0.5,
-        }
-        settings.update(options)
-        return Dispatcher(providers=providers, **settings)
-
-    return build
 
 
 @pytest.fixture

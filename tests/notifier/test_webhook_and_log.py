@@ -32,6 +32,7 @@ async def test_a_push_is_posted_as_signed_json(
         },
     }
     assert call.signature == sign(WEBHOOK_SECRET, webhook.render(notification(TOKEN, "see you at 8")))
+    assert call.idempotency_key == "987654321012345678:t-1"  # one push, whichever attempt
 
 
 @pytest.mark.parametrize(
