@@ -10,13 +10,15 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from config import Settings, resolve_secret
 from hubbub.ids import SnowflakeGenerator
+from hubbub.shards import ShardMap
 from hubbub.stores import MessageStore
 from hubbub.tokens import TokenCodec
 from launcher.migrate import migrate
+from messaging import IngestLimits
 from persister import SqlMessageStore, cassandra_store
 from persister.sql_database import create_engine, message_committer
 
-__all__ = ["Foundation", "foundation"]
+__all__ = ["Foundation", "foundation", "ingest_limits", "shard_map"]
 
 
 @dataclass(frozen=True)
@@ -68,3 +70,17 @@ async def _message_store(settings: Settings, engine: AsyncEngine) -> MessageStor
         await store.close()
         raise
     return store
+
+
+def ingest_limits(settings: Settings) -> IngestLimits:
+    """What ingest allows a device, the same on every node."""
+    return IngestLimits(
+        max_chars=settings.max_message_chars,
+        sends_per_second=settings.sends_per_second,
+        send_burst=settings.send_burst,
+    )
+
+
+def shard_map(settings: Settings) -> ShardMap:
+    """The cluster's fixed shard counts."""
+    return ShardMap(settings.conversation_shards, settings.presence_shards)

@@ -25,11 +25,11 @@ from hubbub.envelope import AcceptedMessage, CommitResult
 from hubbub.events import push_register_again_event
 from hubbub.stores import PushToken
 from launcher.detached import BrokerElsewhere
-from launcher.foundation import Foundation, foundation
+from launcher.foundation import Foundation, foundation, ingest_limits
 from launcher.http import bind_socket
 from launcher.push import build_providers, prune_deliveries
 from launcher.serving import WS_PATH, serve_until_stopped, uvicorn_server
-from messaging import IngestLimits, LoopClock, MessagingCore
+from messaging import LoopClock, MessagingCore
 from notifier.deliveries import SqlDeliveryLog
 from notifier.dispatcher import Dispatcher
 from notifier.metrics import PushMetrics
@@ -77,11 +77,7 @@ async def one_node_messaging(core: Foundation) -> AsyncIterator[Messaging]:
         directory=directory,
         accepted=accepted,
         ids=core.ids,
-        limits=IngestLimits(
-            max_chars=settings.max_message_chars,
-            sends_per_second=settings.sends_per_second,
-            send_burst=settings.send_burst,
-        ),
+        limits=ingest_limits(settings),
         presence_grace_s=settings.presence_grace_s,
         clock=LoopClock(),
     )
