@@ -44,21 +44,19 @@ from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, RetentionPolicy, StorageType, StreamConfig
-from nats.js.errors import NotFoundError
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
+from cluster.committed import ensure_committed_stream
 from cluster.leases import ShardLeases
 from hubbub import subjects
-from hubbub.envelope import CommitResult
-from hubbub.push_feed import CommittedBatch, WireFormatError, decode_commit_result
+from hubbub.envelope import CommitResult, WireFormatError, decode_commit_result
+from hubbub.push_feed import CommittedBatch
 
-__all__ = ["LEASE_GROUP", "NatsCommittedFeed", "durable_name", "ensure_committed_stream"]
+__all__ = ["LEASE_GROUP", "NatsCommittedFeed", "durable_name"]
 
 logger = logging.getLogger(__name__)
 
 LEASE_GROUP = "notifier"
-COMMITTED_MAX_AGE_S = 86_400.0  # a push older than a day is worthless
-_DUPLICATE_WINDOW_S = 120.0
 _TRANSIENT = (NatsError, TimeoutError, OSError)
 _RESTART_DELAY_S = 1.0
 
@@ -66,32 +64,6 @@ _RESTART_DELAY_S = 1.0
 def durable_name(shard: int) -> str:
     """The durable consumer of shard ``shard`` on the committed stream (shared by its owners)."""
     return f"notifier-{shard}"
-
-
-async def ensure_committed_stream(
-    js: JetStreamContext, *, replicas: int, max_age_s: float = COMMITTED_MAX_AGE_S
-) -> None:
-    """The ``HUBBUB_COMMITTED`` stream, created if absent (an existing one is used as it is).
-
-    The same configuration as the persisters' side creates (branch ``stream``,
-    ``cluster.committed.committed_stream_config``): whichever starts first makes it.
-    """
-    try:
-        await js.stream_info(subjects.COMMITTED_STREAM)
-    except NotFoundError:
-        await js.add_stream(
-            StreamConfig(
-                name=subjects.COMMITTED_STREAM,
-                description="Hubbub: committed messages per conversation shard, for the notifiers",
-                subjects=[subjects.every_committed()],
-                retention=RetentionPolicy.LIMITS,
-                max_age=max_age_s,
-                storage=StorageType.FILE,
-                num_replicas=replicas,
-                duplicate_window=min(_DUPLICATE_WINDOW_S, max_age_s),
-            )
-        )
-        logger.info("created stream %s (replicas %d)", subjects.COMMITTED_STREAM, replicas)
 
 
 @dataclass(eq=False)
@@ -155,7 +127,6 @@ class NatsCommittedFeed:
         shards: int,
         replicas: int,
         lease_ttl_s: float,
-        max_age_s: float = COMMITTED_MAX_AGE_S,
         ack_wait_s: float = 30.0,
         batch_size: int = 100,
         fetch_timeout_s: float = 5.0,
@@ -167,7 +138,7 @@ class NatsCommittedFeed:
         ``max_in_pipeline`` bounds the messages handed out and not yet settled: keep it below the
         dispatcher's ``queue_size`` so that queue never drops a job under load.
         """
-        await ensure_committed_stream(js, replicas=replicas, max_age_s=max_age_s)
+        await ensure_committed_stream(js, replicas)
         feed = cls(
             js,
             ack_wait_s=ack_wait_s,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import orjson
@@ -22,6 +23,13 @@ __all__ = [
     "CommitResult",
     "CommittedMessage",
     "SendRequest",
+    "WireFormatError",
+    "decode_accepted",
+    "decode_commit_result",
+    "decode_commit_results",
+    "encode_accepted",
+    "encode_commit_result",
+    "encode_commit_results",
     "format_time",
     "parse_send",
     "validate_text",
@@ -111,3 +119,134 @@ def format_time(ms: int) -> str:
 @functools.lru_cache(maxsize=64)
 def _format_second(seconds: int) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+
+
+# --- wire codecs: how these travel between processes (JetStream, reply subjects) ----------------
+#
+# JSON objects with named fields, ids as decimal strings like every Hubbub JSON (they are 64-bit),
+# ``seq`` and times as numbers. Decoding checks every field's type: a malformed message on the
+# wire is a ``WireFormatError``, never a half-built message.
+
+
+class WireFormatError(ValueError):
+    """Bytes that are not an encoded ``AcceptedMessage`` / ``CommitResult``."""
+
+
+def _id(body: dict[str, object], key: str) -> int:
+    value = body.get(key)
+    if not isinstance(value, str) or not (value.isascii() and value.isdecimal()):
+        raise WireFormatError(f"{key} must be a decimal string")
+    return int(value)
+
+
+def _int(body: dict[str, object], key: str) -> int:
+    value = body.get(key)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise WireFormatError(f"{key} must be an integer")
+    return value
+
+
+def _str(body: dict[str, object], key: str) -> str:
+    value = body.get(key)
+    if not isinstance(value, str):
+        raise WireFormatError(f"{key} must be a string")
+    return value
+
+
+def _object(raw: object, what: str) -> dict[str, object]:
+    if not isinstance(raw, dict):
+        raise WireFormatError(f"{what} must be a JSON object")
+    return raw
+
+
+def _loads(data: bytes) -> object:
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise WireFormatError("not JSON") from exc
+
+
+def _accepted_fields(message: AcceptedMessage) -> dict[str, object]:
+    return {
+        "conversation_id": str(message.conversation_id),
+        "message_id": str(message.message_id),
+        "sender_id": str(message.sender_id),
+        "sender_device_id": message.sender_device_id,
+        "cmid": message.cmid,
+        "text": message.text,
+        "created_at_ms": message.created_at_ms,
+    }
+
+
+def encode_accepted(message: AcceptedMessage) -> bytes:
+    """An accepted message as JSON, for the accepted-messages stream."""
+    return orjson.dumps(_accepted_fields(message))
+
+
+def decode_accepted(data: bytes) -> AcceptedMessage:
+    """The accepted message ``encode_accepted`` wrote; ``WireFormatError`` otherwise."""
+    body = _object(_loads(data), "an accepted message")
+    return AcceptedMessage(
+        conversation_id=_id(body, "conversation_id"),
+        message_id=_id(body, "message_id"),
+        sender_id=_id(body, "sender_id"),
+        sender_device_id=_str(body, "sender_device_id"),
+        cmid=_str(body, "cmid"),
+        text=_str(body, "text"),
+        created_at_ms=_int(body, "created_at_ms"),
+    )
+
+
+def _result_fields(result: CommitResult) -> dict[str, object]:
+    message = result.message
+    return {
+        "conversation_id": str(message.conversation_id),
+        "message_id": str(message.message_id),
+        "seq": message.seq,
+        "sender_id": str(message.sender_id),
+        "sender_device_id": result.sender_device_id,
+        "cmid": message.cmid,
+        "text": message.text,
+        "created_at_ms": message.created_at_ms,
+        "duplicate": result.duplicate,
+    }
+
+
+def _result(raw: object) -> CommitResult:
+    body = _object(raw, "a commit result")
+    duplicate = body.get("duplicate")
+    if not isinstance(duplicate, bool):
+        raise WireFormatError("duplicate must be a boolean")
+    message = CommittedMessage(
+        conversation_id=_id(body, "conversation_id"),
+        message_id=_id(body, "message_id"),
+        seq=_int(body, "seq"),
+        sender_id=_id(body, "sender_id"),
+        cmid=_str(body, "cmid"),
+        text=_str(body, "text"),
+        created_at_ms=_int(body, "created_at_ms"),
+    )
+    return CommitResult(message, duplicate, _str(body, "sender_device_id"))
+
+
+def encode_commit_result(result: CommitResult) -> bytes:
+    """One commit result as JSON (the committed-messages stream carries one per message)."""
+    return orjson.dumps(_result_fields(result))
+
+
+def decode_commit_result(data: bytes) -> CommitResult:
+    """The commit result ``encode_commit_result`` wrote; ``WireFormatError`` otherwise."""
+    return _result(_loads(data))
+
+
+def encode_commit_results(results: Sequence[CommitResult]) -> bytes:
+    """Commit results as a JSON array (a reply to a process that submitted them)."""
+    return orjson.dumps([_result_fields(result) for result in results])
+
+
+def decode_commit_results(data: bytes) -> list[CommitResult]:
+    """The commit results ``encode_commit_results`` wrote; ``WireFormatError`` otherwise."""
+    raw = _loads(data)
+    if not isinstance(raw, list):
+        raise WireFormatError("commit results must be a JSON array")
+    return [_result(item) for item in raw]

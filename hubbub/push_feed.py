@@ -28,23 +28,17 @@ import logging
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, TypeVar
+from typing import Protocol
 
-import orjson
-
-from hubbub.envelope import CommitResult, CommittedMessage
+from hubbub.envelope import CommitResult
 
 __all__ = [
     "CommittedBatch",
     "CommittedFeed",
     "InProcessCommittedFeed",
-    "WireFormatError",
-    "decode_commit_result",
-    "encode_commit_result",
 ]
 
 logger = logging.getLogger(__name__)
-_T = TypeVar("_T")
 
 
 class CommittedBatch(Protocol):
@@ -127,59 +121,3 @@ class InProcessCommittedFeed:
         batch = self._batches.popleft()
         self._queued -= len(batch.results)
         return batch
-
-
-class WireFormatError(ValueError):
-    """Bytes that are not an encoded ``CommitResult``."""
-
-
-def encode_commit_result(result: CommitResult) -> bytes:
-    """One commit result as JSON (the committed stream carries one per message)."""
-    message = result.message
-    return orjson.dumps(
-        {
-            "conversation_id": str(message.conversation_id),
-            "message_id": str(message.message_id),
-            "seq": message.seq,
-            "sender_id": str(message.sender_id),
-            "sender_device_id": result.sender_device_id,
-            "cmid": message.cmid,
-            "text": message.text,
-            "created_at_ms": message.created_at_ms,
-            "duplicate": result.duplicate,
-        }
-    )
-
-
-def _field(body: dict[str, object], key: str, kind: type[_T]) -> _T:
-    value = body.get(key)
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise WireFormatError(f"{key} must be a {kind.__name__}")
-    return value
-
-
-def _id(body: dict[str, object], key: str) -> int:
-    value = _field(body, key, str)
-    if not value.isdigit():
-        raise WireFormatError(f"{key} must be a decimal string")
-    return int(value)
-
-
-def decode_commit_result(data: bytes) -> CommitResult:
-    """The commit result ``encode_commit_result`` wrote; ``WireFormatError`` otherwise."""
-    try:
-        body = orjson.loads(data)
-    except orjson.JSONDecodeError as exc:
-        raise WireFormatError("not JSON") from exc
-    if not isinstance(body, dict):
-        raise WireFormatError("a commit result must be a JSON object")
-    message = CommittedMessage(
-        conversation_id=_id(body, "conversation_id"),
-        message_id=_id(body, "message_id"),
-        seq=_field(body, "seq", int),
-        sender_id=_id(body, "sender_id"),
-        cmid=_field(body, "cmid", str),
-        text=_field(body, "text", str),
-        created_at_ms=_field(body, "created_at_ms", int),
-    )
-    return CommitResult(message, _field(body, "duplicate", bool), _field(body, "sender_device_id", str))

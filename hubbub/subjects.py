@@ -41,6 +41,7 @@ __all__ = [
     "REPLY_TO",
     "SKIP_DEVICE",
     "accepted",
+    "accepted_consumer",
     "accepted_msg_id",
     "committed",
     "committed_msg_id",
@@ -94,9 +95,21 @@ def every_accepted() -> str:
     return f"{_ACCEPTED}*"
 
 
-def accepted_msg_id(conversation_id: int, sender_id: int, cmid: str) -> str:
-    """The JetStream dedupe id of an accepted message: its idempotency key."""
-    return f"{conversation_id}:{sender_id}:{cmid}"
+def accepted_msg_id(conversation_id: int, sender_id: int, cmid: str, attempt: int | None = None) -> str:
+    """The JetStream dedupe id of an accepted message: its idempotency key.
+
+    With ``attempt`` (the ``message_id`` ingest stamped on this send), the id of one send of
+    the message: a publish retried after a lost ack is dropped by the stream, while a device's
+    resend (a new attempt) reaches the persister and is answered as a duplicate by the store,
+    which is what gives the device its ``ack`` back (``cluster.accepted`` says why).
+    """
+    key = f"{conversation_id}:{sender_id}:{cmid}"
+    return key if attempt is None else f"{key}:{attempt}"
+
+
+def accepted_consumer(shard: int) -> str:
+    """The durable consumer of ``accepted(shard)`` (one per shard, read by the shard's persister)."""
+    return _shard("hubbub_accepted_", shard)
 
 
 def committed(shard: int) -> str:

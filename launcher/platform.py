@@ -21,7 +21,7 @@ from starlette.staticfiles import StaticFiles
 from api import BrokerEndpoint, SqlDeviceSessions, SqlDirectory, SqlPushDirectory, create_app
 from broker_plugins import BrokerOptions, HubbubBroker, WebSocketBridge
 from config import Settings
-from hubbub.envelope import AcceptedMessage, CommitResult
+from hubbub.envelope import CommitResult
 from hubbub.events import push_register_again_event
 from hubbub.stores import PushToken
 from launcher.detached import BrokerElsewhere
@@ -35,6 +35,7 @@ from notifier.dispatcher import Dispatcher
 from notifier.metrics import PushMetrics
 from notifier.planner import PushPlanner
 from persister import Persister
+from persister.local_log import LocalAcceptedLog
 
 __all__ = ["Messaging", "one_node_messaging", "run_api", "run_broker", "run_up"]
 
@@ -58,7 +59,7 @@ class Messaging:
 async def one_node_messaging(core: Foundation) -> AsyncIterator[Messaging]:
     """The MQTT server and the messaging core, the persister behind them, and push after commits."""
     settings = core.settings
-    accepted: asyncio.Queue[AcceptedMessage] = asyncio.Queue(_ACCEPTED_QUEUE)
+    accepted = LocalAcceptedLog(_ACCEPTED_QUEUE)
     sessions = async_sessionmaker(core.engine, expire_on_commit=False)
     directory = SqlDirectory(sessions)
     broker = HubbubBroker(

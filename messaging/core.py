@@ -10,10 +10,14 @@ membership cache (``membership.py``) and device notices, behind the Protocols it
   (``hubbub/stores.py``);
 - the persister hands it what it committed (``committed``) and what it failed to commit
   (``commit_failed``), and the notifier asks it who is in a conversation (``members``) and
-  who is online (``online``).
+  who is online (``online``);
+- in a cluster, a process whose REST sends were committed by a persister elsewhere hands it
+  the results replied to it (``commit_replied``): they wake the waiting senders only, since
+  the persister fans the events out itself.
 
 A message's way through it: ``send`` -> ``Ingest.receive`` (validate, rate, membership,
-id) -> the persister's queue ... ``committed`` -> ``fan_out`` -> ``DeviceConnections.to_inbox``.
+id) -> the ``AcceptedLog`` (``hubbub.handoffs``) ... ``committed`` -> ``fan_out`` ->
+``DeviceConnections.to_inbox``.
 Nothing here knows MQTT or SQL; every clock is the injected ``Clock``.
 """
 
@@ -28,6 +32,7 @@ from hubbub.connections import DeviceConnections
 from hubbub.envelope import AcceptedMessage, CommitResult, SendRequest
 from hubbub.errors import MessageRejected, Unavailable
 from hubbub.events import error_event
+from hubbub.handoffs import AcceptedLog
 from hubbub.ids import SnowflakeGenerator
 from hubbub.presence import PresenceService
 from hubbub.sessions import DeviceEnded
@@ -54,7 +59,7 @@ class MessagingCore:
         *,
         connections: DeviceConnections,
         directory: Directory,
-        accepted: asyncio.Queue[AcceptedMessage],
+        accepted: AcceptedLog,
         ids: SnowflakeGenerator,
         limits: IngestLimits,
         presence_grace_s: float,
@@ -156,6 +161,10 @@ class MessagingCore:
         """The persister committed ``results``: wake REST senders, deliver the events."""
         self._ingest.committed(results)
         await fan_out(results, self._membership.members, self._connections)
+
+    def commit_replied(self, results: Sequence[CommitResult]) -> None:
+        """Results of REST sends made here, committed (and fanned out) by a persister elsewhere."""
+        self._ingest.committed(results)
 
     def commit_failed(self, batch: Sequence[AcceptedMessage], retry_after_ms: int) -> None:
         """The persister could not commit ``batch``: tell each sender's device to resend later.

@@ -4,10 +4,14 @@ Checks, in order: the payload (JSON ``{"cmid", "text"}``, text only, non-empty, 
 ``max_chars`` characters), the sender's rate, membership. A failure becomes an ``error``
 event for the sending device and nothing else happens. An accepted message gets its
 Snowflake ``message_id``, the ``sender_id`` of the authenticated session (never of the
-payload) and ``created_at``, and goes to the persister's queue.
+payload) and ``created_at``, and is offered to the ``AcceptedLog`` (``hubbub.handoffs``): the
+persister's queue on one node, JetStream in a cluster.
 
-Membership comes from the ``MembershipCache``: when it is cached and the persister's queue
-has room, as it is for nearly every message, a send is handled without any coroutine.
+Membership comes from the ``MembershipCache``: when it is cached and the log takes the message
+at once (one node's queue with room), as it is for nearly every message, a send is handled
+without any coroutine. In a cluster the send finishes when JetStream acknowledged the message,
+so the device's PUBACK means "held by the cluster"; a log that cannot hold it (``Unavailable``)
+becomes an ``unavailable`` error event and the device resends later.
 """
 
 from __future__ import annotations
@@ -21,8 +25,9 @@ import orjson
 
 from hubbub.connections import DeviceConnections
 from hubbub.envelope import AcceptedMessage, CommitResult, SendRequest, parse_send
-from hubbub.errors import MessageRejected
+from hubbub.errors import MessageRejected, Unavailable
 from hubbub.events import error_event, typing_event
+from hubbub.handoffs import AcceptedLog
 from hubbub.ids import SnowflakeGenerator
 from messaging.clock import Clock
 from messaging.membership import UNKNOWN, MembershipCache
@@ -32,6 +37,8 @@ __all__ = ["Ingest", "IngestLimits", "TokenBucket"]
 logger = logging.getLogger(__name__)
 
 _CACHE_LIMIT = 100_000  # rate buckets per node before pruning
+_UNAVAILABLE_RETRY_MS = 1_000
+_NOT_COMMITTED = "the message was not committed in time; resend it (same cmid) to learn its fate"
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +100,7 @@ class Ingest:
     def __init__(
         self,
         membership: MembershipCache,
-        accepted: asyncio.Queue[AcceptedMessage],
+        accepted: AcceptedLog,
         ids: SnowflakeGenerator,
         limits: IngestLimits,
         *,
@@ -116,9 +123,10 @@ class Ingest:
     ) -> Awaitable[None] | None:
         """A device published ``payload`` to ``conv/{conversation_id}/send``.
 
-        Handled at once (``None``) when the membership is cached and the persister's queue
-        has room, as it is for nearly every message; otherwise the awaitable finishes it.
-        Either way a rejection becomes an ``error`` event for the device.
+        Handled at once (``None``) when the membership is cached and the accepted log takes
+        the message at once, as it does for nearly every message on one node; otherwise the
+        awaitable finishes it (in a cluster: once JetStream holds it). Either way a rejection
+        becomes an ``error`` event for the device, and so does a log that cannot hold it now.
         """
         try:
             request = parse_send(payload, self._limits.max_chars)
@@ -139,6 +147,10 @@ class Ingest:
             await later
         except MessageRejected as rejection:
             self._reject(conversation_id, cmid, device_id, sender_id, rejection)
+        except Unavailable as exc:
+            retry_ms = _UNAVAILABLE_RETRY_MS if exc.retry_after is None else exc.retry_after * 1000
+            unavailable = MessageRejected("unavailable", exc.message, retry_after_ms=retry_ms)
+            self._reject(conversation_id, cmid, device_id, sender_id, unavailable)
 
     def _reject(
         self,
@@ -178,15 +190,23 @@ class Ingest:
     async def submit(
         self, conversation_id: int, sender_id: int, device_id: str, request: SendRequest
     ) -> CommitResult:
-        """Send on behalf of a REST caller and wait for the commit (``MessageSubmitter``)."""
+        """Send on behalf of a REST caller and wait for the commit (``MessageSubmitter``).
+
+        ``Unavailable`` (a 503) when no result came within ``submit_timeout_s``: in a cluster a
+        commit that fails is retried from the stream rather than reported, so the caller's
+        resend with the same cmid answers whether it was stored.
+        """
         key = (conversation_id, sender_id, request.cmid)
         waiter: asyncio.Future[CommitResult] = asyncio.get_running_loop().create_future()
         self._waiting.setdefault(key, []).append(waiter)
         try:
-            later = self._admit(conversation_id, sender_id, device_id, request)
+            later = self._admit(conversation_id, sender_id, device_id, request, reply=True)
             if later is not None:
                 await later
-            return await asyncio.wait_for(waiter, self._limits.submit_timeout_s)
+            try:
+                return await asyncio.wait_for(waiter, self._limits.submit_timeout_s)
+            except TimeoutError as exc:  # in a cluster a failed commit is retried, not reported
+                raise Unavailable(_NOT_COMMITTED, retry_after=1) from exc
         finally:
             waiters = self._waiting.get(key, [])
             if waiter in waiters:
@@ -195,7 +215,7 @@ class Ingest:
                 self._waiting.pop(key, None)
 
     def committed(self, results: Sequence[CommitResult]) -> None:
-        """Wake the REST callers waiting for these messages."""
+        """Wake the REST callers waiting for these messages (committed here, or replied from elsewhere)."""
         if not self._waiting:
             return
         for result in results:
@@ -205,9 +225,15 @@ class Ingest:
                     waiter.set_result(result)
 
     def _admit(
-        self, conversation_id: int, sender_id: int, device_id: str, request: SendRequest
+        self,
+        conversation_id: int,
+        sender_id: int,
+        device_id: str,
+        request: SendRequest,
+        *,
+        reply: bool = False,
     ) -> Awaitable[None] | None:
-        """Rate, membership, stamp, queue; raises ``MessageRejected``. See ``receive`` for the result."""
+        """Rate, membership, stamp, offer; raises ``MessageRejected``. See ``receive`` for the result."""
         now = self._now()
         bucket = self._buckets.get(device_id)
         if bucket is None:
@@ -218,16 +244,21 @@ class Ingest:
         if not bucket.take(now):
             raise MessageRejected("rate_limited", "sending too fast; slow down and resend")
         members = self._membership.cached(conversation_id, now)
-        if members is UNKNOWN or self._accepted.full():
-            return self._admit_later(conversation_id, sender_id, device_id, request)
-        self._accepted.put_nowait(self._stamp(conversation_id, members, sender_id, device_id, request))
-        return None
+        if members is UNKNOWN:
+            return self._admit_later(conversation_id, sender_id, device_id, request, reply)
+        return self._accepted.offer(
+            self._stamp(conversation_id, members, sender_id, device_id, request), reply=reply
+        )
 
     async def _admit_later(
-        self, conversation_id: int, sender_id: int, device_id: str, request: SendRequest
+        self, conversation_id: int, sender_id: int, device_id: str, request: SendRequest, reply: bool
     ) -> None:
         members = await self._membership.members(conversation_id)
-        await self._accepted.put(self._stamp(conversation_id, members, sender_id, device_id, request))
+        later = self._accepted.offer(
+            self._stamp(conversation_id, members, sender_id, device_id, request), reply=reply
+        )
+        if later is not None:
+            await later
 
     def _stamp(
         self,

@@ -1,19 +1,29 @@
 """The persister: the single writer that commits accepted messages in batches.
 
-Accepted messages arrive on a queue (the in-process hand-off from ingest). Two stages run
-as a pipeline: one takes whatever queued up meanwhile as the next batch — so commit cost is
-shared under load without adding latency when idle — and starts its commit while the last
-one is still committing (the store commits them in order); the other waits for each commit
-in turn and passes the results to ``on_committed`` (fan-out, acks, push). Results are
-delivered in commit order, and only committed messages are ever delivered.
+Accepted messages come from an ``AcceptedSource`` (``hubbub.handoffs``): the in-memory queue of
+one node, or a cluster's JetStream shards this persister holds leases on, each batch carrying
+the ``Fence`` to commit under. Two stages run as a pipeline: one takes the next batch (whatever
+queued up meanwhile, so commit cost is shared under load without adding latency when idle) and
+starts its commit while the last one is still committing (the store commits them in order); the
+other waits for each commit in turn, passes the results to ``on_committed`` (fan-out, acks,
+push, the committed stream) and only then settles the batch (``done``: a JetStream ack).
+Results are delivered in commit order, and only committed messages are ever delivered.
 
-A failed commit (a full disk, a database that refuses writes) is dropped: nothing was
-acknowledged, and ``on_failed`` is told at once with a retry hint, so the senders' devices
-hear ``unavailable`` and resend on purpose (the store's cmid uniqueness keeps that
-idempotent) instead of waiting on their resend timers. Nothing is retried here: holding
-the batch would hold the whole pipeline, while a resend finds the store as it then is, and
-the next batch is simply tried, so recovery is automatic when the store writes again. The
-failures are logged once per kind per minute with a count (``hubbub.failure_log``).
+A failed commit (a full disk, a database that refuses writes) is settled with ``retry`` and a
+delay that doubles with each failure in a row. A source that redelivers (JetStream: the message
+is durable and the device was acknowledged already) brings the batch back after the delay, and
+nobody is told anything. A source that does not (one node's queue) drops it, and ``on_failed``
+is told at once with the same hint, so the senders' devices hear ``unavailable`` and resend on
+purpose (the store's cmid uniqueness keeps that idempotent) instead of waiting on their resend
+timers. Holding a batch here would hold the whole pipeline; the next batch is simply tried, so
+recovery is automatic when the store writes again. The failures are logged once per kind per
+minute with a count (``hubbub.failure_log``). A commit refused for its fence (``FencedOut``: a
+newer owner took the shard) is settled with ``fenced_out`` and told to nobody: the new owner
+commits those messages.
+
+``on_committed`` failing after a commit (a fan-out or publish that broke) settles a redelivering
+batch with ``retry`` too: the redelivered messages commit as duplicates (the same results) and
+are handed on again; with one node's queue, devices catch up through sync.
 """
 
 from __future__ import annotations
@@ -25,7 +35,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from hubbub.envelope import AcceptedMessage, CommitResult
 from hubbub.errors import CommitFailed
 from hubbub.failure_log import FailureLog
-from hubbub.stores import MessageStore
+from hubbub.handoffs import AcceptedBatch, AcceptedSource
+from hubbub.stores import FencedOut, MessageStore
 
 __all__ = ["CommittedHandler", "FailedHandler", "Persister", "retry_after_ms"]
 
@@ -54,7 +65,7 @@ class Persister:
     def __init__(
         self,
         store: MessageStore,
-        accepted: asyncio.Queue[AcceptedMessage],
+        accepted: AcceptedSource,
         on_committed: CommittedHandler,
         *,
         on_failed: FailedHandler | None = None,
@@ -62,7 +73,7 @@ class Persister:
         failure_log: FailureLog | None = None,
     ) -> None:
         self._store = store
-        self._queue = accepted
+        self._source = accepted
         self._on_committed = on_committed
         self._on_failed = on_failed
         self._max_batch = max_batch
@@ -70,7 +81,7 @@ class Persister:
         self._failed_in_a_row = 0
         self._slots = asyncio.Semaphore(_IN_FLIGHT)
         # Commits in the order started (at most _IN_FLIGHT unfinished), with their batches.
-        self._committing: asyncio.Queue[tuple[list[AcceptedMessage], asyncio.Task[list[CommitResult]]]] = (
+        self._committing: asyncio.Queue[tuple[AcceptedBatch, asyncio.Task[list[CommitResult]]]] = (
             asyncio.Queue()
         )
 
@@ -88,19 +99,19 @@ class Persister:
             await asyncio.gather(*unfinished, return_exceptions=True)  # ended before the store closes
 
     async def flush(self) -> None:
-        """Wait until everything queued so far is committed and delivered (``run`` must be running).
+        """Wait until everything offered so far is committed and delivered (``run`` must be running).
 
         Called at shutdown once ingest has stopped, so nothing new arrives meanwhile.
         """
-        await self._queue.join()
+        await self._source.settled()
 
     async def _commit_stage(self) -> None:
         while True:
             await self._slots.acquire()
-            batch = [await self._queue.get()]
-            while len(batch) < self._max_batch and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
-            commit = asyncio.create_task(self._store.commit(batch), name="persister-commit-batch")
+            batch = await self._source.next_batch(self._max_batch)
+            commit = asyncio.create_task(
+                self._store.commit(batch.messages, fence=batch.fence), name="persister-commit-batch"
+            )
             self._committing.put_nowait((batch, commit))
 
     async def _deliver_stage(self) -> None:
@@ -108,31 +119,46 @@ class Persister:
             batch, commit = await self._committing.get()
             try:
                 results = await commit
-            except Exception as exc:  # noqa: BLE001 - any failure of the store: tell the senders
-                results = []
-                self._failed(batch, exc)
-            else:
-                self._failed_in_a_row = 0
-                self._failures.succeeded()
-            finally:
-                self._slots.release()  # the next batch may start committing while this one is delivered
+            except FencedOut:
+                self._slots.release()
+                logger.info("commit fenced out of shard %s: a newer owner has it", batch.fence)
+                await self._settle(batch.fenced_out())
+                continue
+            except Exception as exc:  # noqa: BLE001 - any failure of the store: retry or tell the senders
+                self._slots.release()
+                await self._settle(batch.retry(self._failed(batch, exc)))
+                continue
+            self._failed_in_a_row = 0
+            self._failures.succeeded()
+            self._slots.release()  # the next batch may start committing while this one is delivered
             logger.debug("committed %d messages", len(results))
             try:
-                if results:
-                    await self._on_committed(results)
+                await self._on_committed(results)
             except Exception:
+                if batch.redelivers:
+                    logger.exception("handing on committed messages failed; they come again")
+                    await self._settle(batch.retry(retry_after_ms(1)))
+                    continue
                 logger.exception("delivery after commit failed; devices catch up through sync")
-            finally:
-                for _ in batch:  # the queue's join() waits for these
-                    self._queue.task_done()
+            await self._settle(batch.done(results))
 
-    def _failed(self, batch: Sequence[AcceptedMessage], exc: Exception) -> None:
+    async def _settle(self, settling: Awaitable[None]) -> None:
+        try:
+            await settling
+        except Exception:
+            # A lost JetStream ack redelivers the batch, which commits as duplicates: no harm.
+            logger.exception("settling a batch failed; it may be delivered again")
+
+    def _failed(self, batch: AcceptedBatch, exc: Exception) -> int:
+        """Count and log a failed commit; tell the senders when the batch will not come again."""
         # CommitFailed comes from below with the reason in its message: its own stack says nothing.
         self._failures.failed(exc, traceback=not isinstance(exc, CommitFailed))
         self._failed_in_a_row += 1
-        if self._on_failed is None:
-            return
+        delay_ms = retry_after_ms(self._failed_in_a_row)
+        if self._on_failed is None or batch.redelivers:
+            return delay_ms
         try:
-            self._on_failed(batch, retry_after_ms(self._failed_in_a_row))
+            self._on_failed(batch.messages, delay_ms)
         except Exception:
             logger.exception("telling the senders of a failed commit failed; their outboxes resend")
+        return delay_ms

@@ -22,12 +22,13 @@ from cluster.connection import ClusterConnection, NatsOptions
 from cluster.inbox import NatsInboxes
 from cluster.node_inbox import NodeConnections, NodeDeviceEvents, NodeInbox
 from hubbub import subjects, topics
-from hubbub.envelope import AcceptedMessage, CommitResult, CommittedMessage
+from hubbub.envelope import CommitResult, CommittedMessage
 from hubbub.ids import SnowflakeGenerator
 from hubbub.sessions import DeviceEnded
 from hubbub.tokens import TokenCodec
 from messaging import IngestLimits, MessagingCore
 from messaging.fanout import fan_out
+from persister.local_log import LocalAcceptedLog
 from tests.cluster.test_inbox_contract import BOUND_S, interest_reached, server_id
 from tests.messaging.doubles import FakeDeviceSessions, FakeDirectory, ManualClock
 from tests.support.mqtt import Device
@@ -42,7 +43,7 @@ class BrokerNode:
 
     broker: HubbubBroker
     core: MessagingCore
-    accepted: asyncio.Queue[AcceptedMessage]
+    accepted: LocalAcceptedLog
     inbox: NodeInbox
     server: NatsServer
     server_id: str
@@ -81,7 +82,7 @@ async def cluster(nats_cluster: NatsCluster, unique: str) -> AsyncIterator[Clust
                 devices=FakeDeviceSessions(),
             )
             clock = ManualClock()
-            accepted: asyncio.Queue[AcceptedMessage] = asyncio.Queue(16)
+            accepted = LocalAcceptedLog(16)
             core = MessagingCore(
                 connections=NodeConnections(broker, own),
                 directory=directory,
@@ -142,7 +143,9 @@ async def test_devices_on_two_nodes_chat_through_nats(cluster: Cluster) -> None:
 
         # alice's phone sends on the first node; the persister commits and fans out over NATS
         await asyncio.to_thread(phone.publish, f"conv/{cid}/send", b'{"cmid": "c1", "text": "hi bob"}')
-        accepted = first.accepted.get_nowait()  # ingest accepted it: the PUBACK came after
+        accepted = (await first.accepted.next_batch(1)).messages[
+            0
+        ]  # ingest accepted it: the PUBACK came after
         message = CommittedMessage(
             cid, accepted.message_id, 1, alice, accepted.cmid, accepted.text, accepted.created_at_ms
         )

@@ -30,11 +30,11 @@ from cluster.inbox import NatsInboxes
 from cluster.node_inbox import NodeConnections, NodeDeviceEvents, NodeInbox
 from hubbub import subjects
 from hubbub.connections import DeviceConnections, DeviceEvents, Inboxes
-from hubbub.envelope import AcceptedMessage
 from hubbub.ids import SnowflakeGenerator
 from hubbub.sessions import DeviceEnded, LiveConnections
 from hubbub.stores import InboxPublisher
 from messaging import IngestLimits, MessagingCore
+from persister.local_log import LocalAcceptedLog
 from tests.messaging.doubles import FakeDirectory, ManualClock
 from tests.support.nats import NatsCluster, NatsServer
 
@@ -143,11 +143,10 @@ class World:
 
 def _core(connections: DeviceConnections, directory: FakeDirectory) -> MessagingCore:
     clock = ManualClock()
-    accepted: asyncio.Queue[AcceptedMessage] = asyncio.Queue(16)
     return MessagingCore(
         connections=connections,
         directory=directory,
-        accepted=accepted,
+        accepted=LocalAcceptedLog(16),
         ids=SnowflakeGenerator(1, clock_ms=clock.wall_ms),
         limits=LIMITS,
         presence_grace_s=5.0,

@@ -14,22 +14,19 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
-import orjson
 import pytest
 from nats.js import JetStreamContext
 
+from cluster.committed import CommittedPublisher, ensure_committed_stream
 from cluster.connection import ClusterConnection, NatsOptions
 from cluster.leases import ShardLeases
-from cluster.push_feed import NatsCommittedFeed, ensure_committed_stream
+from cluster.push_feed import NatsCommittedFeed
 from hubbub import subjects
 from hubbub.envelope import CommitResult, CommittedMessage
 from hubbub.push_feed import (
     CommittedBatch,
     CommittedFeed,
     InProcessCommittedFeed,
-    WireFormatError,
-    decode_commit_result,
-    encode_commit_result,
 )
 from hubbub.shards import ShardMap
 from tests.support.nats import NatsCluster
@@ -80,20 +77,13 @@ async def fresh_committed_stream(js: JetStreamContext) -> None:
 
     The shards' durable consumers stay: purged messages are not redelivered, and new ones follow.
     """
-    await ensure_committed_stream(js, replicas=3, max_age_s=3600.0)
+    await ensure_committed_stream(js, 3)
     await js.purge_stream(subjects.COMMITTED_STREAM)
 
 
 async def publish(js: JetStreamContext, results: Sequence[CommitResult]) -> None:
     """What a shard's persister does after a commit: one stream message per result."""
-    for each in results:
-        message = each.message
-        await js.publish(
-            subjects.committed(SHARD_MAP.conversation(message.conversation_id)),
-            encode_commit_result(each),
-            stream=subjects.COMMITTED_STREAM,
-            headers={"Nats-Msg-Id": subjects.committed_msg_id(message.conversation_id, message.seq)},
-        )
+    await CommittedPublisher(js, SHARD_MAP).publish(results)
 
 
 async def open_feed(js: JetStreamContext, owner: str, group: str) -> NatsCommittedFeed:
@@ -104,7 +94,6 @@ async def open_feed(js: JetStreamContext, owner: str, group: str) -> NatsCommitt
         shards=SHARDS,
         replicas=3,
         lease_ttl_s=LEASE_TTL_S,
-        max_age_s=3600.0,
         ack_wait_s=ACK_WAIT_S,
         fetch_timeout_s=0.5,
     )
@@ -224,21 +213,6 @@ async def test_the_in_process_feed_drops_the_oldest_batches_beyond_its_capacity(
     feed.committed([])  # nothing to push: no batch
     seqs = [(await within(feed.next_batch())).results[0].message.seq for _ in range(3)]
     assert seqs == [2, 3, 4]
-
-
-def test_a_commit_result_round_trips_and_bad_bytes_are_refused() -> None:
-    original = result(2**62, 7, duplicate=True)
-    assert decode_commit_result(encode_commit_result(original)) == original
-    body = orjson.loads(encode_commit_result(original))
-    assert body["message_id"] == str(original.message.message_id)  # 64-bit ids travel as strings
-    for bad in (
-        b"{not json",
-        b"[]",
-        orjson.dumps({**body, "seq": "7"}),
-        orjson.dumps({**body, "sender_id": "x"}),
-    ):
-        with pytest.raises(WireFormatError):
-            decode_commit_result(bad)
 
 
 async def test_a_feed_consumes_the_shards_of_leases_composed_elsewhere(

@@ -10,6 +10,7 @@ import pytest
 from hubbub.envelope import AcceptedMessage
 from hubbub.ids import SnowflakeGenerator
 from messaging import IngestLimits, MessagingCore
+from persister.local_log import LocalAcceptedLog
 from tests.messaging.doubles import FakeConnections, FakeDirectory, ManualClock
 
 GRACE_S = 5.0
@@ -32,14 +33,14 @@ async def world() -> World:
     clock = ManualClock()
     connections = FakeConnections()
     directory = FakeDirectory(conversations={CID: frozenset({ALICE, BOB, CAROL})})
-    accepted: asyncio.Queue[AcceptedMessage] = asyncio.Queue(4)
+    log = LocalAcceptedLog(4)
     core = MessagingCore(
         connections=connections,
         directory=directory,
-        accepted=accepted,
+        accepted=log,
         ids=SnowflakeGenerator(1, clock_ms=clock.wall_ms),
         limits=LIMITS,
         presence_grace_s=GRACE_S,
         clock=clock,
     )
-    return World(core, clock, connections, directory, accepted)
+    return World(core, clock, connections, directory, log.queue)

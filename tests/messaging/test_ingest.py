@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+from collections.abc import Awaitable
 
 import orjson
+import pytest
 
-from hubbub.envelope import CommitResult, CommittedMessage, SendRequest
-from tests.messaging.conftest import ALICE, BOB, CAROL, CID, World
+from hubbub.envelope import AcceptedMessage, CommitResult, CommittedMessage, SendRequest
+from hubbub.errors import Unavailable
+from hubbub.ids import SnowflakeGenerator
+from messaging import MessagingCore
+from persister import LocalAcceptedLog
+from tests.messaging.conftest import ALICE, BOB, CAROL, CID, GRACE_S, LIMITS, World
 
 
 def _send(cmid: str, text: str = "hello") -> bytes:
@@ -147,3 +154,80 @@ async def test_a_rest_submit_waits_for_the_commit(world: World) -> None:
     )
     await world.core.committed([result])
     assert await submitted == result
+
+
+def _committed(accepted: AcceptedMessage, seq: int) -> CommitResult:
+    return CommitResult(
+        message=CommittedMessage(
+            conversation_id=accepted.conversation_id,
+            message_id=accepted.message_id,
+            seq=seq,
+            sender_id=accepted.sender_id,
+            cmid=accepted.cmid,
+            text=accepted.text,
+            created_at_ms=accepted.created_at_ms,
+        ),
+        duplicate=False,
+        sender_device_id=accepted.sender_device_id,
+    )
+
+
+async def test_a_rest_submit_committed_elsewhere_is_woken_by_the_reply_without_fan_out(world: World) -> None:
+    submitted = asyncio.ensure_future(world.core.submit(CID, ALICE, "alice-web", SendRequest("c1", "hello")))
+    result = _committed(await world.accepted.get(), 1)
+    world.core.commit_replied([result])  # the persister elsewhere fanned out itself
+    assert await submitted == result
+    assert world.connections.deliveries == []
+
+
+class _Unreachable:
+    """An accepted log that cannot hold anything now (JetStream without a leader, say)."""
+
+    def __init__(self) -> None:
+        self.offers: list[tuple[AcceptedMessage, bool]] = []
+
+    def offer(self, message: AcceptedMessage, *, reply: bool = False) -> Awaitable[None] | None:
+        self.offers.append((message, reply))
+        return self._fail()
+
+    async def _fail(self) -> None:
+        raise Unavailable("the cluster cannot take messages now", retry_after=2)
+
+
+def _core_over(log: _Unreachable, world: World) -> MessagingCore:
+    return MessagingCore(
+        connections=world.connections,
+        directory=world.directory,
+        accepted=log,
+        ids=SnowflakeGenerator(1, clock_ms=world.clock.wall_ms),
+        limits=LIMITS,
+        presence_grace_s=GRACE_S,
+        clock=world.clock,
+    )
+
+
+async def test_a_log_that_cannot_hold_the_message_answers_unavailable(world: World) -> None:
+    log = _Unreachable()
+    core = _core_over(log, world)
+    pending = core.send(ALICE, "alice-phone", CID, _send("c1"))
+    assert pending is not None  # the PUBACK waits, then goes with the error event
+    await pending
+    assert _errors(world) == [("alice-phone", "unavailable", "c1")]
+    assert world.connections.events("error")[0].event["retry_after_ms"] == 2_000
+    with pytest.raises(Unavailable):  # a REST submit: a 503
+        await core.submit(CID, ALICE, "alice-web", SendRequest("c2", "hello"))
+    assert [(message.cmid, reply) for message, reply in log.offers] == [("c1", False), ("c2", True)]
+
+
+async def test_a_rest_submit_with_no_commit_result_in_time_is_unavailable(world: World) -> None:
+    core = MessagingCore(
+        connections=world.connections,
+        directory=world.directory,
+        accepted=LocalAcceptedLog(4),  # nobody commits
+        ids=SnowflakeGenerator(1, clock_ms=world.clock.wall_ms),
+        limits=dataclasses.replace(LIMITS, submit_timeout_s=0.01),
+        presence_grace_s=GRACE_S,
+        clock=world.clock,
+    )
+    with pytest.raises(Unavailable, match="not committed in time"):
+        await core.submit(CID, ALICE, "alice-web", SendRequest("c1", "hello"))

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 import persister
 from hubbub.envelope import AcceptedMessage, CommitResult
-from persister import Persister, SqlMessageStore
+from hubbub.errors import CommitFailed
+from hubbub.stores import Fence, FencedOut
+from persister import LocalAcceptedLog, Persister, SqlMessageStore
 from persister.persister import retry_after_ms
 from persister.sql_database import create_engine, message_committer
 from tests.support.schema import migrate
@@ -42,9 +45,9 @@ async def _run(
 
     The cmids of each failed batch and its retry hint are added to ``failed``.
     """
-    accepted: asyncio.Queue[AcceptedMessage] = asyncio.Queue()
+    accepted = LocalAcceptedLog(len(messages))
     for message in messages:
-        accepted.put_nowait(message)
+        assert accepted.offer(message) is None
     deliveries: list[list[int]] = []
 
     async def on_committed(results: Sequence[CommitResult]) -> None:
@@ -85,3 +88,79 @@ async def test_a_failed_batch_is_dropped_and_the_rest_go_on_with_dense_seqs(
 
 def test_the_retry_hint_doubles_with_each_failure_in_a_row_up_to_30_s() -> None:
     assert [retry_after_ms(n) for n in (1, 2, 3, 6, 7, 100)] == [1_000, 2_000, 4_000, 30_000, 30_000, 30_000]
+
+
+@dataclass
+class _Batch:
+    """A batch of a source that redelivers (as JetStream does), recording how it was settled."""
+
+    messages: list[AcceptedMessage]
+    fence: Fence | None
+    settled: asyncio.Queue[str]
+    redelivers: bool = True
+
+    async def done(self, results: Sequence[CommitResult]) -> None:
+        self.settled.put_nowait(f"done {len(results)}")
+
+    async def retry(self, delay_ms: int) -> None:
+        self.settled.put_nowait(f"retry {delay_ms}")
+
+    async def fenced_out(self) -> None:
+        self.settled.put_nowait("fenced out")
+
+
+class _Source:
+    def __init__(self, batches: list[_Batch]) -> None:
+        self._batches: asyncio.Queue[_Batch] = asyncio.Queue()
+        for batch in batches:
+            self._batches.put_nowait(batch)
+
+    async def next_batch(self, max_messages: int) -> _Batch:
+        batch = await self._batches.get()
+        assert len(batch.messages) <= max_messages
+        return batch
+
+    async def settled(self) -> None:
+        return None
+
+
+class _RefusingStore(SqlMessageStore):
+    """The real store, but the first commits are refused: a newer epoch, then a failing disk."""
+
+    def __init__(self, inner: SqlMessageStore, refusals: list[Exception]) -> None:
+        self._inner = inner
+        self._refusals = refusals
+
+    async def commit(
+        self, batch: Sequence[AcceptedMessage], *, fence: Fence | None = None
+    ) -> list[CommitResult]:
+        if self._refusals:
+            raise self._refusals.pop(0)
+        del fence  # the SQL store takes none yet
+        return await self._inner.commit(batch)
+
+
+async def test_a_redelivering_source_is_settled_per_outcome_and_its_senders_are_not_told(
+    store: SqlMessageStore,
+) -> None:
+    settled: asyncio.Queue[str] = asyncio.Queue()
+    fence = Fence(shard=3, epoch=9)
+    batches = [_Batch([_accepted(i)], fence, settled) for i in range(3)]
+    refusing = _RefusingStore(store, [FencedOut("epoch 9 < 10"), CommitFailed("disk full")])
+    told: list[AcceptedMessage] = []
+    delivered: list[int] = []
+
+    async def on_committed(results: Sequence[CommitResult]) -> None:
+        delivered.extend(result.message.seq for result in results)
+
+    persister = Persister(
+        refusing, _Source(batches), on_committed, on_failed=lambda batch, _ms: told.extend(batch)
+    )
+    running = asyncio.create_task(persister.run())
+    outcomes = [await settled.get() for _ in batches]
+    running.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await running
+    assert outcomes == ["fenced out", "retry 1000", "done 1"]
+    assert delivered == [1]
+    assert told == []  # the source brings the failed batch again: nobody resends
