@@ -5,41 +5,34 @@ chosen by ``HUBBUB_NATS_URL``; this package holds the NATS side, written to what
 ``nats-server`` 2.9 offers: streams, consumers, ``Nats-Msg-Id`` dedupe, KV with compare-and-set
 and a per-bucket max age.
 
-Built so far (the foundations, not yet wired into any process):
+Every cross-node hand-off has a Protocol in ``hubbub/`` and an in-process implementation in the
+component that owns it; the NATS ones live here (subjects and headers: ``hubbub.subjects``):
 
 - ``connection``: one supervised connection per process (reconnect forever, PING-based dead
   connection detection, state for ``/healthz``) and its JetStream context.
-- ``kv``: KV buckets created with the settings the code relies on, and snapshots of their live
-  values (2.9 expires entries silently, so "alive" means "present in a fresh snapshot"), read
-  without a consumer so they keep working while a NATS server is down.
+- ``kv``, ``streams``: KV buckets and streams created idempotently with the settings the code
+  relies on (an existing stream whose retention or subjects differ is refused).
 - ``leases``: shard leases (create / update-with-revision / delete-with-revision), the epoch as
-  fencing token, local deadlines that are safe against clock skew, and a balancer that spreads
-  the fixed shards (``hubbub.shards``) over the live members of a group, so persisters and
-  notifiers can be added and removed while running.
-- ``registry``: node heartbeats with endpoints and load, expiring within seconds; the directory
-  answering ``best_broker()`` for login (service discovery).
-
-What the next step wires (each hand-off a Protocol in the shared domain, with an in-process and a
-NATS implementation and one contract suite run against both):
-
-- Ingest -> persister: accepted messages are published to a JetStream stream (R3, file storage)
-  on ``hubbub.accepted.<shard>`` with ``Nats-Msg-Id = <conversation>:<sender>:<cmid>`` so a resend
-  inside the duplicate window is dropped by NATS (the store's unique key is the real guard);
-  the broker PUBACKs the device when the publish ack arrives.
-- Persisters hold leases of group ``persister``; on gaining a shard: fence the store with the
-  epoch, read the last committed seq, consume the shard's subject with a durable consumer per
-  shard from its ack floor, commit batches with the epoch checked in the same write, ack after
-  the commit; on losing it, stop the consumer.
-- Committed delivery: at most once on the wire over core NATS, one subject per recipient user
-  (``hubbub.deliver.user.<uid>``) that a broker node subscribes to while it holds one of that
-  user's devices; devices catch up from history on a seq gap.
-- Presence: connect/disconnect events go to ``hubbub.presence.<user shard>``; the holder of that
-  shard's lease (group ``presence``) is the single writer of online/offline, grace included, and
-  publishes changes every broker node applies to its retained ``presence/{uid}``. The registry
-  tells it which nodes died, so their devices go offline after the grace period.
-- Notifiers hold leases of group ``notifier`` and consume committed messages per shard.
-- The API anywhere: sends, conversation events and presence reads go through the same
-  Protocols' NATS implementations; login picks the broker with ``NodeDirectory.best_broker()``.
+  fencing token, local deadlines safe against clock skew, a balancer over the live members.
+- ``registry``: node heartbeats with endpoints and load; ``best_broker()`` for login.
+- ``accepted`` (ingest -> persister, ``hubbub.handoffs.AcceptedLog``): accepted messages on
+  JetStream ``hubbub.accepted.<shard>``, deduplicated by ``Nats-Msg-Id``; a device's PUBLISH is
+  acknowledged once the stream holds its message.
+- ``intake`` (``AcceptedSource``): the persister's side under lease group ``persister``: on
+  gaining a shard, fence the store with the epoch, then read the shard's consumer from its ack
+  floor; batches carry ``Fence(shard, epoch)`` and are acked only after what follows a commit.
+- ``committed``: committed results to JetStream ``hubbub.committed.<shard>`` (for notifiers)
+  and commit results to the ``Hubbub-Reply-To`` of a process waiting on a REST submit.
+- ``inbox``, ``node_inbox`` (``hubbub.connections.Inboxes``): events to a user's devices over
+  core NATS ``hubbub.inbox.<uid>``, at most once on the wire; a broker node subscribes while it
+  holds one of the user's devices (before the device's CONNACK); ``hubbub.device.ended`` and
+  ``hubbub.membership.changed`` reach every node.
+- ``presence_writer``, ``presence_node``, ``presence_mirror`` (``hubbub.presence``): one writer
+  per user shard under lease group ``presence`` decides online/offline (grace included) from
+  the nodes' reports and resyncs, and writes each change to the ``hubbub_presence`` bucket;
+  nodes apply changes to their retained presence, readers (API, notifier) keep a mirror.
+- ``push_feed`` (``hubbub.push_feed.CommittedFeed``): notifiers under lease group ``notifier``
+  read the committed stream per shard and ack a batch only when its pushes are over.
 
 Newer NATS servers would help: 2.10 (subject transforms to shard a stream server-side by
 ``partition(n, ...)``, multiple filter subjects per consumer, KV watch and keys with several
