@@ -80,10 +80,15 @@ def create_app(
     metrics: Callable[[], bytes],
     vapid_public_key: str | None = None,
     live_connections: LiveConnections,
+    discover_broker: Callable[[], BrokerEndpoint | None] = lambda: None,
+    health_problems: Callable[[], list[str]] = list,
 ) -> FastAPI:
     """The API over an already migrated database; its own helpers are built in the lifespan.
 
     ``live_connections`` closes an ended device's MQTT connections (the messaging core).
+    ``broker`` is where devices connect when ``discover_broker`` names no node (one node, or a
+    cluster's registry with no healthy broker yet); ``health_problems`` makes ``/healthz``
+    answer 503 with its reasons (the NATS connection and loops of a cluster process).
     """
 
     @asynccontextmanager
@@ -112,6 +117,8 @@ def create_app(
             presence=presence_view,
             vapid_public_key=vapid_public_key,
             metrics=metrics,
+            discover_broker=discover_broker,
+            health_problems=health_problems,
         )
         yield
 

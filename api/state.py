@@ -40,3 +40,7 @@ class AppState:
     presence: PresenceView
     vapid_public_key: str | None
     metrics: Callable[[], bytes]
+    discover_broker: Callable[[], BrokerEndpoint | None]
+    """The broker node a device should connect to now (cluster: the least loaded); ``None``: ``broker``."""
+    health_problems: Callable[[], list[str]]
+    """What is wrong with this process beyond its database (NATS, supervised loops); empty: nothing."""

@@ -52,11 +52,16 @@ async def open_registry(js: JetStreamContext, *, ttl_s: float, replicas: int, na
 
 @dataclass(frozen=True)
 class Endpoints:
-    """Where devices reach a broker node (``None`` for nodes that take no device connections)."""
+    """Where devices reach a broker node (``None`` for nodes that take no device connections).
+
+    ``http_url`` is the process's own HTTP port (``/healthz``, ``/metrics``; the REST API on an
+    API node), for operators and tools.
+    """
 
     mqtt_host: str | None = None
     mqtt_port: int | None = None
     ws_url: str | None = None
+    http_url: str | None = None
 
 
 @dataclass(frozen=True)
@@ -69,6 +74,7 @@ class NodeInfo:
     connections: int = 0
     healthy: bool = True
     updated_at: float = 0.0
+    snowflake_id: int | None = None  # the node id inside the Snowflake ids it makes, if it makes any
 
     @property
     def key(self) -> str:
@@ -91,6 +97,7 @@ class NodeInfo:
                 connections=int(raw.get("connections", 0)),
                 healthy=bool(raw.get("healthy", True)),
                 updated_at=float(raw.get("updated_at", 0.0)),
+                snowflake_id=None if raw.get("snowflake_id") is None else int(raw["snowflake_id"]),
             )
         except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
             raise ValueError(f"not a node record: {exc}") from exc
@@ -110,6 +117,7 @@ class NodeHeartbeat:
         connections: Callable[[], int] = lambda: 0,
         healthy: Callable[[], bool] = lambda: True,
         clock: Callable[[], float] = time.time,
+        snowflake_id: int | None = None,
     ) -> None:
         for name, value in (("node_id", node_id), ("kind", kind)):
             if not _TOKEN.match(value):
@@ -122,6 +130,7 @@ class NodeHeartbeat:
         self._connections = connections
         self._healthy = healthy
         self._clock = clock
+        self.snowflake_id = snowflake_id
         self._task: asyncio.Task[None] | None = None
 
     def record(self) -> NodeInfo:
@@ -133,6 +142,7 @@ class NodeHeartbeat:
             connections=self._connections(),
             healthy=self._healthy(),
             updated_at=self._clock(),
+            snowflake_id=self.snowflake_id,
         )
 
     async def beat(self) -> None:

@@ -10,7 +10,9 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
+import re
 import secrets
+import socket
 import stat
 from pathlib import Path
 from typing import Literal
@@ -43,6 +45,7 @@ PACKET_OVERHEAD_BYTES = 4096
 
 Port = int
 CassandraConsistency = Literal["LOCAL_QUORUM", "QUORUM", "EACH_QUORUM", "LOCAL_ONE", "ONE", "ALL"]
+_NODE_NAME = re.compile(r"^[-_A-Za-z0-9]{1,64}$")
 _REPO_WEB_DIST = Path(__file__).resolve().parents[1] / "web" / "dist"
 
 
@@ -149,6 +152,31 @@ class Settings(BaseSettings):
         le=MAX_SHARDS,
         description="Virtual user shards, each with one presence writer; fixed for a cluster's life.",
     )
+    node_name: str | None = Field(
+        None,
+        description="This process in a cluster: lease owner, registry key, reply subject "
+        "(letters, digits, '-', '_'; default <hostname>-<pid>).",
+    )
+    nats_replicas: int = Field(
+        3,
+        ge=1,
+        le=5,
+        description="Replicas of every cluster stream and KV bucket (1 for a single NATS server).",
+    )
+    lease_ttl_s: float = Field(
+        7.5,
+        ge=1,
+        le=300,
+        description="Shard lease lifetime (persister, notifier, presence): a dead owner's shards move "
+        "within 1.33 x this; the same in every process of a cluster.",
+    )
+    registry_ttl_s: float = Field(
+        6.0,
+        ge=1,
+        le=300,
+        description="A process missing from the node registry this long is dead (it heartbeats 3 times "
+        "as often); the same in every process of a cluster.",
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     push_webhook_url: str | None = Field(
@@ -198,6 +226,13 @@ class Settings(BaseSettings):
             raise ValueError("must be nats://host:port (or tls://), comma-separated for several servers")
         return ",".join(urls)
 
+    @field_validator("node_name")
+    @classmethod
+    def _node_name_is_a_token(cls, value: str | None) -> str | None:
+        if value is not None and not _NODE_NAME.match(value):
+            raise ValueError("must be 1-64 letters, digits, '-' or '_'")
+        return value
+
     @field_validator("database_url")
     @classmethod
     def _database_is_async(cls, value: str | None) -> str | None:
@@ -214,6 +249,29 @@ class Settings(BaseSettings):
             if missing:
                 raise ValueError(f"APNs needs {', '.join(ENV_PREFIX + name.upper() for name in missing)} too")
         return self
+
+    @model_validator(mode="after")
+    def _cluster_needs_shared_databases(self) -> Settings:
+        if self.nats_url is not None and self.resolved_database_url.startswith("sqlite"):
+            raise ValueError(
+                f"a cluster ({ENV_PREFIX}NATS_URL) needs PostgreSQL for accounts ({ENV_PREFIX}DATABASE_URL="
+                f"postgresql+asyncpg://...) and PostgreSQL or Cassandra ({ENV_PREFIX}CASSANDRA_HOSTS) for "
+                "history: SQLite serves one process only"
+            )
+        return self
+
+    @property
+    def clustered(self) -> bool:
+        """Whether this process is one of a cluster (``nats_url`` set) rather than a single node."""
+        return self.nats_url is not None
+
+    @property
+    def resolved_node_name(self) -> str:
+        """``node_name``, or ``<hostname>-<pid>`` with anything but letters, digits, '-', '_' made '-'."""
+        if self.node_name is not None:
+            return self.node_name
+        host = re.sub(r"[^-_A-Za-z0-9]", "-", socket.gethostname())[:40] or "node"
+        return f"{host}-{os.getpid()}"
 
     @property
     def resolved_database_url(self) -> str:
@@ -258,11 +316,15 @@ def load_settings(**overrides: object) -> Settings:
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{ENV_PREFIX}{'_'.join(str(part) for part in error['loc']).upper()}: {error['msg']}"
-            for error in exc.errors()
-        )
+        problems = "; ".join(_problem(error["loc"], error["msg"]) for error in exc.errors())
         raise SettingsError(f"invalid setting: {problems}") from exc
+
+
+def _problem(location: tuple[int | str, ...], message: str) -> str:
+    """One setting's problem, named; a combination's (no location) is its message alone."""
+    if not location:
+        return message.removeprefix("Value error, ")
+    return f"{ENV_PREFIX}{'_'.join(str(part) for part in location).upper()}: {message}"
 
 
 def resolve_secret(settings: Settings) -> str:

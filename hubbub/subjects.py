@@ -23,6 +23,8 @@ cross-node hand-offs on these (DESIGN.md, "Scaling out"):
   and readers follow its changes with a core subscription to ``kv_changes(bucket)``.
 - ``hubbub.device.ended``, ``hubbub.membership.changed`` (core NATS, every node): a device was
   signed out for good (close its connections); a conversation's members changed (forget them).
+- KV bucket ``hubbub_cluster`` (``CLUSTER_BUCKET``): what every process of the cluster shares
+  once made (the VAPID key of Web Push).
 
 Names are ASCII, dot-separated; ids are decimal, shards are ``0..shards-1``.
 """
@@ -31,6 +33,7 @@ from __future__ import annotations
 
 __all__ = [
     "ACCEPTED_STREAM",
+    "CLUSTER_BUCKET",
     "COMMITTED_STREAM",
     "ONLY_DEVICE",
     "PRESENCE_BUCKET",
@@ -63,6 +66,7 @@ __all__ = [
 _ROOT = "hubbub"
 ACCEPTED_STREAM = "HUBBUB_ACCEPTED"
 COMMITTED_STREAM = "HUBBUB_COMMITTED"
+CLUSTER_BUCKET = "hubbub_cluster"
 
 ONLY_DEVICE = "Hubbub-Only-Device"
 SKIP_DEVICE = "Hubbub-Skip-Device"

@@ -19,24 +19,75 @@ import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from nats.errors import Error as NatsError
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
 from client import chat
+from cluster.connection import ClusterConfigError
 from config import Settings, configure_logging, load_settings
 from config.settings import CONFIG_FILE_ENV, ENV_PREFIX
 from hubbub.errors import SettingsError
 from hubbub.failure_log import describe_failure
+from launcher.cluster_api import run_cluster_api
+from launcher.cluster_broker import run_cluster_broker
+from launcher.cluster_notifier import run_cluster_notifier
+from launcher.cluster_persister import run_cluster_persister
 from launcher.platform import run_api, run_broker, run_up
 
 __all__ = ["main"]
 
 logger = logging.getLogger(__name__)
 
-_COMMANDS: dict[str, tuple[str, Callable[[Settings], Coroutine[Any, Any, None]]]] = {
-    "up": ("the whole platform in one process: broker, API, MQTT over WebSocket", run_up),
-    "broker": ("the MQTT broker alone (TCP, and WebSocket on broker_ws_port)", run_broker),
-    "api": ("the REST API alone", run_api),
+Runner = Callable[[Settings], Coroutine[Any, Any, None]]
+
+
+def _one_node_only(run: Runner) -> Runner:
+    async def one_node(settings: Settings) -> None:
+        if settings.clustered:
+            raise SettingsError(
+                "`hubbub up` is one node; with HUBBUB_NATS_URL run `hubbub broker`, `hubbub persister`, "
+                "`hubbub notifier` and `hubbub api` (several of each)"
+            )
+        await run(settings)
+
+    return one_node
+
+
+def _cluster_only(command: str, run: Runner) -> Runner:
+    async def cluster(settings: Settings) -> None:
+        if not settings.clustered:
+            raise SettingsError(
+                f"`hubbub {command}` is a cluster process: set HUBBUB_NATS_URL (on one node `hubbub up` "
+                f"and `hubbub broker` run the {command} inside)"
+            )
+        await run(settings)
+
+    return cluster
+
+
+def _either(one_node: Runner, cluster: Runner) -> Runner:
+    async def run(settings: Settings) -> None:
+        await (cluster if settings.clustered else one_node)(settings)
+
+    return run
+
+
+_COMMANDS: dict[str, tuple[str, Runner]] = {
+    "up": ("the whole platform in one process: broker, API, MQTT over WebSocket", _one_node_only(run_up)),
+    "broker": (
+        "the MQTT broker (TCP, and WebSocket on broker_ws_port); a cluster node with HUBBUB_NATS_URL",
+        _either(run_broker, run_cluster_broker),
+    ),
+    "api": ("the REST API alone; a cluster node with HUBBUB_NATS_URL", _either(run_api, run_cluster_api)),
+    "persister": (
+        "a cluster's persister: commits the conversation shards it leases (needs HUBBUB_NATS_URL)",
+        _cluster_only("persister", run_cluster_persister),
+    ),
+    "notifier": (
+        "a cluster's push notifier: pushes for the shards it leases (needs HUBBUB_NATS_URL)",
+        _cluster_only("notifier", run_cluster_notifier),
+    ),
 }
 
 
@@ -89,12 +140,13 @@ def main(argv: list[str] | None = None) -> int:
         _check_sqlite_file(settings)
         with asyncio.Runner(loop_factory=_event_loop_factory()) as runner:
             runner.run(run(settings))
-    except SettingsError as exc:
-        print(f"hubbub: {exc}", file=sys.stderr)  # noqa: T201
-        return 2
     except KeyboardInterrupt:
         return 0
     except Exception as exc:
+        refused = _only_failure(exc)
+        if isinstance(refused, SettingsError):
+            print(f"hubbub: {refused}", file=sys.stderr)  # noqa: T201
+            return 2
         reason = _environment_failure(exc, settings)
         if reason is None:
             raise
@@ -123,10 +175,19 @@ def _check_sqlite_file(settings: Settings) -> None:
         connection.close()
 
 
-def _environment_failure(exc: BaseException, settings: Settings) -> str | None:
-    """One line for a failure of the surroundings (files, database, ports); ``None`` for a bug."""
+def _only_failure(exc: BaseException) -> BaseException:
+    """The failure inside nested task groups that each failed of one thing only."""
     while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
-        exc = exc.exceptions[0]  # a task group's only failure
+        exc = exc.exceptions[0]
+    return exc
+
+
+def _environment_failure(exc: BaseException, settings: Settings) -> str | None:
+    """One line for a failure of the surroundings (files, database, ports, NATS); ``None`` for a bug."""
+    exc = _only_failure(exc)
+    if isinstance(exc, NatsError | ClusterConfigError):
+        servers = settings.nats_url or "(none)"
+        return f"cannot use the NATS cluster at {servers}: {exc or type(exc).__name__}"
     if isinstance(exc, FileExistsError):
         return f"cannot use {exc.filename}: it exists and is not a directory"
     if isinstance(exc, OSError):

@@ -1,151 +1,52 @@
-"""Running the platform: everything in one process (``up``) or one part each."""
+"""One node: everything in one process (``up``), or the broker and the API apart without NATS.
+
+Without ``HUBBUB_NATS_URL`` the hand-offs are in-process: the broker runs ingest, the persister
+and push beside the MQTT server; an API apart from it (``hubbub api``) shares the database only
+(``launcher.detached``). A cluster's processes are composed in ``launcher.cluster_*``.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-import uvicorn
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+from sqlalchemy.ext.asyncio import async_sessionmaker
 from starlette.applications import Starlette
 from starlette.routing import WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
 from api import BrokerEndpoint, SqlDeviceSessions, SqlDirectory, SqlPushDirectory, create_app
 from broker_plugins import BrokerOptions, HubbubBroker, WebSocketBridge
-from config import Settings, resolve_secret
+from config import Settings
 from hubbub.envelope import CommitResult
 from hubbub.events import push_register_again_event
-from hubbub.ids import SnowflakeGenerator
-from hubbub.stores import MessageStore, PushToken
-from hubbub.tokens import TokenCodec
+from hubbub.stores import PushToken
 from launcher.detached import BrokerElsewhere
-from launcher.http import ReadyServer, bind_socket
-from launcher.migrate import migrate
-from launcher.push import build_providers
-from messaging import IngestLimits, LoopClock, MessagingCore
+from launcher.foundation import Foundation, foundation, ingest_limits
+from launcher.http import bind_socket
+from launcher.push import build_providers, prune_deliveries
+from launcher.serving import WS_PATH, serve_until_stopped, uvicorn_server
+from messaging import LoopClock, MessagingCore
 from notifier.deliveries import SqlDeliveryLog
 from notifier.dispatcher import Dispatcher
 from notifier.metrics import PushMetrics
 from notifier.planner import PushPlanner
-from persister import Persister, SqlMessageStore, cassandra_store
+from persister import Persister
 from persister.local_log import LocalAcceptedLog
-from persister.sql_database import create_engine, message_committer
 
-__all__ = ["run_api", "run_broker", "run_up"]
+__all__ = ["Messaging", "one_node_messaging", "run_api", "run_broker", "run_up"]
 
 logger = logging.getLogger(__name__)
 
-_WS_PATH = "/mqtt"
-# A WebSocket frame may carry one whole MQTT packet plus its framing.
-_WS_FRAME_OVERHEAD = 16
 _ACCEPTED_QUEUE = 10_000
-
-
-def _announce(**endpoints: str) -> None:
-    """One line on stdout when everything listens: for people, scripts and tests."""
-    print("hubbub ready:", " ".join(f"{name}={value}" for name, value in endpoints.items()), flush=True)  # noqa: T201
-
-
-def _uvicorn(app: object, settings: Settings) -> ReadyServer:
-    config = uvicorn.Config(
-        app,  # type: ignore[arg-type]
-        log_config=None,
-        access_log=False,
-        http=ReadyServer.http_protocol,  # idle/slow connections closed, caps (launcher/http_guard.py)
-        ws=ReadyServer.ws_protocol,
-        ws_max_size=settings.max_packet_bytes + _WS_FRAME_OVERHEAD,
-        ws_ping_interval=None,  # MQTT has its own keepalive
-        proxy_headers=False,  # X-Forwarded-For: believed only from HUBBUB_TRUSTED_PROXIES (api/ratelimit.py)
-        lifespan="on",
-    )
-    return ReadyServer(config, settings)
-
-
-async def _serve_until_stopped(server: ReadyServer, sock: socket.socket, **announce: str) -> None:
-    """Serve HTTP on ``sock`` until a signal stops uvicorn; announce once it is ready."""
-    host, port = sock.getsockname()[:2]
-    async with asyncio.TaskGroup() as group:
-        serving = group.create_task(server.serve(sockets=[sock]), name="http-server")
-        ready = group.create_task(server.ready.wait(), name="http-ready")
-        await asyncio.wait({serving, ready}, return_when=asyncio.FIRST_COMPLETED)
-        if ready.done():
-            _announce(**announce, http=f"http://{host}:{port}")
-        else:
-            ready.cancel()
-
-
-@dataclass(frozen=True)
-class _Core:
-    """The parts every process shares: settings-derived secrets, ids and the database."""
-
-    settings: Settings
-    tokens: TokenCodec
-    engine: AsyncEngine
-    ids: SnowflakeGenerator
-    store: MessageStore
-
-
-@asynccontextmanager
-async def _core(settings: Settings) -> AsyncIterator[_Core]:
-    tokens = TokenCodec(resolve_secret(settings), access_ttl_s=settings.access_token_ttl_s)
-    engine = create_engine(settings.resolved_database_url)
-    try:
-        await migrate(engine)
-        store = await _message_store(settings, engine)
-        try:
-            yield _Core(settings, tokens, engine, SnowflakeGenerator(settings.node_id), store)
-        finally:
-            await store.close()
-    finally:
-        await engine.dispose()
-
-
-async def _message_store(settings: Settings, engine: AsyncEngine) -> MessageStore:
-    """History in Cassandra when hosts are configured, else in the SQL database beside accounts."""
-    if not settings.cassandra_hosts:
-        return SqlMessageStore(engine, message_committer(engine, log_level=settings.log_level))
-    hosts = [host.strip() for host in settings.cassandra_hosts.split(",") if host.strip()]
-    store = await cassandra_store.connect(
-        hosts,
-        settings.cassandra_keyspace,
-        consistency=cassandra_store.consistency_level(settings.cassandra_consistency),
-        local_dc=settings.cassandra_local_dc,
-    )
-    try:
-        replication = settings.cassandra_replication.strip() or None
-        await cassandra_store.migrate(store.session, settings.cassandra_keyspace, replication=replication)
-    except BaseException:
-        await store.close()
-        raise
-    return store
-
-
-_PRUNE_EVERY_S = 3600.0
 _FLUSH_TIMEOUT_S = 30.0  # at shutdown, for what ingest accepted to be committed and delivered
-# Push claims are kept long past any redelivery of a message, then forgotten.
-_DELIVERY_MEMORY_S = 2 * 86_400.0
-
-
-async def _prune_deliveries(deliveries: SqlDeliveryLog) -> None:
-    """Keep the push-delivery table small: claims matter only while a message may be retried."""
-    while True:
-        try:
-            removed = await deliveries.prune(older_than_s=_DELIVERY_MEMORY_S)
-        except Exception:  # a failed clean-up must not take the pipeline down; next hour again
-            logger.exception("pruning old push deliveries failed")
-        else:
-            if removed:
-                logger.info("forgot %d old push deliveries", removed)
-        await asyncio.sleep(_PRUNE_EVERY_S)
 
 
 @dataclass(frozen=True)
-class _Messaging:
+class Messaging:
     """The running message pipeline, and what the API shows of it."""
 
     broker: HubbubBroker
@@ -155,7 +56,7 @@ class _Messaging:
 
 
 @asynccontextmanager
-async def _messaging(core: _Core) -> AsyncIterator[_Messaging]:
+async def one_node_messaging(core: Foundation) -> AsyncIterator[Messaging]:
     """The MQTT server and the messaging core, the persister behind them, and push after commits."""
     settings = core.settings
     accepted = LocalAcceptedLog(_ACCEPTED_QUEUE)
@@ -177,11 +78,7 @@ async def _messaging(core: _Core) -> AsyncIterator[_Messaging]:
         directory=directory,
         accepted=accepted,
         ids=core.ids,
-        limits=IngestLimits(
-            max_chars=settings.max_message_chars,
-            sends_per_second=settings.sends_per_second,
-            send_burst=settings.send_burst,
-        ),
+        limits=ingest_limits(settings),
         presence_grace_s=settings.presence_grace_s,
         clock=LoopClock(),
     )
@@ -220,10 +117,10 @@ async def _messaging(core: _Core) -> AsyncIterator[_Messaging]:
                 group.create_task(persister.run(), name="persister"),
                 group.create_task(dispatcher.run(), name="push-dispatcher"),
                 group.create_task(planner.run(), name="push-planner"),
-                group.create_task(_prune_deliveries(deliveries), name="push-deliveries-pruning"),
+                group.create_task(prune_deliveries(deliveries), name="push-deliveries-pruning"),
             ]
             try:
-                yield _Messaging(broker, messaging_core, metrics.render, providers.vapid_public_key)
+                yield Messaging(broker, messaging_core, metrics.render, providers.vapid_public_key)
             finally:
                 await broker.shutdown()
                 await messaging_core.close()
@@ -242,12 +139,12 @@ async def _messaging(core: _Core) -> AsyncIterator[_Messaging]:
 
 async def run_up(settings: Settings) -> None:
     """Broker, persister, API and MQTT over WebSocket in one process, sharing one HTTP port."""
-    async with _core(settings) as core, _messaging(core) as messaging:
+    async with foundation(settings) as core, one_node_messaging(core) as messaging:
         broker = messaging.broker
         http_socket = bind_socket(settings.bind, settings.http_port)
         host = settings.advertised_host
         endpoint = BrokerEndpoint(
-            host=host, port=broker.mqtt_port, ws_url=f"ws://{host}:{http_socket.getsockname()[1]}{_WS_PATH}"
+            host=host, port=broker.mqtt_port, ws_url=f"ws://{host}:{http_socket.getsockname()[1]}{WS_PATH}"
         )
         app = create_app(
             settings,
@@ -263,33 +160,33 @@ async def run_up(settings: Settings) -> None:
             metrics=messaging.metrics,
             vapid_public_key=messaging.vapid_public_key,
         )
-        app.add_api_websocket_route(_WS_PATH, WebSocketBridge(broker).serve)
+        app.add_api_websocket_route(WS_PATH, WebSocketBridge(broker).serve)
         if settings.web_dir.is_dir():
             app.mount("/", StaticFiles(directory=settings.web_dir, html=True), name="web")
         else:
             logger.warning("no web chat at %s: run `make web` to build it", settings.web_dir)
-        await _serve_until_stopped(
-            _uvicorn(app, settings), http_socket, mqtt=f"{settings.bind}:{broker.mqtt_port}"
+        await serve_until_stopped(
+            uvicorn_server(app, settings), http_socket, mqtt=f"{settings.bind}:{broker.mqtt_port}"
         )
 
 
 async def run_broker(settings: Settings) -> None:
     """The broker (with ingest and the persister): MQTT over TCP, and WebSocket on ``broker_ws_port``."""
-    async with _core(settings) as core, _messaging(core) as messaging:
+    async with foundation(settings) as core, one_node_messaging(core) as messaging:
         broker = messaging.broker
-        ws_app = Starlette(routes=[WebSocketRoute(_WS_PATH, WebSocketBridge(broker).serve)])
+        ws_app = Starlette(routes=[WebSocketRoute(WS_PATH, WebSocketBridge(broker).serve)])
         sock = bind_socket(settings.bind, settings.broker_ws_port)
-        await _serve_until_stopped(
-            _uvicorn(ws_app, settings), sock, mqtt=f"{settings.bind}:{broker.mqtt_port}"
+        await serve_until_stopped(
+            uvicorn_server(ws_app, settings), sock, mqtt=f"{settings.bind}:{broker.mqtt_port}"
         )
 
 
 async def run_api(settings: Settings) -> None:
     """The REST API alone; it tells devices where the broker is from the settings."""
-    async with _core(settings) as core:
+    async with foundation(settings) as core:
         host = settings.advertised_host
         endpoint = BrokerEndpoint(
-            host=host, port=settings.mqtt_port, ws_url=f"ws://{host}:{settings.broker_ws_port}{_WS_PATH}"
+            host=host, port=settings.mqtt_port, ws_url=f"ws://{host}:{settings.broker_ws_port}{WS_PATH}"
         )
         elsewhere = BrokerElsewhere()
         app = create_app(
@@ -305,4 +202,6 @@ async def run_api(settings: Settings) -> None:
             live_connections=elsewhere,
             metrics=PushMetrics().render,
         )
-        await _serve_until_stopped(_uvicorn(app, settings), bind_socket(settings.bind, settings.http_port))
+        await serve_until_stopped(
+            uvicorn_server(app, settings), bind_socket(settings.bind, settings.http_port)
+        )

@@ -38,7 +38,7 @@ def _token_response(state: AppState, user: User, device_id: str, refresh_token: 
         expires_in=state.tokens.access_ttl_s,
         user_id=str(user.id),
         device_id=device_id,
-        mqtt=state.broker,
+        mqtt=state.discover_broker() or state.broker,
     )
 
 

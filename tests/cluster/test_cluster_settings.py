@@ -20,6 +20,7 @@ def test_one_node_needs_no_nats(tmp_path: Path) -> None:
 
 def test_several_servers_are_one_comma_separated_url(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HUBBUB_NATS_URL", "nats://n1:4222, nats://n2:4222")
+    monkeypatch.setenv("HUBBUB_DATABASE_URL", "postgresql+asyncpg://hubbub@db/hubbub")  # a cluster's
     monkeypatch.setenv("HUBBUB_CONVERSATION_SHARDS", "1024")
     settings = load_settings()
     assert settings.nats_url is not None

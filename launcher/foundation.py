@@ -1,0 +1,86 @@
+"""What every process of Hubbub stands on: secrets, ids, the databases (migrated)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from config import Settings, resolve_secret
+from hubbub.ids import SnowflakeGenerator
+from hubbub.shards import ShardMap
+from hubbub.stores import MessageStore
+from hubbub.tokens import TokenCodec
+from launcher.migrate import migrate
+from messaging import IngestLimits
+from persister import SqlMessageStore, cassandra_store
+from persister.sql_database import create_engine, message_committer
+
+__all__ = ["Foundation", "foundation", "ingest_limits", "shard_map"]
+
+
+@dataclass(frozen=True)
+class Foundation:
+    """The parts every process shares: settings-derived secrets, ids and the database."""
+
+    settings: Settings
+    tokens: TokenCodec
+    engine: AsyncEngine
+    ids: SnowflakeGenerator
+    store: MessageStore
+
+
+@asynccontextmanager
+async def foundation(settings: Settings, *, node_id: int | None = None) -> AsyncIterator[Foundation]:
+    """Secrets, the migrated account database and the message store, closed on exit.
+
+    ``node_id`` (default ``settings.node_id``) goes into every Snowflake id this process makes.
+    """
+    tokens = TokenCodec(resolve_secret(settings), access_ttl_s=settings.access_token_ttl_s)
+    engine = create_engine(settings.resolved_database_url)
+    try:
+        await migrate(engine)
+        store = await _message_store(settings, engine)
+        try:
+            ids = SnowflakeGenerator(settings.node_id if node_id is None else node_id)
+            yield Foundation(settings, tokens, engine, ids, store)
+        finally:
+            await store.close()
+    finally:
+        await engine.dispose()
+
+
+async def _message_store(settings: Settings, engine: AsyncEngine) -> MessageStore:
+    """History in Cassandra when hosts are configured, else in the SQL database beside accounts."""
+    if not settings.cassandra_hosts:
+        return SqlMessageStore(engine, message_committer(engine, log_level=settings.log_level))
+    hosts = [host.strip() for host in settings.cassandra_hosts.split(",") if host.strip()]
+    store = await cassandra_store.connect(
+        hosts,
+        settings.cassandra_keyspace,
+        consistency=cassandra_store.consistency_level(settings.cassandra_consistency),
+        local_dc=settings.cassandra_local_dc,
+    )
+    try:
+        replication = settings.cassandra_replication.strip() or None
+        await cassandra_store.migrate(store.session, settings.cassandra_keyspace, replication=replication)
+    except BaseException:
+        await store.close()
+        raise
+    return store
+
+
+def ingest_limits(settings: Settings) -> IngestLimits:
+    """What ingest allows a device, the same on every node."""
+    return IngestLimits(
+        max_chars=settings.max_message_chars,
+        sends_per_second=settings.sends_per_second,
+        send_burst=settings.send_burst,
+    )
+
+
+def shard_map(settings: Settings) -> ShardMap:
+    """The cluster's fixed shard counts."""
+    return ShardMap(settings.conversation_shards, settings.presence_shards)
