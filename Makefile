@@ -7,7 +7,7 @@ STAMP := $(VENV)/.synced
 
 WEB_BUILD := web/dist/index.html
 
-.PHONY: install web run test lint bench system-deps cassandra-jars clean
+.PHONY: install web run cluster test lint bench system-deps cassandra-jars clean
 
 $(UV):
 	$(PYTHON) -m venv $(VENV)
@@ -58,6 +58,11 @@ bench: install system-deps cassandra-jars
 
 run: install web
 	$(VENV)/bin/hubbub up
+
+## A cluster on this machine (launcher/devcluster.py): three NATS servers, PostgreSQL, two broker
+## nodes, two persisters, a notifier and an API; prints where to connect; Ctrl-C stops it all.
+cluster: install system-deps web
+	$(VENV)/bin/python -m launcher.devcluster
 
 test: install system-deps web cassandra-jars
 	cd web && npm test
