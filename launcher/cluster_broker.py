@@ -1,29 +1,137 @@
-"""``hubbub broker`` in a cluster: a broker node that registers its endpoints and load.
+"""``hubbub broker`` in a cluster: device connections, ingest into JetStream, delivery and presence.
 
-Devices connect over MQTT (TCP) and MQTT over WebSocket on ``broker_ws_port``, which also
-serves ``/healthz`` and ``/metrics``. The node heartbeats its endpoints and connection count
-into the registry, so login sends devices to the least loaded healthy broker.
+One broker node is composed of:
+
+- the MQTT server (TCP, and WebSocket on ``broker_ws_port``, which also serves ``/healthz`` and
+  ``/metrics``), reporting to ``NodeDeviceEvents``: the first device of a user subscribes the
+  node to ``hubbub.inbox.<uid>`` (``NodeInbox``; the CONNACK waits for it), then the core hears;
+- the ``MessagingCore`` with ``NatsAcceptedLog`` (a PUBLISH is acknowledged once JetStream holds
+  the message), ``NodeConnections`` (events for a device here go straight to it, any other over
+  NATS) and ``NodePresence`` (devices reported to their shard's presence writer, decisions applied
+  to the retained ``presence/{uid}`` topics);
+- the presence writers of the user shards this node leases (group ``presence``);
+- ``hubbub.device.ended`` and ``hubbub.membership.changed`` (``NodeInbox``);
+- the registry heartbeat with its endpoints and connection count.
+
+Persisting and pushing are other processes' (``hubbub persister``, ``hubbub notifier``).
 """
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from sqlalchemy.ext.asyncio import async_sessionmaker
 from starlette.applications import Starlette
 from starlette.routing import WebSocketRoute
 
-from broker_plugins import HubbubBroker, WebSocketBridge
+from api import SqlDeviceSessions, SqlDirectory
+from broker_plugins import BrokerOptions, HubbubBroker, WebSocketBridge
+from cluster.accepted import NatsAcceptedLog, ensure_accepted_stream
+from cluster.inbox import NatsInboxes
+from cluster.node_inbox import NodeConnections, NodeDeviceEvents, NodeInbox
+from cluster.presence_node import NodePresence
+from cluster.presence_writer import PresenceWriters, open_presence_leases
 from cluster.registry import Endpoints
 from config import Settings
-from launcher.cluster_node import cluster_node
-from launcher.foundation import foundation
+from hubbub.presence import Publish
+from launcher.cluster_node import ClusterNode, cluster_node, retrying
+from launcher.cluster_parts import presence_bucket, presence_mirror
+from launcher.foundation import Foundation, foundation, ingest_limits, shard_map
 from launcher.http import bind_socket
-from launcher.platform import one_node_messaging
 from launcher.serving import WS_PATH, http_url, serve_until_stopped, uvicorn_server
+from messaging import LoopClock, MessagingCore
+from messaging.last_active import LastActiveWriter
+from messaging.presence import PresenceTracker
 
 __all__ = ["run_cluster_broker"]
+
+_LAST_ACTIVE_FLUSH_S = 10.0
 
 
 def _connections(broker: HubbubBroker) -> int:
     return sum(1 for session in broker.sessions.values() if session.handler is not None)
+
+
+@asynccontextmanager
+async def _broker_node(core: Foundation, node: ClusterNode) -> AsyncIterator[HubbubBroker]:
+    """The MQTT server with the messaging core, delivery and presence of a broker node, running."""
+    settings, connection = core.settings, node.connection
+    shards = shard_map(settings)
+    sessions = async_sessionmaker(core.engine, expire_on_commit=False)
+    directory = SqlDirectory(sessions)
+    broker = HubbubBroker(
+        BrokerOptions(
+            bind=settings.bind,
+            mqtt_port=settings.mqtt_port,
+            max_packet_bytes=settings.max_packet_bytes,
+            connect_timeout_s=settings.connect_timeout_s,
+        ),
+        tokens=core.tokens,
+        relations=directory,
+        devices=SqlDeviceSessions(sessions),
+    )
+    await retrying(
+        "creating the accepted stream", lambda: ensure_accepted_stream(connection.js, settings.nats_replicas)
+    )
+    inboxes = NatsInboxes(connection.client)
+    mirror = await presence_mirror(connection, settings, directory)
+    presence = NodePresence(connection, node_id=node.name, shards=shards, connections=broker, mirror=mirror)
+    messaging = MessagingCore(
+        connections=NodeConnections(broker, inboxes),
+        directory=directory,
+        accepted=NatsAcceptedLog(connection.js, shards),
+        ids=core.ids,
+        limits=ingest_limits(settings),
+        presence_grace_s=settings.presence_grace_s,
+        clock=LoopClock(),
+        presence=presence,
+    )
+    node_inbox = NodeInbox(connection.client, broker, live=messaging, forget=messaging.membership_changed)
+    last_active = LastActiveWriter(directory)
+
+    def decider(publish: Publish) -> PresenceTracker:
+        return PresenceTracker(grace_s=settings.presence_grace_s, publish=publish, clock=LoopClock())
+
+    writers = PresenceWriters(
+        connection,
+        await presence_bucket(connection, settings),
+        await node.directory(),
+        leases=await retrying(
+            "opening the presence leases",
+            lambda: open_presence_leases(
+                connection.js, ttl_s=settings.lease_ttl_s, replicas=settings.nats_replicas
+            ),
+        ),
+        owner_id=node.name,
+        shards=settings.presence_shards,
+        lease_ttl_s=settings.lease_ttl_s,
+        new_decider=decider,
+        record_last_active=last_active.record,
+    )
+    try:
+        await presence.start()
+        await node_inbox.start()
+        await writers.start()
+        node.collector.leases["presence"] = writers.leases
+        node.supervisor.watch("presence-mirror", running=lambda: mirror.running)
+        node.supervisor.watch("presence-reports", running=lambda: presence.running)
+        node.supervisor.watch("presence-writers", running=lambda: writers.running)
+        node.metrics.register(broker.collector())
+        node.collector.connections = lambda: _connections(broker)
+        node.collector.deliveries = lambda: node_inbox.counts.delivered
+        await broker.start(events=NodeDeviceEvents(messaging, node_inbox))
+        yield broker
+    finally:
+        await node.close()  # deregistered before devices go
+        await writers.stop(release=True)  # the presence shards move on at once
+        await broker.shutdown()
+        await messaging.close()
+        await node_inbox.close()
+        await presence.close()
+        await mirror.stop()
+        await last_active.close(_LAST_ACTIVE_FLUSH_S)
+        await inboxes.close()
 
 
 async def run_cluster_broker(settings: Settings) -> None:
@@ -31,19 +139,18 @@ async def run_cluster_broker(settings: Settings) -> None:
     async with (
         foundation(settings) as core,
         cluster_node(settings, "broker") as node,
-        one_node_messaging(core) as messaging,
+        _broker_node(core, node) as broker,
     ):
-        broker = messaging.broker
         sock = bind_socket(settings.bind, settings.broker_ws_port)
         host = settings.advertised_host
         ws_url = f"ws://{host}:{sock.getsockname()[1]}{WS_PATH}"
         app = Starlette(routes=[WebSocketRoute(WS_PATH, WebSocketBridge(broker).serve), *node.routes()])
-        node.metrics.register(broker.collector())
-        node.collector.connections = lambda: _connections(broker)
         endpoints = Endpoints(
             mqtt_host=host, mqtt_port=broker.mqtt_port, ws_url=ws_url, http_url=http_url(sock)
         )
-        await node.register(endpoints, connections=node.collector.connections, snowflake_id=settings.node_id)
+        await node.register(
+            endpoints, connections=lambda: _connections(broker), snowflake_id=settings.node_id
+        )
         await serve_until_stopped(
             uvicorn_server(app, settings), sock, mqtt=f"{settings.bind}:{broker.mqtt_port}", ws=ws_url
         )

@@ -18,8 +18,9 @@ import logging
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from api import SqlDirectory, SqlPushDirectory
+from cluster.committed import ensure_committed_stream
 from cluster.inbox import NatsInboxes, follow_membership_changes
-from cluster.push_feed import LEASE_GROUP, NatsCommittedFeed, ensure_committed_stream
+from cluster.push_feed import LEASE_GROUP, NatsCommittedFeed
 from config import Settings
 from hubbub import subjects
 from hubbub.events import push_register_again_event
@@ -72,7 +73,7 @@ async def run_cluster_notifier(settings: Settings) -> None:
         )
         await retrying(
             "creating the committed stream",
-            lambda: ensure_committed_stream(connection.js, replicas=settings.nats_replicas),
+            lambda: ensure_committed_stream(connection.js, settings.nats_replicas),
         )
         feed = NatsCommittedFeed(connection.js)
         feed.start()
