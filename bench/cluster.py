@@ -40,11 +40,13 @@ from bench.cluster_failover import (
 )
 from bench.cluster_target import PLAN, ClusterTarget, start_cluster
 from bench.relay import RelayError
+from launcher.local_servers import StartFailed
 
 __all__ = ["SECTION_TITLE", "ClusterRun", "cluster_markdown", "insert_cluster_section", "main", "run_cluster"]
 
 SECTION_TITLE = "## 7. Cluster: broker nodes, persisters and notifiers on NATS JetStream"
 TWO_NODES = 2
+IDLE_S = 5.0
 KINDS = ("broker", "persister", "notifier", "api", "nats", "postgresql")
 
 
@@ -84,6 +86,7 @@ class ClusterRun:
     chat: list[ClusterChat] = field(default_factory=list)
     persister: PersisterFailover | None = None
     broker: BrokerFailover | None = None
+    idle_cpu_pct: dict[str, float] = field(default_factory=dict)  # each kind, the cluster idle
     started_s: float = 0.0
     elapsed_s: float = 0.0
     errors: list[str] = field(default_factory=list)
@@ -104,6 +107,20 @@ def _window_cpu(target: ClusterTarget) -> dict[str, float]:
     for name, value in after.items():
         spent[_kind(name)] = spent.get(_kind(name), 0.0) + value - before.get(name, value)
     return spent
+
+
+def _idle_cpu(target: ClusterTarget) -> dict[str, float]:
+    """CPU % of one core of each kind while nothing happens: heartbeats, lease renewals, NATS's own."""
+    target.cpu_seconds()
+    time.sleep(IDLE_S)
+    target.cpu_seconds()
+    return {kind: 100 * seconds / IDLE_S for kind, seconds in _window_cpu(target).items()}
+
+
+def _restart_broker(target: ClusterTarget) -> None:
+    """Broker-1 again after its kill (same settings and node name, a new port), for the chat runs."""
+    target.brokers[0].restart()
+    target.mqtt_host, target.mqtt_port = target.brokers[0].ready.mqtt
 
 
 def _chat_runs(target: ClusterTarget, options: ClusterOptions, run: ClusterRun) -> None:
@@ -131,16 +148,23 @@ def run_cluster(options: ClusterOptions) -> ClusterRun:
     """Start the cluster, run every measurement (a failing one is recorded), stop it."""
     run = ClusterRun()
     began = time.monotonic()
-    target = start_cluster()
+    try:
+        target = start_cluster()
+    except StartFailed as exc:
+        _say(f"[cluster] did not start: {exc}")
+        run.errors.append(f"cluster start: {str(exc)[:2000]}")
+        return run
     run.started_s = time.monotonic() - began
     try:
         steps: list[tuple[str, Callable[[], None]]] = [
-            ("chat", lambda: _chat_runs(target, options, run)),
-            ("persister failover", lambda: setattr(run, "persister", run_persister_failover(target))),
+            ("idle", lambda: run.idle_cpu_pct.update(_idle_cpu(target))),
             (
                 "broker failover",
                 lambda: setattr(run, "broker", run_broker_failover(target, options.failover_devices)),
             ),
+            ("broker restart", lambda: _restart_broker(target)),
+            ("chat", lambda: _chat_runs(target, options, run)),
+            ("persister failover", lambda: setattr(run, "persister", run_persister_failover(target))),
         ]
         for name, step in steps:
             try:
@@ -180,6 +204,9 @@ def _chat_table(run: ClusterRun) -> list[str]:
         total = sum(chat.us_per_message(kind) for kind in KINDS)
         row = " | ".join([chat.result.scenario + " " + chat.result.label, *cells, f"{total:,.0f}"])
         lines.append(f"| {row} |")
+    if run.idle_cpu_pct:
+        idle = " | ".join(f"{run.idle_cpu_pct.get(kind, 0.0):.1f} %" for kind in KINDS)
+        lines.append(f"| idle, CPU % of one core | {idle} | {sum(run.idle_cpu_pct.values()):.1f} % |")
     ratios = []
     for scenario in ("chat", "groups"):
         one, two = (
@@ -221,6 +248,10 @@ def _failover_table(run: ClusterRun) -> list[str]:
             (
                 f"… all {b.synced:,} caught up (`GET /v1/sync`); half of them by",
                 f"{b.all_synced_s:.1f} s; {b.p50_synced_s:.1f} s",
+            ),
+            (
+                "… first device connected elsewhere (discovery stopped naming the dead node)",
+                f"{b.first_connected_s:.1f} s",
             ),
             ("… refreshes asked (one per device unless told a dead node)", f"{b.refreshes:,}"),
             (

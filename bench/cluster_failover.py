@@ -86,6 +86,7 @@ class BrokerFailover:
     reconnected: int
     synced: int
     detected_s: float  # kill to the last device seeing its connection end
+    first_connected_s: float  # kill to the first device connected elsewhere (discovery named a live node)
     all_connected_s: float  # kill to the last device connected and subscribed elsewhere
     all_synced_s: float  # kill to the last device caught up
     p50_synced_s: float
@@ -211,7 +212,10 @@ def _seconds(after_ns: list[int], since_ns: int, q: float = 1.0) -> float:
 def run_broker_failover(
     target: ClusterTarget, devices: int, workers: int = 2, concurrency: int = 50, deadline_s: float = 300
 ) -> BrokerFailover:
-    """``devices`` devices on broker-1, which is then killed; they move to broker-2 and sync."""
+    """``devices`` devices on broker-1, which is then killed; they move to broker-2 and sync.
+
+    Run on a fresh broker-1: its RSS growth per device held is then the devices' alone.
+    """
     logins = target.make_logins(devices)
     host, port = target.brokers[0].ready.mqtt
     rss_before = _rss_bytes(target.brokers[0].pid)
@@ -253,6 +257,7 @@ def run_broker_failover(
         reconnected=len(merged.reconnected_ns),
         synced=len(merged.synced_ns),
         detected_s=_seconds(merged.dropped_ns, killed_ns),
+        first_connected_s=_seconds(merged.reconnected_ns, killed_ns, 0.0),
         all_connected_s=_seconds(merged.reconnected_ns, killed_ns),
         all_synced_s=_seconds(merged.synced_ns, killed_ns),
         p50_synced_s=_seconds(merged.synced_ns, killed_ns, 0.5),
