@@ -4,14 +4,15 @@ What it runs, on what ``make cluster`` starts (``bench.cluster_target``: NATS x3
 replicated x3, PostgreSQL with durable commits, two broker nodes, two persisters, a notifier
 and an API):
 
+- ``kill -9`` of broker-1 holding N devices (first, on a fresh node: its RSS growth per device
+  is then theirs alone): until all are connected to broker-2 (the node their refresh answered)
+  and caught up with ``GET /v1/sync``; broker-1 is then started again;
 - chat 1:1 and 100-member groups (``bench.chat``'s devices and load generator) with every device
   on broker-1, then the same load with the devices spread over broker-1 and broker-2 (each pair's
   two members, and every other member of a group, on different nodes): delivered/s, p50/p99
   send-to-receive, and CPU per delivered message of each kind of process, from ``/proc``;
 - ``kill -9`` of the persister owning a conversation's shard: until the lease moves, and until
-  the new owner's first commit reaches the sender (``bench.cluster_failover``);
-- ``kill -9`` of broker-1 holding N devices: until all are connected to broker-2 (the node their
-  refresh answered) and caught up with ``GET /v1/sync``.
+  the new owner's first commit reaches the sender (``bench.cluster_failover``).
 
 Why the one-node run is a cluster too: the difference between the two runs is the cost of the
 hops between nodes (a message accepted on one node, committed by a persister, fanned out to the
@@ -291,8 +292,11 @@ def cluster_markdown(run: ClusterRun, command: str) -> list[str]:
             "with a core per process the delivered rate grows with broker nodes until PostgreSQL, the "
             "stream leaders or the persisters saturate (docs/capacity.md). The broker failover "
             "includes the registry noticing the dead node (a refresh may name it for up to "
-            "`registry_ttl_s`; the device asks again), and devices reconnecting at most 100 at a time "
-            "(two generator processes x 50), as clients with backoff would."
+            "`registry_ttl_s`; the device asks again), devices reconnecting at most 100 at a time "
+            "(two generator processes x 50), as clients with backoff would, and at most 12 REST "
+            "requests in flight: the API holds a pooled database connection through a whole "
+            "`GET /v1/sync` while its message store takes a second from the same pool of 30, so ~15 "
+            "syncs at once starve it (bench/cluster_failover.py)."
         ),
         "",
     ]

@@ -48,6 +48,7 @@ NS = 1_000_000_000
 KEEPALIVE_S = 600
 SEND_EVERY_S = 0.02
 FLOWING_ACKS = 5  # acks seen before the kill: commits flow
+HTTP_CONCURRENCY = 6  # per worker: two workers stay under the API's pool / 2 (see above)
 RETRY_S = 0.2  # a device told a broker that refuses it asks again after this
 _ACK = b'{"kind":"ack"'
 
@@ -65,6 +66,7 @@ class _Job:
     devices: list[DeviceLogin]
     concurrency: int
     deadline_s: float
+    http_concurrency: int = HTTP_CONCURRENCY
 
 
 @dataclass
@@ -159,7 +161,7 @@ async def _device(
 async def _worker(job: _Job, pipe: Connection) -> None:
     report = _Report()
     gate = asyncio.Semaphore(job.concurrency)
-    limits = httpx.Limits(max_connections=job.concurrency)
+    limits = httpx.Limits(max_connections=job.http_concurrency)
     async with httpx.AsyncClient(base_url=job.api_url, timeout=60, limits=limits) as http:
         tasks = [asyncio.create_task(_device(d, job, http, report, gate)) for d in job.devices]
         for _ in range(int(job.deadline_s * 10)):
