@@ -247,7 +247,10 @@ def _failover_table(run: ClusterRun) -> list[str]:
                 f"{b.all_connected_s:.1f} s ({b.connects_per_s:,.0f} connects/s)",
             ),
             (
-                f"… all {b.synced:,} caught up (`GET /v1/sync`); half of them by",
+                (
+                    f"… all {b.synced:,} caught up (`GET /v1/sync` until complete; these users had missed "
+                    "nothing, so it is the round trip); half of them by"
+                ),
                 f"{b.all_synced_s:.1f} s; {b.p50_synced_s:.1f} s",
             ),
             (
