@@ -53,7 +53,7 @@ KINDS = ("broker", "persister", "notifier", "api", "nats", "postgresql")
 
 @dataclass(frozen=True)
 class ClusterOptions:
-    """Sizes and durations (the defaults take about four minutes on two busy cores)."""
+    """Sizes and durations (the defaults take about five minutes on two busy cores)."""
 
     pairs: int = 50
     window: int = 5

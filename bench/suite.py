@@ -163,7 +163,7 @@ def _postgres(results: SuiteResults, options: SuiteOptions) -> None:
 
 
 def _cluster(results: SuiteResults, options: SuiteOptions) -> None:
-    """Section 7: the cluster's chat on one and two broker nodes, and its failovers (about 4 minutes)."""
+    """Section 7: the cluster's chat on one and two broker nodes, and its failovers (about 5 minutes)."""
     results.cluster = run_cluster(ClusterOptions(duration=options.duration, warmup=options.warmup))
     results.errors += results.cluster.errors
 
