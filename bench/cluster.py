@@ -248,8 +248,8 @@ def _failover_table(run: ClusterRun) -> list[str]:
             ),
             (
                 (
-                    f"… all {b.synced:,} caught up (`GET /v1/sync` until complete; these users had missed "
-                    "nothing, so it is the round trip); half of them by"
+                    f"… all {b.synced:,} caught up (`GET /v1/sync` returned the {b.missed} messages their "
+                    f"group got meanwhile; {b.syncs:,} syncs); half of them by"
                 ),
                 f"{b.all_synced_s:.1f} s; {b.p50_synced_s:.1f} s",
             ),

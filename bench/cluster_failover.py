@@ -3,7 +3,9 @@
 Broker node: N devices (one per user, each subscribed to its inbox) sit on broker-1; it is
 killed. Each device does what docs/clients.md says a client does after losing its connection:
 ``POST /v1/auth/refresh`` (its login answer names the least loaded healthy broker), connect
-there, subscribe to its inbox, then ``GET /v1/sync`` until every entry is complete. The
+there, subscribe to its inbox, then ``GET /v1/sync`` until every entry is complete. The devices'
+users are in groups of 99 with one sender each on the surviving node, who sends ``MISSED``
+messages right after the kill: a device is caught up once its sync returns all of them. The
 figures are from the kill to the last device connected, and to the last one caught up. Devices
 reconnect at most ``concurrency`` at a time per worker process (a client's backoff, in effect).
 
@@ -49,7 +51,10 @@ KEEPALIVE_S = 600
 SEND_EVERY_S = 0.02
 FLOWING_ACKS = 5  # acks seen before the kill: commits flow
 HTTP_CONCURRENCY = 6  # per worker: two workers stay under the API's pool / 2 (see above)
-RETRY_S = 0.2  # a device told a broker that refuses it asks again after this
+RETRY_S = 0.2
+MISSED = 20  # messages each failover device's group gets while the device is away
+GROUP_SIZE = 100  # a sender and 99 failover devices
+SENDER_DEADLINE_S = 120.0  # a device told a broker that refuses it asks again after this
 _ACK = b'{"kind":"ack"'
 
 
@@ -66,6 +71,7 @@ class _Job:
     devices: list[DeviceLogin]
     concurrency: int
     deadline_s: float
+    missed: int = 0  # messages each device's group gets while it is away: its sync must return them
     http_concurrency: int = HTTP_CONCURRENCY
 
 
@@ -77,6 +83,7 @@ class _Report:
     reconnected_ns: list[int] = field(default_factory=list)
     synced_ns: list[int] = field(default_factory=list)
     refreshes: int = 0
+    syncs: int = 0
     ports: dict[int, int] = field(default_factory=dict)
 
 
@@ -93,6 +100,8 @@ class BrokerFailover:
     all_synced_s: float  # kill to the last device caught up
     p50_synced_s: float
     refreshes: int
+    missed: int  # messages each device missed while away (its group's), returned by its sync
+    syncs: int
     connects_per_s: float  # reconnections over the span from the first to the last
     errors: list[str]
     kb_per_connection: float  # broker-1's RSS growth per device held (its inbox subscription included)
@@ -123,16 +132,25 @@ async def _reconnect(device: DeviceLogin, job: _Job, http: httpx.AsyncClient, re
             continue
         report.reconnected_ns.append(time.time_ns())
         report.ports[port] = report.ports.get(port, 0) + 1
-        headers = {"Authorization": f"Bearer {access}"}
-        for _page in range(100):
-            sync = await http.get("/v1/sync", headers=headers)
-            sync.raise_for_status()
-            if all(entry.get("complete", True) for entry in sync.json()["conversations"]):
-                break
+        await _catch_up(http, {"Authorization": f"Bearer {access}"}, job, report)
         report.synced_ns.append(time.time_ns())
         conn.close()
         return
     raise TimeoutError(f"{device.device_id} found no broker in {job.deadline_s} s")
+
+
+async def _catch_up(http: httpx.AsyncClient, headers: dict[str, str], job: _Job, report: _Report) -> None:
+    """``GET /v1/sync`` until complete and holding the ``missed`` messages (some may be still committing)."""
+    for _ in range(int(job.deadline_s / RETRY_S)):
+        sync = await http.get("/v1/sync", headers=headers)
+        report.syncs += 1
+        sync.raise_for_status()
+        entries = sync.json()["conversations"]
+        held = sum(len(entry["messages"]) for entry in entries)
+        if held >= job.missed and all(entry.get("complete", True) for entry in entries):
+            return
+        await asyncio.sleep(RETRY_S)  # the senders' messages are not all committed yet: ask again
+    raise TimeoutError(f"sync never held the {job.missed} missed messages")
 
 
 async def _device(
@@ -196,6 +214,52 @@ def _receive(pipe: Connection, kind: str, timeout: float) -> object:
     return message[1]
 
 
+def _groups_of(target: ClusterTarget, logins: list[DeviceLogin]) -> list[tuple[BenchUser, int]]:
+    """The devices' users in groups of ``GROUP_SIZE`` - 1, each with a sender of its own (not on broker-1)."""
+    members = GROUP_SIZE - 1
+    chunks = [logins[k : k + members] for k in range(0, len(logins), members)]
+    senders = target.make_users(len(chunks))
+    groups = []
+    with httpx.Client(base_url=target.http_url, timeout=60) as http:
+        for sender, chunk in zip(senders, chunks, strict=True):
+            body: dict[str, object] = {
+                "type": "group",
+                "title": "failover",
+                "member_ids": [str(login.user_id) for login in chunk],
+            }
+            groups.append((sender, target.create_conversation(http, sender, body)))
+    return groups
+
+
+async def _send_missed(target: ClusterTarget, groups: list[tuple[BenchUser, int]], missed: int) -> None:
+    """Each group's sender, on the surviving node, sends ``missed`` messages and waits for their acks."""
+
+    async def one(sender: BenchUser, conversation_id: int) -> None:
+        host, port = target.brokers[-1].ready.mqtt
+        conn = await MqttConnection.open(
+            host, port, client_id=sender.device_id, username=str(sender.user_id), password=sender.token
+        )
+        try:
+            await conn.subscribe([(topics.inbox(sender.user_id), 1)])
+            device = _Sender(conn, conversation_id)
+            for k in range(missed):
+                device.sent[f"missed-{k}"] = time.time_ns()
+                payload = orjson.dumps({"cmid": f"missed-{k}", "text": "sent while you were away"})
+                conn.writer.write(encode_publish(device.topic, payload, 1, conn.next_packet_id()))
+            reader = asyncio.create_task(device.read())
+            for _ in range(int(SENDER_DEADLINE_S / RETRY_S)):
+                if len(device.acks) >= missed:
+                    break
+                await asyncio.sleep(RETRY_S)
+            reader.cancel()
+            await asyncio.gather(reader, return_exceptions=True)
+        finally:
+            conn.close()
+
+    async with asyncio.timeout(SENDER_DEADLINE_S):
+        await asyncio.gather(*(one(sender, cid) for sender, cid in groups))
+
+
 def _rss_bytes(pid: int) -> int:
     """Resident memory of ``pid`` (``VmRSS`` in ``/proc/<pid>/status``)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -211,14 +275,20 @@ def _seconds(after_ns: list[int], since_ns: int, q: float = 1.0) -> float:
     return (ordered[min(len(ordered) - 1, int(q * len(ordered)))] - since_ns) / NS
 
 
-def run_broker_failover(
-    target: ClusterTarget, devices: int, workers: int = 2, concurrency: int = 50, deadline_s: float = 300
+def run_broker_failover(  # noqa: PLR0917 - the scenario's knobs
+    target: ClusterTarget,
+    devices: int,
+    workers: int = 2,
+    concurrency: int = 50,
+    deadline_s: float = 300,
+    missed: int = MISSED,
 ) -> BrokerFailover:
     """``devices`` devices on broker-1, which is then killed; they move to broker-2 and sync.
 
     Run on a fresh broker-1: its RSS growth per device held is then the devices' alone.
     """
     logins = target.make_logins(devices)
+    groups = _groups_of(target, logins)
     host, port = target.brokers[0].ready.mqtt
     rss_before = _rss_bytes(target.brokers[0].pid)
     ctx = multiprocessing.get_context("spawn")
@@ -226,7 +296,7 @@ def run_broker_failover(
     pipes: list[Connection] = []
     try:
         for w in range(workers):
-            job = _Job(target.http_url, host, port, logins[w::workers], concurrency, deadline_s)
+            job = _Job(target.http_url, host, port, logins[w::workers], concurrency, deadline_s, missed)
             parent, child = ctx.Pipe()
             proc = ctx.Process(target=_worker_main, args=(job, child), name=f"bench-failover-{w}")
             proc.daemon = True
@@ -239,6 +309,7 @@ def run_broker_failover(
         _say(f"[failover] {connected:,} of {devices:,} devices on broker-1; kill -9")
         killed_ns = time.time_ns()
         target.brokers[0].kill()
+        asyncio.run(_send_missed(target, groups, missed))
         reports = [_receive(pipe, "result", deadline_s * 2) for pipe in pipes]
     finally:
         for started in procs:
@@ -252,6 +323,7 @@ def run_broker_failover(
         merged.reconnected_ns += report.reconnected_ns
         merged.synced_ns += report.synced_ns
         merged.refreshes += report.refreshes
+        merged.syncs += report.syncs
         merged.errors += report.errors
     span = (max(merged.reconnected_ns, default=0) - min(merged.reconnected_ns, default=0)) / NS
     result = BrokerFailover(
@@ -264,6 +336,8 @@ def run_broker_failover(
         all_synced_s=_seconds(merged.synced_ns, killed_ns),
         p50_synced_s=_seconds(merged.synced_ns, killed_ns, 0.5),
         refreshes=merged.refreshes,
+        missed=missed,
+        syncs=merged.syncs,
         connects_per_s=len(merged.reconnected_ns) / span if span > 0 else float("nan"),
         errors=merged.errors[:5],
         kb_per_connection=held / 1024 / connected if connected else float("nan"),
