@@ -1,8 +1,10 @@
 """Real NATS servers for the cluster tests: one JetStream cluster of three for the session.
 
-On it, for the end-to-end tests, one Hubbub cluster (brokers, persisters, notifier, API on
-PostgreSQL) for the session too: ``cluster`` repairs whatever the previous test killed or
-paused before handing it to the next.
+For the end-to-end tests, one Hubbub cluster (brokers, persisters, notifier, API on
+PostgreSQL) for the session too, on NATS servers of its own: its processes use the real
+stream, consumer and bucket names, which the component tests here use on the shared servers.
+``cluster`` repairs whatever the previous test killed or paused before handing it to the next;
+after the last test that uses it, its processes stop (a later one would start them again).
 """
 
 from __future__ import annotations
@@ -40,18 +42,43 @@ def unique() -> str:
     return uuid.uuid4().hex[:12]
 
 
+_CLUSTER_FIXTURE = "hubbub_cluster"
+_running: list[HubbubCluster] = []
+
+
 @pytest.fixture(scope="session")
 def hubbub_cluster(
-    tmp_path_factory: pytest.TempPathFactory, nats_cluster: NatsCluster, postgres: PostgresServer
+    tmp_path_factory: pytest.TempPathFactory, postgres: PostgresServer
 ) -> Iterator[HubbubCluster]:
-    """Two brokers, two persisters, a notifier and an API on the session's NATS and PostgreSQL."""
-    running = start_hubbub_cluster(
-        tmp_path_factory.mktemp("hubbub-cluster"), nats_cluster, postgres.create_database("cluster")
-    )
-    yield running
+    """Two brokers, two persisters, a notifier and an API on three NATS servers and PostgreSQL."""
+    nats = start_nats(tmp_path_factory.mktemp("cluster-nats"), size=3)
+    try:
+        running = start_hubbub_cluster(
+            tmp_path_factory.mktemp("hubbub-cluster"), nats, postgres.create_database("cluster")
+        )
+        _running.append(running)
+        yield running
+        _stop(running)
+        running.gateway.close()
+    finally:
+        nats.stop()
+
+
+def _stop(running: HubbubCluster) -> None:
+    """Stop the processes; each that was running must exit cleanly (0) on its SIGTERM."""
+    alive = {name for name, process in running.processes.processes.items() if process.running()}
     codes = running.stop()
-    running.gateway.close()
-    assert set(codes.values()) <= {0}, f"{codes}\n{running.processes.logs()}"
+    failed = {name: code for name, code in codes.items() if name in alive and code != 0}
+    assert not failed, f"stopped with {failed}\n{running.processes.logs()}"
+
+
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    """After the last of a run of tests using the Hubbub cluster, stop its processes."""
+    uses = _CLUSTER_FIXTURE in getattr(item, "fixturenames", ())
+    next_uses = nextitem is not None and _CLUSTER_FIXTURE in getattr(nextitem, "fixturenames", ())
+    if uses and not next_uses:
+        for running in _running:
+            _stop(running)
 
 
 @pytest.fixture

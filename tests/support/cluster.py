@@ -12,7 +12,6 @@ lease and registry TTLs) and loose where a test would trip on them (send rate, l
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -173,12 +172,6 @@ class HubbubCluster:
         """The persister lease of the conversation's shard (waited for: shards move at times)."""
         shard = self.shards.conversation(int(conversation_id))
         return eventually(lambda: self.leases("persister").get(shard), f"a persister owns shard {shard}")
-
-
-def metric_total(text: str, name: str) -> float:
-    """The sum of every sample of metric ``name`` (any labels) in a Prometheus text exposition."""
-    pattern = re.compile(rf"^{re.escape(name)}(?:\{{[^}}]*\}})? ([0-9.eE+-]+)$", re.MULTILINE)
-    return sum(float(value) for value in pattern.findall(text))
 
 
 ClusterClients = Callable[..., HubbubClient]
