@@ -16,12 +16,12 @@ import time
 from array import array
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import httpx
 
 from bench.chatload import ChatDevice, ChatJob, ChatReport, chat_worker_main
-from bench.hubbub_up import BenchUser, RunningPlatform, start_platform
+from bench.hubbub_up import BenchUser, start_platform
 from bench.loadgen import NS
 from bench.relay import CDF_POINTS, RelayError, _quantile
 
@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from multiprocessing.connection import Connection
     from multiprocessing.process import BaseProcess
 
-__all__ = ["PipelineResult", "profile_chat", "run_chat", "run_groups"]
+__all__ = ["ChatTarget", "PipelineResult", "profile_chat", "run_chat", "run_groups"]
 
 START_DELAY = 0.5
 _SETTINGS = {  # rate limits out of the way: the benchmark measures the pipeline, not the limiter
@@ -38,6 +38,23 @@ _SETTINGS = {  # rate limits out of the way: the benchmark measures the pipeline
     "send_burst": "1000000",
     "presence_grace_s": "600",
 }
+
+
+class ChatTarget(Protocol):
+    """What the scenarios drive: ``hubbub up`` (``RunningPlatform``) or a cluster (``bench.cluster``)."""
+
+    mqtt_host: str
+    mqtt_port: int
+    http_url: str
+
+    def cpu_seconds(self) -> float | None:
+        """CPU seconds used so far by the processes under test (read at the window's start and end)."""
+
+    def make_users(self, count: int) -> list[BenchUser]:
+        """``count`` users with one signed-in device each."""
+
+    def create_conversation(self, http: httpx.Client, creator: BenchUser, body: dict[str, object]) -> int:
+        """A conversation made over REST by ``creator``; its id."""
 
 
 @dataclass
@@ -78,7 +95,7 @@ def _collect(pipes: list[Connection], kind: str, timeout: float) -> list[ChatRep
 
 
 def _measure(
-    platform: RunningPlatform,
+    platform: ChatTarget,
     devices: list[ChatDevice],
     *,
     scenario: str,
@@ -89,16 +106,23 @@ def _measure(
     rate: float = 0.0,
     workers: int = 2,
     store_cpu: Callable[[], float | None] | None = None,
+    endpoints: list[tuple[str, int]] | None = None,
 ) -> PipelineResult:
-    """Spawn the workers over ``devices``, run one window, reduce."""
+    """Spawn the workers over ``devices``, run one window, reduce.
+
+    ``endpoints``: worker ``w`` connects its devices to ``endpoints[w % len(endpoints)]`` (devices
+    spread over broker nodes); by default all to the platform's MQTT port.
+    """
+    targets = endpoints or [(platform.mqtt_host, platform.mqtt_port)]
     ctx = multiprocessing.get_context("spawn")
     procs: list[BaseProcess] = []
     pipes: list[Connection] = []
     try:
         for w in range(workers):
+            host, port = targets[w % len(targets)]
             job = ChatJob(
-                platform.mqtt_host,
-                platform.mqtt_port,
+                host,
+                port,
                 devices[w::workers],
                 duration,
                 warmup,
@@ -203,7 +227,7 @@ def profile_chat(pairs: int, duration: float, warmup: float, window: int, output
         platform.stop()
 
 
-def _pairs(platform: RunningPlatform, pairs: int) -> list[ChatDevice]:
+def _pairs(platform: ChatTarget, pairs: int) -> list[ChatDevice]:
     users = platform.make_users(2 * pairs)
     devices: list[ChatDevice] = []
     with httpx.Client(base_url=platform.http_url, timeout=30) as http:
@@ -220,18 +244,7 @@ def run_groups(  # noqa: PLR0917 - the scenario's knobs, all required
     """``groups`` groups of ``members``; ``senders`` of each send, every member receives."""
     platform = start_platform({**_SETTINGS, "max_group_members": str(max(members, 2))})
     try:
-        users = platform.make_users(groups * members)
-        devices: list[ChatDevice] = []
-        with httpx.Client(base_url=platform.http_url, timeout=60) as http:
-            for g in range(groups):
-                group = users[g * members : (g + 1) * members]
-                body: dict[str, object] = {
-                    "type": "group",
-                    "title": f"bench {g}",
-                    "member_ids": [str(u.user_id) for u in group[1:]],
-                }
-                cid = platform.create_conversation(http, group[0], body)
-                devices += [_device(u, cid if k < senders else 0) for k, u in enumerate(group)]
+        devices = _groups(platform, groups, members, senders)
         _say(f"[groups] {groups} groups of {members}, {senders} senders each")
         return _measure(
             platform,
@@ -244,6 +257,23 @@ def run_groups(  # noqa: PLR0917 - the scenario's knobs, all required
         )
     finally:
         platform.stop()
+
+
+def _groups(platform: ChatTarget, groups: int, members: int, senders: int) -> list[ChatDevice]:
+    """``groups`` groups of ``members`` made over REST; the first ``senders`` of each send to it."""
+    users = platform.make_users(groups * members)
+    devices: list[ChatDevice] = []
+    with httpx.Client(base_url=platform.http_url, timeout=60) as http:
+        for g in range(groups):
+            group = users[g * members : (g + 1) * members]
+            body: dict[str, object] = {
+                "type": "group",
+                "title": f"bench {g}",
+                "member_ids": [str(u.user_id) for u in group[1:]],
+            }
+            cid = platform.create_conversation(http, group[0], body)
+            devices += [_device(u, cid if k < senders else 0) for k, u in enumerate(group)]
+    return devices
 
 
 def _device(user: BenchUser, conversation_id: int) -> ChatDevice:

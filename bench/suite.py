@@ -21,6 +21,7 @@ from pathlib import Path
 from bench.brokers import BrokerUnderTest, Mosquitto, StockAmqtt, close_quietly
 from bench.cassandra import CassandraRun, cassandra_markdown, run_cassandra
 from bench.chat import PipelineResult, profile_chat, run_chat, run_groups
+from bench.cluster import ClusterOptions, ClusterRun, cluster_markdown, run_cluster
 from bench.connections import ConnectionsResult, run_connections
 from bench.hubbub import HubbubBroker
 from bench.loadgen import LoadParams
@@ -87,6 +88,7 @@ class SuiteResults:
     chat_profile: str = ""
     cassandra: CassandraRun | None = None
     postgres: tuple[PipelineResult, str] | None = None  # the chat on PostgreSQL, and its server
+    cluster: ClusterRun | None = None  # section 7: the cluster of make cluster
     errors: list[str] = field(default_factory=list)
 
 
@@ -160,6 +162,12 @@ def _postgres(results: SuiteResults, options: SuiteOptions) -> None:
     )
 
 
+def _cluster(results: SuiteResults, options: SuiteOptions) -> None:
+    """Section 7: the cluster's chat on one and two broker nodes, and its failovers (about 5 minutes)."""
+    results.cluster = run_cluster(ClusterOptions(duration=options.duration, warmup=options.warmup))
+    results.errors += results.cluster.errors
+
+
 def run_suite(options: SuiteOptions) -> SuiteResults:
     """Run every scenario; a failing one is recorded and the others still run."""
     results = SuiteResults()
@@ -199,6 +207,7 @@ def run_suite(options: SuiteOptions) -> SuiteResults:
             "presence",
             lambda: results.presence.append(run_presence(options.presence_clients, options.presence_grace_s)),
         ),
+        ("cluster", lambda: _cluster(results, options)),
     ]
     for name, step in steps:
         try:
@@ -264,6 +273,8 @@ def suite_markdown(results: SuiteResults, options: SuiteOptions, command: str) -
     if results.cassandra is not None or results.postgres is not None:
         sqlite_chat = next((r for r in results.chat if r.label == "max"), None)
         lines += cassandra_markdown(results.cassandra or CassandraRun(), sqlite_chat, results.postgres)
+    if results.cluster is not None:
+        lines += cluster_markdown(results.cluster, command)
     lines += [
         "## Where the time goes",
         "",
