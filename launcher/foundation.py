@@ -16,7 +16,7 @@ from hubbub.tokens import TokenCodec
 from launcher.migrate import migrate
 from messaging import IngestLimits
 from persister import SqlMessageStore, cassandra_store
-from persister.sql_database import create_engine, message_committer
+from persister.sql_database import create_engine, is_in_memory, message_committer
 
 __all__ = ["Foundation", "foundation", "ingest_limits", "shard_map"]
 
@@ -40,9 +40,14 @@ async def foundation(settings: Settings, *, node_id: int | None = None) -> Async
     """
     tokens = TokenCodec(resolve_secret(settings), access_ttl_s=settings.access_token_ttl_s)
     engine = create_engine(settings.resolved_database_url)
+    # History gets a pool of its own: a request holding an account-store session that reads
+    # history (sync, badges) would otherwise need a second connection from the same pool, and
+    # a burst of them (devices syncing after a node's failover) holds every connection while
+    # waiting for one more. An in-memory SQLite database exists once per engine: it shares.
+    history_engine = engine if is_in_memory(engine) else create_engine(settings.resolved_database_url)
     try:
         await migrate(engine)
-        store = await _message_store(settings, engine)
+        store = await _message_store(settings, history_engine)
         try:
             ids = SnowflakeGenerator(settings.node_id if node_id is None else node_id)
             yield Foundation(settings, tokens, engine, ids, store)
@@ -50,6 +55,8 @@ async def foundation(settings: Settings, *, node_id: int | None = None) -> Async
             await store.close()
     finally:
         await engine.dispose()
+        if history_engine is not engine:
+            await history_engine.dispose()
 
 
 async def _message_store(settings: Settings, engine: AsyncEngine) -> MessageStore:

@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from persister.commit_process import ProcessCommitter
 from persister.sql_commit import Committer, EngineCommitter
 
-__all__ = ["create_engine", "message_committer", "sqlite_writer_engine"]
+__all__ = ["create_engine", "is_in_memory", "message_committer", "sqlite_writer_engine"]
 
 
 def _sqlite_pragmas(dbapi_connection: DBAPIConnection, _record: object) -> None:
@@ -47,6 +47,15 @@ def create_engine(url: str) -> AsyncEngine:
     return engine
 
 
+def is_in_memory(engine: AsyncEngine) -> bool:
+    """Whether ``engine`` is an in-memory SQLite database (one per engine, so not to be opened twice)."""
+    return _in_memory(engine.url)
+
+
+def _in_memory(url: URL) -> bool:
+    return url.get_backend_name() == "sqlite" and url.database in {None, "", ":memory:"}
+
+
 def message_committer(engine: AsyncEngine, *, log_level: str = "INFO") -> Committer:
     """Where the SQL message store on ``engine`` commits: a writer process of its own on a SQLite file.
 
@@ -61,7 +70,7 @@ def message_committer(engine: AsyncEngine, *, log_level: str = "INFO") -> Commit
 
 def _sqlite_file(url: URL) -> str | None:
     """The file a SQLite URL names; ``None`` for other databases and in-memory SQLite."""
-    if url.get_backend_name() != "sqlite" or url.database in {None, "", ":memory:"}:
+    if url.get_backend_name() != "sqlite" or _in_memory(url):
         return None
     return url.database
 
