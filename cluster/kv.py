@@ -20,12 +20,16 @@ from dataclasses import dataclass
 
 from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig, StorageType
-from nats.js.errors import BucketNotFoundError, KeyNotFoundError
+from nats.js.errors import BucketNotFoundError, KeyNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 
 from cluster.connection import ClusterConfigError
+from hubbub import subjects
 
 __all__ = ["Bucket", "ensure_bucket"]
+
+_OPERATION = "KV-Operation"  # the header NATS KV marks a delete or purge with
+_REMOVED = frozenset({"DEL", "PURGE"})
 
 
 @dataclass(frozen=True)
@@ -35,6 +39,21 @@ class Bucket:
     name: str
     kv: KeyValue
     js: JetStreamContext
+
+    async def read_from_leader(self, key: str) -> bytes | None:
+        """``key``'s value as the stream's leader holds it; ``None`` if absent or deleted.
+
+        ``kv.get`` uses direct gets, answered by any replica: one that lags may still hold a value
+        this process has already seen replaced on the bucket's subject. This read does not lag.
+        """
+        try:
+            stream, subject = subjects.kv_stream(self.name), subjects.kv_key(self.name, key)
+            message = await self.js.get_last_msg(stream, subject)
+        except NotFoundError:
+            return None
+        if (message.headers or {}).get(_OPERATION) in _REMOVED:
+            return None
+        return message.data
 
     async def latest(self, keys: str = ">") -> dict[str, KeyValue.Entry]:
         """The live value of every key matching ``keys`` (deleted and aged-out keys absent)."""

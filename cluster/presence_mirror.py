@@ -10,7 +10,8 @@ subscription to the bucket's writes (``$KV.<bucket>.>``: one small message per c
 Core NATS is at most once: a change lost while the connection was down would stay lost, so
 the mirror reads the bucket again after every reconnect and every ``refresh_s``; changes that
 arrive during a read are applied again on top of it, in their order. ``snapshot`` reads the
-user's key (any replica answers a direct get): the payload for a ``presence/{uid}`` topic that
+user's key from the stream's leader (a replica's direct get may lag a change this mirror has
+already applied): the payload for a ``presence/{uid}`` topic that
 holds nothing yet.
 
 The full read lists the bucket's subjects (``cluster.kv.Bucket.latest``): right for thousands
@@ -29,7 +30,6 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
-from nats.js.errors import KeyNotFoundError
 
 from cluster.connection import ClusterConnection
 from cluster.kv import Bucket, ensure_bucket
@@ -92,14 +92,12 @@ class PresenceMirror:
         """The current ``presence/{user_id}`` payload: the bucket's, else offline with the stored activity."""
         key = subjects.presence_key(self._shards.user(user_id), user_id)
         try:
-            entry = await self._bucket.kv.get(key)
-        except KeyNotFoundError:
-            pass
+            value = await self._bucket.read_from_leader(key)
         except _TRANSIENT as exc:
             logger.warning("reading the presence of user %s failed (%r); answering from memory", user_id, exc)
         else:
-            if entry.value:
-                return entry.value
+            if value:
+                return value
         online = user_id in self._online
         return presence_payload(user_id, online=online, last_active_ms=await self._last_active(user_id))
 

@@ -52,6 +52,8 @@ __all__ = [
     "every_presence_resync",
     "inbox",
     "kv_changes",
+    "kv_key",
+    "kv_stream",
     "membership_changed",
     "parse_inbox",
     "parse_kv_change",
@@ -192,6 +194,16 @@ def parse_presence_key(key: str) -> tuple[int, int]:
 def kv_changes(bucket: str) -> str:
     """Every write to KV bucket ``bucket``, as a core NATS subscription sees them."""
     return f"$KV.{bucket}.>"
+
+
+def kv_key(bucket: str, key: str) -> str:
+    """The subject holding ``key``'s values in KV bucket ``bucket``."""
+    return f"$KV.{bucket}.{key}"
+
+
+def kv_stream(bucket: str) -> str:
+    """The JetStream stream behind KV bucket ``bucket``."""
+    return f"KV_{bucket}"
 
 
 def parse_kv_change(bucket: str, subject: str) -> str:

@@ -112,9 +112,12 @@ def test_an_owner_paused_past_its_lease_has_its_stale_commit_refused(
     successor = _new_owner(cluster, shard, owner)
     assert successor.epoch > owner.epoch
     assert alice.outbox.emptied.wait(OUTCOME_S), f"{len(alice.outbox)} of {BURST} never acknowledged"
-    fence = asyncio.run(_fence_epoch(cluster.processes.database_url, shard))
-    assert fence is not None
-    assert fence >= successor.epoch > owner.epoch  # the store refuses the stale epoch from now on
+
+    def fenced() -> int | None:  # the successor fences the store when it gains the shard
+        epoch = asyncio.run(_fence_epoch(cluster.processes.database_url, shard))
+        return epoch if epoch is not None and epoch >= successor.epoch else None
+
+    eventually(fenced, "the successor fenced the store")  # it refuses the stale epoch from now on
     log_before = len(stale.log())
     let_go = re.compile(
         rf"no longer owns shard {shard} \(epoch {owner.epoch}\)|fenced out of shard.*shard={shard},"
