@@ -304,10 +304,10 @@ def cluster_markdown(run: ClusterRun, command: str) -> list[str]:
             "50-million-user deployment from these columns. The broker failover includes the registry "
             "noticing the dead node (a refresh may name it for up to `registry_ttl_s`; the device asks "
             "again), devices reconnecting at most 100 at a time (two generator processes x 50), as "
-            "clients with backoff would, and at most 12 REST requests in flight: the API holds a pooled "
-            "database connection through a whole `GET /v1/sync` while its message store takes a second "
-            "from the same pool of 30, so ~15 syncs at once starve it (bench/cluster_failover.py). Each "
-            "refresh is a durable write (token rotation): that, not MQTT (sections 4 and 5: ~500 "
+            "clients with backoff would, and at most 12 REST requests in flight (bench/cluster_failover.py; "
+            "chosen when `GET /v1/sync` took history's connection from the account store's pool, so ~15 "
+            "at once starved it; history has had a pool of its own since, tests/api/test_sync_burst.py). "
+            "Each refresh is a durable write (token rotation): that, not MQTT (sections 4 and 5: ~500 "
             "connects/s), sets the reconnect rate here."
         ),
         "",
