@@ -25,8 +25,8 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from starlette.applications import Starlette
 from starlette.routing import WebSocketRoute
 
-from api import SqlDeviceSessions, SqlDirectory
-from broker_plugins import BrokerOptions, HubbubBroker, WebSocketBridge
+from api import SqlDirectory
+from broker_plugins import HubbubBroker, WebSocketBridge
 from cluster.accepted import NatsAcceptedLog, ensure_accepted_stream
 from cluster.inbox import NatsInboxes
 from cluster.node_inbox import NodeConnections, NodeDeviceEvents, NodeInbox
@@ -37,7 +37,7 @@ from config import Settings
 from hubbub.presence import Publish
 from launcher.cluster_node import ClusterNode, cluster_node, retrying
 from launcher.cluster_parts import presence_bucket, presence_mirror
-from launcher.foundation import Foundation, foundation, ingest_limits, shard_map
+from launcher.foundation import Foundation, foundation, ingest_limits, mqtt_server, shard_map
 from launcher.http import bind_socket
 from launcher.serving import WS_PATH, http_url, serve_until_stopped, uvicorn_server
 from messaging import LoopClock, MessagingCore
@@ -60,17 +60,7 @@ async def _broker_node(core: Foundation, node: ClusterNode) -> AsyncIterator[Hub
     shards = shard_map(settings)
     sessions = async_sessionmaker(core.engine, expire_on_commit=False)
     directory = SqlDirectory(sessions)
-    broker = HubbubBroker(
-        BrokerOptions(
-            bind=settings.bind,
-            mqtt_port=settings.mqtt_port,
-            max_packet_bytes=settings.max_packet_bytes,
-            connect_timeout_s=settings.connect_timeout_s,
-        ),
-        tokens=core.tokens,
-        relations=directory,
-        devices=SqlDeviceSessions(sessions),
-    )
+    broker = mqtt_server(core, directory, sessions)
     await retrying(
         "creating the accepted stream", lambda: ensure_accepted_stream(connection.js, settings.nats_replicas)
     )

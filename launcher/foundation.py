@@ -6,8 +6,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from api import SqlDeviceSessions, SqlDirectory
+from broker_plugins import BrokerOptions, HubbubBroker
 from config import Settings, resolve_secret
 from hubbub.ids import SnowflakeGenerator
 from hubbub.shards import ShardMap
@@ -18,7 +20,7 @@ from messaging import IngestLimits
 from persister import SqlMessageStore, cassandra_store
 from persister.sql_database import create_engine, is_in_memory, message_committer
 
-__all__ = ["Foundation", "foundation", "ingest_limits", "shard_map"]
+__all__ = ["Foundation", "foundation", "ingest_limits", "mqtt_server", "shard_map"]
 
 
 @dataclass(frozen=True)
@@ -91,3 +93,21 @@ def ingest_limits(settings: Settings) -> IngestLimits:
 def shard_map(settings: Settings) -> ShardMap:
     """The cluster's fixed shard counts."""
     return ShardMap(settings.conversation_shards, settings.presence_shards)
+
+
+def mqtt_server(
+    core: Foundation, directory: SqlDirectory, sessions: async_sessionmaker[AsyncSession]
+) -> HubbubBroker:
+    """The MQTT server of a node, one or many: checks tokens, relations and signed-in devices."""
+    settings = core.settings
+    return HubbubBroker(
+        BrokerOptions(
+            bind=settings.bind,
+            mqtt_port=settings.mqtt_port,
+            max_packet_bytes=settings.max_packet_bytes,
+            connect_timeout_s=settings.connect_timeout_s,
+        ),
+        tokens=core.tokens,
+        relations=directory,
+        devices=SqlDeviceSessions(sessions),
+    )

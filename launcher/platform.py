@@ -18,14 +18,14 @@ from starlette.applications import Starlette
 from starlette.routing import WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
-from api import BrokerEndpoint, SqlDeviceSessions, SqlDirectory, SqlPushDirectory, create_app
-from broker_plugins import BrokerOptions, HubbubBroker, WebSocketBridge
+from api import BrokerEndpoint, SqlDirectory, SqlPushDirectory, create_app
+from broker_plugins import HubbubBroker, WebSocketBridge
 from config import Settings
 from hubbub.envelope import CommitResult
 from hubbub.events import push_register_again_event
 from hubbub.stores import PushToken
 from launcher.detached import BrokerElsewhere
-from launcher.foundation import Foundation, foundation, ingest_limits
+from launcher.foundation import Foundation, foundation, ingest_limits, mqtt_server
 from launcher.http import bind_socket
 from launcher.push import build_providers, prune_deliveries
 from launcher.serving import WS_PATH, serve_until_stopped, uvicorn_server
@@ -62,17 +62,7 @@ async def one_node_messaging(core: Foundation) -> AsyncIterator[Messaging]:
     accepted = LocalAcceptedLog(_ACCEPTED_QUEUE)
     sessions = async_sessionmaker(core.engine, expire_on_commit=False)
     directory = SqlDirectory(sessions)
-    broker = HubbubBroker(
-        BrokerOptions(
-            bind=settings.bind,
-            mqtt_port=settings.mqtt_port,
-            max_packet_bytes=settings.max_packet_bytes,
-            connect_timeout_s=settings.connect_timeout_s,
-        ),
-        tokens=core.tokens,
-        relations=directory,
-        devices=SqlDeviceSessions(sessions),
-    )
+    broker = mqtt_server(core, directory, sessions)
     messaging_core = MessagingCore(
         connections=broker,
         directory=directory,
