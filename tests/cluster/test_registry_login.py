@@ -12,12 +12,10 @@ import os
 import secrets
 import subprocess
 import sys
-import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
 
 import httpx
 import pytest
@@ -25,26 +23,14 @@ import pytest
 from cluster.connection import ClusterConnection, NatsOptions
 from cluster.registry import NodeDirectory, NodeInfo, open_registry
 from tests.support.api import ApiClient
+from tests.support.cluster import eventually
 from tests.support.mqtt import Device
 from tests.support.nats import NatsCluster, start_nats
 from tests.support.platform import REPO_ROOT, Platform, start_platform
 from tests.support.postgres import PostgresServer
 
-T = TypeVar("T")
-
 REGISTRY_TTL_S = 3.0
 BOUND_S = 90.0  # the whole wait for an outcome on a loaded machine: generous, never a measurement
-_POLL_S = 0.1
-
-
-def eventually(check: Callable[[], T | None], what: str) -> T:
-    """The first non-None result of ``check``: for another process's state that sends no event."""
-    deadline = time.monotonic() + BOUND_S
-    while (result := check()) is None:
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {BOUND_S}s: {what}")
-        time.sleep(_POLL_S)  # a pause between polls of another process, not a synchronisation
-    return result
 
 
 @dataclass

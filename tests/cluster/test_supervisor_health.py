@@ -7,7 +7,6 @@ stops and starts again.
 from __future__ import annotations
 
 import secrets
-import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -15,25 +14,22 @@ from typing import Any
 
 import httpx
 
+from tests.support.cluster import eventually
 from tests.support.nats import start_nats
 from tests.support.platform import start_platform
 from tests.support.postgres import PostgresServer
 
 BOUND_S = 90.0
-_POLL_S = 0.1
 
 
 def health_until(url: str, accept: Callable[[int], bool]) -> tuple[int, dict[str, Any]]:
     """Poll ``/healthz`` of another process until ``accept(status)`` (it announces no change)."""
-    deadline = time.monotonic() + BOUND_S
-    while True:
+
+    def answer() -> tuple[int, dict[str, Any]] | None:
         response = httpx.get(f"{url}/healthz", timeout=10)
-        answer = (response.status_code, response.json())
-        if accept(response.status_code):
-            return answer
-        if time.monotonic() > deadline:
-            raise AssertionError(f"/healthz still answers {answer} after {BOUND_S}s")
-        time.sleep(_POLL_S)  # a pause between polls of another process, not a synchronisation
+        return (response.status_code, response.json()) if accept(response.status_code) else None
+
+    return eventually(answer, "/healthz to answer as expected", BOUND_S)
 
 
 def test_healthz_is_503_while_nats_is_down_and_200_once_it_is_back(

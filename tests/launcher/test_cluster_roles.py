@@ -11,36 +11,23 @@ waiting for its commit reply, the presence writers and mirror, /metrics per node
 from __future__ import annotations
 
 import secrets
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import pytest
 
 from client import HubbubClient
 from tests.support.chat import ClientFactory, client_factory, direct_conversation, expect_event
+from tests.support.cluster import eventually
 from tests.support.nats import NatsCluster, start_nats
 from tests.support.platform import Platform, start_platform
 from tests.support.postgres import PostgresServer
 from tests.support.webhook import PushGateway
 
-T = TypeVar("T")
-
 BOUND_S = 90.0
-_POLL_S = 0.1
-
-
-def eventually(check: Callable[[], T | None], what: str) -> T:
-    """The first non-None result of ``check``: for another process's state that sends no event."""
-    deadline = time.monotonic() + BOUND_S
-    while (result := check()) is None:
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {BOUND_S}s: {what}")
-        time.sleep(_POLL_S)  # a pause between polls of another process, not a synchronisation
-    return result
 
 
 @dataclass
