@@ -9,7 +9,7 @@ own (it no longer subclasses amqtt's ``BrokerProtocolHandler``):
 - it is an ``asyncio.Protocol``: on TCP the event loop calls ``data_received`` with whatever
   bytes arrived, and the WebSocket bridge calls the same three methods from its own loop.
   An idle connection holds no task, no coroutine frame and no stream object: its
-  transport, this slotted object and its session are all there is (``docs/capacity.md``).
+  transport, this slotted object and its session are all there is.
 - ``data_received`` splits the bytes into packets in one pass (``codec.next_packet``) and
   handles every packet type after CONNECT itself; PUBLISH, SUBSCRIBE and UNSUBSCRIBE go to
   the broker (``Router``) in order. When one must be waited for (a SUBSCRIBE's ACL lookup,
@@ -75,7 +75,7 @@ logger = logging.getLogger(__name__)
 
 MAX_INFLIGHT = 1000  # unacknowledged QoS 1/2 messages per session before the rest queue
 QOS0_HIGH_WATER = 4 << 20  # bytes unsent to a client above which its QoS 0 messages are shed
-CONNECT_BACKLOG = 1 << 16  # bytes buffered before the CONNECT is accepted, beyond which reading pauses
+CONNECT_BACKLOG = 1 << 16  # bytes beyond a largest CONNECT buffered before it is accepted: reading pauses
 
 _CONNECT, _PUBLISH, _PUBACK, _PUBREC, _PUBREL, _PUBCOMP = 1, 3, 4, 5, 6, 7
 _SUBSCRIBE, _UNSUBSCRIBE, _PINGREQ, _DISCONNECT = 8, 10, 12, 14
@@ -171,7 +171,7 @@ class ConnectionHandler(asyncio.Protocol):
         self.heard_at = time.monotonic()
         reader = self.connect_reader
         if reader is not None:
-            if reader.feed(data) > CONNECT_BACKLOG:
+            if reader.feed(data) > self.router.max_packet_bytes + CONNECT_BACKLOG:
                 self.link.pause_reading()
             return
         if self._step is not None:  # read before the pause took effect: handled after the step
@@ -287,9 +287,9 @@ class ConnectionHandler(asyncio.Protocol):
         if pending is None:
             return
         self._pending = None
-        if self._closed:
-            return
         link = self.link
+        if self._closed or link.is_closing():  # the transport may close before connection_lost
+            return
         link.write(pending[0] if len(pending) == 1 else b"".join(pending))
         self._congested = link.get_write_buffer_size() > QOS0_HIGH_WATER
 

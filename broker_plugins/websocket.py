@@ -74,8 +74,7 @@ class _WebSocketLink:
         if self._closer is None:
             self._closer = asyncio.get_running_loop().create_task(self._close())
 
-    @property
-    def closing(self) -> bool:
+    def is_closing(self) -> bool:
         """Whether ``close`` was called."""
         return self._closer is not None
 
@@ -133,7 +132,7 @@ class WebSocketBridge:
         try:
             while True:
                 await link.readable()
-                if link.closing:
+                if link.is_closing():
                     break
                 message = await websocket.receive()
                 if message["type"] == "websocket.disconnect":
