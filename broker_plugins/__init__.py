@@ -3,9 +3,10 @@
 What lives here: CONNECT authentication (``auth.py``, ``connect.py``), the SUBSCRIBE ACL
 (``acl.py``), the subscription index (``subscriptions.py``), routing and retained messages
 (``routing.py``), sessions (``sessions.py``), the per-connection protocol handler
-(``handler.py``, with the framing of ``codec.py``), packet limits (``limits.py``), what it
-sheds, counted for ``/metrics`` (``metrics.py``), stream
-adapters (``transport.py``), the WebSocket bridge (``websocket.py``), and the server with
+(``handler.py``, an ``asyncio.Protocol`` with the framing of ``codec.py``), keepalive
+deadlines (``keepalive.py``), packet limits (``limits.py``), what it sheds, counted for
+``/metrics`` (``metrics.py``), what a handler needs of its connection and the adapters its
+CONNECT is read through (``transport.py``), the WebSocket bridge (``websocket.py``), and the server with
 its CONNECT flow and the seam to the messaging core (``broker.py``, through the Protocols
 of ``hubbub/connections.py``).
 
@@ -30,8 +31,8 @@ The remaining amqtt touches, all public names (each exercised by the tests named
   client id rules);
 - ``amqtt.mqtt.connack.NOT_AUTHORIZED`` in ``broker.py`` (``test_connect_auth.py``);
 - ``amqtt.adapters.ReaderAdapter`` / ``WriterAdapter``, the interfaces the CONNECT decoder
-  reads from, implemented by ``transport.py``, ``limits.py`` and ``websocket.py``
-  (``test_packet_limit.py``, the WebSocket tests in ``tests/e2e``);
+  reads from, implemented by ``transport.py`` and ``limits.py`` (``test_packet_limit.py``,
+  the WebSocket tests in ``tests/e2e``);
 - ``amqtt.errors`` (``AMQTTError``, ``MQTTError``, ``NoDataError``), what that decoder raises.
 
 No private amqtt name is used.

@@ -16,14 +16,16 @@ A device's publish to any other ``conv/`` topic (``conv/abc/send``, ``conv//send
 the core never sees it, as it has no conversation to name, and a mistyped send must not
 vanish in silence. Well-formed topics pay nothing for this: it is the refusal path.
 
-The CONNECT flow: a connection must send its CONNECT within ``connect_timeout_s`` (stock
-amqtt waited for ever, so idle sockets could pile up); it is authenticated *before* it may
-touch an existing session (``auth.py``); a live connection of the same client id is closed
-first [MQTT-3.1.4-2]; a clean session starts afresh, a persistent one resumes (CONNACK
-session present [MQTT-3.2.2-2]); the device is reported to the core before its CONNACK, which
-waits if the core asks it to (a cluster node subscribing to the user's inbox on NATS first).
-Every connection's reader is wrapped in
-``PacketLimitReader``, so an oversized packet is refused from its fixed header.
+The CONNECT flow, in a task per connection that ends with its CONNACK (an accepted
+connection then lives in its handler, ``handler.py``, without a task): a connection must
+send its CONNECT within ``connect_timeout_s`` (stock amqtt waited for ever, so idle sockets
+could pile up); it is authenticated *before* it may touch an existing session
+(``auth.py``); a live connection of the same client id is closed first [MQTT-3.1.4-2]; a
+clean session starts afresh, a persistent one resumes (CONNACK session present
+[MQTT-3.2.2-2]); the device is reported to the core before its CONNACK, which waits if the
+core asks it to (a cluster node subscribing to the user's inbox on NATS first). The CONNECT
+is read through ``PacketLimitReader``, and the handler checks every later packet the same
+way, so an oversized packet is refused from its fixed header.
 """
 
 from __future__ import annotations
@@ -32,7 +34,6 @@ import asyncio
 import logging
 from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import Any
 
 from amqtt.adapters import ReaderAdapter, WriterAdapter
 from amqtt.errors import AMQTTError, MQTTError, NoDataError
@@ -42,11 +43,12 @@ from broker_plugins.acl import TopicAcl
 from broker_plugins.auth import TokenAuthenticator
 from broker_plugins.codec import connack_packet
 from broker_plugins.connect import Connect, read_connect
-from broker_plugins.handler import ConnectionHandler, keepalive_deadline
+from broker_plugins.handler import ConnectionHandler
+from broker_plugins.keepalive import KeepaliveWheel, keepalive_deadline
 from broker_plugins.limits import PacketLimitReader
 from broker_plugins.routing import REFUSED, RoutingBroker, check_topic
 from broker_plugins.sessions import Identity, MqttSession
-from broker_plugins.transport import TcpReader, TcpWriter
+from broker_plugins.transport import LinkWriter
 from hubbub import topics
 from hubbub.connections import DeviceEvents
 from hubbub.errors import MessageRejected
@@ -61,8 +63,8 @@ __all__ = ["BrokerOptions", "HubbubBroker"]
 logger = logging.getLogger(__name__)
 
 _EVENT_QOS = 1  # server events are published at QoS 1: delivered at min(1, the device's subscription)
-_TAKEOVER_WAIT_S = 5.0
 _SHUTDOWN_WAIT_S = 5.0
+_LISTEN_BACKLOG = 4096  # a reconnect storm arrives at once; the kernel caps it at somaxconn
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,15 +89,21 @@ class HubbubBroker(RoutingBroker):
         self._devices = devices
         self._events: DeviceEvents | None = None
         self._server: asyncio.Server | None = None
-        self._serving: set[asyncio.Task[Any]] = set()
+        self._connecting: dict[asyncio.Task[None], ConnectionHandler] = {}  # CONNECTs being read, checked
         self._closing = False
+        self.keepalive = KeepaliveWheel()
+        self.max_packet_bytes = options.max_packet_bytes
 
     async def start(self, events: DeviceEvents) -> None:
         """Listen on TCP; report devices to ``events`` from now on."""
         self._events = events
         self._closing = False
-        self._server = await asyncio.start_server(
-            self.stream_connected, self._options.bind or None, self._options.mqtt_port, reuse_address=True
+        self._server = await asyncio.get_running_loop().create_server(
+            lambda: ConnectionHandler(self),
+            self._options.bind or None,
+            self._options.mqtt_port,
+            reuse_address=True,
+            backlog=_LISTEN_BACKLOG,
         )
 
     @property
@@ -115,8 +123,10 @@ class HubbubBroker(RoutingBroker):
         for session in list(self.sessions.values()):
             if session.handler is not None:
                 session.handler.close()
-        if self._serving:
-            _, late = await asyncio.wait(set(self._serving), timeout=_SHUTDOWN_WAIT_S)
+        if self._connecting:
+            for handler in list(self._connecting.values()):
+                handler.close()
+            _, late = await asyncio.wait(set(self._connecting), timeout=_SHUTDOWN_WAIT_S)
             for task in late:
                 task.cancel()
         await server.wait_closed()
@@ -126,36 +136,40 @@ class HubbubBroker(RoutingBroker):
 
     # --- connections -----------------------------------------------------------------------
 
-    async def stream_connected(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        """A TCP connection: bounded reader, then the session's lifecycle."""
-        limited = PacketLimitReader(TcpReader(reader), self._options.max_packet_bytes)
-        await self._serve(limited, TcpWriter(writer))
-
-    async def websocket_connected(self, reader: ReaderAdapter, writer: WriterAdapter) -> None:
-        """A WebSocket connection accepted by the HTTP server (see ``websocket.py``)."""
-        await self._serve(PacketLimitReader(reader, self._options.max_packet_bytes), writer)
-
-    async def _serve(self, reader: ReaderAdapter, writer: WriterAdapter) -> None:
-        task = asyncio.current_task()
-        if task is None or self._closing:
-            await writer.close()
+    def connection_made(self, handler: ConnectionHandler) -> None:
+        """A new connection (TCP, or WebSocket from ``websocket.py``): its CONNECT, in a task of its own."""
+        if self._closing:
+            handler.close()
             return
-        self._serving.add(task)
-        try:
-            connect = await self._read_connect(reader, writer)
-            if connect is None:
-                return
-            identity = self._auth.authenticate(connect)
-            if identity is not None and not await self._signed_in(identity, connect.client_id):
-                identity = None
-            if identity is None:
-                writer.write(connack_packet(session_present=False, return_code=NOT_AUTHORIZED))
-                await writer.close()
-                return
-            session, present = await self._open_session(connect, identity)
-            await self._run(session, present, reader, writer)
-        finally:
-            self._serving.discard(task)
+        task = asyncio.get_running_loop().create_task(self._serve(handler))
+        self._connecting[task] = handler
+        task.add_done_callback(self._connecting.pop)
+
+    async def _serve(self, handler: ConnectionHandler) -> None:
+        """The CONNECT, its authentication and session, the report to the core, then ``accept``."""
+        reader = handler.connect_reader
+        if reader is None:
+            return
+        writer = LinkWriter(handler.link)
+        connect = await self._read_connect(PacketLimitReader(reader, self.max_packet_bytes), writer)
+        if connect is None:
+            return
+        identity = self._auth.authenticate(connect)
+        if identity is not None and not await self._signed_in(identity, connect.client_id):
+            identity = None
+        if identity is None:
+            writer.write(connack_packet(session_present=False, return_code=NOT_AUTHORIZED))
+            handler.close()
+            return
+        session, present = self._open_session(connect, identity)
+        user_id, events = session.user_id, self._events
+        if (
+            user_id is not None
+            and events is not None
+            and not await self._reported(events, user_id, session, handler)
+        ):
+            return
+        handler.accept(session, present)
 
     async def _signed_in(self, identity: Identity, device_id: str) -> bool:
         """A valid token is not enough: its device must not have been ended (logout, revocation)."""
@@ -175,16 +189,14 @@ class HubbubBroker(RoutingBroker):
         await writer.close()
         return None
 
-    async def _open_session(self, connect: Connect, identity: Identity) -> tuple[MqttSession, bool]:
+    def _open_session(self, connect: Connect, identity: Identity) -> tuple[MqttSession, bool]:
         """The session this CONNECT continues (session present) or starts, once no connection holds it."""
         client_id = connect.client_id
         existing = self.sessions.get(client_id)
         if existing is not None and existing.handler is not None:
-            await self._take_over(existing.handler)
+            logger.info("client id %s connected again: closing its previous connection", client_id)
+            existing.handler.close()  # ends it at once: will, session, report (``connection_ended``)
             existing = self.sessions.get(client_id)
-            if existing is not None and existing.handler is not None:  # stuck, or a third CONNECT won
-                existing.handler.close()
-                existing.handler = None  # its _run leaves the session alone from now on
         present = False
         if existing is not None and (connect.clean_session or existing.username != identity.username):
             self.forget(existing)
@@ -200,19 +212,8 @@ class HubbubBroker(RoutingBroker):
         self.sessions[client_id] = session
         return session, present
 
-    async def _take_over(self, handler: ConnectionHandler) -> None:
-        """Close the live connection of a client id that connects again, and wait until it ended."""
-        logger.info(
-            "client id %s connected again: closing its previous connection", handler.session.client_id
-        )
-        handler.close()
-        try:
-            await asyncio.wait_for(asyncio.shield(handler.finished), _TAKEOVER_WAIT_S)
-        except TimeoutError:
-            logger.warning("previous connection of %s did not end in time", handler.session.client_id)
-
     async def _reported(
-        self, events: DeviceEvents, user_id: int, session: MqttSession, writer: WriterAdapter
+        self, events: DeviceEvents, user_id: int, session: MqttSession, handler: ConnectionHandler
     ) -> bool:
         """Report the device connected, before its CONNACK; ``False`` if the connection must end instead.
 
@@ -230,7 +231,7 @@ class HubbubBroker(RoutingBroker):
         try:
             await pending
         except asyncio.CancelledError:  # shutdown gave up waiting
-            await writer.close()
+            handler.close()
             raise
         except Exception:
             logger.exception("reporting device_id=%s connected failed; closing it", client_id)
@@ -241,41 +242,21 @@ class HubbubBroker(RoutingBroker):
             events.device_disconnected(user_id, client_id)
         if self.sessions.get(client_id) is session and session.handler is None and session.clean_session:
             self.forget(session)
-        await writer.close()
+        handler.close()
         return False
 
-    async def _run(
-        self, session: MqttSession, present: bool, reader: ReaderAdapter, writer: WriterAdapter
-    ) -> None:
-        """One accepted connection, from its report and CONNACK to its end (will, session, presence)."""
+    def connection_ended(self, handler: ConnectionHandler, clean: bool) -> None:
+        """An accepted connection ended: its will unless ``clean``, its session if clean, the report."""
+        session = handler.session
+        if not clean and session.will is not None:
+            self.publish_will(session.will)
+        if session.handler is handler:
+            session.handler = None
+            if session.clean_session:
+                self.forget(session)
         user_id, events = session.user_id, self._events
-        if (
-            user_id is not None
-            and events is not None
-            and not await self._reported(events, user_id, session, writer)
-        ):
-            return
-        handler = ConnectionHandler(session, reader, writer, self)
-        session.handler = handler
-        handler.connack(present)
-        handler.start()  # resends what was in flight when the last connection ended, then the queue
-        try:
-            clean = await asyncio.shield(handler.ended)
-        except asyncio.CancelledError:  # shutdown gave up waiting
-            handler.close()
-            clean = False
-        try:
-            if not clean and session.will is not None:
-                self.publish_will(session.will)
-            await handler.stop()
-        finally:
-            if session.handler is handler:
-                session.handler = None
-                if session.clean_session:
-                    self.forget(session)
-            if user_id is not None and events is not None and not self._closing:
-                events.device_disconnected(user_id, session.client_id)
-            handler.finished.set_result(None)
+        if user_id is not None and events is not None and not self._closing:
+            events.device_disconnected(user_id, session.client_id)
 
     # --- what devices publish and subscribe --------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""The per-connection protocol handler: a batched reader loop and non-blocking delivery.
+"""The per-connection protocol handler: fed bytes, it handles packets; it delivers without waiting.
 
 Stock amqtt 0.12.1, per connection and per packet, reads the fixed header one byte per
 ``await``, builds a packet object, starts a task for it, queues a PUBLISH for a second
@@ -6,49 +6,62 @@ loop in the broker, and on the way out awaits ``drain()`` after every packet and
 task per QoS 1/2 delivery alive until its PUBACK arrives. This handler is the broker's
 own (it no longer subclasses amqtt's ``BrokerProtocolHandler``):
 
-- ``_reader_loop`` reads whatever bytes have arrived, splits them into packets in one pass
-  (``codec.next_packet``) and handles every packet type after CONNECT itself; PUBLISH,
-  SUBSCRIBE and UNSUBSCRIBE go to the broker (``Router``) in order.
+- it is an ``asyncio.Protocol``: on TCP the event loop calls ``data_received`` with whatever
+  bytes arrived, and the WebSocket bridge calls the same three methods from its own loop.
+  An idle connection holds no task, no coroutine frame and no stream object: its
+  transport, this slotted object and its session are all there is.
+- ``data_received`` splits the bytes into packets in one pass (``codec.next_packet``) and
+  handles every packet type after CONNECT itself; PUBLISH, SUBSCRIBE and UNSUBSCRIBE go to
+  the broker (``Router``) in order. When one must be waited for (a SUBSCRIBE's ACL lookup,
+  a cluster node's publish until the stream accepted it), a task waits for it with the
+  connection's reading paused, then handles the rest: packets stay in order, and a client
+  cannot pile up work.
+- before its CONNECT is accepted, the bytes go to a ``ConnectReader`` instead, which the
+  broker's CONNECT task reads (``broker.py``); ``accept`` ends that phase.
 - ``publish_nowait`` writes a PUBLISH into the transport buffer and, for QoS 1/2, records
-  it in ``session.inflight_out``; the acknowledgement removes it. Nothing waits.
+  it in the session (``session.track``); the acknowledgement removes it. Nothing waits.
   At most ``MAX_INFLIGHT`` messages are unacknowledged per session; more wait in the
   session's queue and go out as acknowledgements come back, in order.
-- on (re)connect, ``start`` resends every unacknowledged PUBLISH with DUP set and every
+- on (re)connect, ``accept`` resends every unacknowledged PUBLISH with DUP set and every
   PUBREL [MQTT-4.4.0-1]; stock amqtt dropped them when the connection ended.
 - an inbound QoS 2 PUBLISH is delivered on receipt, its packet id kept until PUBREL
   (the spec's "method B"), so a resent PUBLISH with that id is not delivered twice.
-- keepalive: a client silent for 1.5 x its keepalive is disconnected [MQTT-3.1.2-24];
-  stock amqtt never did (amqtt issue #308), so dead connections looked alive for ever.
+- keepalive: a client silent for 1.5 x its keepalive is disconnected [MQTT-3.1.2-24]
+  (``keepalive.py``); stock amqtt never did (amqtt issue #308), so dead connections looked
+  alive for ever.
+- a packet above the size limit is refused from its fixed header (``limits.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable
-from contextlib import suppress
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol, cast
 
-from amqtt.adapters import ReaderAdapter, WriterAdapter
-from amqtt.errors import AMQTTError, MQTTError, NoDataError
+from amqtt.errors import AMQTTError, MQTTError
 
 from broker_plugins.codec import (
     PINGRESP_PACKET,
-    IncompletePacket,
     MalformedPacket,
     ack_packet,
     connack_packet,
     encode_publish,
-    next_packet,
     parse_publish,
     parse_subscribe,
     parse_unsubscribe,
     suback_packet,
     unsuback_packet,
 )
+from broker_plugins.keepalive import KeepaliveWheel
+from broker_plugins.limits import next_packet_within
 from broker_plugins.metrics import ShedCounts
 from broker_plugins.sessions import MqttSession, Outgoing
-from broker_plugins.transport import FastReader, FastWriter, TcpWriter
+from broker_plugins.transport import ConnectReader, Link
+
+if TYPE_CHECKING:
+    from broker_plugins.keepalive import Watched
 
 __all__ = [
     "MAX_INFLIGHT",
@@ -56,14 +69,13 @@ __all__ = [
     "ConnectionHandler",
     "ProtocolViolation",
     "Router",
-    "keepalive_deadline",
 ]
 
 logger = logging.getLogger(__name__)
 
 MAX_INFLIGHT = 1000  # unacknowledged QoS 1/2 messages per session before the rest queue
 QOS0_HIGH_WATER = 4 << 20  # bytes unsent to a client above which its QoS 0 messages are shed
-READ_CHUNK = 1 << 16
+CONNECT_BACKLOG = 1 << 16  # bytes beyond a largest CONNECT buffered before it is accepted: reading pauses
 
 _CONNECT, _PUBLISH, _PUBACK, _PUBREC, _PUBREL, _PUBCOMP = 1, 3, 4, 5, 6, 7
 _SUBSCRIBE, _UNSUBSCRIBE, _PINGREQ, _DISCONNECT = 8, 10, 12, 14
@@ -79,6 +91,16 @@ class Router(Protocol):
     """What the handler hands to the broker, and where it counts what it sheds."""
 
     shed: ShedCounts
+    keepalive: KeepaliveWheel
+    max_packet_bytes: int
+
+    def connection_made(self, handler: ConnectionHandler) -> None:
+        """A new connection: read its CONNECT from ``handler.connect_reader`` and ``accept`` it."""
+        ...
+
+    def connection_ended(self, handler: ConnectionHandler, clean: bool) -> None:
+        """An accepted connection ended (``clean``: by DISCONNECT): will, session, presence."""
+        ...
 
     def on_publish(
         self, handler: ConnectionHandler, topic: str, payload: bytes, qos: int, retain: bool
@@ -97,49 +119,87 @@ class Router(Protocol):
         ...
 
 
-def keepalive_deadline(keepalive_s: int) -> int:
-    """Seconds of silence after which a client is gone: 1.5 x keepalive, rounded up (0 = never)."""
-    return -(-keepalive_s * 3 // 2)
+class ConnectionHandler(asyncio.Protocol):
+    """One client connection, from its first byte to its end; ``session`` once its CONNECT is accepted.
 
-
-class ConnectionHandler:
-    """One client connection: reads packets in batches, delivers without waiting for acks.
-
-    ``ended`` resolves when the connection ends: ``True`` after a DISCONNECT packet (no
-    will), ``False`` otherwise (socket closed, keepalive, protocol error, closed by the broker).
-    ``finished`` resolves once the broker is done with it (will, session, presence).
+    Driven as any ``asyncio.Protocol`` is (``connection_made``, ``data_received``,
+    ``connection_lost``): by the event loop on TCP, by ``websocket.py`` on WebSocket. It ends
+    once (``_end``): by DISCONNECT (``clean``: no will), or by the socket closing, its
+    keepalive expiring, a protocol error, or ``close`` (taken over, dropped, shut down).
     """
 
     __slots__ = (
+        "_buffer",
+        "_closed",
         "_congested",
         "_pending",
-        "_reader_task",
-        "ended",
-        "finished",
-        "reader",
+        "_session",
+        "_step",
+        "connect_reader",
+        "heard_at",
+        "keepalive_slot",
+        "link",
         "router",
-        "session",
-        "writer",
     )
 
-    def __init__(
-        self, session: MqttSession, reader: ReaderAdapter, writer: WriterAdapter, router: Router
-    ) -> None:
-        self.session = session
-        self.reader = reader
-        self.writer = writer
+    link: Link  # set by ``connection_made``
+
+    def __init__(self, router: Router) -> None:
         self.router = router
-        loop = asyncio.get_running_loop()
-        self.ended: asyncio.Future[bool] = loop.create_future()
-        self.finished: asyncio.Future[None] = loop.create_future()
+        self._session: MqttSession | None = None
+        self.connect_reader: ConnectReader | None = ConnectReader()  # until the CONNECT is accepted
+        self.heard_at = 0.0  # time.monotonic() of the last bytes from the client
+        self.keepalive_slot: set[Watched] | None = None
+        self._buffer = b""  # the start of a packet not complete yet, or what came during a step
+        self._step: asyncio.Task[None] | None = None  # a packet being waited for, reading paused
         self._pending: list[bytes] | None = None  # packets written during this turn of the event loop
         self._congested = False  # the client's unsent bytes passed QOS0_HIGH_WATER when this turn began
-        self._reader_task: asyncio.Task[None] | None = None
+        self._closed = False
 
-    def start(self) -> None:
-        """Start reading; resend what the session left unacknowledged, then what was queued."""
-        self._reader_task = asyncio.create_task(self._reader_loop())
-        for message in list(self.session.inflight_out.values()):
+    # --- driven by the event loop (TCP) or the WebSocket bridge -----------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """The connection is open: the broker starts reading its CONNECT."""
+        self.link = cast("Link", transport)
+        self.heard_at = time.monotonic()
+        self.router.connection_made(self)
+
+    def data_received(self, data: bytes) -> None:
+        """Bytes from the client: handle every complete packet (or keep them for the CONNECT reader)."""
+        if self._closed:
+            return
+        self.heard_at = time.monotonic()
+        reader = self.connect_reader
+        if reader is not None:
+            if reader.feed(data) > self.router.max_packet_bytes + CONNECT_BACKLOG:
+                self.link.pause_reading()
+            return
+        if self._step is not None:  # read before the pause took effect: handled after the step
+            self._buffer += data
+            return
+        self._consume(self._buffer + data if self._buffer else data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """The socket closed (whoever closed it)."""
+        del exc
+        self._end(clean=False)
+
+    # --- its life ----------------------------------------------------------------------------------
+
+    def accept(self, session: MqttSession, present: bool) -> None:
+        """The CONNECT was accepted: CONNACK, and reading packets from now on.
+
+        First go what the session left unacknowledged, then what was queued, then the
+        packets the client sent right after its CONNECT are handled.
+        """
+        reader, self.connect_reader = self.connect_reader, None
+        self._session = session
+        session.handler = self
+        if self._closed:  # the connection ended while its CONNECT was being checked
+            self.router.connection_ended(self, False)  # noqa: FBT003 - not clean
+            return
+        self.connack(present)
+        for message in session.unacknowledged():
             if message.qos == 2 and message.released:  # noqa: PLR2004 - QoS 2
                 self._write(ack_packet(_PUBREL, message.packet_id))
             else:
@@ -147,25 +207,64 @@ class ConnectionHandler:
                     encode_publish(message.topic, message.payload, message.qos, message.packet_id, dup=True)
                 )
         self.flush_queue()
+        self.router.keepalive.watch(self)
+        self.link.resume_reading()  # in case the backlog before the CONNACK paused it
+        leftover = reader.take() if reader is not None else b""
+        if leftover:
+            self._consume(leftover)
 
     def close(self) -> None:
-        """End the connection (the broker takes it over or shuts down); ``ended`` says when."""
-        task = self._reader_task
-        if task is not None and not task.done():
-            task.cancel()
-        elif not self.ended.done():
-            self.ended.set_result(False)
+        """End the connection (the broker takes it over, drops it or shuts down)."""
+        self._end(clean=False)
 
-    async def stop(self) -> None:
-        """Flush what is queued, stop reading, close the writer."""
+    @property
+    def session(self) -> MqttSession:
+        """The session of the client id (from ``accept`` on)."""
+        session = self._session
+        if session is None:
+            raise RuntimeError("no session before the CONNECT is accepted")
+        return session
+
+    @property
+    def closed(self) -> bool:
+        """Whether the connection has ended."""
+        return self._closed
+
+    @property
+    def deadline(self) -> int:
+        """Seconds of silence after which the client is gone (0: never)."""
+        session = self._session
+        return session.keep_alive if session is not None else 0
+
+    @property
+    def busy(self) -> bool:
+        """Whether a packet is being waited for (reading is paused: silence means nothing)."""
+        return self._step is not None
+
+    def expire(self) -> None:
+        """The keepalive deadline passed in silence [MQTT-3.1.2-24]."""
+        logger.info("keepalive expired for device_id=%s; closing", self._client_id())
+        self._end(clean=False)
+
+    def _end(self, *, clean: bool) -> None:
+        if self._closed:
+            return
         self.flush()
-        task = self._reader_task
-        if task is not None and task is not asyncio.current_task() and not task.done():
-            task.cancel()
-            with suppress(asyncio.CancelledError):
-                await task
-        with suppress(ConnectionError, OSError, TimeoutError):
-            await self.writer.close()
+        self._closed = True
+        step = self._step
+        if step is not None and step is not asyncio.current_task():
+            step.cancel()
+        self.router.keepalive.forget(self)
+        self.link.close()
+        reader = self.connect_reader
+        if reader is not None:  # still at the CONNECT: the broker's task sees the end of the stream
+            reader.feed_eof()
+        elif self._session is not None:
+            self.router.connection_ended(self, clean)
+
+    def _client_id(self) -> str:
+        session = self._session
+        return session.client_id if session is not None else "(before CONNECT)"
 
     # --- writing ---------------------------------------------------------------------------
 
@@ -183,19 +282,16 @@ class ConnectionHandler:
             pending.append(data)
 
     def flush(self) -> None:
-        """Hand what ``_write`` queued to the transport."""
+        """Hand what ``_write`` queued to the transport (dropped once the connection ended)."""
         pending = self._pending
         if pending is None:
             return
         self._pending = None
-        writer = self.writer
-        data = pending[0] if len(pending) == 1 else b"".join(pending)
-        if isinstance(writer, (TcpWriter, FastWriter)):  # TcpWriter first: a cheap check
-            writer.send_nowait(data)
-            self._congested = writer.buffered() > QOS0_HIGH_WATER
-        else:
-            writer.write(data)
-            asyncio.get_running_loop().create_task(writer.drain())
+        link = self.link
+        if self._closed or link.is_closing():  # the transport may close before connection_lost
+            return
+        link.write(pending[0] if len(pending) == 1 else b"".join(pending))
+        self._congested = link.get_write_buffer_size() > QOS0_HIGH_WATER
 
     def write_qos0(self, packet: bytes) -> None:
         """Send an already encoded QoS 0 PUBLISH (shared by every recipient of a fan-out).
@@ -207,15 +303,11 @@ class ConnectionHandler:
         if self._congested:
             # Looked at again only while congested (and at each flush): a client that caught
             # up must not stay shed until some other packet happens to be written to it.
-            self._congested = self._unsent() > QOS0_HIGH_WATER
+            self._congested = self.link.get_write_buffer_size() > QOS0_HIGH_WATER
             if self._congested:
                 self.router.shed.qos0_stalled += 1
                 return
         self._write(packet)
-
-    def _unsent(self) -> int:
-        writer = self.writer
-        return writer.buffered() if isinstance(writer, (TcpWriter, FastWriter)) else 0
 
     def publish_nowait(self, topic: str, payload: bytes, qos: int, retain: bool = False) -> None:
         """Send a PUBLISH at ``qos`` without waiting; QoS 1/2 stay in flight until acknowledged."""
@@ -223,23 +315,21 @@ class ConnectionHandler:
             self.write_qos0(encode_publish(topic, payload, 0, None, retain))
             return
         session = self.session
-        if len(session.inflight_out) >= MAX_INFLIGHT or session.has_queued():
+        if session.in_flight() >= MAX_INFLIGHT or session.has_queued():
             if not session.enqueue(Outgoing(topic, payload, qos, retain=retain)):
                 self.router.shed.queue_full += 1
             return
-        self._send_tracked(Outgoing(topic, payload, qos, retain=retain))
+        self._send_tracked(session, Outgoing(topic, payload, qos, retain=retain))
 
-    def _send_tracked(self, message: Outgoing) -> None:
-        session = self.session
-        message.packet_id = packet_id = session.next_packet_id()
-        session.inflight_out[packet_id] = message
+    def _send_tracked(self, session: MqttSession, message: Outgoing) -> None:
+        packet_id = session.track(message)
         self._write(encode_publish(message.topic, message.payload, message.qos, packet_id, message.retain))
 
     def flush_queue(self) -> None:
         """Send queued messages while the in-flight window has room (after acks, on reconnect)."""
         session = self.session
-        while session.has_queued() and len(session.inflight_out) < MAX_INFLIGHT:
-            self._send_tracked(session.dequeue())
+        while session.has_queued() and session.in_flight() < MAX_INFLIGHT:
+            self._send_tracked(session, session.dequeue())
 
     def connack(self, session_present: bool) -> None:
         """CONNACK (accepted), written at once."""
@@ -255,65 +345,76 @@ class ConnectionHandler:
 
     # --- reading ---------------------------------------------------------------------------
 
-    async def _reader_loop(self) -> None:
-        session, reader = self.session, self.reader
-        read = reader.read_some if isinstance(reader, FastReader) else _exact_reader(reader)
-        watchdog = _Watchdog(session.keep_alive)
-        clock = asyncio.get_running_loop().time
-        buffer = b""
-        clean = False
+    def _consume(self, buffer: bytes) -> None:
+        """Handle the packets in ``buffer``; keep an incomplete one; start a step if one must wait."""
         try:
-            while True:  # until the stream ends, the client leaves or breaks the protocol
-                data = await read(READ_CHUNK)
-                if not data:
-                    break
-                watchdog.busy = True  # handling may wait (a full persister queue): not silence
-                buffer = buffer + data if buffer else data
-                consumed, clean = await self._handle_buffer(buffer)
-                watchdog.busy = False
-                watchdog.heard_at = clock()
-                buffer = buffer[consumed:]
-                if clean:
-                    break
-        except (ProtocolViolation, MalformedPacket, AMQTTError, MQTTError, NoDataError) as exc:
-            logger.info("closing device_id=%s: %s", session.client_id, exc)
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass
-        except asyncio.CancelledError:
-            if watchdog.expired:
-                logger.info("keepalive expired for device_id=%s; closing", session.client_id)
+            position, step = self._handle_buffer(buffer)
+        except (ProtocolViolation, MalformedPacket, AMQTTError, MQTTError) as exc:
+            logger.info("closing device_id=%s: %s", self._client_id(), exc)
+            self._end(clean=False)
+            return
         except Exception:
-            # A bug must cost only this connection, and be seen: unhandled here, the error
-            # would wait in the task until garbage collection to be reported, if ever.
-            logger.exception("unexpected error reading from device_id=%s; closing", session.client_id)
-        finally:
-            watchdog.stop()
-            if not self.ended.done():
-                self.ended.set_result(clean)
+            # A bug must cost only this connection, and be seen.
+            logger.exception("unexpected error handling device_id=%s; closing", self._client_id())
+            self._end(clean=False)
+            return
+        if self._closed:
+            return
+        self._buffer = buffer[position:] if position else buffer
+        if step is not None:
+            self.link.pause_reading()
+            self._step = asyncio.get_running_loop().create_task(self._finish_step(step))
 
-    async def _handle_buffer(self, buffer: bytes) -> tuple[int, bool]:
-        """Handle every complete packet in ``buffer``: (bytes consumed, whether a DISCONNECT came)."""
+    async def _finish_step(self, step: Awaitable[None]) -> None:
+        """Wait for a packet's handling, then handle what came after it and read again."""
+        try:
+            await step
+        except (ProtocolViolation, MalformedPacket, AMQTTError, MQTTError) as exc:
+            logger.info("closing device_id=%s: %s", self._client_id(), exc)
+            self._end(clean=False)
+            return
+        except Exception:
+            logger.exception("unexpected error handling device_id=%s; closing", self._client_id())
+            self._end(clean=False)
+            return
+        self._step = None
+        if self._closed:
+            return
+        self.heard_at = time.monotonic()  # busy until now: silence counts from here
+        buffer, self._buffer = self._buffer, b""
+        if buffer:
+            self._consume(buffer)
+        if self._step is None and not self._closed:
+            self.link.resume_reading()
+
+    def _handle_buffer(self, buffer: bytes) -> tuple[int, Awaitable[None] | None]:
+        """Handle complete packets until one must be waited for: (bytes consumed, what to wait for)."""
         position = 0
+        limit = self.router.max_packet_bytes
         for _ in range(len(buffer)):  # each round consumes at least two bytes
-            try:
-                first, start, end = next_packet(buffer, position)
-            except IncompletePacket:
+            packet = next_packet_within(buffer, position, limit)
+            if packet is None:
                 break
+            first, start, end = packet
             position = end
             packet_type = first >> 4
             if packet_type == _PUBLISH:
-                pending = self._on_publish(first & 0x0F, buffer[start:end])
-                if pending is not None:
-                    await pending
+                step = self._on_publish(first & 0x0F, buffer[start:end])
+                if step is not None:
+                    return position, step
             elif first == _PUBACK_FIRST:
                 self._acknowledged(buffer[start:end])
             elif first == _PINGREQ << 4:
                 self._write(PINGRESP_PACKET)
             elif first == _DISCONNECT << 4:
-                return position, True
+                self._end(clean=True)
             else:
-                await self._on_other(packet_type, first, buffer[start:end])
-        return position, False
+                step = self._on_other(packet_type, first, buffer[start:end])
+                if step is not None:
+                    return position, step
+            if self._closed:
+                break
+        return position, None
 
     def _on_publish(self, flags: int, body: bytes) -> Awaitable[None] | None:
         qos = (flags >> 1) & 0x03
@@ -321,11 +422,9 @@ class ConnectionHandler:
             raise ProtocolViolation("PUBLISH with QoS 3 [MQTT-3.3.1-4]")
         topic, packet_id, payload = parse_publish(flags, body)
         if qos == 2:  # noqa: PLR2004
-            inflight_in = self.session.inflight_in
-            if packet_id in inflight_in:  # a resend of one delivered already
+            if not self.session.receive_qos2(packet_id or 0):  # a resend of one delivered already
                 self._write(ack_packet(_PUBREC, packet_id or 0))
                 return None
-            inflight_in[packet_id or 0] = None
         elif not qos and flags & 0x08:
             raise ProtocolViolation("DUP set on a QoS 0 PUBLISH [MQTT-3.3.1-2]")
         pending = self.router.on_publish(self, topic, payload, qos, bool(flags & 0x01))
@@ -345,76 +444,42 @@ class ConnectionHandler:
         if len(body) < 2:  # noqa: PLR2004
             return
         session = self.session
-        session.inflight_out.pop((body[0] << 8) | body[1], None)
+        session.acknowledge((body[0] << 8) | body[1])
         if session.has_queued():
             self.flush_queue()
 
-    async def _on_other(  # noqa: C901 - one flat dispatch over the rare packet types
+    def _on_other(  # noqa: C901 - one flat dispatch over the rare packet types
         self, packet_type: int, first: int, body: bytes
-    ) -> None:
+    ) -> Awaitable[None] | None:
         session = self.session
         flags = first & 0x0F
         if flags != (_SUBSCRIBE_FLAGS if packet_type in {_PUBREL, _SUBSCRIBE, _UNSUBSCRIBE} else 0):
             raise ProtocolViolation(f"packet type {packet_type} with flags {flags:#06b} [MQTT-2.2.2-2]")
         packet_id = (body[0] << 8) | body[1] if len(body) >= 2 else 0  # noqa: PLR2004
         if packet_type == _PUBREC:
-            message = session.inflight_out.get(packet_id)
+            message = session.sent(packet_id)
             if message is not None:
                 message.released = True
             self._write(ack_packet(_PUBREL, packet_id))
         elif packet_type == _PUBREL:
-            session.inflight_in.pop(packet_id, None)
+            session.release_qos2(packet_id)
             self._write(ack_packet(_PUBCOMP, packet_id))
         elif packet_type == _PUBCOMP:
-            session.inflight_out.pop(packet_id, None)
+            session.acknowledge(packet_id)
             if session.has_queued():
                 self.flush_queue()
         elif packet_type == _SUBSCRIBE:
             packet_id, asked = parse_subscribe(body)
-            await self.router.on_subscribe(self, packet_id, asked)
+            return self.router.on_subscribe(self, packet_id, asked)
         elif packet_type == _UNSUBSCRIBE:
             packet_id, filters = parse_unsubscribe(body)
-            await self.router.on_unsubscribe(self, packet_id, filters)
+            return self.router.on_unsubscribe(self, packet_id, filters)
         elif packet_type == _CONNECT:
             raise ProtocolViolation("second CONNECT [MQTT-3.1.0-2]")
         elif packet_type in {0, 15}:
             raise ProtocolViolation("reserved packet type")
         # CONNACK, SUBACK, UNSUBACK, PINGRESP from a client mean nothing to a server: ignored.
-
-
-class _Watchdog:
-    """Cancels the current task (a reader loop) once nothing was heard for ``deadline_s`` (0: never).
-
-    The reader only stamps ``heard_at`` once it has handled what it read, and sets ``busy``
-    while handling it; the timer, due a deadline after the last stamp it saw, re-arms itself
-    for the remainder whenever something arrived meanwhile, and for a whole deadline while
-    the reader is busy (it is not reading, so silence cannot be told).
-    An ``asyncio.timeout`` around every read had cost a fifth of the broker's event loop.
-    """
-
-    def __init__(self, deadline_s: float) -> None:
-        loop = asyncio.get_running_loop()
-        self.heard_at = loop.time()
-        self.busy = False
-        self.expired = False
-        self._deadline_s = deadline_s
-        self._task = asyncio.current_task()
-        self._timer = loop.call_at(self.heard_at + deadline_s, self._check) if deadline_s > 0 else None
-
-    def _check(self) -> None:
-        loop = asyncio.get_running_loop()
-        due = loop.time() + self._deadline_s if self.busy else self.heard_at + self._deadline_s
-        if due > loop.time():
-            self._timer = loop.call_at(due, self._check)
-        elif self._task is not None:
-            self.expired = True
-            self._task.cancel()
-
-    def stop(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        if self.expired and self._task is not None:
-            self._task.uncancel()  # the expiry was handled: later awaits must not see it
+        return None
 
 
 class _OutputBatch:
@@ -435,18 +500,3 @@ class _OutputBatch:
 
 
 _OUTPUT = _OutputBatch()  # one per process: the broker runs one event loop
-
-
-def _exact_reader(reader: ReaderAdapter) -> _Read:
-    """For a reader without ``read_some``: one byte at a time (correct, slow; not used by the broker)."""
-
-    async def read(limit: int) -> bytes:
-        del limit
-        data: bytes = await reader.read(1)
-        return data
-
-    return read
-
-
-class _Read(Protocol):
-    def __call__(self, limit: int) -> Awaitable[bytes]: ...

@@ -1,9 +1,10 @@
 """Refuse an MQTT packet larger than the limit from its fixed header, before reading its body.
 
-amqtt reads the body of a packet with one ``readexactly(remaining_length)``: without this
-guard a client could make the broker buffer up to 256 MB per connection. The reader below
-follows the framing of the byte stream it passes through and raises as soon as the
-remaining-length field of a packet exceeds the limit.
+Without this guard a client could make the broker buffer up to 256 MB per connection.
+Two places apply it: ``PacketLimitReader`` around the reader the CONNECT is decoded from
+(amqtt reads a body with one ``readexactly(remaining_length)``), and the handler's parser
+for every packet after it (``next_packet_within``): the size of each complete packet, and
+the remaining-length field of an incomplete one (``check_announced_size``).
 """
 
 from __future__ import annotations
@@ -11,9 +12,9 @@ from __future__ import annotations
 from amqtt.adapters import ReaderAdapter
 from amqtt.errors import AMQTTError
 
-from broker_plugins.transport import FastReader
+from broker_plugins.codec import IncompletePacket, next_packet
 
-__all__ = ["NotConnect", "PacketLimitReader", "PacketTooLarge"]
+__all__ = ["NotConnect", "PacketLimitReader", "PacketTooLarge", "check_announced_size", "next_packet_within"]
 
 _CONNECT = 1
 _CONTINUATION = 0x80
@@ -37,8 +38,6 @@ class PacketLimitReader(ReaderAdapter):
 
     def __init__(self, inner: ReaderAdapter, max_packet_bytes: int) -> None:
         self._inner = inner
-        # Decided once: a runtime Protocol check per read cost ~3% of the broker's loop.
-        self._read_some = inner.read_some if isinstance(inner, FastReader) else inner.read
         self._limit = max_packet_bytes
         self._first = True
         self._body_left = 0
@@ -49,12 +48,6 @@ class PacketLimitReader(ReaderAdapter):
     async def read(self, n: int = -1) -> bytes:
         """Read from the wrapped stream, tracking packet boundaries."""
         data: bytes = await self._inner.read(n)
-        self._track(data)
-        return data
-
-    async def read_some(self, limit: int) -> bytes:
-        """Whatever the wrapped reader has (up to ``limit`` bytes), tracked like ``read``."""
-        data: bytes = await self._read_some(limit)
         self._track(data)
         return data
 
@@ -90,3 +83,34 @@ class PacketLimitReader(ReaderAdapter):
                             f"packet of {self._length} bytes exceeds the {self._limit}-byte limit"
                         )
                     self._body_left = self._length
+
+
+def check_announced_size(buffer: bytes, position: int, limit: int) -> None:
+    """Raise ``PacketTooLarge`` if the incomplete packet at ``position`` announces a body above ``limit``.
+
+    The body need not have arrived: the remaining-length field is enough (a client
+    announcing 256 MB is refused before sending them). A field still incomplete is left to
+    the next call.
+    """
+    length = 0
+    multiplier = 1
+    for index in range(position + 1, min(position + 5, len(buffer))):
+        byte = buffer[index]
+        length += (byte & _LENGTH_BITS) * multiplier
+        if not byte & _CONTINUATION:
+            if length > limit:
+                raise PacketTooLarge(f"packet of {length} bytes exceeds the {limit}-byte limit")
+            return
+        multiplier *= 128
+
+
+def next_packet_within(buffer: bytes, position: int, limit: int) -> tuple[int, int, int] | None:
+    """``codec.next_packet`` refusing a packet above ``limit``; ``None`` while the packet is incomplete."""
+    try:
+        first, start, end = next_packet(buffer, position)
+    except IncompletePacket:
+        check_announced_size(buffer, position, limit)
+        return None
+    if end - start > limit:
+        raise PacketTooLarge(f"packet of {end - start} bytes exceeds the {limit}-byte limit")
+    return first, start, end

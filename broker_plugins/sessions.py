@@ -6,9 +6,12 @@ never read; the broker used to trim it by overriding its private ``_init_states`
 reusing its ``retained_messages`` queue as the offline queue. This module replaces it:
 a slotted ``MqttSession`` with exactly the state MQTT 3.1.1 asks a server to keep
 [MQTT-3.1.2-4]: the subscriptions (in ``subscriptions.py``), QoS 1/2 messages sent but
-not acknowledged (``inflight_out``), QoS 2 packet ids received but not released
-(``inflight_in``), and the messages queued while the client is away or its in-flight window
-is full (``queue``).
+not acknowledged (``track`` / ``acknowledge``), QoS 2 packet ids received but not released
+(``receive_qos2`` / ``release_qos2``), and the messages queued while the client is away or its
+in-flight window is full (``enqueue``).
+
+Each of those three containers exists only while it holds something: an idle device (the
+common case by far) keeps none, and a session costs one small slotted object.
 """
 
 from __future__ import annotations
@@ -65,13 +68,13 @@ class MqttSession:
     """One client id's session; ``handler`` is its live connection, if any."""
 
     __slots__ = (
+        "_inflight_in",
+        "_inflight_out",
         "_last_packet_id",
         "_queue",
         "clean_session",
         "client_id",
         "handler",
-        "inflight_in",
-        "inflight_out",
         "keep_alive",
         "user_id",
         "username",
@@ -86,8 +89,8 @@ class MqttSession:
         self.will: Will | None = None
         self.keep_alive = 0  # seconds of silence before the connection is closed (0: never)
         self.handler: ConnectionHandler | None = None
-        self.inflight_out: dict[int, Outgoing] = {}
-        self.inflight_in: dict[int, None] = {}
+        self._inflight_out: dict[int, Outgoing] | None = None  # by packet id; each of these three
+        self._inflight_in: set[int] | None = None  # exists only while not empty
         self._queue: deque[Outgoing] | None = None  # allocated when first used: nearly always empty
         self._last_packet_id = 0
 
@@ -96,15 +99,71 @@ class MqttSession:
         """Whether the session has a live connection."""
         return self.handler is not None
 
-    def next_packet_id(self) -> int:
+    def _next_packet_id(self) -> int:
         """A packet id in 1..65535 not in flight either way."""
         packet_id = self._last_packet_id
+        out = self._inflight_out or {}
+        received = self._inflight_in or ()
         for _ in range(_MAX_PACKET_ID):
             packet_id = packet_id % _MAX_PACKET_ID + 1
-            if packet_id not in self.inflight_out and packet_id not in self.inflight_in:
+            if packet_id not in out and packet_id not in received:
                 self._last_packet_id = packet_id
                 return packet_id
         raise OverflowError("no free packet id: 65535 messages in flight")
+
+    # --- QoS 1/2 messages sent, until acknowledged ------------------------------------------
+
+    def track(self, message: Outgoing) -> int:
+        """Give ``message`` a free packet id and keep it until acknowledged; returns the id."""
+        message.packet_id = packet_id = self._next_packet_id()
+        out = self._inflight_out
+        if out is None:
+            out = self._inflight_out = {}
+        out[packet_id] = message
+        return packet_id
+
+    def in_flight(self) -> int:
+        """How many messages sent are not acknowledged yet."""
+        out = self._inflight_out
+        return len(out) if out is not None else 0
+
+    def unacknowledged(self) -> list[Outgoing]:
+        """The messages sent and not acknowledged, oldest first (to resend on reconnect)."""
+        out = self._inflight_out
+        return list(out.values()) if out is not None else []
+
+    def sent(self, packet_id: int) -> Outgoing | None:
+        """The unacknowledged message with ``packet_id``, if any."""
+        out = self._inflight_out
+        return out.get(packet_id) if out is not None else None
+
+    def acknowledge(self, packet_id: int) -> None:
+        """PUBACK / PUBCOMP: the message with ``packet_id`` is delivered."""
+        out = self._inflight_out
+        if out is not None and out.pop(packet_id, None) is not None and not out:
+            self._inflight_out = None
+
+    # --- QoS 2 packet ids received, until released -------------------------------------------
+
+    def receive_qos2(self, packet_id: int) -> bool:
+        """Remember a QoS 2 PUBLISH's id until PUBREL; ``False`` if it is a resend of one kept."""
+        received = self._inflight_in
+        if received is None:
+            received = self._inflight_in = set()
+        elif packet_id in received:
+            return False
+        received.add(packet_id)
+        return True
+
+    def release_qos2(self, packet_id: int) -> None:
+        """PUBREL: forget the id."""
+        received = self._inflight_in
+        if received is not None:
+            received.discard(packet_id)
+            if not received:
+                self._inflight_in = None
+
+    # --- queued until they can be sent ---------------------------------------------------------
 
     def enqueue(self, message: Outgoing) -> bool:
         """Keep ``message`` until it can be sent; ``False`` (dropped) when the queue is full."""
@@ -132,5 +191,5 @@ class MqttSession:
     def clear(self) -> None:
         """Forget everything queued or in flight (the session ends)."""
         self._queue = None
-        self.inflight_out.clear()
-        self.inflight_in.clear()
+        self._inflight_out = None
+        self._inflight_in = None

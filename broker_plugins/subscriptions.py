@@ -8,7 +8,8 @@ each connection cost O(subscriptions on the node). Here:
 - exact filters live in a hash map (``filters``): one lookup per message;
 - wildcard filters (``+``, ``#``; services only) live in a trie walked level by level;
 - each client's own filters are remembered, so unsubscribing everything when a session
-  ends costs O(its filters).
+  ends costs O(its filters); a client holding one filter (a device and its inbox: nearly
+  all of them) is remembered by that string alone, not by a set of one (216 bytes).
 
 A client holds at most one subscription per filter; subscribing again replaces its QoS
 [MQTT-3.8.4-3]. Topics starting with ``$`` never match a filter starting with a wildcard
@@ -77,7 +78,7 @@ class SubscriptionIndex:
         self.filters: dict[str, list[Subscriber]] = {}  # exact and wildcard filters alike
         self._root = _Node()
         self._wildcards = 0
-        self._by_client: dict[str, set[str]] = {}
+        self._by_client: dict[str, str | set[str]] = {}  # one filter as itself, several as a set
 
     def __len__(self) -> int:
         return sum(len(subscribers) for subscribers in self.filters.values())
@@ -85,14 +86,24 @@ class SubscriptionIndex:
     def add(self, topic_filter: str, session: MqttSession, qos: int) -> None:
         """Subscribe ``session`` (or replace its QoS on ``topic_filter``)."""
         client_id = session.client_id
-        subscribers = self.filters.setdefault(topic_filter, [])
-        for index, (holder, _) in enumerate(subscribers):
-            if holder.client_id == client_id:
-                subscribers[index] = (session, qos)
-                break
+        subscribers = self.filters.get(topic_filter)
+        if subscribers is None:
+            self.filters[topic_filter] = [(session, qos)]  # sized for one: most topics are one device's inbox
         else:
-            subscribers.append((session, qos))
-        self._by_client.setdefault(client_id, set()).add(topic_filter)
+            for index, (holder, _) in enumerate(subscribers):
+                if holder.client_id == client_id:
+                    subscribers[index] = (session, qos)
+                    break
+            else:
+                subscribers.append((session, qos))
+        own = self._by_client.get(client_id)
+        if own is None:
+            self._by_client[client_id] = topic_filter
+        elif isinstance(own, str):
+            if own != topic_filter:
+                self._by_client[client_id] = {own, topic_filter}
+        else:
+            own.add(topic_filter)
         if "+" in topic_filter or "#" in topic_filter:
             node = self._root
             for level in topic_filter.split("/"):
@@ -115,10 +126,12 @@ class SubscriptionIndex:
         if not subscribers:
             del self.filters[topic_filter]
         own = self._by_client.get(client_id)
-        if own is not None:
+        if own == topic_filter:
+            del self._by_client[client_id]
+        elif isinstance(own, set):
             own.discard(topic_filter)
-            if not own:
-                del self._by_client[client_id]
+            if len(own) == 1:
+                self._by_client[client_id] = own.pop()
         if "+" in topic_filter or "#" in topic_filter:
             self._remove_wildcard(topic_filter, client_id)
         return True
@@ -143,10 +156,10 @@ class SubscriptionIndex:
     def remove_client(self, client_id: str) -> int:
         """Unsubscribe ``client_id`` from everything: O(its own filters). Returns how many."""
         own = self._by_client.pop(client_id, None)
-        if not own:
+        if own is None:
             return 0
         removed = 0
-        for topic_filter in own:
+        for topic_filter in (own,) if isinstance(own, str) else own:
             subscribers = self.filters.get(topic_filter)
             if not subscribers:
                 continue
@@ -163,7 +176,10 @@ class SubscriptionIndex:
 
     def filters_of(self, client_id: str) -> frozenset[str]:
         """The filters ``client_id`` holds now."""
-        return frozenset(self._by_client.get(client_id, ()))
+        own = self._by_client.get(client_id)
+        if own is None:
+            return frozenset()
+        return frozenset((own,) if isinstance(own, str) else own)
 
     def qos_of(self, topic_filter: str, client_id: str) -> int | None:
         """The QoS ``client_id`` holds ``topic_filter`` with, or ``None``."""

@@ -1,112 +1,144 @@
-"""Stream adapters with the two operations the hot path needs: read what is there, write without waiting.
+"""What a connection handler needs of its connection, and the adapters its CONNECT is read through.
 
-amqtt's ``StreamReaderAdapter.read(n)`` is ``readexactly(n)`` (one ``await`` per header
-byte) and every packet it sends is followed by ``await drain()``. The broker's reader
-loop instead takes whatever bytes have arrived (``read_some``) and splits them into
-packets itself, and fan-out writes into the transport's buffer (``send_nowait``) — the
-kernel and the event loop flush it. ``buffered`` lets the sender shed QoS 0 messages for a
-client that stopped reading instead of buffering without bound.
+The broker serves TCP with an ``asyncio.Protocol`` (the handler itself): the event loop
+hands it whatever bytes arrived, and it writes into the transport's buffer, which the
+kernel and the event loop flush. An idle connection therefore holds no task, no coroutine
+frame and no stream object, only its transport and its handler. ``Link`` is the part of an
+asyncio transport the handler uses; the WebSocket bridge implements it too.
 
-``TcpReader`` / ``TcpWriter`` implement amqtt's public adapter interfaces (its CONNECT,
-SUBSCRIBE and UNSUBSCRIBE decoders read from a ``ReaderAdapter``) over asyncio streams
-of their own, without reaching into amqtt's stream adapters.
+The CONNECT is still read by a coroutine (``connect.read_connect``, through amqtt's
+``ReaderAdapter`` / ``WriterAdapter`` interfaces), in a task that ends with the CONNACK:
+``ConnectReader`` serves it the bytes the handler was fed meanwhile, ``LinkWriter`` writes
+its answer.
 """
 
 from __future__ import annotations
 
 import asyncio
 import ssl
-from contextlib import suppress
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol
 
 from amqtt.adapters import ReaderAdapter, WriterAdapter
 
-__all__ = ["FastReader", "FastWriter", "TcpReader", "TcpWriter"]
+__all__ = ["ConnectReader", "Link", "LinkWriter"]
 
 
-@runtime_checkable
-class FastReader(Protocol):
-    """A reader that returns as soon as any bytes are there."""
-
-    async def read_some(self, limit: int) -> bytes:
-        """Up to ``limit`` bytes, at least one; ``b""`` at end of stream."""
-        ...
-
-
-@runtime_checkable
-class FastWriter(Protocol):
-    """A writer that buffers without waiting."""
-
-    def send_nowait(self, data: bytes) -> None:
-        """Queue ``data`` for the peer; never blocks, dropped once the connection is closing."""
-        ...
-
-    def buffered(self) -> int:
-        """Bytes queued but not yet handed to the kernel."""
-        ...
-
-
-class TcpReader(ReaderAdapter):
-    """An asyncio ``StreamReader`` as a ``ReaderAdapter`` (exact reads), plus ``read_some``."""
-
-    def __init__(self, stream: asyncio.StreamReader) -> None:
-        self.stream = stream
-
-    async def read(self, n: int = -1) -> bytes:
-        """Exactly ``n`` bytes (everything up to EOF for ``-1``); ``IncompleteReadError`` at EOF."""
-        return await (self.stream.read(n) if n < 0 else self.stream.readexactly(n))
-
-    async def read_some(self, limit: int) -> bytes:
-        """Whatever arrived, up to ``limit`` bytes."""
-        return await self.stream.read(limit)
-
-    def feed_eof(self) -> None:
-        """Make pending and later reads see the end of the stream."""
-        self.stream.feed_eof()
-
-
-class TcpWriter(WriterAdapter):
-    """An asyncio ``StreamWriter`` as a ``WriterAdapter``, plus ``send_nowait`` / ``buffered``."""
-
-    def __init__(self, stream: asyncio.StreamWriter) -> None:
-        self.stream = stream
-        self.is_closed = False
+class Link(Protocol):
+    """A connection's byte pipe: what ``asyncio.Transport`` offers, as far as a handler needs it."""
 
     def write(self, data: bytes) -> None:
-        """Hand ``data`` to the transport, unless closing."""
-        if not self.is_closed:
-            self.stream.write(data)
+        """Queue ``data`` for the peer; never blocks."""
+        ...
 
-    send_nowait = write  # the transport writes at once if the socket can take it
+    def get_write_buffer_size(self) -> int:
+        """Bytes queued but not yet handed to the kernel (or the WebSocket)."""
+        ...
 
-    def buffered(self) -> int:
-        """The transport's write-buffer size."""
-        return int(self.stream.transport.get_write_buffer_size())
+    def pause_reading(self) -> None:
+        """Deliver no more bytes until ``resume_reading``."""
+        ...
+
+    def resume_reading(self) -> None:
+        """Deliver bytes again."""
+        ...
+
+    def close(self) -> None:
+        """Flush what is queued, then close; the handler's ``connection_lost`` follows."""
+        ...
+
+    def is_closing(self) -> bool:
+        """Whether it is closed or closing (writing then fails or is lost)."""
+        ...
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:  # noqa: ANN401 - asyncio's signature
+        """``peername``, ``ssl_object``, ... as asyncio names them."""
+        ...
+
+
+class ConnectReader(ReaderAdapter):
+    """The bytes of a connection before its CONNECT was accepted, as an amqtt ``ReaderAdapter``.
+
+    The decoder reads a few bytes at a time from what usually arrived in one piece: the
+    bytes are kept as they came, with a read position, rather than copied into a buffer.
+    """
+
+    __slots__ = ("_data", "_eof", "_position", "_waiter")
+
+    def __init__(self) -> None:
+        self._data = b""
+        self._position = 0
+        self._eof = False
+        self._waiter: asyncio.Future[None] | None = None
+
+    def feed(self, data: bytes) -> int:
+        """More bytes arrived; returns how many are unread now."""
+        self._data = self._data[self._position :] + data if self._data else data
+        self._position = 0
+        self._wake()
+        return len(self._data)
+
+    def feed_eof(self) -> None:
+        """The connection ended: pending and later reads fail once the bytes run out."""
+        self._eof = True
+        self._wake()
+
+    def take(self) -> bytes:
+        """What was fed and not read (packets the client sent right after its CONNECT)."""
+        data = self._data[self._position :]
+        self._data, self._position = b"", 0
+        return data
+
+    async def read(self, n: int = -1) -> bytes:
+        """Exactly ``n`` bytes (``-1``: whatever is there, at least one); ``IncompleteReadError`` at EOF."""
+        want = max(n, 1)
+        while len(self._data) - self._position < want:
+            if self._eof:
+                raise asyncio.IncompleteReadError(self.take(), n if n >= 0 else None)
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        start = self._position
+        self._position = end = len(self._data) if n < 0 else start + n
+        return self._data[start:end]
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+
+class LinkWriter(WriterAdapter):
+    """A ``Link`` as an amqtt ``WriterAdapter``: the CONNECT decoder's CONNACK refusals go through it."""
+
+    __slots__ = ("_link", "_peer")
+
+    def __init__(self, link: Link) -> None:
+        self._link = link
+        self._peer: tuple[str, int] | None = None
+
+    def write(self, data: bytes) -> None:
+        """Queue ``data`` (dropped if the connection is closing: the client left already)."""
+        if not self._link.is_closing():
+            self._link.write(data)
 
     async def drain(self) -> None:
-        """Wait until the transport's buffer is below its high-water mark."""
-        if not self.is_closed:
-            await self.stream.drain()
+        """Nothing to wait for: the link flushes on its own."""
 
     def get_peer_info(self) -> tuple[str, int] | None:
-        """The client's address and port."""
-        peer = self.stream.get_extra_info("peername")
-        return (str(peer[0]), int(peer[1])) if peer and len(peer) >= 2 else None  # noqa: PLR2004 - (host, port)
+        """The client's address and port (asked once: each ask is a system call)."""
+        if self._peer is None:
+            peer = self._link.get_extra_info("peername")
+            if peer and len(peer) >= 2:  # noqa: PLR2004 - (host, port)
+                self._peer = (str(peer[0]), int(peer[1]))
+        return self._peer
 
     def get_ssl_info(self) -> ssl.SSLObject | None:
-        """The TLS object (``None``: plain TCP)."""
-        info: ssl.SSLObject | None = self.stream.get_extra_info("ssl_object")
+        """The TLS object (``None``: plain TCP or WebSocket)."""
+        info: ssl.SSLObject | None = self._link.get_extra_info("ssl_object")
         return info
 
     async def close(self) -> None:
-        """Flush, half-close and close the connection (once)."""
-        if self.is_closed:
-            return
-        self.is_closed = True  # first, so that writes racing with the awaits below are dropped
-        with suppress(ConnectionError, OSError):
-            await self.stream.drain()
-            if self.stream.can_write_eof():
-                self.stream.write_eof()
-        self.stream.close()
-        with suppress(ConnectionError, OSError):
-            await self.stream.wait_closed()
+        """Close the connection (what was written is flushed first)."""
+        self._link.close()
