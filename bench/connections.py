@@ -5,12 +5,25 @@ how many one node holds. Each client connects with its own login and subscribes 
 inbox (as a real device does), then stays silent. Memory per connection is the broker's
 RSS after all are connected minus its RSS before, divided by N: allocator slack and the
 kernel's socket buffers (not in RSS) aside, it is what the broker keeps per client.
+
+Tens of thousands of connections (``run_connections(broker, 50_000)``) need two things the
+defaults do not give, both handled here:
+
+- file descriptors: the broker holds one per client and each worker one per client it holds.
+  ``raise_fd_limit`` lifts this process's ``RLIMIT_NOFILE`` (soft, and hard when allowed: as root
+  up to ``fs.nr_open``) before the broker and the workers start, and they inherit it;
+- ephemeral ports: one source address reaches one broker port from ~28,000 ports
+  (``net.ipv4.ip_local_port_range``). Clients to a loopback broker are spread over source
+  addresses 127.0.0.2, 127.0.0.3, ... (``CLIENTS_PER_SOURCE`` each; all of 127/8 is loopback on
+  Linux, nothing to configure).
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import multiprocessing
+import resource
 import sys
 import time
 from dataclasses import dataclass
@@ -25,9 +38,34 @@ from bench.relay import RelayError, client_specs
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
 
-__all__ = ["ConnectionsResult", "run_connections"]
+__all__ = ["CLIENTS_PER_SOURCE", "ConnectionsResult", "raise_fd_limit", "run_connections", "source_hosts"]
 
 SETTLE_S = 3.0  # after the last connection: let deferred work (presence, GC) finish before measuring
+CLIENTS_PER_SOURCE = 20_000  # per loopback source address: well inside the ~28,000 ephemeral ports
+_FD_SLACK = 1_000  # the broker's own files, sockets and database beside its clients
+
+
+def raise_fd_limit(connections: int) -> int:
+    """Lift ``RLIMIT_NOFILE`` for ``connections`` clients (children inherit it); the soft limit now."""
+    needed = connections + _FD_SLACK
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft >= needed:
+        return soft
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (needed, max(hard, needed)))
+    except (ValueError, OSError):  # not allowed past the hard limit: go as far as it
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if soft < needed:
+        sys.stderr.write(f"[connections] file descriptors limited to {soft:,}: raise the hard limit\n")
+    return soft
+
+
+def source_hosts(host: str, count: int) -> list[str | None]:
+    """The source address of each of ``count`` clients: spread over 127.0.0.2.. for a loopback broker."""
+    if not ipaddress.ip_address(host).is_loopback or host == "::1":
+        return [None] * count
+    return [f"127.0.0.{2 + index // CLIENTS_PER_SOURCE}" for index in range(count)]
 
 
 @dataclass
@@ -52,11 +90,13 @@ class ConnectionsResult:
         return self.connected / self.connect_seconds if self.connect_seconds > 0 else 0.0
 
 
-async def _hold(host: str, port: int, specs: list[ClientSpec], pipe: Connection, concurrency: int) -> None:
+async def _hold(
+    host: str, port: int, specs: list[tuple[ClientSpec, str | None]], pipe: Connection, concurrency: int
+) -> None:
     sem = asyncio.Semaphore(concurrency)
     conns: list[MqttConnection] = []
 
-    async def one(spec: ClientSpec) -> None:
+    async def one(spec: ClientSpec, source: str | None) -> None:
         async with sem, asyncio.timeout(30):
             conn = await MqttConnection.open(
                 host,
@@ -65,12 +105,13 @@ async def _hold(host: str, port: int, specs: list[ClientSpec], pipe: Connection,
                 username=spec.username,
                 password=spec.password,
                 keepalive=600,
+                source_host=source,
             )
             await conn.subscribe([(spec.topic, 1)])
             conns.append(conn)
 
     started = time.perf_counter()
-    results = await asyncio.gather(*(one(spec) for spec in specs), return_exceptions=True)
+    results = await asyncio.gather(*(one(spec, source) for spec, source in specs), return_exceptions=True)
     seconds = time.perf_counter() - started
     failed = [r for r in results if isinstance(r, BaseException)]
     pipe.send(("ready", len(conns), seconds, repr(failed[0]) if failed else ""))
@@ -81,7 +122,9 @@ async def _hold(host: str, port: int, specs: list[ClientSpec], pipe: Connection,
             conn.close()
 
 
-def _worker(host: str, port: int, specs: list[ClientSpec], pipe: Connection, concurrency: int) -> None:
+def _worker(
+    host: str, port: int, specs: list[tuple[ClientSpec, str | None]], pipe: Connection, concurrency: int
+) -> None:
     try:
         eventloop.run(_hold(host, port, specs, pipe, concurrency))
     finally:
@@ -96,15 +139,17 @@ def run_connections(
     procs = []
     pipes: list[Connection] = []
     try:
+        raise_fd_limit(count)  # before the broker starts: it inherits the limit
         host, port = broker.start()
         specs, _ = client_specs(broker, count)
+        sourced = list(zip(specs, source_hosts(host, len(specs)), strict=True))
         time.sleep(1.0)
         before = broker.rss_bytes() or 0
         for w in range(workers):
             parent, child = ctx.Pipe()
             proc = ctx.Process(
                 target=_worker,
-                args=(host, port, specs[w::workers], child, concurrency // workers),
+                args=(host, port, sourced[w::workers], child, concurrency // workers),
                 daemon=True,
             )
             proc.start()

@@ -261,13 +261,15 @@ class MqttConnection:
         password: str | None = None,
         keepalive: int = 60,
         clean_session: bool = True,
+        source_host: str | None = None,
     ) -> MqttConnection:
-        """Open TCP, send CONNECT and wait for a successful CONNACK.
+        """Open TCP (from ``source_host`` if given), send CONNECT and wait for a successful CONNACK.
 
         Like every awaitable here it has no timeout of its own: callers wrap it in
         ``asyncio.timeout`` so one deadline can cover a whole handshake sequence.
         """
-        reader, writer = await asyncio.open_connection(host, port, limit=1 << 20)
+        local = (source_host, 0) if source_host is not None else None
+        reader, writer = await asyncio.open_connection(host, port, limit=1 << 20, local_addr=local)
         conn = cls(reader, writer)
         connect = encode_connect(
             client_id, username=username, password=password, keepalive=keepalive, clean_session=clean_session

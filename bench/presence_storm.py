@@ -1,4 +1,8 @@
-"""The "presence" scenario: 2,000 devices drop and reconnect at once; what presence publishes.
+"""The "presence" scenario: N devices drop and reconnect at once; what presence publishes.
+
+N is ``CLIENTS`` (2,000) in ``make bench``; the reconnect storm of issue #15 is
+``python -m bench presence --clients 10000`` (or ``run_presence(10_000)``): the file-descriptor
+limit is raised for it as in the connections scenario (``bench.connections.raise_fd_limit``).
 
 Why: a network blip drops every phone of a region at once, and they all come back within
 seconds. Presence (``broker_plugins/presence.py``) promises that a reconnect within the grace
@@ -46,6 +50,7 @@ import orjson
 
 from bench import eventloop
 from bench.brokers import close_quietly
+from bench.connections import raise_fd_limit
 from bench.hubbub import HubbubBroker
 from bench.mqtt_wire import PUBLISH, SUBACK_FAILURE, MqttConnection, parse_publish
 from bench.relay import RelayError, client_specs
@@ -672,6 +677,7 @@ def run_presence(
     if clients < 1 or workers < 1 or concurrency < workers or grace_s <= 0:
         raise ValueError("clients, workers, grace and concurrency (>= workers) must be positive")
     started = time.time()
+    raise_fd_limit(clients)  # before the broker starts: it inherits the limit
     broker = PresenceHubbub(grace_s)
     run: _Run | None = None
     try:

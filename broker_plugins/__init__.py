@@ -26,9 +26,9 @@ queues, locks and events), and the plugin indirections.
 
 The remaining amqtt touches, all public names (each exercised by the tests named):
 
-- ``amqtt.mqtt.connect.ConnectPacket.from_stream`` and the CONNACK return codes, in
-  ``connect.py`` (``tests/broker_plugins/test_connect_auth.py``: refusals, protocol level,
-  client id rules);
+- the CONNACK return codes and ``amqtt.utils.gen_client_id`` in ``connect.py``, which decodes
+  the CONNECT itself (``tests/broker_plugins/test_connect_auth.py``, ``test_connect_decoder.py``:
+  refusals, protocol level, client id rules);
 - ``amqtt.mqtt.connack.NOT_AUTHORIZED`` in ``broker.py`` (``test_connect_auth.py``);
 - ``amqtt.adapters.ReaderAdapter`` / ``WriterAdapter``, the interfaces the CONNECT decoder
   reads from, implemented by ``transport.py`` and ``limits.py`` (``test_packet_limit.py``,

@@ -1,26 +1,37 @@
-r"""Reading a connection's CONNECT: the one packet still decoded by amqtt's packet classes.
+"""Reading a connection's CONNECT (MQTT 3.1.1 §3.1): decoded here from one read of its body.
 
-Identical checks and CONNACK refusals to amqtt 0.12.1's ``BrokerProtocolHandler.init_from_connect``
-[MQTT-3.1.0-1, 3.1.2-1, 3.1.2-3, 3.1.2-22, 3.1.3-8, 3.2.2-4], using amqtt's public
-``ConnectPacket`` decoder (read once per connection, so its cost does not matter). What it
-returns is a plain ``Connect``: nothing of amqtt travels further into the broker.
+amqtt's ``ConnectPacket.from_stream`` took a dozen awaited reads and several objects per
+packet, and every device pays for its CONNECT again at each reconnect: in a reconnect storm
+it was among the broker's top costs. Here the fixed header is read, then the whole body at
+once (``PacketLimitReader`` has refused an oversized one from its length), and the fields are
+sliced out of it. What it returns is a plain ``Connect``.
 
-A will topic is checked like a PUBLISH topic (``routing.check_topic``) and for the strings
-amqtt's decoder could not read: ``decode_string`` turns invalid UTF-8 into ``str(bytes)``
-(``"b'a/\xff'"``) instead of failing, so such a string is decoded again here. A bad will
-topic closes the connection without CONNACK [MQTT-1.5.3-1, 1.5.3-2, 4.7.1-1, 4.7.3-1]: 3.1.1
-has no CONNACK code for it, and a malformed packet is answered by closing.
+The checks and refusals are amqtt 0.12.1's ``BrokerProtocolHandler.init_from_connect``
+[MQTT-3.1.0-1, 3.1.2-1, 3.1.2-3, 3.1.2-22, 3.1.3-8, 3.2.2-4], as amqtt's decoder saw the fields:
+
+- a payload field the body ends before is absent (amqtt read it as missing at the end of the
+  stream): no client id gets a generated one (refused with a persistent session), a will
+  without its topic or message closes the connection, a flagged username or password that is
+  absent is refused with CONNACK 4;
+- the protocol name, client id, username and will topic must be UTF-8 (the client id and
+  username also without NUL), and the will topic a topic name (``routing.check_topic``): else
+  the connection closes without CONNACK [MQTT-1.5.3-1, 1.5.3-2, 4.7.1-1, 4.7.3-1], as 3.1.1 has
+  no CONNACK code for a malformed packet. A password that is not UTF-8 is kept as amqtt kept
+  it (``str(bytes)``), so it fails as a token would;
+- unlike amqtt, which left them in the stream to be read as the next packet, bytes after the
+  last field close the connection (a malformed packet).
 """
 
 from __future__ import annotations
 
-import ast
+import asyncio
+import struct
 from dataclasses import dataclass
 
 from amqtt.adapters import ReaderAdapter, WriterAdapter
-from amqtt.errors import MQTTError
+from amqtt.errors import MQTTError, NoDataError
 from amqtt.mqtt.connack import BAD_USERNAME_PASSWORD, IDENTIFIER_REJECTED, UNACCEPTABLE_PROTOCOL_VERSION
-from amqtt.mqtt.connect import ConnectPacket
+from amqtt.utils import gen_client_id
 
 from broker_plugins.codec import connack_packet
 from broker_plugins.routing import check_topic
@@ -28,7 +39,19 @@ from broker_plugins.sessions import Will
 
 __all__ = ["Connect", "read_connect"]
 
+_CONNECT = 1
 _MQTT_3_1_1 = 4
+_USERNAME = 0x80
+_PASSWORD = 0x40
+_WILL_RETAIN = 0x20
+_WILL_QOS = 0x18
+_WILL = 0x04
+_CLEAN_SESSION = 0x02
+_RESERVED = 0x01
+_CONTINUATION = 0x80
+_MAX_LENGTH_BYTES = 4
+_HEADER = struct.Struct("!BBH")  # protocol level, connect flags, keep alive
+_LENGTH = struct.Struct("!H")
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,92 +67,135 @@ class Connect:
     remote: str  # "address:port", for logs
 
 
-def _undecodable(text: str) -> bool:
-    """Whether ``text`` is amqtt's ``str(bytes)`` fallback for a string that was not UTF-8."""
-    if not text.startswith(("b'", 'b"')):
-        return False
+async def _read(reader: ReaderAdapter, n: int) -> bytes:
+    """Exactly ``n`` bytes; ``NoDataError`` when the stream ends first (as amqtt's ``read_or_raise``)."""
     try:
-        raw = ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        return False
-    if not isinstance(raw, bytes):
-        return False
+        data: bytes | None = await reader.read(n)
+    except (asyncio.IncompleteReadError, ConnectionResetError, BrokenPipeError):
+        data = None
+    if data is None or len(data) < n:
+        raise NoDataError("No more data")
+    return data
+
+
+async def _read_body(reader: ReaderAdapter) -> bytes:
+    """The body of the first packet, which must be a CONNECT [MQTT-3.1.0-1]."""
+    first = (await _read(reader, 1))[0]
+    if first >> 4 != _CONNECT:
+        raise MQTTError(f"first packet has type {first >> 4}, not CONNECT [MQTT-3.1.0-1]")
+    length, multiplier = 0, 1
+    for _ in range(_MAX_LENGTH_BYTES):
+        byte = (await _read(reader, 1))[0]
+        length += (byte & ~_CONTINUATION) * multiplier
+        if not byte & _CONTINUATION:
+            return await _read(reader, length) if length else b""
+        multiplier *= 128
+    raise MQTTError("invalid remaining length of a CONNECT")
+
+
+class _Fields:
+    """A cursor over a CONNECT body's length-prefixed fields."""
+
+    __slots__ = ("at", "body")
+
+    def __init__(self, body: bytes, at: int) -> None:
+        self.body = body
+        self.at = at
+
+    def take(self) -> bytes | None:
+        """The next length-prefixed field, ``None`` if the body ends before it does."""
+        end = self.at + 2
+        if end > len(self.body):
+            return None
+        (size,) = _LENGTH.unpack_from(self.body, self.at)
+        if end + size > len(self.body):
+            return None
+        self.at = end + size
+        return self.body[end : self.at]
+
+
+def _text(raw: bytes | None, name: str) -> str | None:
+    """``raw`` as UTF-8 (without NUL, unless it is the will topic), or ``MQTTError``."""
+    if raw is None:
+        return None
     try:
-        raw.decode()
+        text = raw.decode()
+    except UnicodeDecodeError as exc:
+        raise MQTTError(f"{name} is not UTF-8 without NUL [MQTT-1.5.3-1, 1.5.3-2]") from exc
+    if "\x00" in text and name != "will topic":
+        raise MQTTError(f"{name} is not UTF-8 without NUL [MQTT-1.5.3-1, 1.5.3-2]")
+    return text
+
+
+def _password(raw: bytes | None) -> str | None:
+    if raw is None:
+        return None
+    try:
+        return raw.decode()
     except UnicodeDecodeError:
-        return True
-    return False
+        return str(raw)  # amqtt's fallback: no token looks like this, so it is refused as one
 
 
-def _check_strings(connect: ConnectPacket) -> None:
-    """Client id, username and will topic must be UTF-8 without NUL; the will topic a topic name."""
-    for name, text in (("client id", connect.client_id), ("username", connect.username)):
-        if text is not None and ("\x00" in text or _undecodable(text)):
-            raise MQTTError(f"{name} is not UTF-8 without NUL [MQTT-1.5.3-1, 1.5.3-2]")
-    if connect.will_flag and connect.will_topic is not None:
-        if _undecodable(connect.will_topic):
-            raise MQTTError("will topic is not UTF-8 [MQTT-1.5.3-1]")
-        check_topic(connect.will_topic)
-
-
-def _refusal(connect: ConnectPacket) -> tuple[int, str] | None:
+def _refusal(
+    level: int, flags: int, username: str | None, password: str | None, *, random_id: bool
+) -> tuple[int, str] | None:
     """The CONNACK code and reason when this CONNECT must be refused before authentication."""
-    if connect.proto_level != _MQTT_3_1_1:
-        return UNACCEPTABLE_PROTOCOL_VERSION, f"protocol level {connect.proto_level}"
-    if not connect.username_flag and connect.password_flag:
+    if level != _MQTT_3_1_1:
+        return UNACCEPTABLE_PROTOCOL_VERSION, f"protocol level {level}"
+    if not flags & _USERNAME and flags & _PASSWORD:
         return BAD_USERNAME_PASSWORD, "password without username"
-    if connect.username_flag and connect.username is None:
+    if flags & _USERNAME and username is None:
         return BAD_USERNAME_PASSWORD, "username flag without username"
-    if connect.password_flag and connect.password is None:
+    if flags & _PASSWORD and password is None:
         return BAD_USERNAME_PASSWORD, "password flag without password"
-    if (
-        connect.clean_session_flag is False
-        and connect.payload is not None
-        and connect.payload.client_id_is_random
-    ):
+    if not flags & _CLEAN_SESSION and random_id:
         return IDENTIFIER_REJECTED, "no client id with clean session 0 [MQTT-3.1.3-8]"
     return None
 
 
 async def read_connect(reader: ReaderAdapter, writer: WriterAdapter) -> Connect:
     """Read and check the CONNECT; a refused one gets its CONNACK and raises ``MQTTError``."""
-    connect = await ConnectPacket.from_stream(reader)
-    if connect.variable_header is None or connect.payload is None:
-        raise MQTTError("CONNECT without variable header or payload")
-    if connect.payload.client_id is None:
-        raise MQTTError("[MQTT-3.1.3-3] client identifier must be present")
-    if connect.variable_header.will_flag and (
-        connect.payload.will_topic is None or connect.payload.will_message is None
-    ):
+    body = await _read_body(reader)
+    fields = _Fields(body, 0)
+    name = fields.take()
+    if name is None or fields.at + _HEADER.size > len(body):
+        raise NoDataError("CONNECT ends inside its variable header")
+    level, flags, keep_alive = _HEADER.unpack_from(body, fields.at)
+    fields.at += _HEADER.size
+    raw_client_id = fields.take()
+    will_topic, will_message = (fields.take(), fields.take()) if flags & _WILL else (None, None)
+    raw_username = fields.take() if flags & _USERNAME else None
+    raw_password = fields.take() if flags & _PASSWORD else None
+    if flags & _WILL and (will_topic is None or will_message is None):
         raise MQTTError("will flag set, but will topic/message not present")
-    if connect.variable_header.reserved_flag:
+    if flags & _RESERVED:
         raise MQTTError("[MQTT-3.1.2-3] CONNECT reserved flag must be 0")
-    if connect.proto_name != "MQTT":
-        raise MQTTError(f"[MQTT-3.1.2-1] incorrect protocol name {connect.proto_name!r}")
-    _check_strings(connect)
-    remote_address, remote_port = writer.get_peer_info() or ("unknown", 0)
-    refusal = _refusal(connect)
+    if name != b"MQTT":
+        raise MQTTError(f"[MQTT-3.1.2-1] incorrect protocol name {name!r}")
+    if fields.at != len(body):
+        raise MQTTError(f"CONNECT has {len(body) - fields.at} bytes after its last field")
+    client_id = _text(raw_client_id, "client id")
+    username = _text(raw_username, "username")
+    topic = _text(will_topic, "will topic")
+    if topic is not None:
+        check_topic(topic)
+    password = _password(raw_password)
+    refusal = _refusal(level, flags, username, password, random_id=not client_id)
     if refusal is not None:
         code, reason = refusal
         writer.write(connack_packet(session_present=False, return_code=code))
         await writer.close()
         raise MQTTError(f"CONNECT refused: {reason}")
-    will = (
-        Will(
-            connect.will_topic,
-            bytes(connect.will_message),
-            connect.will_qos or 0,
-            bool(connect.will_retain_flag),
-        )
-        if connect.will_flag
-        else None
-    )
+    will = None
+    if topic is not None and will_message is not None:
+        will = Will(topic, will_message, (flags & _WILL_QOS) >> 3, bool(flags & _WILL_RETAIN))
+    remote_address, remote_port = writer.get_peer_info() or ("unknown", 0)
     return Connect(
-        client_id=connect.client_id,
-        clean_session=bool(connect.clean_session_flag),
-        username=connect.username,
-        password=connect.password,
-        keep_alive=max(connect.keep_alive, 0),
+        client_id=client_id or gen_client_id(),
+        clean_session=bool(flags & _CLEAN_SESSION),
+        username=username,
+        password=password,
+        keep_alive=keep_alive,
         will=will,
         remote=f"{remote_address}:{remote_port}",
     )

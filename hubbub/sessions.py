@@ -13,16 +13,26 @@ revocation, then hands ``DeviceEnded`` to ``LiveConnections.end_device``. On one
 closes the device's connections directly; across nodes the same event is published to every
 broker node (a plain fan-out subject: it carries no secret, is idempotent, and a node that
 misses it still refuses the device at its next CONNECT, because the store no longer holds it).
+
+``SignedInDevices`` keeps the store's positive answers, so a device reconnecting is not a query
+each time. It is only correct where every ``DeviceEnded`` reaches it (``forget_on_end`` in front
+of the node's ``LiveConnections``): on one node with the API in the same process, and on a
+cluster's broker nodes. A broker whose API runs apart without NATS never hears of an ended device
+and must ask the store every time. What a node can still miss (a NATS outage while a device is
+ended) is bounded by the entries' lifetime, after which the store is asked again.
 """
 
 from __future__ import annotations
 
+import time
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, Protocol, get_args
 
 import orjson
 
-__all__ = ["DeviceEnded", "DeviceSessions", "EndReason", "LiveConnections"]
+__all__ = ["DeviceEnded", "DeviceSessions", "EndReason", "LiveConnections", "SignedInDevices"]
 
 EndReason = Literal["logout", "password_changed", "ended", "refresh_token_reused"]
 """Why a device was ended: it logged out, its password changed elsewhere, the user ended it
@@ -71,3 +81,79 @@ class LiveConnections(Protocol):
     async def end_device(self, ended: DeviceEnded) -> None:
         """Close every connection whose client id is ``ended.device_id`` (on every node)."""
         ...
+
+
+class SignedInDevices:
+    """``DeviceSessions`` remembering the devices found signed in, forgotten when one is ended.
+
+    Bounded twice: at most ``capacity`` devices (the least recently connected go first), each
+    for ``ttl_s`` at most. Only a yes is kept: a device not signed in is asked again (it may be
+    an unknown id, and a no costs nothing to the devices that are). A device ended while its
+    question was on the way to the store is refused, whatever the store answered: the API
+    removes the device before it tells the brokers, so an answer read before the removal
+    could otherwise let it in once more.
+    """
+
+    def __init__(
+        self,
+        store: DeviceSessions,
+        *,
+        capacity: int = 200_000,
+        ttl_s: float = 300.0,
+        clock_s: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._store = store
+        self._capacity = capacity
+        self._ttl_s = ttl_s
+        self._clock = clock_s
+        self._known: OrderedDict[str, tuple[int, float]] = OrderedDict()  # device -> (user, expires at)
+        self._asking: dict[str, int] = {}  # device -> questions to the store on the way
+        self._ended_while_asking: set[str] = set()
+
+    async def is_signed_in(self, user_id: int, device_id: str) -> bool:
+        """Whether ``device_id`` is a signed-in device of ``user_id``: remembered, or asked."""
+        known = self._known.get(device_id)
+        if known is not None:
+            if known[0] == user_id and known[1] > self._clock():
+                self._known.move_to_end(device_id)
+                return True
+            del self._known[device_id]
+        self._asking[device_id] = self._asking.get(device_id, 0) + 1
+        try:
+            answer = await self._store.is_signed_in(user_id, device_id)
+        finally:
+            ended = device_id in self._ended_while_asking
+            left = self._asking.pop(device_id) - 1
+            if left:
+                self._asking[device_id] = left
+            else:
+                self._ended_while_asking.discard(device_id)
+        if not answer or ended:
+            return False
+        self._known[device_id] = (user_id, self._clock() + self._ttl_s)
+        if len(self._known) > self._capacity:
+            self._known.popitem(last=False)
+        return True
+
+    def forget(self, device_id: str) -> None:
+        """``device_id`` was ended: refuse it from now on, including a question on the way."""
+        self._known.pop(device_id, None)
+        if device_id in self._asking:
+            self._ended_while_asking.add(device_id)
+
+    def forget_on_end(self, live: LiveConnections) -> LiveConnections:
+        """``live``, forgetting each ended device here first (so its next CONNECT asks the store)."""
+        return _ForgetOnEnd(self, live)
+
+
+class _ForgetOnEnd:
+    """``LiveConnections`` that forgets the device in ``SignedInDevices`` before closing it."""
+
+    def __init__(self, devices: SignedInDevices, live: LiveConnections) -> None:
+        self._devices = devices
+        self._live = live
+
+    async def end_device(self, ended: DeviceEnded) -> None:
+        """Forget ``ended.device_id``'s sign-in, then close its connections."""
+        self._devices.forget(ended.device_id)
+        await self._live.end_device(ended)

@@ -144,8 +144,8 @@ class Directory(Protocol):
         """When ``user_id`` was last seen (Unix ms), if ever."""
         ...
 
-    async def record_last_active(self, user_id: int, at_ms: int) -> None:
-        """Remember that ``user_id`` was active at ``at_ms`` (survives restarts)."""
+    async def record_last_active(self, activity: Mapping[int, int]) -> None:
+        """Remember when each user of ``activity`` (user id -> Unix ms) was active (survives restarts)."""
         ...
 
 

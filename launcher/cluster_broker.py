@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from starlette.applications import Starlette
 from starlette.routing import WebSocketRoute
 
-from api import SqlDirectory
+from api import SqlDeviceSessions, SqlDirectory
 from broker_plugins import HubbubBroker, WebSocketBridge
 from cluster.accepted import NatsAcceptedLog, ensure_accepted_stream
 from cluster.inbox import NatsInboxes
@@ -35,6 +35,7 @@ from cluster.presence_writer import PresenceWriters, open_presence_leases
 from cluster.registry import Endpoints
 from config import Settings
 from hubbub.presence import Publish
+from hubbub.sessions import SignedInDevices
 from launcher.cluster_node import ClusterNode, cluster_node, retrying
 from launcher.cluster_parts import presence_bucket, presence_mirror
 from launcher.foundation import Foundation, foundation, ingest_limits, mqtt_server, shard_map
@@ -60,7 +61,8 @@ async def _broker_node(core: Foundation, node: ClusterNode) -> AsyncIterator[Hub
     shards = shard_map(settings)
     sessions = async_sessionmaker(core.engine, expire_on_commit=False)
     directory = SqlDirectory(sessions)
-    broker = mqtt_server(core, directory, sessions)
+    signed_in = SignedInDevices(SqlDeviceSessions(sessions))  # hubbub.device.ended reaches every node
+    broker = mqtt_server(core, directory, signed_in)
     await retrying(
         "creating the accepted stream", lambda: ensure_accepted_stream(connection.js, settings.nats_replicas)
     )
@@ -77,7 +79,8 @@ async def _broker_node(core: Foundation, node: ClusterNode) -> AsyncIterator[Hub
         clock=LoopClock(),
         presence=presence,
     )
-    node_inbox = NodeInbox(connection.client, broker, live=messaging, forget=messaging.membership_changed)
+    live = signed_in.forget_on_end(messaging)
+    node_inbox = NodeInbox(connection.client, broker, live=live, forget=messaging.membership_changed)
     last_active = LastActiveWriter(directory)
 
     def decider(publish: Publish) -> PresenceTracker:

@@ -6,12 +6,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from api import SqlDeviceSessions, SqlDirectory
+from api import SqlDirectory
 from broker_plugins import BrokerOptions, HubbubBroker
 from config import Settings, resolve_secret
 from hubbub.ids import SnowflakeGenerator
+from hubbub.sessions import DeviceSessions
 from hubbub.shards import ShardMap
 from hubbub.stores import MessageStore
 from hubbub.tokens import TokenCodec
@@ -95,9 +96,7 @@ def shard_map(settings: Settings) -> ShardMap:
     return ShardMap(settings.conversation_shards, settings.presence_shards)
 
 
-def mqtt_server(
-    core: Foundation, directory: SqlDirectory, sessions: async_sessionmaker[AsyncSession]
-) -> HubbubBroker:
+def mqtt_server(core: Foundation, directory: SqlDirectory, devices: DeviceSessions) -> HubbubBroker:
     """The MQTT server of a node, one or many: checks tokens, relations and signed-in devices."""
     settings = core.settings
     return HubbubBroker(
@@ -109,5 +108,5 @@ def mqtt_server(
         ),
         tokens=core.tokens,
         relations=directory,
-        devices=SqlDeviceSessions(sessions),
+        devices=devices,
     )

@@ -18,11 +18,12 @@ from starlette.applications import Starlette
 from starlette.routing import WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
-from api import BrokerEndpoint, SqlDirectory, SqlPushDirectory, create_app
+from api import BrokerEndpoint, SqlDeviceSessions, SqlDirectory, SqlPushDirectory, create_app
 from broker_plugins import HubbubBroker, WebSocketBridge
 from config import Settings
 from hubbub.envelope import CommitResult
 from hubbub.events import push_register_again_event
+from hubbub.sessions import DeviceSessions, LiveConnections, SignedInDevices
 from hubbub.stores import PushToken
 from launcher.detached import BrokerElsewhere
 from launcher.foundation import Foundation, foundation, ingest_limits, mqtt_server
@@ -51,18 +52,25 @@ class Messaging:
 
     broker: HubbubBroker
     core: MessagingCore
+    live_connections: LiveConnections  # the core's, forgetting an ended device's sign-in first
     metrics: Callable[[], bytes]
     vapid_public_key: str
 
 
 @asynccontextmanager
-async def one_node_messaging(core: Foundation) -> AsyncIterator[Messaging]:
-    """The MQTT server and the messaging core, the persister behind them, and push after commits."""
+async def one_node_messaging(core: Foundation, *, api_here: bool) -> AsyncIterator[Messaging]:
+    """The MQTT server and the messaging core, the persister behind them, and push after commits.
+
+    ``api_here``: the API runs in this process, so every ended device is heard of here and the
+    broker may remember signed-in devices (``SignedInDevices``); an API apart is not heard.
+    """
     settings = core.settings
     accepted = LocalAcceptedLog(_ACCEPTED_QUEUE)
     sessions = async_sessionmaker(core.engine, expire_on_commit=False)
     directory = SqlDirectory(sessions)
-    broker = mqtt_server(core, directory, sessions)
+    signed_in = SignedInDevices(SqlDeviceSessions(sessions)) if api_here else None
+    devices: DeviceSessions = signed_in or SqlDeviceSessions(sessions)
+    broker = mqtt_server(core, directory, devices)
     messaging_core = MessagingCore(
         connections=broker,
         directory=directory,
@@ -110,7 +118,8 @@ async def one_node_messaging(core: Foundation) -> AsyncIterator[Messaging]:
                 group.create_task(prune_deliveries(deliveries), name="push-deliveries-pruning"),
             ]
             try:
-                yield Messaging(broker, messaging_core, metrics.render, providers.vapid_public_key)
+                live = messaging_core if signed_in is None else signed_in.forget_on_end(messaging_core)
+                yield Messaging(broker, messaging_core, live, metrics.render, providers.vapid_public_key)
             finally:
                 await broker.shutdown()
                 await messaging_core.close()
@@ -129,7 +138,7 @@ async def one_node_messaging(core: Foundation) -> AsyncIterator[Messaging]:
 
 async def run_up(settings: Settings) -> None:
     """Broker, persister, API and MQTT over WebSocket in one process, sharing one HTTP port."""
-    async with foundation(settings) as core, one_node_messaging(core) as messaging:
+    async with foundation(settings) as core, one_node_messaging(core, api_here=True) as messaging:
         broker = messaging.broker
         http_socket = bind_socket(settings.bind, settings.http_port)
         host = settings.advertised_host
@@ -146,7 +155,7 @@ async def run_up(settings: Settings) -> None:
             inbox=messaging.core,
             submitter=messaging.core,
             presence_view=messaging.core,
-            live_connections=messaging.core,
+            live_connections=messaging.live_connections,
             metrics=messaging.metrics,
             vapid_public_key=messaging.vapid_public_key,
         )
@@ -162,7 +171,7 @@ async def run_up(settings: Settings) -> None:
 
 async def run_broker(settings: Settings) -> None:
     """The broker (with ingest and the persister): MQTT over TCP, and WebSocket on ``broker_ws_port``."""
-    async with foundation(settings) as core, one_node_messaging(core) as messaging:
+    async with foundation(settings) as core, one_node_messaging(core, api_here=False) as messaging:
         broker = messaging.broker
         ws_app = Starlette(routes=[WebSocketRoute(WS_PATH, WebSocketBridge(broker).serve)])
         sock = bind_socket(settings.bind, settings.broker_ws_port)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from sqlalchemy import exists, select, update
+from collections.abc import Mapping
+
+from sqlalchemy import bindparam, exists, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import aliased
 
@@ -55,12 +57,23 @@ class SqlDirectory:
         async with self._sessions() as session:
             return await session.scalar(select(User.last_active_at).where(User.id == user_id))
 
-    async def record_last_active(self, user_id: int, at_ms: int) -> None:
-        """Store ``last_active_at`` (only ever forward)."""
+    async def record_last_active(self, activity: Mapping[int, int]) -> None:
+        """Store each user's ``last_active_at`` (only ever forward): one statement, one transaction."""
+        if not activity:
+            return
+        params = [{"user": user_id, "at": at_ms} for user_id, at_ms in activity.items()]
         async with self._sessions() as session:
-            await session.execute(
-                update(User)
-                .where(User.id == user_id, (User.last_active_at.is_(None)) | (User.last_active_at < at_ms))
-                .values(last_active_at=at_ms)
-            )
+            connection = await session.connection()
+            await connection.execute(_FORWARD_LAST_ACTIVE, params)
             await session.commit()
+
+
+# Run on the session's Connection (Core): executemany of one UPDATE, not the ORM's bulk by key.
+_FORWARD_LAST_ACTIVE = (
+    update(User)
+    .where(
+        User.id == bindparam("user"),
+        User.last_active_at.is_(None) | (User.last_active_at < bindparam("at")),
+    )
+    .values(last_active_at=bindparam("at"))
+)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import orjson
@@ -131,8 +131,8 @@ class FakeDirectory:
     async def last_active(self, user_id: int) -> int | None:
         return self.last_seen.get(user_id)
 
-    async def record_last_active(self, user_id: int, at_ms: int) -> None:
-        self.last_seen[user_id] = at_ms
+    async def record_last_active(self, activity: Mapping[int, int]) -> None:
+        self.last_seen.update(activity)
 
 
 @dataclass
