@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import socket
 
 import uvicorn
@@ -23,6 +24,7 @@ def announce(**endpoints: str) -> None:
     ``hubbub ready: [mqtt=host:port] [ws=ws://...] http=http://host:port`` (the contract
     ``tests/support/platform.py`` and ``make cluster`` parse).
     """
+    gc.freeze()  # start-up's objects live as long as the process: no collection need walk them again
     print("hubbub ready:", " ".join(f"{name}={value}" for name, value in endpoints.items()), flush=True)  # noqa: T201
 
 
