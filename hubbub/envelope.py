@@ -117,10 +117,22 @@ def parse_send(payload: bytes, max_chars: int) -> SendRequest:
     return SendRequest(cmid, validate_text(body.get("text"), max_chars))
 
 
+_TIMES: dict[int, str] = {}
+_TIMES_LIMIT = 4_096
+
+
 def format_time(ms: int) -> str:
-    """``2026-11-25T13:51:27.123Z``; every event carries one, and a burst shares its second."""
-    seconds, millis = divmod(ms, 1000)
-    return f"{_format_second(seconds)}.{millis:03d}Z"
+    """``2026-11-25T13:51:27.123Z``; every event carries one, and a burst shares its second.
+
+    Remembered per millisecond (a message's ``message`` and ``ack`` events format the same one).
+    """
+    text = _TIMES.get(ms)
+    if text is None:
+        if len(_TIMES) >= _TIMES_LIMIT:
+            _TIMES.clear()
+        seconds, millis = divmod(ms, 1000)
+        text = _TIMES[ms] = f"{_format_second(seconds)}.{millis:03d}Z"
+    return text
 
 
 @functools.lru_cache(maxsize=64)
