@@ -1,6 +1,11 @@
 """Every MQTT topic name Hubbub uses: built and parsed here and nowhere else.
 
 IDs appear in topics as the decimal strings of their 64-bit values, as they do in JSON.
+
+``inbox`` and ``parse`` run for every message (each event goes to an inbox; each send's topic
+is parsed), so both remember their answers for the topics in use: a dict lookup instead of
+formatting, splitting and building anew. The memories are bounded (emptied when full), and
+``parse`` remembers only topics it recognised, so garbage topics cannot crowd them out.
 """
 
 from __future__ import annotations
@@ -45,9 +50,18 @@ class ParsedTopic:
     entity_id: int
 
 
+_MEMORY_LIMIT = 20_000  # topics remembered by ``inbox`` and by ``parse``, each
+_INBOXES: dict[int, str] = {}
+
+
 def inbox(user_id: int) -> str:
     """Topic where the server delivers every event for ``user_id``'s devices."""
-    return f"user/{user_id}/inbox"
+    topic = _INBOXES.get(user_id)
+    if topic is None:
+        if len(_INBOXES) >= _MEMORY_LIMIT:
+            _INBOXES.clear()
+        topic = _INBOXES[user_id] = f"user/{user_id}/inbox"
+    return topic
 
 
 def conversation_send(conversation_id: int) -> str:
@@ -77,11 +91,25 @@ _BY_SHAPE: dict[tuple[str, str], TopicKind] = {
 }
 
 
+_PARSED: dict[str, ParsedTopic] = {}
+
+
 def parse(topic: str) -> ParsedTopic | None:
     """Recognise a concrete topic name; ``None`` for anything Hubbub does not define.
 
     Wildcard filters are not topics and never parse.
     """
+    parsed = _PARSED.get(topic)
+    if parsed is None:
+        parsed = _parse(topic)
+        if parsed is not None:
+            if len(_PARSED) >= _MEMORY_LIMIT:
+                _PARSED.clear()
+            _PARSED[topic] = parsed
+    return parsed
+
+
+def _parse(topic: str) -> ParsedTopic | None:
     if topic.startswith(INTERNAL_PREFIX):
         return ParsedTopic(TopicKind.INTERNAL, 0)
     parts = topic.split("/")

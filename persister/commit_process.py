@@ -11,8 +11,10 @@ stdout in frames: a 4-byte big-endian length, then orjson. A request is a batch,
 message ``[conversation_id, message_id, sender_id, device_id, cmid, text, created_at_ms]``;
 the reply is ``{"results": [...]}`` with, per message, its new ``seq`` or, for a resend, the
 stored original as ``[message_id, seq, text, created_at_ms]``, or ``{"error": "..."}``.
-The child is the single writer and keeps the seq cache. If it dies, the batches in flight
-fail and the next batch starts a new child. None of them was acknowledged to its senders,
+The child is the single writer and keeps the seq cache. It is started as soon as the
+committer is made inside a running event loop (the platform's start-up), so the first message
+does not wait for the child's imports (seconds on a busy machine). If it dies, the batches in
+flight fail and the next batch starts a new child. None of them was acknowledged to its senders,
 so they resend; a batch the child had committed before dying is then answered as a resend
 (the original ``ack``), and the other members, who had no live event for it, get it through
 sync or when the next message shows them the gap — as after a crash of the whole process.
@@ -111,6 +113,13 @@ class ProcessCommitter:
         self._command = list(command)
         self._child: _Child | None = None
         self._sending = asyncio.Lock()
+        # Started now when there is a loop to start it on; else by the first batch.
+        self._starting: asyncio.Task[_Child] | None = None
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        self._starting = loop.create_task(_Child.start(self._command), name="sqlite-writer-start")
 
     @property
     def pid(self) -> int | None:
@@ -127,15 +136,26 @@ class ProcessCommitter:
             return []
         request = orjson.dumps([_encode_request(message) for message in batch])
         async with self._sending:
-            if self._child is None or not self._child.alive:
-                if self._child is not None:
-                    await self._child.stop()  # the one that ended: release its pipes
-                self._child = await _Child.start(self._command)
-            reply = await self._child.send(request)
+            child = await self._running_child()
+            reply = await child.send(request)
         decoded = orjson.loads(await reply)
         if "error" in decoded:
             raise CommitFailed(f"the writer process failed the batch: {decoded['error']}")
         return [_decode_result(m, r) for m, r in zip(batch, decoded["results"], strict=True)]
+
+    async def _running_child(self) -> _Child:
+        """The live child: the one started early, or a new one if none runs (called under ``_sending``)."""
+        starting, self._starting = self._starting, None
+        if starting is not None:
+            try:
+                self._child = await starting
+            except OSError as exc:  # could not even be spawned: the batch fails, the next one tries again
+                raise CommitFailed(f"the writer process could not start: {exc}") from exc
+        if self._child is None or not self._child.alive:
+            if self._child is not None:
+                await self._child.stop()  # the one that ended: release its pipes
+            self._child = await _Child.start(self._command)
+        return self._child
 
     async def fence(self, fence: Fence) -> None:
         """Refused: a SQLite file serves a single node (``persister.sql_fencing.single_node``)."""
@@ -144,6 +164,12 @@ class ProcessCommitter:
     async def close(self) -> None:
         """End the writer process: EOF on its stdin, then a kill if it lingers."""
         async with self._sending:
+            starting, self._starting = self._starting, None
+            if starting is not None:
+                try:
+                    self._child = await starting
+                except OSError:
+                    logger.warning("the writer process started early could not start")
             child, self._child = self._child, None
             if child is not None:
                 await child.stop()

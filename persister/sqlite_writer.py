@@ -9,6 +9,7 @@ its parent.
 
 from __future__ import annotations
 
+import gc
 import logging
 import signal
 import sys
@@ -32,6 +33,7 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     configure_logging(log_level)
     engine = sqlite_writer_engine(path)
+    gc.freeze()  # modules and the engine live as long as the process: no collection need walk them
     try:
         serve(engine, sys.stdin.buffer, sys.stdout.buffer)
     finally:
