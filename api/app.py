@@ -17,6 +17,7 @@ from api.ratelimit import FailureBackoff, SlidingWindowLimiter
 from api.routers import (
     asyncapi,
     auth,
+    brokers,
     conversations,
     devices,
     friends,
@@ -52,6 +53,7 @@ _ROUTERS: tuple[tuple[ModuleType, tuple[int, ...]], ...] = (
     (health, ()),
     (users, (401, 404, 409, 422)),
     (auth, (401, 422, 429)),
+    (brokers, (401,)),
     (devices, (401, 404, 422)),
     (friends, (401, 404, 422)),
     (presence, (401, 422)),
@@ -80,14 +82,16 @@ def create_app(
     metrics: Callable[[], bytes],
     vapid_public_key: str | None = None,
     live_connections: LiveConnections,
-    discover_broker: Callable[[], BrokerEndpoint | None] = lambda: None,
+    discover_brokers: Callable[[], list[BrokerEndpoint]] = list,
+    brokers_max_age_s: float = 0.0,
     health_problems: Callable[[], list[str]] = list,
 ) -> FastAPI:
     """The API over an already migrated database; its own helpers are built in the lifespan.
 
     ``live_connections`` closes an ended device's MQTT connections (the messaging core).
-    ``broker`` is where devices connect when ``discover_broker`` names no node (one node, or a
-    cluster's registry with no healthy broker yet); ``health_problems`` makes ``/healthz``
+    ``broker`` is where devices connect when ``discover_brokers`` names no node (one node, or a
+    cluster's registry with no healthy broker yet), ``brokers_max_age_s`` how old its answer may be
+    (the registry's refresh period); ``health_problems`` makes ``/healthz``
     answer 503 with its reasons (the NATS connection and loops of a cluster process).
     """
 
@@ -97,6 +101,7 @@ def create_app(
             settings=settings,
             engine=engine,
             sessions=async_sessionmaker(engine, expire_on_commit=False),
+            reads=async_sessionmaker(engine.execution_options(isolation_level="AUTOCOMMIT")),
             tokens=tokens,
             passwords=Passwords(),
             login_backoff=FailureBackoff(
@@ -117,7 +122,8 @@ def create_app(
             presence=presence_view,
             vapid_public_key=vapid_public_key,
             metrics=metrics,
-            discover_broker=discover_broker,
+            discover_brokers=discover_brokers,
+            brokers_max_age_s=brokers_max_age_s,
             health_problems=health_problems,
         )
         yield

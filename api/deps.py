@@ -20,7 +20,7 @@ from api.store import accounts
 from hubbub.errors import InvalidToken, Unauthorized
 from hubbub.tokens import AccessClaims
 
-__all__ = ["CurrentDevice", "CurrentUser", "SessionDep", "StateDep"]
+__all__ = ["CurrentDevice", "CurrentUser", "SessionDep", "StateDep", "VerifiedToken", "signed_out"]
 
 _bearer = HTTPBearer(auto_error=False, description="The access token from POST /v1/auth/token")
 
@@ -43,12 +43,10 @@ async def _unit_of_work(state: StateDep) -> AsyncIterator[AsyncSession]:
 SessionDep = Annotated[AsyncSession, Depends(_unit_of_work, scope="function")]
 
 
-async def _current_device(
-    state: StateDep,
-    session: SessionDep,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+def _verified_token(
+    state: StateDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 ) -> AccessClaims:
-    """The caller's verified claims, refused at once once its device has been ended."""
+    """A device's access token, verified by its signature and expiry alone (no database)."""
     if credentials is None:
         raise Unauthorized("missing bearer token")
     try:
@@ -57,10 +55,25 @@ async def _current_device(
         raise Unauthorized(str(exc), code="invalid_token") from exc
     if claims.service is not None:
         raise Unauthorized("service tokens cannot call the user API", code="invalid_token")
+    return claims
+
+
+# For reads that reveal nothing of an account (``GET /v1/brokers``): a signed-out device's token
+# still passes until it expires, as it would at a broker's CONNECT without its signed-in check.
+VerifiedToken = Annotated[AccessClaims, Depends(_verified_token)]
+
+
+async def _current_device(session: SessionDep, claims: VerifiedToken) -> AccessClaims:
+    """The caller's verified claims, refused at once once its device has been ended."""
     device = await accounts.find_device(session, claims.device_id)
     if device is None or device.user_id != claims.user_id:
-        raise Unauthorized("this device was signed out; log in again", code="signed_out")
+        raise signed_out()
     return claims
+
+
+def signed_out() -> Unauthorized:
+    """The refusal of a valid token whose device has been ended."""
+    return Unauthorized("this device was signed out; log in again", code="signed_out")
 
 
 CurrentDevice = Annotated[AccessClaims, Depends(_current_device)]

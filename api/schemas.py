@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 __all__ = [
     "BrokerEndpoint",
+    "BrokerList",
     "ConversationList",
     "ConversationOut",
     "ConversationSync",
@@ -95,7 +96,13 @@ class BrokerEndpoint(BaseModel):
 
 
 class TokenResponse(BaseModel):
-    """Credentials for one device: the access token is also its MQTT password."""
+    """Credentials for one device: the access token is also its MQTT password, on any broker node.
+
+    ``mqtt`` is where to connect now; ``brokers`` every live broker node, least loaded first
+    (``mqtt`` is the first): the device keeps the list and, when its node goes away, connects
+    to the next one with the access token it holds, asking ``GET /v1/brokers`` only once every
+    listed node has failed. Nothing to rotate: a failover costs no refresh.
+    """
 
     access_token: str
     refresh_token: str
@@ -104,6 +111,14 @@ class TokenResponse(BaseModel):
     user_id: str
     device_id: str
     mqtt: BrokerEndpoint
+    brokers: list[BrokerEndpoint]
+
+
+class BrokerList(BaseModel):
+    """``GET /v1/brokers``: the live broker nodes, least loaded first, as of ``max_age_s`` ago at most."""
+
+    brokers: list[BrokerEndpoint]
+    max_age_s: float
 
 
 class DeviceOut(BaseModel):

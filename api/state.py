@@ -26,6 +26,8 @@ class AppState:
     settings: Settings
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
+    reads: async_sessionmaker[AsyncSession]
+    """Sessions in autocommit: one read statement without BEGIN and COMMIT round trips."""
     tokens: TokenCodec
     passwords: Passwords
     login_backoff: FailureBackoff
@@ -40,7 +42,13 @@ class AppState:
     presence: PresenceView
     vapid_public_key: str | None
     metrics: Callable[[], bytes]
-    discover_broker: Callable[[], BrokerEndpoint | None]
-    """The broker node a device should connect to now (cluster: the least loaded); ``None``: ``broker``."""
+    discover_brokers: Callable[[], list[BrokerEndpoint]]
+    """The live broker nodes, least loaded first (cluster: the registry); empty: only ``broker``."""
+    brokers_max_age_s: float
+    """How stale ``discover_brokers`` may be (the registry's refresh period; 0 on one node)."""
     health_problems: Callable[[], list[str]]
     """What is wrong with this process beyond its database (NATS, supervised loops); empty: nothing."""
+
+    def brokers(self) -> list[BrokerEndpoint]:
+        """Where devices connect, least loaded first: the live broker nodes, else ``broker``."""
+        return self.discover_brokers() or [self.broker]

@@ -1,13 +1,16 @@
 """Failover in a cluster: ``kill -9`` of a broker node holding N devices, and of a shard's persister.
 
 Broker node: N devices (one per user, each subscribed to its inbox) sit on broker-1; it is
-killed. Each device does what docs/clients.md says a client does after losing its connection:
-``POST /v1/auth/refresh`` (its login answer names the least loaded healthy broker), connect
-there, subscribe to its inbox, then ``GET /v1/sync`` until every entry is complete. The devices'
+killed. Each device does what docs/clients.md says a client does after losing its connection
+(``client.connection`` with ``client.route``): after a jittered wait it connects to the next
+broker node its login listed, with the access token it holds (no refresh: the token is valid on
+every node), asking ``GET /v1/brokers`` only once every listed node has failed; it subscribes to
+its inbox, then ``GET /v1/sync`` until every entry is complete. The devices'
 users are in groups of 99 with one sender each on the surviving node, who sends ``MISSED``
 messages right after the kill: a device is caught up once its sync returns all of them. The
-figures are from the kill to the last device connected, and to the last one caught up. Devices
-reconnect at most ``concurrency`` at a time per worker process (a client's backoff, in effect).
+figures are from the kill to the last device connected, and to the last one caught up. At most
+``concurrency`` MQTT connects are in flight per worker process, and ``HTTP_CONCURRENCY`` REST
+requests (the generator's limits, not the platform's).
 
 Persister: a device keeps sending to a conversation (one message per ``SEND_EVERY_S``); the
 persister owning its shard (read from the ``persister`` lease bucket) is killed. The figures are
@@ -34,6 +37,7 @@ from nats.js.errors import KeyNotFoundError
 
 from bench import eventloop
 from bench.mqtt_wire import PUBLISH, MqttConnection, encode_publish, publish_payload_offset
+from client.route import BrokerRoute, Endpoint
 from cluster.leases import LeaseRecord, bucket_name
 from hubbub import topics
 
@@ -50,7 +54,7 @@ NS = 1_000_000_000
 KEEPALIVE_S = 600
 SEND_EVERY_S = 0.02
 FLOWING_ACKS = 5  # acks seen before the kill: commits flow
-HTTP_CONCURRENCY = 6  # per worker: two workers stay under the API's pool / 2 (see above)
+HTTP_CONCURRENCY = 16  # per worker: two workers hold ~ the API's account pool (30), history has its own
 RETRY_S = 0.2
 MISSED = 20  # messages each failover device's group gets while the device is away
 GROUP_SIZE = 100  # a sender and 99 failover devices
@@ -63,16 +67,18 @@ def _say(text: str) -> None:
     sys.stderr.flush()
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Job:
     api_url: str
     host: str
     port: int
+    brokers: list[Endpoint]  # what the devices' login answered: broker-1 (theirs) first
     devices: list[DeviceLogin]
     concurrency: int
     deadline_s: float
     missed: int = 0  # messages each device's group gets while it is away: its sync must return them
     http_concurrency: int = HTTP_CONCURRENCY
+    gate: asyncio.Semaphore = field(init=False, repr=False)  # MQTT connects in flight (made in the worker)
 
 
 @dataclass
@@ -82,9 +88,11 @@ class _Report:
     dropped_ns: list[int] = field(default_factory=list)
     reconnected_ns: list[int] = field(default_factory=list)
     synced_ns: list[int] = field(default_factory=list)
-    refreshes: int = 0
+    discoveries: int = 0
     syncs: int = 0
     ports: dict[int, int] = field(default_factory=dict)
+    connect_s: list[float] = field(default_factory=list)  # each reconnection's CONNECT + SUBSCRIBE
+    sync_s: list[float] = field(default_factory=list)  # each GET /v1/sync
 
 
 @dataclass(frozen=True)
@@ -99,40 +107,53 @@ class BrokerFailover:
     all_connected_s: float  # kill to the last device connected and subscribed elsewhere
     all_synced_s: float  # kill to the last device caught up
     p50_synced_s: float
-    refreshes: int
+    discoveries: int  # GET /v1/brokers asked (a device asks once every node it was given failed)
     missed: int  # messages each device missed while away (its group's), returned by its sync
     syncs: int
     connects_per_s: float  # reconnections over the span from the first to the last
+    connect_p50_s: float  # one reconnection's CONNECT + SUBSCRIBE, connection set-up included
+    connect_p99_s: float
+    sync_p50_s: float  # one GET /v1/sync, as the device waits for it
+    sync_p99_s: float
+    syncs_per_s: float  # syncs answered over the span from the first reconnection to the last catch-up
+    cpu_s: dict[str, float]  # CPU seconds of each kind of process from the kill to the last catch-up
     errors: list[str]
     kb_per_connection: float  # broker-1's RSS growth per device held (its inbox subscription included)
 
 
 async def _reconnect(device: DeviceLogin, job: _Job, http: httpx.AsyncClient, report: _Report) -> None:
-    refresh_token = device.refresh_token
-    for _ in range(int(job.deadline_s / RETRY_S)):
-        response = await http.post("/v1/auth/refresh", json={"refresh_token": refresh_token})
-        report.refreshes += 1
-        response.raise_for_status()
-        body = response.json()
-        refresh_token, access = body["refresh_token"], body["access_token"]
-        host, port = body["mqtt"]["host"], int(body["mqtt"]["port"])
+    """What ``client.connection`` does when its node dies: the next listed node, the same token."""
+    route = BrokerRoute(job.brokers)
+    step = route.failed()  # the node it was on (the first listed) is gone
+    deadline = time.monotonic() + job.deadline_s
+    headers = {"Authorization": f"Bearer {device.access_token}"}
+    while time.monotonic() < deadline:
+        await asyncio.sleep(step.delay_s)
+        if step.ask_registry:
+            response = await http.get("/v1/brokers", headers=headers)
+            report.discoveries += 1
+            response.raise_for_status()
+            route.replace(response.json()["brokers"])
+        host, port = route.current["host"], int(route.current["port"])
+        began = time.monotonic()
         try:
-            async with asyncio.timeout(15):
+            async with job.gate, asyncio.timeout(15):
                 conn = await MqttConnection.open(
                     host,
                     port,
                     client_id=device.device_id,
                     username=str(device.user_id),
-                    password=access,
+                    password=device.access_token,
                     keepalive=KEEPALIVE_S,
                 )
                 await conn.subscribe([(topics.inbox(device.user_id), 1)])
         except (OSError, TimeoutError):
-            await asyncio.sleep(RETRY_S)  # the registry still named the dead node: ask again
+            step = route.failed()
             continue
+        report.connect_s.append(time.monotonic() - began)
         report.reconnected_ns.append(time.time_ns())
         report.ports[port] = report.ports.get(port, 0) + 1
-        await _catch_up(http, {"Authorization": f"Bearer {access}"}, job, report)
+        await _catch_up(http, headers, job, report)
         report.synced_ns.append(time.time_ns())
         conn.close()
         return
@@ -142,7 +163,9 @@ async def _reconnect(device: DeviceLogin, job: _Job, http: httpx.AsyncClient, re
 async def _catch_up(http: httpx.AsyncClient, headers: dict[str, str], job: _Job, report: _Report) -> None:
     """``GET /v1/sync`` until complete and holding the ``missed`` messages (some may be still committing)."""
     for _ in range(int(job.deadline_s / RETRY_S)):
+        began = time.monotonic()
         sync = await http.get("/v1/sync", headers=headers)
+        report.sync_s.append(time.monotonic() - began)
         report.syncs += 1
         sync.raise_for_status()
         entries = sync.json()["conversations"]
@@ -153,10 +176,8 @@ async def _catch_up(http: httpx.AsyncClient, headers: dict[str, str], job: _Job,
     raise TimeoutError(f"sync never held the {job.missed} missed messages")
 
 
-async def _device(
-    device: DeviceLogin, job: _Job, http: httpx.AsyncClient, report: _Report, gate: asyncio.Semaphore
-) -> None:
-    async with gate, asyncio.timeout(30):
+async def _device(device: DeviceLogin, job: _Job, http: httpx.AsyncClient, report: _Report) -> None:
+    async with job.gate, asyncio.timeout(30):
         conn = await MqttConnection.open(
             job.host,
             job.port,
@@ -172,16 +193,15 @@ async def _device(
             await conn.read_packets()
     report.dropped_ns.append(time.time_ns())
     conn.close()
-    async with gate:
-        await _reconnect(device, job, http, report)
+    await _reconnect(device, job, http, report)
 
 
 async def _worker(job: _Job, pipe: Connection) -> None:
     report = _Report()
-    gate = asyncio.Semaphore(job.concurrency)
+    job.gate = asyncio.Semaphore(job.concurrency)
     limits = httpx.Limits(max_connections=job.http_concurrency)
     async with httpx.AsyncClient(base_url=job.api_url, timeout=60, limits=limits) as http:
-        tasks = [asyncio.create_task(_device(d, job, http, report, gate)) for d in job.devices]
+        tasks = [asyncio.create_task(_device(d, job, http, report)) for d in job.devices]
         for _ in range(int(job.deadline_s * 10)):
             if report.connected + sum(t.done() for t in tasks) >= len(tasks):
                 break
@@ -275,6 +295,32 @@ def _seconds(after_ns: list[int], since_ns: int, q: float = 1.0) -> float:
     return (ordered[min(len(ordered) - 1, int(q * len(ordered)))] - since_ns) / NS
 
 
+def _quantile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def _cpu_by_kind(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """CPU seconds spent between two readings, summed by kind (``broker``: the survivor alone)."""
+    spent: dict[str, float] = {}
+    for name, value in after.items():
+        kind = name.split("-")[0] if not name.startswith("nats") else "nats"
+        spent[kind] = spent.get(kind, 0.0) + value - before.get(name, value)
+    return spent
+
+
+def _listed_brokers(target: ClusterTarget, device: DeviceLogin) -> list[Endpoint]:
+    """What the devices' login answered: every broker node, broker-1 (where they are put) first."""
+    with httpx.Client(base_url=target.http_url, timeout=60) as http:
+        response = http.get("/v1/brokers", headers={"Authorization": f"Bearer {device.access_token}"})
+        response.raise_for_status()
+        brokers: list[Endpoint] = response.json()["brokers"]
+    first = target.brokers[0].ready.mqtt
+    return sorted(brokers, key=lambda endpoint: (endpoint["host"], int(endpoint["port"])) != first)
+
+
 def run_broker_failover(  # noqa: PLR0917 - the scenario's knobs
     target: ClusterTarget,
     devices: int,
@@ -290,13 +336,16 @@ def run_broker_failover(  # noqa: PLR0917 - the scenario's knobs
     logins = target.make_logins(devices)
     groups = _groups_of(target, logins)
     host, port = target.brokers[0].ready.mqtt
+    brokers = _listed_brokers(target, logins[0])
     rss_before = _rss_bytes(target.brokers[0].pid)
     ctx = multiprocessing.get_context("spawn")
     procs: list[BaseProcess] = []
     pipes: list[Connection] = []
     try:
         for w in range(workers):
-            job = _Job(target.http_url, host, port, logins[w::workers], concurrency, deadline_s, missed)
+            job = _Job(
+                target.http_url, host, port, brokers, logins[w::workers], concurrency, deadline_s, missed
+            )
             parent, child = ctx.Pipe()
             proc = ctx.Process(target=_worker_main, args=(job, child), name=f"bench-failover-{w}")
             proc.daemon = True
@@ -307,10 +356,12 @@ def run_broker_failover(  # noqa: PLR0917 - the scenario's knobs
         connected = sum(int(str(_receive(pipe, "ready", deadline_s))) for pipe in pipes)
         held = _rss_bytes(target.brokers[0].pid) - rss_before
         _say(f"[failover] {connected:,} of {devices:,} devices on broker-1; kill -9")
+        cpu_before = target.cpu_by_process()
         killed_ns = time.time_ns()
         target.brokers[0].kill()
         asyncio.run(_send_missed(target, groups, missed))
         reports = [_receive(pipe, "result", deadline_s * 2) for pipe in pipes]
+        cpu_after = target.cpu_by_process()
     finally:
         for started in procs:
             started.join(10)
@@ -322,10 +373,13 @@ def run_broker_failover(  # noqa: PLR0917 - the scenario's knobs
         merged.dropped_ns += report.dropped_ns
         merged.reconnected_ns += report.reconnected_ns
         merged.synced_ns += report.synced_ns
-        merged.refreshes += report.refreshes
+        merged.discoveries += report.discoveries
         merged.syncs += report.syncs
         merged.errors += report.errors
+        merged.connect_s += report.connect_s
+        merged.sync_s += report.sync_s
     span = (max(merged.reconnected_ns, default=0) - min(merged.reconnected_ns, default=0)) / NS
+    sync_span = (max(merged.synced_ns, default=0) - min(merged.reconnected_ns, default=0)) / NS
     result = BrokerFailover(
         devices=connected,
         reconnected=len(merged.reconnected_ns),
@@ -335,17 +389,25 @@ def run_broker_failover(  # noqa: PLR0917 - the scenario's knobs
         all_connected_s=_seconds(merged.reconnected_ns, killed_ns),
         all_synced_s=_seconds(merged.synced_ns, killed_ns),
         p50_synced_s=_seconds(merged.synced_ns, killed_ns, 0.5),
-        refreshes=merged.refreshes,
+        discoveries=merged.discoveries,
         missed=missed,
         syncs=merged.syncs,
         connects_per_s=len(merged.reconnected_ns) / span if span > 0 else float("nan"),
+        connect_p50_s=_quantile(merged.connect_s, 0.5),
+        connect_p99_s=_quantile(merged.connect_s, 0.99),
+        sync_p50_s=_quantile(merged.sync_s, 0.5),
+        sync_p99_s=_quantile(merged.sync_s, 0.99),
+        syncs_per_s=merged.syncs / sync_span if sync_span > 0 else float("nan"),
+        cpu_s=_cpu_by_kind(cpu_before, cpu_after),
         errors=merged.errors[:5],
         kb_per_connection=held / 1024 / connected if connected else float("nan"),
     )
     _say(
         f"[failover] broker: {result.reconnected:,} reconnected in {result.all_connected_s:.1f} s, "
         f"{result.synced:,} caught up in {result.all_synced_s:.1f} s "
-        f"({result.connects_per_s:,.0f} connects/s)"
+        f"({result.connects_per_s:,.0f} connects/s, CONNECT p50 {result.connect_p50_s * 1e3:.0f} ms; "
+        f"{result.syncs:,} syncs, {result.syncs_per_s:,.0f}/s, p50 {result.sync_p50_s * 1e3:.0f} ms; "
+        f"{result.discoveries:,} discoveries; CPU s {result.cpu_s})"
     )
     return result
 

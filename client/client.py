@@ -9,11 +9,13 @@ talk to the platform the way an app would:
   43) is filled from history over REST;
 - after each (re)connect the client catches up through ``/v1/sync`` and moves its
   server-side cursors to what it holds;
+- when its broker node goes away it connects to another node its login listed, with the
+  access token it holds (``client.connection``, ``client.route``): no refresh, no login;
 - inbox events are parsed with the server's own types (``hubbub.events``): an event that
   breaks the contract is logged and dropped, never half-understood.
 
-paho runs the network in its own thread; callbacks only update state and hand slow work
-(REST calls) to a worker thread.
+paho runs the network in its own thread, and the connection's keeper another; callbacks only
+update state and hand slow work (REST calls) to a worker thread.
 """
 
 from __future__ import annotations
@@ -27,11 +29,11 @@ from typing import Any, Literal, cast
 import httpx
 import orjson
 import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.reasoncodes import ReasonCode
 from pydantic import ValidationError
 
+from client.connection import BrokerConnection
 from client.outbox import Outbox, Pending
+from client.route import BrokerRoute, Endpoint
 from client.timeline import Timeline
 from hubbub import topics
 from hubbub.events import AckEvent, ErrorEvent, InboxEvent, MessageEvent, parse_inbox_event
@@ -59,8 +61,15 @@ class HubbubClient:
         *,
         transport: Literal["tcp", "websockets"] = "tcp",
         resend_after_s: float = 10.0,
+        reconnect_delay_s: tuple[float, float] = (0.5, 5.0),
+        failover: bool = True,
         on_event: EventHandler | None = None,
     ) -> None:
+        """``reconnect_delay_s``: the backoff's first cap and its ceiling (``client.route``).
+
+        ``failover``: move to another broker node when this one goes away (off: retry the one
+        node ``connect`` started on, as a device that cannot reach the others would).
+        """
         self.http = httpx.Client(base_url=base_url, timeout=30.0)
         self.transport = transport
         self.outbox = Outbox()
@@ -76,7 +85,10 @@ class HubbubClient:
         self._resend_after_s = resend_after_s
         self._lock = threading.RLock()
         self._tokens: dict[str, Any] = {}
-        self._mqtt: paho.Client | None = None
+        self._renewing = threading.RLock()  # one refresh at a time: a refresh token works once
+        self._backoff = reconnect_delay_s
+        self.failover = failover
+        self._link: BrokerConnection | None = None
         self._work: queue.Queue[Callable[[], None] | None] = queue.Queue()
         self._worker = threading.Thread(target=self._run_worker, name="hubbub-client-worker", daemon=True)
         self._worker.start()
@@ -110,20 +122,31 @@ class HubbubClient:
             self.user_id = tokens["user_id"]
             self.device_id = tokens["device_id"]
             self.http.headers["Authorization"] = f"Bearer {tokens['access_token']}"
-            if self._mqtt is not None:
-                self._mqtt.username_pw_set(self.user_id, tokens["access_token"])
 
     def refresh(self) -> None:
         """Trade the refresh token for new tokens."""
-        response = self.http.post("/v1/auth/refresh", json={"refresh_token": self._tokens["refresh_token"]})
-        response.raise_for_status()
-        self._use_tokens(response.json())
+        with self._renewing:
+            response = self.http.post(
+                "/v1/auth/refresh", json={"refresh_token": self._tokens["refresh_token"]}
+            )
+            response.raise_for_status()
+            self._use_tokens(response.json())
+
+    def _renew(self, stale: str) -> None:
+        """Refresh, unless another thread already replaced the access token ``stale``.
+
+        A refresh token presented twice ends the device (it looks stolen): never refresh twice.
+        """
+        with self._renewing:
+            if self._tokens.get("access_token") == stale:
+                self.refresh()
 
     def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:  # noqa: ANN401 - httpx's keywords
         """A REST call as this device, refreshing the access token once if it expired."""
+        used = self._tokens.get("access_token", "")
         response = self.http.request(method, path, **kwargs)
         if response.status_code == httpx.codes.UNAUTHORIZED and self._tokens.get("refresh_token"):
-            self.refresh()
+            self._renew(used)
             response = self.http.request(method, path, **kwargs)
         return response
 
@@ -134,43 +157,56 @@ class HubbubClient:
     # -- MQTT ------------------------------------------------------------------------------
 
     def connect(self, timeout: float = 15.0) -> None:
-        """Open the MQTT connection (it reconnects by itself until ``close``)."""
-        endpoint = self._tokens["mqtt"]
-        client = paho.Client(
-            callback_api_version=CallbackAPIVersion.VERSION2,
-            client_id=self.device_id,
-            protocol=paho.MQTTv311,
-            transport=self.transport,
-            clean_session=True,
-        )
-        client.username_pw_set(self.user_id, self._tokens["access_token"])
-        client.reconnect_delay_set(min_delay=1, max_delay=2)
-        client.on_connect = self._connected
-        client.on_disconnect = self._disconnected
-        client.on_message = self._received
-        if self.transport == "websockets":
-            url = httpx.URL(endpoint["ws_url"])
-            client.ws_set_options(path=url.path)
-            host, port = url.host, url.port or 80
-        else:
-            host, port = endpoint["host"], int(endpoint["port"])
+        """Open the MQTT connection; it moves and reconnects by itself until ``disconnect``.
+
+        The first node tried is ``mqtt`` of the last login or refresh, then the other nodes it
+        listed (``brokers``), with the access token held: ``client.route`` says in what order.
+        """
         with self._lock:
-            self._mqtt = client
-        client.connect_async(host, port, keepalive=30)
-        client.loop_start()
+            if self._link is not None:
+                raise RuntimeError("already connecting or connected: disconnect first")
+            listed = [self._tokens["mqtt"], *(self._tokens.get("brokers", ()) if self.failover else ())]
+            route = BrokerRoute(
+                listed,
+                first_delay_s=self._backoff[0],
+                max_delay_s=self._backoff[1],
+            )
+            link = self._link = BrokerConnection(
+                route,
+                client_id=self.device_id,
+                username=self.user_id,
+                password=lambda: str(self._tokens["access_token"]),
+                transport=self.transport,
+                connected=self.connected,
+                on_accepted=self._accepted,
+                on_message=self._received,
+                renew=self._renew_for_mqtt,
+                live_brokers=self.live_brokers if self.failover else lambda: None,
+            )
+        link.start()
         if not self.connected.wait(timeout):
             raise TimeoutError("no MQTT connection")
         self._schedule_resend()
+
+    @property
+    def route(self) -> BrokerRoute | None:
+        """The broker nodes the MQTT connection goes through, ``current`` first (``None`` offline)."""
+        link = self._link
+        return link.route if link is not None else None
+
+    @property
+    def _mqtt(self) -> paho.Client | None:
+        link = self._link
+        return link.client if link is not None else None
 
     def disconnect(self) -> None:
         """Go offline: close the MQTT connection (REST keeps working; ``connect`` again later)."""
         if self._resender is not None:
             self._resender.cancel()
         with self._lock:
-            client, self._mqtt = self._mqtt, None
-        if client is not None:
-            client.disconnect()
-            client.loop_stop()
+            link, self._link = self._link, None
+        if link is not None:
+            link.stop()
         self.connected.clear()
 
     def close(self) -> None:
@@ -179,6 +215,29 @@ class HubbubClient:
         self._work.put(None)
         self._worker.join(timeout=10)
         self.http.close()
+
+    def live_brokers(self) -> list[Endpoint] | None:
+        """``GET /v1/brokers``: the live broker nodes, least loaded first (``None`` if unanswered)."""
+        try:
+            response = self.request("GET", "/v1/brokers")
+            response.raise_for_status()
+            brokers: list[Endpoint] = response.json()["brokers"]
+        except (httpx.HTTPError, KeyError, ValueError) as exc:
+            logger.info("could not ask for the live broker nodes (%r)", exc)
+            return None
+        return brokers
+
+    def _renew_for_mqtt(self, refused: str) -> bool:
+        """New tokens after CONNACK refused ``refused``; ``False`` once the refresh is refused too."""
+        try:
+            self._renew(refused)
+        except httpx.HTTPStatusError as exc:
+            if exc.response.status_code == httpx.codes.UNAUTHORIZED:
+                return False
+            logger.info("refresh after a refused CONNECT failed (%s); retrying", exc.response.status_code)
+        except httpx.HTTPError as exc:
+            logger.info("refresh after a refused CONNECT failed (%r); retrying", exc)
+        return True
 
     def send(self, conversation_id: str, text: str, cmid: str | None = None) -> Pending:
         """Queue a message in the outbox and publish it."""
@@ -208,20 +267,14 @@ class HubbubClient:
         self._resender.daemon = True
         self._resender.start()
 
-    def _connected(self, client: paho.Client, _u: object, _f: object, code: ReasonCode, _p: object) -> None:
-        if code.is_failure:
-            logger.info("MQTT connection refused (%s); refreshing tokens", code)
-            self._work.put(self.refresh)
-            return
+    def _accepted(self, client: paho.Client) -> None:
+        """After every CONNACK that accepted us (on paho's thread): inbox, catch-up, outbox."""
         client.subscribe(topics.inbox(int(self.user_id)), qos=1)
         self._work.put(self.catch_up)  # queued before ``connected`` is set: see ``settled``
-        self.connected.set()
         self.resend_unacked()
 
-    def _disconnected(self, _c: paho.Client, _u: object, _f: object, _code: ReasonCode, _p: object) -> None:
-        self.connected.clear()
-
     def _received(self, _c: paho.Client, _u: object, message: paho.MQTTMessage) -> None:
+        """An inbox event (on paho's thread)."""
         try:
             event = parse_inbox_event(message.payload)
         except ValidationError as exc:

@@ -7,8 +7,9 @@ paused, or cut off from NATS) ages out within ``ttl_s`` of its last heartbeat: n
 compared across machines (``updated_at`` is informational, from an injectable clock).
 
 ``NodeDirectory`` reads the registry as snapshots refreshed every ``refresh_s`` (aged-out entries
-wake no watcher on NATS 2.9, see ``cluster.kv``) and answers ``best_broker()`` from the last one
-without a round trip: login asks it for every token it issues. A node shows up as dead at most
+wake no watcher on NATS 2.9, see ``cluster.kv``) and answers ``brokers()`` (least loaded first) from
+the last one without a round trip: login asks it for every token it issues, and a device whose
+node died asks it through ``GET /v1/brokers``. A node shows up as dead at most
 ``ttl_s + refresh_s`` after its last heartbeat.
 
 Caveat for what consumes "node died" (the presence writer): while the registry's stream has no
@@ -197,10 +198,14 @@ class NodeDirectory:
         """Key -> record of every node alive at the last refresh."""
         return dict(self._nodes)
 
+    def brokers(self) -> list[NodeInfo]:
+        """The healthy broker nodes, fewest connections first (ties by id): where devices go."""
+        brokers = [node for node in self._nodes.values() if node.kind == BROKER and node.healthy]
+        return sorted(brokers, key=lambda node: (node.connections, node.node_id))
+
     def best_broker(self) -> NodeInfo | None:
         """The healthy broker node with the fewest connections (ties by id), or ``None``."""
-        brokers = [node for node in self._nodes.values() if node.kind == BROKER and node.healthy]
-        return min(brokers, key=lambda node: (node.connections, node.node_id), default=None)
+        return next(iter(self.brokers()), None)
 
     async def refresh(self) -> None:
         """Read the registry now."""

@@ -8,9 +8,9 @@
   ``LiveConnections``): published on ``hubbub.inbox.<uid>``, ``hubbub.membership.changed`` and
   ``hubbub.device.ended`` (``NatsInboxes``).
 - Presence reads (``PresenceView``): the presence mirror of the whole cluster.
-- Login answers the healthy broker node with the fewest connections from the node registry
-  (``NodeDirectory.best_broker``), and the settings' broker endpoint while the registry names
-  none.
+- Login, refresh and ``GET /v1/brokers`` answer the healthy broker nodes, fewest connections
+  first, from the node registry (``NodeDirectory.brokers``), and the settings' broker endpoint
+  while the registry names none.
 
 ``/healthz`` is 503 while the NATS connection or a supervised loop is down.
 """
@@ -42,21 +42,28 @@ logger = logging.getLogger(__name__)
 
 
 class BrokerDiscovery:
-    """Where login sends a device: the least loaded healthy broker node of the registry."""
+    """Where devices connect: the registry's healthy broker nodes, least loaded first."""
 
     def __init__(self, directory: NodeDirectory) -> None:
         self._directory = directory
 
-    def __call__(self) -> BrokerEndpoint | None:
-        """The best broker's endpoints, or ``None`` when no healthy broker has complete ones."""
-        best = self._directory.best_broker()
-        if best is None:
-            return None
-        endpoints = best.endpoints
-        if endpoints.mqtt_host is None or endpoints.mqtt_port is None or endpoints.ws_url is None:
-            logger.warning("broker %s registered without its endpoints; not named at login", best.node_id)
-            return None
-        return BrokerEndpoint(host=endpoints.mqtt_host, port=endpoints.mqtt_port, ws_url=endpoints.ws_url)
+    @property
+    def max_age_s(self) -> float:
+        """How stale an answer may be: the registry view's refresh period."""
+        return self._directory.refresh_s
+
+    def __call__(self) -> list[BrokerEndpoint]:
+        """The endpoints of every healthy broker node with complete ones, least loaded first."""
+        found = []
+        for node in self._directory.brokers():
+            endpoints = node.endpoints
+            if endpoints.mqtt_host is None or endpoints.mqtt_port is None or endpoints.ws_url is None:
+                logger.warning("broker %s registered without its endpoints; not named", node.node_id)
+                continue
+            found.append(
+                BrokerEndpoint(host=endpoints.mqtt_host, port=endpoints.mqtt_port, ws_url=endpoints.ws_url)
+            )
+        return found
 
 
 class _NoDevicesHere:
@@ -129,7 +136,8 @@ async def run_cluster_api(settings: Settings) -> None:
             presence_view=mirror,
             live_connections=inboxes,
             metrics=node.render_metrics_now,
-            discover_broker=discovery,
+            discover_brokers=discovery,
+            brokers_max_age_s=discovery.max_age_s,
             health_problems=node.health.problems,
             vapid_public_key=(
                 await retrying(

@@ -32,13 +32,15 @@ _TOO_MANY = "too many login attempts; try again later"
 
 
 def _token_response(state: AppState, user: User, device_id: str, refresh_token: str) -> TokenResponse:
+    brokers = state.brokers()
     return TokenResponse(
         access_token=state.tokens.issue_access(user.id, device_id),
         refresh_token=refresh_token,
         expires_in=state.tokens.access_ttl_s,
         user_id=str(user.id),
         device_id=device_id,
-        mqtt=state.discover_broker() or state.broker,
+        mqtt=brokers[0],
+        brokers=brokers,
     )
 
 

@@ -12,7 +12,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, status
 
-from api.deps import CurrentDevice, CurrentUser, SessionDep, StateDep
+from api.deps import CurrentDevice, CurrentUser, SessionDep, StateDep, VerifiedToken, signed_out
 from api.schemas import ConversationSync, CursorMove, MissingRange, SyncOut
 from api.store import conversations as queries
 from api.views import message_out
@@ -24,19 +24,24 @@ router = APIRouter(prefix="/v1/sync", tags=["sync"])
 
 @router.get("")
 async def sync(
-    user: CurrentUser,
-    device: CurrentDevice,
+    claims: VerifiedToken,
     state: StateDep,
-    session: SessionDep,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> SyncOut:
-    """For each of my conversations past this device's cursor: the messages after it."""
-    conversation_ids = [conversation.id for conversation, _ in await queries.memberships(session, user.id)]
-    latest = await state.messages.latest_seqs(conversation_ids)
-    cursors = await queries.cursors(session, device.device_id)
+    """For each of my conversations past this device's cursor: the messages after it.
+
+    Every device of a failed broker node asks this at once on reconnecting elsewhere, so it
+    costs the account store one read in autocommit (the device still signed in, its user's
+    conversations and its cursors, together) and history one query for the latest seqs plus
+    one page per conversation that moved.
+    """
+    async with state.reads() as session:
+        cursors = await queries.sync_positions(session, claims.device_id, claims.user_id)
+    if cursors is None:
+        raise signed_out()
+    latest = await state.messages.latest_seqs(list(cursors))
     moved = []
-    for conversation_id in conversation_ids:
-        cursor = cursors.get(conversation_id, 0)
+    for conversation_id, cursor in cursors.items():
         newest = latest.get(conversation_id, 0)
         if newest <= cursor:
             continue

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import func, select
+from sqlalchemy import and_, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from api.db.models import Conversation, DeviceCursor, Member, User
+from api.db.models import Conversation, Device, DeviceCursor, Member, User
 
 __all__ = [
     "ADMIN",
@@ -26,6 +26,7 @@ __all__ = [
     "memberships",
     "move_cursors",
     "remove_member",
+    "sync_positions",
     "users_by_id",
 ]
 
@@ -176,6 +177,28 @@ async def cursors(session: AsyncSession, device_id: str) -> dict[int, int]:
         select(DeviceCursor.conversation_id, DeviceCursor.seq).where(DeviceCursor.device_id == device_id)
     )
     return {int(cid): int(seq) for cid, seq in rows.tuples()}
+
+
+async def sync_positions(session: AsyncSession, device_id: str, user_id: int) -> dict[int, int] | None:
+    """Each conversation of the device's user with the device's cursor in it (0: none yet), in one query.
+
+    ``None`` when the device is not ``user_id``'s (signed out, or its account deleted: devices go
+    with their user). What ``GET /v1/sync`` needs from the account store, and all of it.
+    """
+    query = (
+        select(Device.id, Member.conversation_id, DeviceCursor.seq)
+        .select_from(Device)
+        .outerjoin(Member, Member.user_id == Device.user_id)
+        .outerjoin(
+            DeviceCursor,
+            and_(DeviceCursor.device_id == Device.id, DeviceCursor.conversation_id == Member.conversation_id),
+        )
+        .where(Device.id == device_id, Device.user_id == user_id)
+    )
+    rows = (await session.execute(query)).all()
+    if not rows:
+        return None
+    return {int(cid): int(seq or 0) for _, cid, seq in rows if cid is not None}
 
 
 async def move_cursors(session: AsyncSession, device_id: str, positions: dict[int, int]) -> None:
