@@ -186,6 +186,13 @@ class Settings(BaseSettings):
     push_coalesce_window_s: float = Field(
         3.0, ge=0, le=60, description="Bursts within this window make one push."
     )
+    push_ack_wait_s: float = Field(
+        30.0,
+        ge=1,
+        le=300,
+        description="A push batch its notifier left unsettled (it died) goes to the shard's next owner "
+        "this long after the notifier last marked it.",
+    )
     apns_url: str = Field(
         "https://api.push.apple.com", description="APNs endpoint (the sandbox, or a test server)."
     )

@@ -75,7 +75,7 @@ async def run_cluster_notifier(settings: Settings) -> None:
             "creating the committed stream",
             lambda: ensure_committed_stream(connection.js, settings.nats_replicas),
         )
-        feed = NatsCommittedFeed(connection.js)
+        feed = NatsCommittedFeed(connection.js, ack_wait_s=settings.push_ack_wait_s)
         feed.start()
         leases = await node.lease_group(
             LEASE_GROUP,

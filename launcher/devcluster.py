@@ -41,7 +41,7 @@ READY_PREFIX = "hubbub ready:"
 READY_TIMEOUT_S = 120.0  # six Python processes importing the platform at once on two cores
 STOP_TIMEOUT_S = 30.0
 _LOG_TAIL_LINES = 60
-_ROLES = ("broker", "persister", "notifier", "api")
+_ROLES = ("broker", "persister", "notifier", "api", "up")  # "up": the one-node platform (tests)
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pytest
 
@@ -28,7 +27,7 @@ from hubbub.shards import ShardMap
 from hubbub.stores import Fence, FencedOut, MessagePage
 from persister import Persister
 from tests.cluster.test_accepted_contract import accepted, fresh_streams, nats_connection
-from tests.support.nats import NatsCluster, start_nats
+from tests.support.nats import NatsCluster
 
 SHARDS = ShardMap(conversation_shards=4)
 TTL_S = 3.0
@@ -413,59 +412,3 @@ async def test_an_offer_the_stream_cannot_take_is_unavailable(conn: ClusterConne
     with pytest.raises(Unavailable):
         await log.offer(accepted(1, 0))
     assert (log.published, log.failed) == (0, 1)
-
-
-async def test_killing_the_nats_server_leading_the_accepted_stream_loses_nothing_acknowledged(
-    tmp_path: Path,
-) -> None:
-    nats = start_nats(tmp_path, size=3)
-    conn = await nats_connection(nats, "kill")
-    store = FencedStore(SHARDS)
-    intake = ShardIntake(conn, ack_wait_s=2.0, idle_probe_s=1.0)  # what a dead server pushed comes again
-    handed_on: set[str] = set()
-    done = asyncio.Event()
-    sent = burst(300)
-
-    async def on_committed(results: Sequence[CommitResult]) -> None:
-        handed_on.update(result.message.cmid for result in results)
-        if len(handed_on) == len(sent):
-            done.set()
-
-    persister = Persister(store, intake, on_committed, max_batch=20)
-    running = asyncio.create_task(persister.run())
-    log = NatsAcceptedLog(conn.js, SHARDS, publish_timeout_s=2.0)
-    acknowledged: set[str] = set()
-
-    async def device(messages: Sequence[AcceptedMessage]) -> None:
-        """Sends in order; resends (same cmid) what the cluster did not acknowledge, as devices do."""
-        for message in messages:
-            while True:
-                try:
-                    await log.offer(message)
-                except Unavailable:
-                    continue
-                acknowledged.add(message.cmid)
-                break
-
-    try:
-        await ensure_accepted_stream(conn.js, replicas=3)
-        for shard in range(SHARDS.conversation_shards):
-            intake.shard_gained(shard, 1)
-        async with asyncio.timeout(BOUND_S * 2):
-            devices = [asyncio.create_task(device(sent[i::12])) for i in range(12)]
-            await store.until(lambda: len(store.rows) >= 60)
-            info = await conn.js.stream_info(subjects.ACCEPTED_STREAM)
-            assert info.cluster is not None
-            next(server for server in nats.servers if server.name == info.cluster.leader).kill()
-            await asyncio.gather(*devices)
-            await done.wait()
-        assert acknowledged == {m.cmid for m in sent}
-        assert {key[2] for key in store.rows} == acknowledged
-        assert store.dense()
-    finally:
-        running.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await running
-        await intake.close()
-        await conn.close()
-        nats.stop()

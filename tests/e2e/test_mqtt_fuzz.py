@@ -265,7 +265,7 @@ def _send_and_wait_for_close(target: Target, case: Case, number: int) -> None:
 def _check_broker(target: Target) -> None:
     """Alive, nothing alarming logged since the last check, the bystander connected, chat working."""
     process = target.platform.process
-    assert process.process.poll() is None, f"the broker died:\n{process.log()[-4000:]}"
+    assert process.running(), f"the broker died:\n{process.log()[-4000:]}"
     log = process.log()
     fresh, target.log_offset = log[target.log_offset :], len(log)
     alarms = [line for line in fresh.splitlines() if any(alarm in line for alarm in LOG_ALARMS)]

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import httpx
 
-from tests.support.platform import READY_PREFIX, REPO_ROOT, parse_ready_line
+from launcher.devcluster import READY_PREFIX, Endpoints
+from tests.support.platform import REPO_ROOT
 from tests.support.processes import start_ready_process
 
 
@@ -20,7 +21,7 @@ def test_make_run_in_a_clean_clone_answers_healthz(tmp_path: Path) -> None:
     process = start_ready_process(["make", "run"], env=env, cwd=clone, log_path=tmp_path / "make-run.log")
     try:
         line = process.wait_for_line(lambda text: text.startswith(READY_PREFIX), timeout=600)
-        http_url = parse_ready_line(line)["http"]
+        http_url = Endpoints.parse(line).http_url
         assert httpx.get(f"{http_url}/healthz", timeout=10).json() == {"status": "ok"}
         assert (clone / "hubbub-data" / "hubbub.db").exists()
     finally:

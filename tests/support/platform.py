@@ -1,40 +1,53 @@
-"""The real platform (``hubbub up`` or one part) in a subprocess on free ports."""
+"""The real platform (``hubbub up`` or one part) in a subprocess on free ports.
+
+The process is the launcher's ``HubbubProcess`` (what ``make cluster`` runs, with its ready line
+read by ``Endpoints``): one way to start, wait for, kill and read the log of a Hubbub process.
+"""
 
 from __future__ import annotations
 
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.support.processes import ReadyProcess, start_ready_process
+from launcher.devcluster import Endpoints, HubbubProcess
 
-__all__ = ["REPO_ROOT", "Platform", "parse_ready_line", "start_platform"]
+__all__ = ["REPO_ROOT", "Platform", "start_platform"]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-READY_PREFIX = "hubbub ready:"
-
-
-def parse_ready_line(line: str) -> dict[str, str]:
-    """``hubbub ready: mqtt=127.0.0.1:1883 http=http://...`` as a dict."""
-    fields = line.removeprefix(READY_PREFIX).split()
-    return dict(field.split("=", 1) for field in fields)
 
 
 @dataclass
 class Platform:
     """A running platform and where to reach it."""
 
-    process: ReadyProcess
+    process: HubbubProcess
     data_dir: Path
-    http_url: str
-    mqtt_host: str
-    mqtt_port: int
+
+    @property
+    def endpoints(self) -> Endpoints:
+        """What its ready line announced."""
+        return self.process.ready
+
+    @property
+    def http_url(self) -> str:
+        """``http://host:port`` of its HTTP side."""
+        return self.endpoints.http_url
+
+    @property
+    def mqtt_host(self) -> str:
+        """Host of MQTT over TCP."""
+        return self.endpoints.mqtt[0]
+
+    @property
+    def mqtt_port(self) -> int:
+        """Port of MQTT over TCP."""
+        return self.endpoints.mqtt[1]
 
     @property
     def ws_url(self) -> str:
-        """MQTT over WebSocket on the HTTP port."""
-        return self.http_url.replace("http://", "ws://") + "/mqtt"
+        """MQTT over WebSocket (on the HTTP port unless it announced a port of its own)."""
+        return self.endpoints.ws_url
 
     def stop(self) -> int:
         """Stop gracefully; the exit code."""
@@ -44,7 +57,7 @@ class Platform:
 def start_platform(
     data_dir: Path, *, command: str = "up", extra_env: dict[str, str] | None = None
 ) -> Platform:
-    """Start ``hubbub <command>`` with its data in ``data_dir`` on ephemeral ports."""
+    """Start ``hubbub <command>`` with its data (and its log) in ``data_dir`` on ephemeral ports."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("HUBBUB_")}
     env |= {
         "HUBBUB_DATA_DIR": str(data_dir),
@@ -59,12 +72,11 @@ def start_platform(
         "HUBBUB_LOGIN_ATTEMPTS_PER_ADDRESS_PER_MINUTE": "1000000",
     }
     env |= extra_env or {}
-    process = start_ready_process(
-        [sys.executable, "-m", "launcher.cli", command],
-        env=env,
-        cwd=REPO_ROOT,
-        log_path=data_dir / f"{command}.log",
-    )
-    endpoints = parse_ready_line(process.wait_for_line(lambda line: line.startswith(READY_PREFIX)))
-    host, port = endpoints["mqtt"].rsplit(":", 1) if "mqtt" in endpoints else ("", "0")
-    return Platform(process, data_dir, endpoints.get("http", ""), host, int(port))
+    process = HubbubProcess(command, command, env, data_dir)
+    process.start()
+    try:
+        process.wait_ready()
+    except BaseException:
+        process.kill()
+        raise
+    return Platform(process, data_dir)

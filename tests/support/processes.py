@@ -1,4 +1,7 @@
-"""Start real servers as subprocesses and wait for the line that says they are ready."""
+"""Start processes that are not Hubbub's (Cassandra, ``make run``, the chat CLI) and wait for a line.
+
+Hubbub's own processes are ``launcher.devcluster.HubbubProcess`` (``tests/support/platform.py``).
+"""
 
 from __future__ import annotations
 
