@@ -1,9 +1,10 @@
 """``kill -9`` of a broker node in the middle of a burst: its devices move, nothing is lost or doubled.
 
 The sender and one recipient sit on the node that dies, another recipient on the node that
-lives. The sender's devices reconnect where login now sends them (the dead node leaves the
-registry) and resend what was not acknowledged with the same cmids; afterwards history has every
-cmid once with a dense seq, and every device's timeline is complete after its catch-up.
+lives. The sender's devices move by themselves to the next node their login listed, with the
+token they hold (``client.connection``), and resend what was not acknowledged with the same
+cmids; afterwards history has every cmid once with a dense seq, and every device's timeline is
+complete after its catch-up.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import pytest
 
 from client import HubbubClient
 from launcher.devcluster import HubbubProcess
-from tests.support.api import PASSWORD
 from tests.support.chat import expect_event
 from tests.support.cluster import (
     OUTCOME_S,
@@ -20,7 +20,6 @@ from tests.support.cluster import (
     HubbubCluster,
     assert_once_and_dense,
     eventually,
-    username_of,
 )
 
 pytestmark = pytest.mark.timeout(300)
@@ -28,19 +27,17 @@ pytestmark = pytest.mark.timeout(300)
 BURST = 150
 
 
-def _reconnect_where_login_says(cluster: HubbubCluster, device: HubbubClient, dead: HubbubProcess) -> None:
-    """What an app does when its node is gone: log in again, connect to the node named."""
-    eventually(lambda: True if not device.connected.is_set() else None, "the device noticed its node died")
-    device.disconnect()  # stop retrying the dead node
-    username = username_of(device)
+def _moved_to_a_live_node(cluster: HubbubCluster, device: HubbubClient, dead: HubbubProcess) -> None:
+    """What an app does when its node is gone: the next node its login listed, the same token."""
 
-    def live_node_named() -> HubbubProcess | None:
-        device.login(username, PASSWORD, device_id=device.device_id)
-        named = cluster.broker_of_port(int(device._tokens["mqtt"]["port"]))
-        return named if named is not dead else None
+    def on_a_live_node() -> bool | None:
+        route = device.route
+        if route is None or not device.connected.is_set():
+            return None
+        node = cluster.broker_of_port(int(route.current["port"]))
+        return True if node is not None and node is not dead else None
 
-    eventually(live_node_named, "login names a live broker node")
-    device.connect()
+    eventually(on_a_live_node, "the device connected to a live broker node")
 
 
 def test_a_broker_killed_mid_burst_loses_and_doubles_nothing(
@@ -64,7 +61,7 @@ def test_a_broker_killed_mid_burst_loses_and_doubles_nothing(
         expect_event(alice, "ack")
     doomed.kill()
     for device in (alice, carol):
-        _reconnect_where_login_says(cluster, device, doomed)
+        _moved_to_a_live_node(cluster, device, doomed)
     assert alice.outbox.emptied.wait(OUTCOME_S), f"{len(alice.outbox)} of {BURST} never acknowledged"
     rows = assert_once_and_dense(bob, conversation_id, cmids)
     assert len(rows) == BURST

@@ -94,8 +94,12 @@ def test_a_dead_node_takes_its_devices_offline_after_the_grace_period(
 ) -> None:
     one, doomed = cluster.brokers
     phone = users(broker=one)
-    users(username_of(phone), broker=doomed)  # the same user's laptop, on the node that dies
-    only_there, later = users(broker=doomed), users(broker=one)
+    laptop = users(username_of(phone), broker=doomed, connect=False)  # the same user's, on the node that dies
+    only_there = users(broker=doomed, connect=False)
+    for device in (laptop, only_there):
+        device.failover = False  # devices that do not come back elsewhere (their network died too)
+        device.connect()
+    later = users(broker=one)
     watcher = _watch(users, watchers, one, phone, only_there, later)
     doomed.kill()
     assert _next_change(watcher) == (only_there.user_id, "offline")
