@@ -41,9 +41,10 @@ def tune_gc_after_start_up() -> None:
     Start-up leaves ~180,000 objects (modules, SQLAlchemy, pydantic, FastAPI) that live as long
     as the process; frozen, full collections stop walking them (the gen-2 time of a chat run
     fell from ~500 to ~170 ms). Per message the platform makes a few dozen short-lived objects:
-    with CPython's default young threshold (700) most collections found a batch still in flight
-    and walked and promoted it (~300 ms of a 4 s chat run); at 10,000 nearly all of them are
-    freed by reference counting first (~9 ms).
+    with CPython's default young threshold (700) collections kept finding a batch still in
+    flight and walked and promoted it (~290 ms of young collections over a chat run's process,
+    start-up included); at 10,000 nearly all of them are freed by reference counting first
+    (9 ms of collections after ready, in the same run).
     """
     gc.freeze()
     gc.set_threshold(_GC_YOUNG_THRESHOLD)
