@@ -60,9 +60,7 @@ REGISTRY_TTL_S = 2.0
 PUSH_ACK_WAIT_S = 2.0
 OUTCOME_S = 90.0  # a generous deadline for outcomes on a loaded two-core machine
 _POLL_S = 0.1
-# Few shards: each is a lease, a consumer and a fence every process sets up at start and after
-# a failover; two of each role still spread them.
-PLAN = ClusterPlan(brokers=2, persisters=2, notifiers=1, apis=1, conversation_shards=4, presence_shards=2)
+PLAN = ClusterPlan(brokers=2, persisters=2, notifiers=1, apis=1, conversation_shards=16, presence_shards=4)
 
 
 def _settings(gateway: PushGateway) -> dict[str, str]:
