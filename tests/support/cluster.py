@@ -48,8 +48,9 @@ __all__ = [
 T = TypeVar("T")
 
 # Every wait a test sits out is one of these: as short as a loaded machine tolerates (a registry
-# heartbeat every third of its TTL). The lease stays at 5 s: with 2 s, the full suite on a loaded
-# machine once saw the paused-persister test wait in vain for the successor's fence.
+# heartbeat every third of its TTL). The lease stays at 5 s and the shards at 16 + 4: with 4 + 2
+# shards the paused-persister test waited in vain for the successor's fence (with a 2 s and a 5 s
+# lease alike); a 2 s lease with 16 + 4 shards is untried.
 GRACE_S = 1.0
 LEASE_TTL_S = 5.0
 # cluster/leases.py, "Bound on a takeover after an owner dies": (1 + renew_fraction) x TTL after
