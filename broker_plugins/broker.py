@@ -327,7 +327,17 @@ class HubbubBroker(RoutingBroker):
         return session is not None and session.handler is not None
 
     def drop(self, device_id: str) -> None:
-        """Close ``device_id``'s connection, if any."""
+        """Close ``device_id``'s connection, if any, and forget a session that has none.
+
+        The device was ended (sign-out, revocation). A session without a connection may be one
+        whose CONNECT passed the signed-in check and now waits in ``_reported`` (a cluster node
+        subscribing to the inbox): forgetting it makes that CONNECT end without a CONNACK, as
+        its check would now refuse it. An away persistent session is void too.
+        """
         session = self.sessions.get(device_id)
-        if session is not None and session.handler is not None:
+        if session is None:
+            return
+        if session.handler is not None:
             session.handler.close()
+        else:
+            self.forget(session)

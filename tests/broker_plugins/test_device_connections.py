@@ -255,6 +255,19 @@ async def test_a_failed_connect_report_closes_the_connection_and_reports_it_gone
     assert "phone" not in broker.server.sessions
 
 
+async def test_a_device_ended_while_its_connack_waits_gets_no_connack(broker: Broker) -> None:
+    """Signed out after its signed-in check passed, before the cluster node's inbox subscription."""
+    broker.events.gate = gate = asyncio.get_running_loop().create_future()
+    phone = await _send_connect(broker, "phone")
+    await broker.events.wait_for(("connected", USER, "phone"))
+    broker.server.drop("phone")
+    gate.set_result(None)
+    with pytest.raises(EOFError):
+        await phone.packet()  # closed without CONNACK
+    await broker.events.wait_for(("disconnected", USER, "phone"))
+    assert "phone" not in broker.server.sessions
+
+
 async def test_a_persistent_session_keeps_what_was_routed_while_its_connack_waited(broker: Broker) -> None:
     inbox = f"user/{USER}/inbox"
     phone = await _send_connect(broker, "phone", clean=False)
