@@ -76,7 +76,9 @@ def _parser() -> argparse.ArgumentParser:
     suite.add_argument("--sizes", type=_sizes, default=[100, 1000, 10_000], help="relay subscriber counts")
     suite.add_argument("--duration", type=float, default=8.0, help="seconds per measured run")
     suite.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds at the start of each")
-    suite.add_argument("--connections", type=int, default=10_000, help="idle connections to hold")
+    suite.add_argument(
+        "--connections", type=_sizes, default=[10_000, 50_000], help="idle connections, e.g. 10000,50000"
+    )
     suite.add_argument("--presence-clients", type=int, default=CLIENTS, help="devices in the presence storm")
     suite.add_argument("--out", type=Path, help="write the Markdown report here")
     suite.add_argument("--plots-dir", type=Path, help="write PNG plots here (needs matplotlib)")
@@ -202,7 +204,7 @@ def _all(args: argparse.Namespace, argv: list[str]) -> int:
         sizes=tuple(args.sizes),
         duration=args.duration,
         warmup=args.warmup,
-        connections=args.connections,
+        connections=tuple(args.connections),
         presence_clients=args.presence_clients,
     )
     results = run_suite(options)

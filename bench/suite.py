@@ -16,9 +16,10 @@ import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
-from bench.brokers import BrokerUnderTest, Mosquitto, StockAmqtt, close_quietly
+from bench.brokers import BrokerUnderTest, Mosquitto, StockAmqtt, SubprocessBroker, close_quietly
 from bench.cassandra import CassandraRun, cassandra_markdown, run_cassandra
 from bench.chat import PipelineResult, profile_chat, run_chat, run_groups
 from bench.cluster import ClusterOptions, ClusterRun, cluster_markdown, run_cluster
@@ -37,7 +38,8 @@ ANALYSIS = Path("docs/bench/analysis.md")  # what the numbers mean, kept by hand
 BASELINE = Path("docs/bench/baseline.md")  # the numbers before issue 6, kept by hand
 PROFILE_LINES = 25
 PIPELINE_CDF = "pipeline-latency-cdf.png"
-RELAY_RATIO, FLAT_SPREAD, CHAT_RATIO, CHAT_P99_MS, KB_PER_CONNECTION = 0.5, 0.10, 0.3, 50.0, 20.0
+RELAY_RATIO, FLAT_SPREAD, CHAT_RATIO, CHAT_P99_MS = 0.5, 0.10, 0.3, 50.0
+KB_PER_CONNECTION, CONNECTS_PER_S, CONNECT_RATIO = 5.0, 5_000, 0.35  # issue 15
 
 
 @dataclass(frozen=True)
@@ -52,9 +54,11 @@ class SuiteOptions:
     groups: int = 10
     group_members: int = 100
     group_senders: int = 2
-    connections: int = 10_000
+    connections: tuple[int, ...] = (10_000, 50_000)
     presence_clients: int = 2_000
     presence_grace_s: float = 3.0  # short, so the storm's two phases fit in about half a minute
+    storm_clients: int = 10_000  # issue 15's reconnect storm onto one node, at the production grace
+    storm_grace_s: float = 10.0
     history_messages: int = 1_000_000
     history_pages: int = 1_000
 
@@ -84,6 +88,7 @@ class SuiteResults:
     groups: list[PipelineResult] = field(default_factory=list)
     connections: list[ConnectionsResult] = field(default_factory=list)
     presence: list[PresenceResult] = field(default_factory=list)
+    storm: PresenceResult | None = None  # the reconnect storm of issue 15 (section 5 too)
     profile: str = ""
     chat_profile: str = ""
     cassandra: CassandraRun | None = None
@@ -162,6 +167,10 @@ def _postgres(results: SuiteResults, options: SuiteOptions) -> None:
     )
 
 
+def _connections(results: SuiteResults, broker: SubprocessBroker, count: int) -> None:
+    results.connections.append(run_connections(broker, count))
+
+
 def _cluster(results: SuiteResults, options: SuiteOptions) -> None:
     """Section 7: the cluster's chat on one and two broker nodes, and its failovers (about 5 minutes)."""
     results.cluster = run_cluster(ClusterOptions(duration=options.duration, warmup=options.warmup))
@@ -193,19 +202,23 @@ def run_suite(options: SuiteOptions) -> SuiteResults:
                 )
             ),
         ),
-        (
-            "connections hubbub",
-            lambda: results.connections.append(run_connections(HubbubBroker(), options.connections)),
-        ),
-        (
-            "connections mosquitto",
-            lambda: results.connections.append(run_connections(Mosquitto(), options.connections)),
+        *(
+            (
+                f"connections {broker.name} {count:,}",
+                partial(_connections, results, broker, count),
+            )
+            for count in options.connections
+            for broker in (HubbubBroker(), Mosquitto())
         ),
         ("postgres", lambda: _postgres(results, options)),
         ("cassandra", lambda: _cassandra(results, options)),
         (
             "presence",
             lambda: results.presence.append(run_presence(options.presence_clients, options.presence_grace_s)),
+        ),
+        (
+            "reconnect storm",
+            lambda: setattr(results, "storm", run_presence(options.storm_clients, options.storm_grace_s)),
         ),
         ("cluster", lambda: _cluster(results, options)),
     ]
@@ -244,7 +257,7 @@ def suite_markdown(results: SuiteResults, options: SuiteOptions, command: str) -
             "generator runs on the same machine (2 worker processes)."
         ),
         "",
-        "## Targets (issue 6), from this run",
+        "## Targets (issues 6 and 15), from this run",
         "",
         "| target | measured | met |",
         "| --- | --- | --- |",
@@ -268,7 +281,9 @@ def suite_markdown(results: SuiteResults, options: SuiteOptions, command: str) -
     lines += _pipeline_section(results, relay_ref)
     lines += _connections_section(results)
     lines += presence_markdown(
-        results.presence, command, [e for e in results.errors if e.startswith("presence:")]
+        [*results.presence, *([results.storm] if results.storm else [])],
+        command,
+        [e for e in results.errors if e.startswith(("presence:", "reconnect storm:"))],
     )
     if results.cassandra is not None or results.postgres is not None:
         sqlite_chat = next((r for r in results.chat if r.label == "max"), None)
@@ -335,11 +350,38 @@ def _targets(results: SuiteResults, relay_ref: dict[int, float], hubbub: dict[in
             f"| chat p99 ≤ 50 ms at half that rate | {half.p99_ms:.1f} ms at {half.offered_per_s:,.0f}/s | "
             f"{'yes' if half.p99_ms <= CHAT_P99_MS else 'no'} |"
         )
-    own = next((c for c in results.connections if c.broker == "hubbub"), None)
-    if own is not None:
+    return rows + _connection_targets(results)
+
+
+def _connection_targets(results: SuiteResults) -> list[str]:
+    """Issue 15: connects/s, memory per idle connection, and the reconnect storm."""
+    rows = []
+    mosquitto = {c.connections: c for c in results.connections if c.broker == "mosquitto"}
+    for own in (c for c in results.connections if c.broker == "hubbub"):
         kib = own.bytes_per_connection / 1024
         met = "yes" if kib <= KB_PER_CONNECTION else "no"
-        rows.append(f"| ≤ 20 KB broker memory per idle connection | {kib:.1f} KB | {met} |")
+        rows.append(f"| ≤ 5 KB broker RSS per idle connection, {own.connections:,} | {kib:.1f} KB | {met} |")
+        other = mosquitto.get(own.connections)
+        ratio = own.connect_rate / other.connect_rate if other and other.connect_rate else math.nan
+        met = "yes" if own.connect_rate >= CONNECTS_PER_S and ratio >= CONNECT_RATIO else "no"
+        rows.append(
+            f"| ≥ 5,000 connects/s and ≥ 0.35 x Mosquitto, {own.connections:,} | "
+            f"{own.connect_rate:,.0f}/s = {ratio:.2f} x | {met} |"
+        )
+    storm = results.storm
+    if storm is not None:
+        blip = storm.phases[0] if storm.phases else None
+        calm = blip is not None and blip.reconnected == storm.clients and blip.published == 0
+        rows.append(
+            f"| a reconnect storm of {storm.clients:,} without a timeout or a presence flap "
+            f"(grace {storm.grace_s:g} s) | "
+            + (
+                f"{blip.reconnected:,} back in {blip.reconnect_seconds:.1f} s, {blip.published:,} publishes"
+                if blip is not None
+                else "not run"
+            )
+            + f" | {'yes' if calm and storm.held else 'no'} |"
+        )
     return rows
 
 
