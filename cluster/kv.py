@@ -7,8 +7,10 @@ treats an absent key as expired, rather than keeping a watcher's view, which wou
 that an entry aged out.
 
 A snapshot uses no consumer: the stream's per-subject counts (``STREAM.INFO`` with a subjects
-filter) say which keys hold a message, and direct gets (served by any replica) read them,
-skipping delete markers. A watcher would need an ephemeral consumer, and on 2.9 creating one
+filter) say which keys hold a message, and reads from the stream's leader get them, skipping
+delete markers. Not direct gets: any replica answers those, and one that lags returns an older
+value, or none for a key the leader just counted (a presence mirror refreshed from such a read
+took users that were online for offline). A watcher would need an ephemeral consumer, and on 2.9 creating one
 fails about one time in three while a replica of the bucket is down (it may be placed on the
 dead server), which would stall the lease balancer exactly when a NATS server has died.
 """
@@ -20,7 +22,7 @@ from dataclasses import dataclass
 
 from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig, StorageType
-from nats.js.errors import BucketNotFoundError, KeyNotFoundError, NotFoundError
+from nats.js.errors import BucketNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 
 from cluster.connection import ClusterConfigError
@@ -46,14 +48,19 @@ class Bucket:
         ``kv.get`` uses direct gets, answered by any replica: one that lags may still hold a value
         this process has already seen replaced on the bucket's subject. This read does not lag.
         """
+        entry = await self._get(key)
+        return None if entry is None else entry.value
+
+    async def _get(self, key: str) -> KeyValue.Entry | None:
+        """``key``'s entry as the leader holds it (revision = stream sequence); ``None`` if removed."""
         try:
             stream, subject = subjects.kv_stream(self.name), subjects.kv_key(self.name, key)
             message = await self.js.get_last_msg(stream, subject)
-        except NotFoundError:
+        except NotFoundError:  # absent, or aged out since the count was taken
             return None
         if (message.headers or {}).get(_OPERATION) in _REMOVED:
             return None
-        return message.data
+        return KeyValue.Entry(self.name, key, message.data, message.seq, None, None, None)
 
     async def latest(self, keys: str = ">") -> dict[str, KeyValue.Entry]:
         """The live value of every key matching ``keys`` (deleted and aged-out keys absent)."""
@@ -62,12 +69,6 @@ class Bucket:
         names = [subject.removeprefix(prefix) for subject in (info.state.subjects or {})]
         found = await asyncio.gather(*(self._get(key) for key in names))
         return {entry.key: entry for entry in found if entry is not None}
-
-    async def _get(self, key: str) -> KeyValue.Entry | None:
-        try:
-            return await self.kv.get(key)
-        except KeyNotFoundError:  # a delete marker, or aged out since the count was taken
-            return None
 
 
 async def ensure_bucket(

@@ -74,6 +74,7 @@ class PresenceMirror:
         self._online: set[int] = set()
         self._listeners: list[ChangeListener] = []
         self._during_refresh: list[tuple[PresenceChange, bytes]] | None = None
+        self._refreshing = asyncio.Lock()  # one read at a time: two would share ``_during_refresh``
         self._subscription: Subscription | None = None
         self._task: asyncio.Task[None] | None = None
         self.refreshes = 0  # full reads done (for /metrics and tests)
@@ -129,7 +130,15 @@ class PresenceMirror:
         return self._task is not None and not self._task.done()
 
     async def refresh(self) -> None:
-        """Read the whole bucket now; changes that arrive meanwhile are applied on top, in order."""
+        """Read the whole bucket now; changes that arrive meanwhile are applied on top, in order.
+
+        One refresh at a time (the periodic one and one asked for): an older read finishing
+        after a newer one would put back what the newer one had replaced.
+        """
+        async with self._refreshing:
+            await self._refresh()
+
+    async def _refresh(self) -> None:
         self._during_refresh = []
         try:
             entries = await self._bucket.latest()
