@@ -349,14 +349,8 @@ class ConnectionHandler(asyncio.Protocol):
         """Handle the packets in ``buffer``; keep an incomplete one; start a step if one must wait."""
         try:
             position, step = self._handle_buffer(buffer)
-        except (ProtocolViolation, MalformedPacket, AMQTTError, MQTTError) as exc:
-            logger.info("closing device_id=%s: %s", self._client_id(), exc)
-            self._end(clean=False)
-            return
-        except Exception:
-            # A bug must cost only this connection, and be seen.
-            logger.exception("unexpected error handling device_id=%s; closing", self._client_id())
-            self._end(clean=False)
+        except Exception as exc:  # noqa: BLE001 - a bug must cost only this connection (and is logged)
+            self._end_on(exc)
             return
         if self._closed:
             return
@@ -365,17 +359,20 @@ class ConnectionHandler(asyncio.Protocol):
             self.link.pause_reading()
             self._step = asyncio.get_running_loop().create_task(self._finish_step(step))
 
+    def _end_on(self, exc: Exception) -> None:
+        """Close the connection a packet's handling failed on: a client's fault, or a bug (traceback)."""
+        if isinstance(exc, ProtocolViolation | MalformedPacket | AMQTTError | MQTTError):
+            logger.info("closing device_id=%s: %s", self._client_id(), exc)
+        else:
+            logger.error("unexpected error handling device_id=%s; closing", self._client_id(), exc_info=exc)
+        self._end(clean=False)
+
     async def _finish_step(self, step: Awaitable[None]) -> None:
         """Wait for a packet's handling, then handle what came after it and read again."""
         try:
             await step
-        except (ProtocolViolation, MalformedPacket, AMQTTError, MQTTError) as exc:
-            logger.info("closing device_id=%s: %s", self._client_id(), exc)
-            self._end(clean=False)
-            return
-        except Exception:
-            logger.exception("unexpected error handling device_id=%s; closing", self._client_id())
-            self._end(clean=False)
+        except Exception as exc:  # noqa: BLE001 - a bug must cost only this connection (and is logged)
+            self._end_on(exc)
             return
         self._step = None
         if self._closed:

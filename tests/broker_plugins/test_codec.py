@@ -6,11 +6,10 @@ and ``test_connect_auth.py``.
 
 from __future__ import annotations
 
-import ssl
 import struct
 
 import pytest
-from amqtt.adapters import BufferReader, WriterAdapter
+from amqtt.adapters import BufferReader
 from amqtt.errors import MQTTError
 
 from broker_plugins.codec import (
@@ -23,6 +22,7 @@ from broker_plugins.codec import (
     unsuback_packet,
 )
 from broker_plugins.connect import read_connect
+from tests.broker_plugins.recording import RecordingWriter
 from tests.support.wire import connect_packet, remaining_length
 
 
@@ -66,33 +66,12 @@ def test_acknowledgements_are_framed_as_mqtt_3_1_1_says() -> None:
     assert next_packet(suback_packet(7, [1]), 0) == (0x90, 2, 5)
 
 
-class _Recorder(WriterAdapter):
-    def __init__(self) -> None:
-        self.written = b""
-        self.closed = False
-
-    def write(self, data: bytes) -> None:
-        self.written += data
-
-    async def drain(self) -> None:
-        return None
-
-    def get_peer_info(self) -> tuple[str, int] | None:
-        return ("192.0.2.1", 40000)
-
-    def get_ssl_info(self) -> ssl.SSLObject | None:
-        return None
-
-    async def close(self) -> None:
-        self.closed = True
-
-
 @pytest.fixture
-def recorder() -> _Recorder:
-    return _Recorder()
+def recorder() -> RecordingWriter:
+    return RecordingWriter(("192.0.2.1", 40000))
 
 
-async def test_a_connect_is_read_into_plain_fields_with_its_peer(recorder: _Recorder) -> None:
+async def test_a_connect_is_read_into_plain_fields_with_its_peer(recorder: RecordingWriter) -> None:
     connect = await read_connect(
         BufferReader(connect_packet("phone-1", "42", "token", keepalive=30)), recorder
     )
@@ -102,7 +81,7 @@ async def test_a_connect_is_read_into_plain_fields_with_its_peer(recorder: _Reco
     assert recorder.written == b""
 
 
-async def test_a_will_is_read(recorder: _Recorder) -> None:
+async def test_a_will_is_read(recorder: RecordingWriter) -> None:
     flags = 0b11000010 | 0b00100100 | 0b00001000  # user, password, clean; will retained; will QoS 1
     body = _string("MQTT") + bytes([4, flags]) + struct.pack("!H", 10)
     body += _string("svc") + _string("status/svc") + _string("gone") + _string("service:x") + _string("t")
@@ -117,7 +96,9 @@ async def test_a_will_is_read(recorder: _Recorder) -> None:
     )
 
 
-async def test_an_unsupported_protocol_level_gets_its_connack_and_is_refused(recorder: _Recorder) -> None:
+async def test_an_unsupported_protocol_level_gets_its_connack_and_is_refused(
+    recorder: RecordingWriter,
+) -> None:
     body = _string("MQTT") + bytes([3, 0b00000010]) + struct.pack("!H", 10) + _string("phone-1")
     with pytest.raises(MQTTError, match="protocol level 3"):
         await read_connect(BufferReader(b"\x10" + remaining_length(len(body)) + body), recorder)
@@ -125,7 +106,7 @@ async def test_an_unsupported_protocol_level_gets_its_connack_and_is_refused(rec
     assert recorder.closed
 
 
-async def test_no_client_id_with_a_persistent_session_is_refused(recorder: _Recorder) -> None:
+async def test_no_client_id_with_a_persistent_session_is_refused(recorder: RecordingWriter) -> None:
     body = _string("MQTT") + bytes([4, 0b00000000]) + struct.pack("!H", 10) + _string("")
     with pytest.raises(MQTTError, match=r"MQTT-3\.1\.3-8"):
         await read_connect(BufferReader(b"\x10" + remaining_length(len(body)) + body), recorder)
@@ -137,7 +118,7 @@ async def test_no_client_id_with_a_persistent_session_is_refused(recorder: _Reco
     [(b"a\x00b", b"42"), (b"a\xffb", b"42"), (b"phone", b"4\x002"), (b"ph", b"\xc3")],
 )
 async def test_a_connect_string_that_is_not_utf_8_without_nul_closes_without_connack(
-    recorder: _Recorder, client_id: bytes, username: bytes
+    recorder: RecordingWriter, client_id: bytes, username: bytes
 ) -> None:
     # amqtt's decoder reads invalid UTF-8 as str(bytes) ("b'a\\xffb'"): read_connect must notice.
     def raw(data: bytes) -> bytes:

@@ -6,40 +6,17 @@ broker in ``test_connect_auth.py`` and ``test_protocol_strict.py``.
 
 from __future__ import annotations
 
-import ssl
 import struct
 
 import pytest
-from amqtt.adapters import BufferReader, WriterAdapter
+from amqtt.adapters import BufferReader
 from amqtt.errors import MQTTError, NoDataError
 
 from broker_plugins.connect import read_connect
+from tests.broker_plugins.recording import RecordingWriter
 from tests.support.wire import remaining_length
 
 CLEAN, WILL, PASSWORD, USERNAME, RESERVED = 0x02, 0x04, 0x40, 0x80, 0x01
-
-
-class Recorder(WriterAdapter):
-    """What the decoder wrote back (a refusing CONNACK) and whether it closed."""
-
-    def __init__(self) -> None:
-        self.written = b""
-        self.closed = False
-
-    def write(self, data: bytes) -> None:
-        self.written += data
-
-    async def drain(self) -> None:
-        return None
-
-    def get_peer_info(self) -> tuple[str, int] | None:
-        return None
-
-    def get_ssl_info(self) -> ssl.SSLObject | None:
-        return None
-
-    async def close(self) -> None:
-        self.closed = True
 
 
 def _raw(data: bytes) -> bytes:
@@ -52,7 +29,7 @@ def _connect(flags: int, *fields: bytes, name: bytes = b"MQTT", level: int = 4) 
 
 
 async def test_no_client_id_with_a_clean_session_gets_one_and_its_peer_may_be_unknown() -> None:
-    connect = await read_connect(BufferReader(_connect(CLEAN)), Recorder())  # the body ends before it
+    connect = await read_connect(BufferReader(_connect(CLEAN)), RecordingWriter())  # the body ends before it
     assert connect.client_id.startswith("amqtt/")
     assert (connect.username, connect.password, connect.remote) == (None, None, "unknown:0")
 
@@ -66,7 +43,7 @@ REFUSED_WITH_CONNACK_4 = {
 
 @pytest.mark.parametrize("packet", REFUSED_WITH_CONNACK_4.values(), ids=REFUSED_WITH_CONNACK_4.keys())
 async def test_credentials_flagged_but_missing_get_connack_4(packet: bytes) -> None:
-    recorder = Recorder()
+    recorder = RecordingWriter()
     with pytest.raises(MQTTError, match="CONNECT refused"):
         await read_connect(BufferReader(packet), recorder)
     assert (recorder.written, recorder.closed) == (b"\x20\x02\x00\x04", True)
@@ -85,7 +62,7 @@ CLOSED_WITHOUT_CONNACK = {
 
 @pytest.mark.parametrize("packet", CLOSED_WITHOUT_CONNACK.values(), ids=CLOSED_WITHOUT_CONNACK.keys())
 async def test_a_malformed_connect_is_refused_without_connack(packet: bytes) -> None:
-    recorder = Recorder()
+    recorder = RecordingWriter()
     with pytest.raises(MQTTError):
         await read_connect(BufferReader(packet), recorder)
     assert recorder.written == b""
@@ -101,10 +78,10 @@ TRUNCATED = {
 @pytest.mark.parametrize("packet", TRUNCATED.values(), ids=TRUNCATED.keys())
 async def test_a_connection_ending_inside_its_connect_is_no_data(packet: bytes) -> None:
     with pytest.raises(NoDataError):
-        await read_connect(BufferReader(packet), Recorder())
+        await read_connect(BufferReader(packet), RecordingWriter())
 
 
 async def test_a_password_that_is_not_utf_8_is_kept_for_the_token_check_to_refuse() -> None:
     packet = _connect(CLEAN | USERNAME | PASSWORD, _raw(b"phone"), _raw(b"42"), _raw(b"\xff"))
-    connect = await read_connect(BufferReader(packet), Recorder())
+    connect = await read_connect(BufferReader(packet), RecordingWriter())
     assert connect.password == "b'\\xff'"
