@@ -58,6 +58,7 @@ from nats.errors import Error as NatsError
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
+from cluster import cancelling
 from cluster.committed import CommitReplier
 from cluster.connection import ClusterConnection
 from hubbub import subjects
@@ -194,7 +195,7 @@ class ShardIntake:
         """Start reading ``shard`` under ``epoch`` (after the previous reader of it ended)."""
         previous = self._readers.pop(shard, None)
         if previous is not None:
-            previous.task.cancel()
+            cancelling.cancel(previous.task)
         after = previous.task if previous is not None else None
         task = asyncio.create_task(self._read(shard, epoch, after), name=f"intake-shard-{shard}")
         self._readers[shard] = _Reader(epoch, task, asyncio.Semaphore(1))
@@ -210,7 +211,7 @@ class ShardIntake:
             return
         del self._readers[fence.shard]
         if reader.task is not asyncio.current_task():  # a reader stopping itself just returns
-            reader.task.cancel()
+            cancelling.cancel(reader.task)
         self._track(reader.task)
         stale = [batch for batch in self._ready if batch.fence.shard == fence.shard]
         for batch in stale:

@@ -84,6 +84,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
+from cluster import cancelling
 from cluster.kv import Bucket, ensure_bucket
 
 __all__ = ["LeaseRecord", "ShardCallback", "ShardLeases", "bucket_name"]
@@ -224,10 +225,7 @@ class ShardLeases:
     async def stop(self, *, release: bool = True) -> None:
         """Stop keeping leases; with ``release``, hand every shard back and leave at once."""
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancelling.stop(task)
         for shard in sorted(self._held):
             if release:
                 await self._release(shard)

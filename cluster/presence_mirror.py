@@ -31,6 +31,7 @@ from nats.aio.subscription import Subscription
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 
+from cluster import cancelling
 from cluster.connection import ClusterConnection
 from cluster.kv import Bucket, ensure_bucket
 from hubbub import subjects
@@ -115,10 +116,7 @@ class PresenceMirror:
     async def stop(self) -> None:
         """Stop following the bucket."""
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancelling.stop(task)
         subscription, self._subscription = self._subscription, None
         if subscription is not None:
             with contextlib.suppress(*_TRANSIENT):

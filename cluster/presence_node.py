@@ -29,6 +29,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.errors import Error as NatsError
 
+from cluster import cancelling
 from cluster.connection import ClusterConnection
 from cluster.presence_mirror import PresenceMirror
 from hubbub import subjects
@@ -126,9 +127,7 @@ class NodePresence:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(_CLOSE_FLUSH_S):
                     await self._outbox.join()
-            sender.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sender
+            await cancelling.stop(sender)
 
     @property
     def running(self) -> bool:

@@ -49,6 +49,7 @@ from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 
+from cluster import cancelling
 from cluster.connection import ClusterConnection
 from cluster.kv import Bucket, ensure_bucket
 from cluster.leases import ShardLeases, bucket_name
@@ -138,10 +139,7 @@ class PresenceWriters:
         for shard in list(self._writers):
             self._lost(shard, 0)
         watch, self._watch = self._watch, None
-        if watch is not None:
-            watch.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watch
+        await cancelling.stop(watch)
 
     @property
     def shards(self) -> set[int]:
@@ -231,7 +229,7 @@ class _ShardWriter:
             self.decider.close()
         self._pending.clear()
         for task in list(self._tasks):
-            task.cancel()
+            cancelling.cancel(task)
         subscription, self._subscription = self._subscription, None
         if subscription is not None:
             self.owner.background(_unsubscribe(subscription), f"presence-unsubscribe-{self.shard}")

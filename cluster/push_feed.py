@@ -46,6 +46,7 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
+from cluster import cancelling
 from cluster.committed import ensure_committed_stream
 from cluster.leases import ShardLeases
 from hubbub import subjects
@@ -179,7 +180,7 @@ class NatsCommittedFeed:
         for shard in list(self._consumers):
             self.lost(shard, 0)
         if self._keeper is not None:
-            self._keeper.cancel()
+            cancelling.cancel(self._keeper)
         await asyncio.gather(
             *self._stopping, *self._acks, *filter(None, [self._keeper]), return_exceptions=True
         )
@@ -236,7 +237,7 @@ class NatsCommittedFeed:
         task = self._consumers.pop(shard, None)
         if task is not None:
             logger.info("notifier stops consuming committed shard %d (epoch %d)", shard, epoch)
-            task.cancel()
+            cancelling.cancel(task)
             self._stopping.add(task)  # awaited by close
             task.add_done_callback(self._stopping.discard)
 

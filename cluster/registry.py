@@ -34,6 +34,7 @@ import orjson
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 
+from cluster import cancelling
 from cluster.kv import Bucket, ensure_bucket
 
 __all__ = ["BUCKET", "Endpoints", "NodeDirectory", "NodeHeartbeat", "NodeInfo", "open_registry"]
@@ -161,10 +162,7 @@ class NodeHeartbeat:
     async def stop(self, *, deregister: bool = True) -> None:
         """Stop beating; with ``deregister`` the node leaves the registry at once."""
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancelling.stop(task)
         if deregister:
             with contextlib.suppress(*_TRANSIENT):
                 await self.bucket.kv.delete(f"{self.kind}.{self.node_id}")
@@ -235,10 +233,7 @@ class NodeDirectory:
     async def stop(self) -> None:
         """Stop refreshing."""
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancelling.stop(task)
 
     @property
     def running(self) -> bool:
