@@ -8,7 +8,7 @@ definitions give the JSON Schemas of the MQTT contract (``hubbub.asyncapi``) and
 the Python client (``parse_inbox_event``), so the server, the published document and the client
 cannot drift apart.
 
-The builders sit on the hot path (a ``message`` and an ``ack`` per message and recipient): they
+The builders sit on the hot path (a ``message`` and an ``ack`` per message, built together): they
 fill plain dicts annotated with these types and hand them to orjson. The types cost nothing at
 run time and nothing is validated per message; mypy checks the builders against the types, and
 the tests validate what devices receive against the generated schemas.
@@ -48,6 +48,7 @@ __all__ = [
     "TypingNotice",
     "ack_event",
     "conversation_event",
+    "delivery_events",
     "error_event",
     "friend_event",
     "inbox_event_adapter",
@@ -270,30 +271,41 @@ def message_json(message: CommittedMessage) -> MessageJson:
 
 def message_event(message: CommittedMessage) -> bytes:
     """The ``message`` inbox event, delivered to every member's devices."""
-    event: MessageEvent = {
-        "kind": "message",
-        "conversation_id": str(message.conversation_id),
-        "message_id": str(message.message_id),
-        "seq": message.seq,
-        "sender_id": str(message.sender_id),
-        "cmid": message.cmid,
-        "text": message.text,
-        "created_at": format_time(message.created_at_ms),
-    }
-    return orjson.dumps(event)
+    return delivery_events(message)[0]
 
 
 def ack_event(message: CommittedMessage) -> bytes:
     """The ``ack`` inbox event for the sender's devices: ``cmid`` is stored as ``message_id``/``seq``."""
-    event: AckEvent = {
-        "kind": "ack",
-        "conversation_id": str(message.conversation_id),
-        "cmid": message.cmid,
-        "message_id": str(message.message_id),
+    return delivery_events(message)[1]
+
+
+def delivery_events(message: CommittedMessage) -> tuple[bytes, bytes]:
+    """A new message's ``message`` event and its ``ack``, the fields they share formatted once.
+
+    The fan-out needs both for every new message, so they are built together.
+    """
+    conversation_id = str(message.conversation_id)
+    message_id = str(message.message_id)
+    created_at = format_time(message.created_at_ms)
+    event: MessageEvent = {
+        "kind": "message",
+        "conversation_id": conversation_id,
+        "message_id": message_id,
         "seq": message.seq,
-        "created_at": format_time(message.created_at_ms),
+        "sender_id": str(message.sender_id),
+        "cmid": message.cmid,
+        "text": message.text,
+        "created_at": created_at,
     }
-    return orjson.dumps(event)
+    ack: AckEvent = {
+        "kind": "ack",
+        "conversation_id": conversation_id,
+        "cmid": message.cmid,
+        "message_id": message_id,
+        "seq": message.seq,
+        "created_at": created_at,
+    }
+    return orjson.dumps(event), orjson.dumps(ack)
 
 
 def error_event(conversation_id: int | None, cmid: str | None, error: MessageRejected) -> bytes:

@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from hubbub.connections import Inboxes
 from hubbub.envelope import CommitResult
-from hubbub.events import ack_event, message_event
+from hubbub.events import ack_event, delivery_events
 
 __all__ = ["Members", "fan_out"]
 
@@ -38,8 +38,10 @@ async def fan_out(results: Sequence[CommitResult], members: Members, inboxes: In
     for result in results:
         message = result.message
         sender, device = message.sender_id, result.sender_device_id
-        if not result.duplicate:
-            payload = message_event(message)
-            for user_id in rosters[message.conversation_id]:
-                to_inbox(user_id, payload, skip_device=device if user_id == sender else None)
-        to_inbox(sender, ack_event(message), only_device=device)
+        if result.duplicate:
+            to_inbox(sender, ack_event(message), only_device=device)
+            continue
+        payload, ack = delivery_events(message)
+        for user_id in rosters[message.conversation_id]:
+            to_inbox(user_id, payload, skip_device=device if user_id == sender else None)
+        to_inbox(sender, ack, only_device=device)

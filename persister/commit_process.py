@@ -36,7 +36,7 @@ from hubbub.envelope import AcceptedMessage, CommitResult, CommittedMessage
 from hubbub.errors import CommitFailed
 from hubbub.failure_log import FailureLog, describe_failure
 from hubbub.stores import Fence
-from persister.sql_commit import BatchCommitter, commit_batch
+from persister.sql_commit import BatchCommitter, Outcome, commit_outcomes, committed_results
 from persister.sql_fencing import single_node
 
 __all__ = ["ProcessCommitter", "serve"]
@@ -57,7 +57,7 @@ def serve(engine: Engine, requests: IO[bytes], replies: IO[bytes]) -> None:
             batch = [AcceptedMessage(*fields) for fields in orjson.loads(body)]
             try:
                 reply: dict[str, Any] = {
-                    "results": [_encode_result(r) for r in commit_batch(committer, connection, batch)]
+                    "results": [_encode_outcome(o) for o in commit_outcomes(committer, connection, batch)]
                 }
             except Exception as exc:  # noqa: BLE001 - any failure: answered, and the next batch tried
                 failures.failed(exc)
@@ -79,27 +79,22 @@ def _read_frame(stream: IO[bytes]) -> bytes | None:
     return body if len(body) == size else None
 
 
-def _encode_result(result: CommitResult) -> int | list[Any]:
-    message = result.message
-    if not result.duplicate:
-        return message.seq
-    return [message.message_id, message.seq, message.text, message.created_at_ms]
+def _encode_outcome(outcome: Outcome) -> int | list[Any]:
+    if isinstance(outcome, int):  # new: the seq it was given
+        return outcome
+    return [outcome.message_id, outcome.seq, outcome.text, outcome.created_at_ms]  # a resend: the original
 
 
 def _encode_request(m: AcceptedMessage) -> list[Any]:
     return [m.conversation_id, m.message_id, m.sender_id, m.sender_device_id, m.cmid, m.text, m.created_at_ms]
 
 
-def _decode_result(accepted: AcceptedMessage, encoded: int | list[Any]) -> CommitResult:
+def _decode_outcome(accepted: AcceptedMessage, encoded: int | list[Any]) -> Outcome:
+    if isinstance(encoded, int):
+        return encoded
+    message_id, seq, text, created_at_ms = encoded
     a = accepted
-    if isinstance(encoded, int):  # new: the seq it was given
-        message = CommittedMessage(
-            a.conversation_id, a.message_id, encoded, a.sender_id, a.cmid, a.text, a.created_at_ms
-        )
-        return CommitResult(message, duplicate=False, sender_device_id=a.sender_device_id)
-    message_id, seq, text, created_at_ms = encoded  # a resend: the stored original
-    message = CommittedMessage(a.conversation_id, message_id, seq, a.sender_id, a.cmid, text, created_at_ms)
-    return CommitResult(message, duplicate=True, sender_device_id=a.sender_device_id)
+    return CommittedMessage(a.conversation_id, message_id, seq, a.sender_id, a.cmid, text, created_at_ms)
 
 
 class ProcessCommitter:
@@ -141,7 +136,8 @@ class ProcessCommitter:
         decoded = orjson.loads(await reply)
         if "error" in decoded:
             raise CommitFailed(f"the writer process failed the batch: {decoded['error']}")
-        return [_decode_result(m, r) for m, r in zip(batch, decoded["results"], strict=True)]
+        outcomes = [_decode_outcome(m, r) for m, r in zip(batch, decoded["results"], strict=True)]
+        return committed_results(batch, outcomes)
 
     async def _running_child(self) -> _Child:
         """The live child: the one started early, or a new one if none runs (called under ``_sending``)."""

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 
 import pytest
 
-from hubbub.envelope import AcceptedMessage
 from hubbub.ids import SnowflakeGenerator
 from messaging import IngestLimits, MessagingCore
-from persister.local_log import LocalAcceptedLog
+from persister.local_log import AcceptedQueue, LocalAcceptedLog
 from tests.messaging.doubles import FakeConnections, FakeDirectory, ManualClock
 
 GRACE_S = 5.0
@@ -25,7 +23,7 @@ class World:
     clock: ManualClock
     connections: FakeConnections
     directory: FakeDirectory
-    accepted: asyncio.Queue[AcceptedMessage]
+    accepted: AcceptedQueue
 
 
 @pytest.fixture
