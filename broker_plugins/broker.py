@@ -283,22 +283,39 @@ class HubbubBroker(RoutingBroker):
             self.to_inbox(user_id, error_event(None, None, error), only_device=session.client_id)
         return None
 
-    async def add_subscription(self, session: MqttSession, topic_filter: str, qos: int) -> int:
+    def add_subscription(self, session: MqttSession, topic_filter: str, qos: int) -> int | Awaitable[int]:
         """Subscribe (``RoutingBroker``); a presence topic with no retained state asks the core for it."""
-        code = await super().add_subscription(session, topic_filter, qos)
-        events = self._events
-        if code != REFUSED and events is not None and topic_filter not in self.retained:
-            parsed = topics.parse(topic_filter)
-            if parsed is not None and parsed.kind is TopicKind.PRESENCE:
-                snapshot = await events.presence_snapshot(parsed.entity_id)
-                self.retained.setdefault(topic_filter, (snapshot, 0))  # unless set meanwhile
-        return code
+        code = super().add_subscription(session, topic_filter, qos)
+        if isinstance(code, int) and (code == REFUSED or not self._needs_snapshot(topic_filter)):
+            return code
+        return self._with_snapshot(code, topic_filter)
 
-    async def on_subscribe(
-        self, handler: ConnectionHandler, packet_id: int, topics_asked: list[tuple[str, int]]
+    def _needs_snapshot(self, topic_filter: str) -> bool:
+        """Whether ``topic_filter`` is a presence topic with no retained state (after a restart)."""
+        if self._events is None or topic_filter in self.retained:
+            return False
+        parsed = topics.parse(topic_filter)
+        return parsed is not None and parsed.kind is TopicKind.PRESENCE
+
+    async def _with_snapshot(self, code: int | Awaitable[int], topic_filter: str) -> int:
+        granted = code if isinstance(code, int) else await code
+        events = self._events
+        if granted != REFUSED and events is not None and self._needs_snapshot(topic_filter):
+            parsed = topics.parse(topic_filter)
+            assert parsed is not None  # noqa: S101 - a presence topic, checked just now
+            snapshot = await events.presence_snapshot(parsed.entity_id)
+            self.retained.setdefault(topic_filter, (snapshot, 0))  # unless set meanwhile
+        return granted
+
+    def subscribed(
+        self,
+        handler: ConnectionHandler,
+        packet_id: int,
+        topics_asked: list[tuple[str, int]],
+        codes: list[int],
     ) -> None:
-        """Subscribe (``RoutingBroker``), then tell the core a device subscribed to its inbox."""
-        await super().on_subscribe(handler, packet_id, topics_asked)
+        """SUBACK, retained messages (``RoutingBroker``), then tell the core of an inbox subscription."""
+        super().subscribed(handler, packet_id, topics_asked, codes)
         session = handler.session
         user_id, events = session.user_id, self._events
         if user_id is None or events is None or session.handler is not handler:

@@ -12,10 +12,11 @@ own (it no longer subclasses amqtt's ``BrokerProtocolHandler``):
   transport, this slotted object and its session are all there is.
 - ``data_received`` splits the bytes into packets in one pass (``codec.next_packet``) and
   handles every packet type after CONNECT itself; PUBLISH, SUBSCRIBE and UNSUBSCRIBE go to
-  the broker (``Router``) in order. When one must be waited for (a SUBSCRIBE's ACL lookup,
-  a cluster node's publish until the stream accepted it), a task waits for it with the
-  connection's reading paused, then handles the rest: packets stay in order, and a client
-  cannot pile up work.
+  the broker (``Router``) in order, most of them answered at once (a device's SUBSCRIBE to
+  its inbox among them). When one must be waited for (a SUBSCRIBE's lookup of who may see
+  whose presence, a cluster node's publish until the stream accepted it), a task waits for
+  it with the connection's reading paused, then handles the rest: packets stay in order,
+  and a client cannot pile up work.
 - before its CONNECT is accepted, the bytes go to a ``ConnectReader`` instead, which the
   broker's CONNECT task reads (``broker.py``); ``accept`` ends that phase.
 - ``publish_nowait`` writes a PUBLISH into the transport buffer and, for QoS 1/2, records
@@ -108,13 +109,16 @@ class Router(Protocol):
         """A client's PUBLISH; ``None`` when handled already, else something to await first."""
         ...
 
-    async def on_subscribe(
+    def on_subscribe(
         self, handler: ConnectionHandler, packet_id: int, topics: list[tuple[str, int]]
-    ) -> None:
-        """A SUBSCRIBE: subscribe, SUBACK (``handler.suback``), then retained messages."""
+    ) -> Awaitable[None] | None:
+        """A SUBSCRIBE: subscribe, SUBACK (``handler.suback``), then retained messages.
+
+        ``None`` when handled at once, else something to await first (an ACL lookup).
+        """
         ...
 
-    async def on_unsubscribe(self, handler: ConnectionHandler, packet_id: int, topics: list[str]) -> None:
+    def on_unsubscribe(self, handler: ConnectionHandler, packet_id: int, topics: list[str]) -> None:
         """An UNSUBSCRIBE: unsubscribe, then UNSUBACK (``handler.unsuback``)."""
         ...
 
@@ -470,7 +474,7 @@ class ConnectionHandler(asyncio.Protocol):
             return self.router.on_subscribe(self, packet_id, asked)
         elif packet_type == _UNSUBSCRIBE:
             packet_id, filters = parse_unsubscribe(body)
-            return self.router.on_unsubscribe(self, packet_id, filters)
+            self.router.on_unsubscribe(self, packet_id, filters)
         elif packet_type == _CONNECT:
             raise ProtocolViolation("second CONNECT [MQTT-3.1.0-2]")
         elif packet_type in {0, 15}:
