@@ -40,4 +40,4 @@ class SqlDeviceSessions:
     async def _load_owners(self, device_ids: Collection[str]) -> dict[str, int]:
         async with self._engine.connect() as connection:
             rows = await connection.execute(_OWNERS, {"ids": list(device_ids)})
-            return dict(rows.tuples().all())
+            return dict(rows.all())
