@@ -11,7 +11,13 @@ defaults do not give, both handled here:
 
 - file descriptors: the broker holds one per client and each worker one per client it holds.
   ``raise_fd_limit`` lifts this process's ``RLIMIT_NOFILE`` (soft, and hard when allowed: as root
-  up to ``fs.nr_open``) before the broker and the workers start, and they inherit it;
+  up to ``fs.nr_open``) before the broker and the workers start, and they inherit it. Raising
+  the hard limit needs ``CAP_SYS_RESOURCE``: a container or sandbox without it (root or not)
+  stays at the hard limit it was given. Then the run measures as many connections as that
+  limit allows and says so (``ConnectionsResult.limit_note``): never a silent partial number.
+  On a real machine: ``ulimit -Hn 65536`` in a root shell before the run, ``LimitNOFILE=65536``
+  in a systemd unit, ``--ulimit nofile=65536:65536`` for a container; the ceiling of all of
+  them is ``fs.nr_open`` (``sysctl -w fs.nr_open=1048576``);
 - ephemeral ports: one source address reaches one broker port from ~28,000 ports
   (``net.ipv4.ip_local_port_range``). Clients to a loopback broker are spread over source
   addresses 127.0.0.2, 127.0.0.3, ... (``CLIENTS_PER_SOURCE`` each; all of 127/8 is loopback on
@@ -38,7 +44,14 @@ from bench.relay import RelayError, client_specs
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
 
-__all__ = ["CLIENTS_PER_SOURCE", "ConnectionsResult", "raise_fd_limit", "run_connections", "source_hosts"]
+__all__ = [
+    "CLIENTS_PER_SOURCE",
+    "ConnectionsResult",
+    "fd_capacity",
+    "raise_fd_limit",
+    "run_connections",
+    "source_hosts",
+]
 
 SETTLE_S = 3.0  # after the last connection: let deferred work (presence, GC) finish before measuring
 CLIENTS_PER_SOURCE = 20_000  # per loopback source address: well inside the ~28,000 ephemeral ports
@@ -55,10 +68,18 @@ def raise_fd_limit(connections: int) -> int:
         resource.setrlimit(resource.RLIMIT_NOFILE, (needed, max(hard, needed)))
     except (ValueError, OSError):  # not allowed past the hard limit: go as far as it
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < needed:
-        sys.stderr.write(f"[connections] file descriptors limited to {soft:,}: raise the hard limit\n")
+        sys.stderr.write(
+            f"[connections] {connections:,} connections need {needed:,} file descriptors; the hard limit is"
+            f" {hard:,} and raising it needs CAP_SYS_RESOURCE: {fd_capacity():,} connections at most\n"
+        )
     return soft
+
+
+def fd_capacity() -> int:
+    """How many client connections this process's ``RLIMIT_NOFILE`` (inherited by the broker) allows."""
+    return max(0, resource.getrlimit(resource.RLIMIT_NOFILE)[0] - _FD_SLACK)
 
 
 def source_hosts(host: str, count: int) -> list[str | None]:
@@ -78,6 +99,20 @@ class ConnectionsResult:
     connect_seconds: float
     rss_before: int
     rss_after: int
+    asked: int = 0  # connections asked for, when the file-descriptor limit allowed fewer (``connections``)
+    fd_limit: int = 0  # the soft RLIMIT_NOFILE the run had (broker and workers inherit it)
+
+    @property
+    def limit_note(self) -> str:
+        """Why fewer connections than asked were measured (empty when all were)."""
+        if self.asked <= self.connections:
+            return ""
+        return (
+            f"{self.asked:,} asked, {self.connections:,} measured: the file-descriptor limit here is"
+            f" {self.fd_limit:,} (RLIMIT_NOFILE hard limit; raising it needs CAP_SYS_RESOURCE, which this"
+            " machine lacks). Raise it with `ulimit -Hn`, systemd `LimitNOFILE=`, or a container's"
+            " `--ulimit nofile=`, up to `fs.nr_open`"
+        )
 
     @property
     def bytes_per_connection(self) -> float:
@@ -134,12 +169,18 @@ def _worker(
 def run_connections(
     broker: SubprocessBroker, count: int, workers: int = 2, concurrency: int = 100
 ) -> ConnectionsResult:
-    """Start ``broker``, hold ``count`` idle connections, measure its RSS growth and connect rate."""
+    """Start ``broker``, hold ``count`` idle connections, measure its RSS growth and connect rate.
+
+    When the file-descriptor limit cannot be raised far enough, as many as it allows are
+    measured and the result says so (``limit_note``).
+    """
     ctx = multiprocessing.get_context("spawn")
     procs = []
     pipes: list[Connection] = []
+    asked = count
     try:
-        raise_fd_limit(count)  # before the broker starts: it inherits the limit
+        fd_limit = raise_fd_limit(count)  # before the broker starts: it inherits the limit
+        count = min(count, fd_capacity())
         host, port = broker.start()
         specs, _ = client_specs(broker, count)
         sourced = list(zip(specs, source_hosts(host, len(specs)), strict=True))
@@ -167,12 +208,21 @@ def run_connections(
         time.sleep(SETTLE_S)
         after = broker.rss_bytes() or 0
         result = ConnectionsResult(
-            broker.name, count, sum(r[1] for r in ready), max(r[2] for r in ready), before, after
+            broker.name,
+            count,
+            sum(r[1] for r in ready),
+            max(r[2] for r in ready),
+            before,
+            after,
+            asked=asked,
+            fd_limit=fd_limit,
         )
         sys.stderr.write(
             f"[{broker.name} connections] {result.connected:,} connected in {result.connect_seconds:.1f} s"
             f" ({result.connect_rate:,.0f}/s), {result.bytes_per_connection / 1024:.1f} KB each\n"
         )
+        if result.limit_note:
+            sys.stderr.write(f"[{broker.name} connections] {result.limit_note}\n")
         return result
     finally:
         for pipe in pipes:

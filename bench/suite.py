@@ -427,6 +427,7 @@ def _connections_section(results: SuiteResults) -> list[str]:
         f"{c.bytes_per_connection / 1024:.1f} |"
         for c in results.connections
     ]
+    lines += [f"\n{c.broker}: {c.limit_note}." for c in results.connections if c.limit_note]
     return [*lines, ""]
 
 

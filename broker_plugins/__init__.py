@@ -5,10 +5,9 @@ What lives here: CONNECT authentication (``auth.py``, ``connect.py``), the SUBSC
 (``routing.py``), sessions (``sessions.py``), the per-connection protocol handler
 (``handler.py``, an ``asyncio.Protocol`` with the framing of ``codec.py``), keepalive
 deadlines (``keepalive.py``), packet limits (``limits.py``), what it sheds, counted for
-``/metrics`` (``metrics.py``), what a handler needs of its connection and the adapters its
-CONNECT is read through (``transport.py``), the WebSocket bridge (``websocket.py``), and the server with
-its CONNECT flow and the seam to the messaging core (``broker.py``, through the Protocols
-of ``hubbub/connections.py``).
+``/metrics`` (``metrics.py``), what a handler needs of its connection (``transport.py``),
+the WebSocket bridge (``websocket.py``), and the server with its CONNECT flow and the seam
+to the messaging core (``broker.py``, through the Protocols of ``hubbub/connections.py``).
 
 Decision: the broker owns its MQTT server, sessions and handler outright, and keeps amqtt
 for what it does well, decoding the CONNECT. Bending amqtt's ``Broker`` had meant overriding
@@ -30,9 +29,9 @@ The remaining amqtt touches, all public names (each exercised by the tests named
   the CONNECT itself (``tests/broker_plugins/test_connect_auth.py``, ``test_connect_decoder.py``:
   refusals, protocol level, client id rules);
 - ``amqtt.mqtt.connack.NOT_AUTHORIZED`` in ``broker.py`` (``test_connect_auth.py``);
-- ``amqtt.adapters.ReaderAdapter`` / ``WriterAdapter``, the interfaces the CONNECT decoder
-  reads from, implemented by ``transport.py`` and ``limits.py`` (``test_packet_limit.py``,
-  the WebSocket tests in ``tests/e2e``);
+- ``amqtt.adapters.ReaderAdapter`` / ``WriterAdapter``, the interfaces of ``read_connect``, the
+  stream form of the CONNECT decoder (``test_codec.py``, ``test_connect_decoder.py``); the
+  handler itself frames the CONNECT from the bytes it is fed and calls ``decode_connect``;
 - ``amqtt.errors`` (``AMQTTError``, ``MQTTError``, ``NoDataError``), what that decoder raises.
 
 No private amqtt name is used.

@@ -16,44 +16,46 @@ A device's publish to any other ``conv/`` topic (``conv/abc/send``, ``conv//send
 the core never sees it, as it has no conversation to name, and a mistyped send must not
 vanish in silence. Well-formed topics pay nothing for this: it is the refusal path.
 
-The CONNECT flow, in a task per connection that ends with its CONNACK (an accepted
-connection then lives in its handler, ``handler.py``, without a task): a connection must
-send its CONNECT within ``connect_timeout_s`` (stock amqtt waited for ever, so idle sockets
-could pile up); it is authenticated *before* it may touch an existing session
-(``auth.py``); a live connection of the same client id is closed first [MQTT-3.1.4-2]; a
-clean session starts afresh, a persistent one resumes (CONNACK session present
-[MQTT-3.2.2-2]); the device is reported to the core before its CONNACK, which waits if the
-core asks it to (a cluster node subscribing to the user's inbox on NATS first). The CONNECT
-is read through ``PacketLimitReader``, and the handler checks every later packet the same
-way, so an oversized packet is refused from its fixed header.
+The CONNECT flow (``connect_received``), called by the handler with the CONNECT's body: a
+connection must send its CONNECT within ``connect_timeout_s`` (stock amqtt waited for ever,
+so idle sockets could pile up); it is authenticated *before* it may touch an existing
+session (``auth.py``); a live connection of the same client id is closed first
+[MQTT-3.1.4-2]; a clean session starts afresh, a persistent one resumes (CONNACK session
+present [MQTT-3.2.2-2]); the device is reported to the core before its CONNACK, which waits
+if the core asks it to (a cluster node subscribing to the user's inbox on NATS first). The
+handler frames the CONNECT as every later packet, so an oversized one is refused from its
+fixed header.
+
+It runs within the turn of the event loop that read the CONNECT whenever nothing must be
+waited for: a known token, a device ``SignedInDevices`` remembers as signed in, one node's
+core. A reconnecting device thus costs no task, coroutine or timer: a reconnect storm is
+mostly this path. Otherwise (a device the store must be asked about, a cluster node's inbox
+subscription) the rest runs in the handler's step, a task that ends with the CONNACK.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Awaitable
 from dataclasses import dataclass
 
-from amqtt.adapters import ReaderAdapter, WriterAdapter
-from amqtt.errors import AMQTTError, MQTTError, NoDataError
+from amqtt.errors import MQTTError
 from amqtt.mqtt.connack import NOT_AUTHORIZED
 
 from broker_plugins.acl import TopicAcl
 from broker_plugins.auth import TokenAuthenticator
-from broker_plugins.codec import connack_packet
-from broker_plugins.connect import Connect, read_connect
+from broker_plugins.connect import Connect, ConnectRefused, decode_connect
 from broker_plugins.handler import ConnectionHandler
 from broker_plugins.keepalive import KeepaliveWheel, keepalive_deadline
-from broker_plugins.limits import PacketLimitReader
 from broker_plugins.routing import REFUSED, RoutingBroker, check_topic
 from broker_plugins.sessions import Identity, MqttSession
-from broker_plugins.transport import LinkWriter
 from hubbub import topics
 from hubbub.connections import DeviceEvents
 from hubbub.errors import MessageRejected
 from hubbub.events import error_event
-from hubbub.sessions import DeviceSessions
+from hubbub.sessions import DeviceSessions, SignedInDevices
 from hubbub.stores import Directory
 from hubbub.tokens import TokenCodec
 from hubbub.topics import TopicKind
@@ -87,12 +89,14 @@ class HubbubBroker(RoutingBroker):
         self._options = options
         self._auth = TokenAuthenticator(tokens)
         self._devices = devices
-        self._events: DeviceEvents | None = None
         self._server: asyncio.Server | None = None
-        self._connecting: dict[asyncio.Task[None], ConnectionHandler] = {}  # CONNECTs being read, checked
+        self._remembered = devices if isinstance(devices, SignedInDevices) else None
+        self._events: DeviceEvents | None = None
+        self._connecting: set[ConnectionHandler] = set()  # connections whose CONNECT is not accepted yet
         self._closing = False
         self.keepalive = KeepaliveWheel()
         self.max_packet_bytes = options.max_packet_bytes
+        self.connect_timeout_s = math.ceil(options.connect_timeout_s)
 
     async def start(self, events: DeviceEvents) -> None:
         """Listen on TCP; report devices to ``events`` from now on."""
@@ -123,12 +127,11 @@ class HubbubBroker(RoutingBroker):
         for session in list(self.sessions.values()):
             if session.handler is not None:
                 session.handler.close()
-        if self._connecting:
-            for handler in list(self._connecting.values()):
-                handler.close()
-            _, late = await asyncio.wait(set(self._connecting), timeout=_SHUTDOWN_WAIT_S)
-            for task in late:
-                task.cancel()
+        steps = {step for handler in self._connecting if (step := handler.step) is not None}
+        for handler in list(self._connecting):
+            handler.close()  # cancels its step
+        if steps:
+            await asyncio.wait(steps, timeout=_SHUTDOWN_WAIT_S)
         await server.wait_closed()
         for session in list(self.sessions.values()):
             self.forget(session)
@@ -137,57 +140,67 @@ class HubbubBroker(RoutingBroker):
     # --- connections -----------------------------------------------------------------------
 
     def connection_made(self, handler: ConnectionHandler) -> None:
-        """A new connection (TCP, or WebSocket from ``websocket.py``): its CONNECT, in a task of its own."""
+        """A new connection (TCP, or WebSocket from ``websocket.py``): its CONNECT follows."""
         if self._closing:
             handler.close()
             return
-        task = asyncio.get_running_loop().create_task(self._serve(handler))
-        self._connecting[task] = handler
-        task.add_done_callback(self._connecting.pop)
+        self._connecting.add(handler)
 
-    async def _serve(self, handler: ConnectionHandler) -> None:
-        """The CONNECT, its authentication and session, the report to the core, then ``accept``."""
-        reader = handler.connect_reader
-        if reader is None:
-            return
-        writer = LinkWriter(handler.link)
-        connect = await self._read_connect(PacketLimitReader(reader, self.max_packet_bytes), writer)
-        if connect is None:
-            return
-        identity = self._auth.authenticate(connect)
-        if identity is not None and not await self._signed_in(identity, connect.client_id):
-            identity = None
-        if identity is None:
-            writer.write(connack_packet(session_present=False, return_code=NOT_AUTHORIZED))
+    def connect_received(self, handler: ConnectionHandler, body: bytes) -> Awaitable[None] | None:
+        """The CONNECT: decoded, authenticated, then accepted at once unless something must be waited for."""
+        try:
+            connect = decode_connect(body, handler.remote())
+        except ConnectRefused as refused:
+            logger.info("refused connection from %s: %s", handler.remote(), refused)
+            handler.refuse(refused.return_code)
+            return None
+        except MQTTError as exc:  # NoDataError is one
+            logger.info("refused connection from %s: %s", handler.remote(), exc)
             handler.close()
+            return None
+        identity = self._auth.authenticate(connect)
+        if identity is None:
+            handler.refuse(NOT_AUTHORIZED)
+            return None
+        user_id = identity.user_id
+        if user_id is not None:
+            remembered = self._remembered
+            if remembered is None or not remembered.remembers(user_id, connect.client_id):
+                return self._connect_when_signed_in(handler, connect, identity)
+        return self._admit(handler, connect, identity)
+
+    async def _connect_when_signed_in(
+        self, handler: ConnectionHandler, connect: Connect, identity: Identity
+    ) -> None:
+        """The rest of ``connect_received`` once the store said whether the device is still signed in."""
+        user_id = identity.user_id
+        assert user_id is not None  # noqa: S101 - a device: services are not asked about
+        if not await self._devices.is_signed_in(user_id, connect.client_id):
+            logger.info("refused CONNECT device_id=%s: the device was signed out", connect.client_id)
+            handler.refuse(NOT_AUTHORIZED)
             return
+        if handler.closed:  # gone while the store was asked: nothing was reported, nothing to undo
+            return
+        pending = self._admit(handler, connect, identity)
+        if pending is not None:
+            await pending
+
+    def _admit(
+        self, handler: ConnectionHandler, connect: Connect, identity: Identity
+    ) -> Awaitable[None] | None:
+        """Open the session and report the device; ``accept`` now, or once the core is ready."""
         session, present = self._open_session(connect, identity)
         user_id, events = session.user_id, self._events
-        if (
-            user_id is not None
-            and events is not None
-            and not await self._reported(events, user_id, session, handler)
-        ):
-            return
-        handler.accept(session, present)
-
-    async def _signed_in(self, identity: Identity, device_id: str) -> bool:
-        """A valid token is not enough: its device must not have been ended (logout, revocation)."""
-        if identity.user_id is None or await self._devices.is_signed_in(identity.user_id, device_id):
-            return True
-        logger.info("refused CONNECT device_id=%s: the device was signed out", device_id)
-        return False
-
-    async def _read_connect(self, reader: ReaderAdapter, writer: WriterAdapter) -> Connect | None:
-        peer = writer.get_peer_info() or ("unknown", 0)
-        try:
-            return await asyncio.wait_for(read_connect(reader, writer), self._options.connect_timeout_s)
-        except TimeoutError:
-            logger.info("no CONNECT from %s:%s in time; closing", *peer)
-        except (AMQTTError, MQTTError, NoDataError, ConnectionError, asyncio.IncompleteReadError) as exc:
-            logger.info("refused connection from %s:%s: %s", *peer, exc)
-        await writer.close()
+        if user_id is not None and events is not None:
+            pending = events.device_connected(user_id, session.client_id)
+            if pending is not None:
+                return self._accept_when_reported(pending, user_id, session, handler, present)
+        self._accept(handler, session, present)
         return None
+
+    def _accept(self, handler: ConnectionHandler, session: MqttSession, present: bool) -> None:
+        self._connecting.discard(handler)
+        handler.accept(session, present)
 
     def _open_session(self, connect: Connect, identity: Identity) -> tuple[MqttSession, bool]:
         """The session this CONNECT continues (session present) or starts, once no connection holds it."""
@@ -212,22 +225,21 @@ class HubbubBroker(RoutingBroker):
         self.sessions[client_id] = session
         return session, present
 
-    async def _reported(
-        self, events: DeviceEvents, user_id: int, session: MqttSession, handler: ConnectionHandler
-    ) -> bool:
-        """Report the device connected, before its CONNACK; ``False`` if the connection must end instead.
+    async def _accept_when_reported(
+        self,
+        pending: Awaitable[None],
+        user_id: int,
+        session: MqttSession,
+        handler: ConnectionHandler,
+        present: bool,
+    ) -> None:
+        """Accept once the core is ready for the device (a cluster node: its inbox subscription).
 
-        On one node the core handles it at once. A cluster node returns something to wait for
-        (its subscription to the user's inbox): the CONNACK, and with it the device's
-        SUBSCRIBE and catch-up, follow once it is in place. Meanwhile the session has no
-        connection, so what is routed to it waits in its queue, as for an away device. A
-        CONNECT of the same client id that arrived meanwhile and took the session first wins
-        (the first to be reported gets it); so does a shutdown.
+        Meanwhile the session has no connection, so what is routed to it waits in its queue,
+        as for an away device. A CONNECT of the same client id that arrived meanwhile and took
+        the session first wins (the first to be reported gets it); so does a shutdown.
         """
         client_id = session.client_id
-        pending = events.device_connected(user_id, client_id)
-        if pending is None:
-            return True
         try:
             await pending
         except asyncio.CancelledError:  # shutdown gave up waiting
@@ -237,16 +249,20 @@ class HubbubBroker(RoutingBroker):
             logger.exception("reporting device_id=%s connected failed; closing it", client_id)
         else:
             if not self._closing and self.sessions.get(client_id) is session and session.handler is None:
-                return True
-        if not self._closing:
+                self._accept(handler, session, present)
+                return
+        events = self._events
+        if not self._closing and events is not None:
             events.device_disconnected(user_id, client_id)
         if self.sessions.get(client_id) is session and session.handler is None and session.clean_session:
             self.forget(session)
         handler.close()
-        return False
 
     def connection_ended(self, handler: ConnectionHandler, clean: bool) -> None:
-        """An accepted connection ended: its will unless ``clean``, its session if clean, the report."""
+        """A connection ended: its will unless ``clean``, its session if clean, the report (once accepted)."""
+        if not handler.accepted:
+            self._connecting.discard(handler)
+            return
         session = handler.session
         if not clean and session.will is not None:
             self.publish_will(session.will)
@@ -283,22 +299,39 @@ class HubbubBroker(RoutingBroker):
             self.to_inbox(user_id, error_event(None, None, error), only_device=session.client_id)
         return None
 
-    async def add_subscription(self, session: MqttSession, topic_filter: str, qos: int) -> int:
+    def add_subscription(self, session: MqttSession, topic_filter: str, qos: int) -> int | Awaitable[int]:
         """Subscribe (``RoutingBroker``); a presence topic with no retained state asks the core for it."""
-        code = await super().add_subscription(session, topic_filter, qos)
-        events = self._events
-        if code != REFUSED and events is not None and topic_filter not in self.retained:
-            parsed = topics.parse(topic_filter)
-            if parsed is not None and parsed.kind is TopicKind.PRESENCE:
-                snapshot = await events.presence_snapshot(parsed.entity_id)
-                self.retained.setdefault(topic_filter, (snapshot, 0))  # unless set meanwhile
-        return code
+        code = super().add_subscription(session, topic_filter, qos)
+        if isinstance(code, int) and (code == REFUSED or not self._needs_snapshot(topic_filter)):
+            return code
+        return self._with_snapshot(code, topic_filter)
 
-    async def on_subscribe(
-        self, handler: ConnectionHandler, packet_id: int, topics_asked: list[tuple[str, int]]
+    def _needs_snapshot(self, topic_filter: str) -> bool:
+        """Whether ``topic_filter`` is a presence topic with no retained state (after a restart)."""
+        if self._events is None or topic_filter in self.retained:
+            return False
+        parsed = topics.parse(topic_filter)
+        return parsed is not None and parsed.kind is TopicKind.PRESENCE
+
+    async def _with_snapshot(self, code: int | Awaitable[int], topic_filter: str) -> int:
+        granted = code if isinstance(code, int) else await code
+        events = self._events
+        if granted != REFUSED and events is not None and self._needs_snapshot(topic_filter):
+            parsed = topics.parse(topic_filter)
+            assert parsed is not None  # noqa: S101 - a presence topic, checked just now
+            snapshot = await events.presence_snapshot(parsed.entity_id)
+            self.retained.setdefault(topic_filter, (snapshot, 0))  # unless set meanwhile
+        return granted
+
+    def subscribed(
+        self,
+        handler: ConnectionHandler,
+        packet_id: int,
+        topics_asked: list[tuple[str, int]],
+        codes: list[int],
     ) -> None:
-        """Subscribe (``RoutingBroker``), then tell the core a device subscribed to its inbox."""
-        await super().on_subscribe(handler, packet_id, topics_asked)
+        """SUBACK, retained messages (``RoutingBroker``), then tell the core of an inbox subscription."""
+        super().subscribed(handler, packet_id, topics_asked, codes)
         session = handler.session
         user_id, events = session.user_id, self._events
         if user_id is None or events is None or session.handler is not handler:

@@ -1,10 +1,13 @@
-"""Reading a connection's CONNECT (MQTT 3.1.1 §3.1): decoded here from one read of its body.
+"""Decoding a connection's CONNECT (MQTT 3.1.1 §3.1) from its body, in one synchronous pass.
 
 amqtt's ``ConnectPacket.from_stream`` took a dozen awaited reads and several objects per
 packet, and every device pays for its CONNECT again at each reconnect: in a reconnect storm
-it was among the broker's top costs. Here the fixed header is read, then the whole body at
-once (``PacketLimitReader`` has refused an oversized one from its length), and the fields are
-sliced out of it. What it returns is a plain ``Connect``.
+it was among the broker's top costs. The handler frames the packet from the bytes it was
+fed (refusing an oversized one from its length, ``limits.py``) and ``decode_connect`` slices
+the fields out of the body: no task, reader or coroutine per CONNECT. What it returns is a
+plain ``Connect``; a refusal that gets a CONNACK raises ``ConnectRefused`` with its code.
+``read_connect`` is the same decoder over an amqtt ``ReaderAdapter`` / ``WriterAdapter`` pair
+(a stream, and where the refusal's CONNACK goes).
 
 The checks and refusals are amqtt 0.12.1's ``BrokerProtocolHandler.init_from_connect``
 [MQTT-3.1.0-1, 3.1.2-1, 3.1.2-3, 3.1.2-22, 3.1.3-8, 3.2.2-4], as amqtt's decoder saw the fields:
@@ -37,7 +40,7 @@ from broker_plugins.codec import connack_packet
 from broker_plugins.routing import check_topic
 from broker_plugins.sessions import Will
 
-__all__ = ["Connect", "read_connect"]
+__all__ = ["Connect", "ConnectRefused", "decode_connect", "read_connect"]
 
 _CONNECT = 1
 _MQTT_3_1_1 = 4
@@ -65,6 +68,14 @@ class Connect:
     keep_alive: int
     will: Will | None
     remote: str  # "address:port", for logs
+
+
+class ConnectRefused(MQTTError):
+    """A CONNECT refused before authentication: answered with CONNACK ``return_code``, then closed."""
+
+    def __init__(self, return_code: int, reason: str) -> None:
+        super().__init__(f"CONNECT refused: {reason}")
+        self.return_code = return_code
 
 
 async def _read(reader: ReaderAdapter, n: int) -> bytes:
@@ -153,9 +164,12 @@ def _refusal(
     return None
 
 
-async def read_connect(reader: ReaderAdapter, writer: WriterAdapter) -> Connect:
-    """Read and check the CONNECT; a refused one gets its CONNACK and raises ``MQTTError``."""
-    body = await _read_body(reader)
+def decode_connect(body: bytes, remote: str) -> Connect:
+    """The CONNECT in ``body`` (from ``remote``, "address:port"), checked.
+
+    Raises ``ConnectRefused`` when it must be refused with a CONNACK, ``MQTTError`` (or
+    ``NoDataError``) when the connection must close without one.
+    """
     fields = _Fields(body, 0)
     name = fields.take()
     if name is None or fields.at + _HEADER.size > len(body):
@@ -182,14 +196,10 @@ async def read_connect(reader: ReaderAdapter, writer: WriterAdapter) -> Connect:
     password = _password(raw_password)
     refusal = _refusal(level, flags, username, password, random_id=not client_id)
     if refusal is not None:
-        code, reason = refusal
-        writer.write(connack_packet(session_present=False, return_code=code))
-        await writer.close()
-        raise MQTTError(f"CONNECT refused: {reason}")
+        raise ConnectRefused(*refusal)
     will = None
     if topic is not None and will_message is not None:
         will = Will(topic, will_message, (flags & _WILL_QOS) >> 3, bool(flags & _WILL_RETAIN))
-    remote_address, remote_port = writer.get_peer_info() or ("unknown", 0)
     return Connect(
         client_id=client_id or gen_client_id(),
         clean_session=bool(flags & _CLEAN_SESSION),
@@ -197,5 +207,17 @@ async def read_connect(reader: ReaderAdapter, writer: WriterAdapter) -> Connect:
         password=password,
         keep_alive=keep_alive,
         will=will,
-        remote=f"{remote_address}:{remote_port}",
+        remote=remote,
     )
+
+
+async def read_connect(reader: ReaderAdapter, writer: WriterAdapter) -> Connect:
+    """``decode_connect`` over a stream: a refused CONNECT gets its CONNACK and raises ``MQTTError``."""
+    body = await _read_body(reader)
+    remote_address, remote_port = writer.get_peer_info() or ("unknown", 0)
+    try:
+        return decode_connect(body, f"{remote_address}:{remote_port}")
+    except ConnectRefused as refused:
+        writer.write(connack_packet(session_present=False, return_code=refused.return_code))
+        await writer.close()
+        raise

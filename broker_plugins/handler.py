@@ -12,12 +12,17 @@ own (it no longer subclasses amqtt's ``BrokerProtocolHandler``):
   transport, this slotted object and its session are all there is.
 - ``data_received`` splits the bytes into packets in one pass (``codec.next_packet``) and
   handles every packet type after CONNECT itself; PUBLISH, SUBSCRIBE and UNSUBSCRIBE go to
-  the broker (``Router``) in order. When one must be waited for (a SUBSCRIBE's ACL lookup,
-  a cluster node's publish until the stream accepted it), a task waits for it with the
-  connection's reading paused, then handles the rest: packets stay in order, and a client
-  cannot pile up work.
-- before its CONNECT is accepted, the bytes go to a ``ConnectReader`` instead, which the
-  broker's CONNECT task reads (``broker.py``); ``accept`` ends that phase.
+  the broker (``Router``) in order, most of them answered at once (a device's SUBSCRIBE to
+  its inbox among them). When one must be waited for (a SUBSCRIBE's lookup of who may see
+  whose presence, a cluster node's publish until the stream accepted it), a task waits for
+  it with the connection's reading paused, then handles the rest: packets stay in order,
+  and a client cannot pile up work.
+- before its CONNECT is accepted, the bytes are kept until the CONNECT is complete (nearly
+  always the first read), then handed to the broker (``Router.connect_received``), which
+  decodes, authenticates and accepts it at once when nothing must be asked of the account
+  store (no task), or returns what to wait for (a step, as for any packet). ``accept`` ends
+  that phase. A connection must complete its CONNECT within the broker's ``connect_timeout_s``
+  (watched by the keepalive wheel, so a connecting socket costs no timer of its own).
 - ``publish_nowait`` writes a PUBLISH into the transport buffer and, for QoS 1/2, records
   it in the session (``session.track``); the acknowledgement removes it. Nothing waits.
   At most ``MAX_INFLIGHT`` messages are unacknowledged per session; more wait in the
@@ -55,10 +60,10 @@ from broker_plugins.codec import (
     unsuback_packet,
 )
 from broker_plugins.keepalive import KeepaliveWheel
-from broker_plugins.limits import next_packet_within
+from broker_plugins.limits import NotConnect, next_packet_within
 from broker_plugins.metrics import ShedCounts
 from broker_plugins.sessions import MqttSession, Outgoing
-from broker_plugins.transport import ConnectReader, Link
+from broker_plugins.transport import Link
 
 if TYPE_CHECKING:
     from broker_plugins.keepalive import Watched
@@ -93,13 +98,25 @@ class Router(Protocol):
     shed: ShedCounts
     keepalive: KeepaliveWheel
     max_packet_bytes: int
+    connect_timeout_s: int  # whole seconds a new connection has to complete its CONNECT
 
     def connection_made(self, handler: ConnectionHandler) -> None:
-        """A new connection: read its CONNECT from ``handler.connect_reader`` and ``accept`` it."""
+        """A new connection (its CONNECT follows in ``connect_received``)."""
+        ...
+
+    def connect_received(self, handler: ConnectionHandler, body: bytes) -> Awaitable[None] | None:
+        """The body of the connection's CONNECT: ``handler.accept`` it or refuse it (and close).
+
+        ``None`` when done at once, else something to await first (reading goes on meanwhile,
+        the bytes kept until the CONNECT is accepted).
+        """
         ...
 
     def connection_ended(self, handler: ConnectionHandler, clean: bool) -> None:
-        """An accepted connection ended (``clean``: by DISCONNECT): will, session, presence."""
+        """A connection ended (``clean``: by DISCONNECT): will, session, presence once accepted.
+
+        Called once more by ``accept`` when the connection ended while its CONNECT was checked.
+        """
         ...
 
     def on_publish(
@@ -108,13 +125,16 @@ class Router(Protocol):
         """A client's PUBLISH; ``None`` when handled already, else something to await first."""
         ...
 
-    async def on_subscribe(
+    def on_subscribe(
         self, handler: ConnectionHandler, packet_id: int, topics: list[tuple[str, int]]
-    ) -> None:
-        """A SUBSCRIBE: subscribe, SUBACK (``handler.suback``), then retained messages."""
+    ) -> Awaitable[None] | None:
+        """A SUBSCRIBE: subscribe, SUBACK (``handler.suback``), then retained messages.
+
+        ``None`` when handled at once, else something to await first (an ACL lookup).
+        """
         ...
 
-    async def on_unsubscribe(self, handler: ConnectionHandler, packet_id: int, topics: list[str]) -> None:
+    def on_unsubscribe(self, handler: ConnectionHandler, packet_id: int, topics: list[str]) -> None:
         """An UNSUBSCRIBE: unsubscribe, then UNSUBACK (``handler.unsuback``)."""
         ...
 
@@ -135,7 +155,6 @@ class ConnectionHandler(asyncio.Protocol):
         "_pending",
         "_session",
         "_step",
-        "connect_reader",
         "heard_at",
         "keepalive_slot",
         "link",
@@ -146,12 +165,11 @@ class ConnectionHandler(asyncio.Protocol):
 
     def __init__(self, router: Router) -> None:
         self.router = router
-        self._session: MqttSession | None = None
-        self.connect_reader: ConnectReader | None = ConnectReader()  # until the CONNECT is accepted
+        self._session: MqttSession | None = None  # None until the CONNECT is accepted
         self.heard_at = 0.0  # time.monotonic() of the last bytes from the client
         self.keepalive_slot: set[Watched] | None = None
         self._buffer = b""  # the start of a packet not complete yet, or what came during a step
-        self._step: asyncio.Task[None] | None = None  # a packet being waited for, reading paused
+        self._step: asyncio.Task[None] | None = None  # what is waited for (after CONNECT, reading paused)
         self._pending: list[bytes] | None = None  # packets written during this turn of the event loop
         self._congested = False  # the client's unsent bytes passed QOS0_HIGH_WATER when this turn began
         self._closed = False
@@ -159,21 +177,26 @@ class ConnectionHandler(asyncio.Protocol):
     # --- driven by the event loop (TCP) or the WebSocket bridge -----------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        """The connection is open: the broker starts reading its CONNECT."""
+        """The connection is open: its CONNECT is due within the broker's ``connect_timeout_s``."""
         self.link = cast("Link", transport)
         self.heard_at = time.monotonic()
-        self.router.connection_made(self)
+        router = self.router
+        router.connection_made(self)
+        if not self._closed:
+            router.keepalive.watch(self)
 
     def data_received(self, data: bytes) -> None:
-        """Bytes from the client: handle every complete packet (or keep them for the CONNECT reader)."""
+        """Bytes from the client: handle every complete packet (the CONNECT first)."""
         if self._closed:
             return
-        self.heard_at = time.monotonic()
-        reader = self.connect_reader
-        if reader is not None:
-            if reader.feed(data) > self.router.max_packet_bytes + CONNECT_BACKLOG:
+        if self._session is None:  # before the CONNECT is accepted: silence is measured from the start
+            self._buffer += data
+            if self._step is None:
+                self._connect_from_buffer()
+            elif len(self._buffer) > self.router.max_packet_bytes + CONNECT_BACKLOG:
                 self.link.pause_reading()
             return
+        self.heard_at = time.monotonic()
         if self._step is not None:  # read before the pause took effect: handled after the step
             self._buffer += data
             return
@@ -190,9 +213,9 @@ class ConnectionHandler(asyncio.Protocol):
         """The CONNECT was accepted: CONNACK, and reading packets from now on.
 
         First go what the session left unacknowledged, then what was queued, then the
-        packets the client sent right after its CONNECT are handled.
+        packets the client sent right after its CONNECT are handled (after the step, if
+        the CONNECT was one).
         """
-        reader, self.connect_reader = self.connect_reader, None
         self._session = session
         session.handler = self
         if self._closed:  # the connection ended while its CONNECT was being checked
@@ -207,15 +230,22 @@ class ConnectionHandler(asyncio.Protocol):
                     encode_publish(message.topic, message.payload, message.qos, message.packet_id, dup=True)
                 )
         self.flush_queue()
-        self.router.keepalive.watch(self)
-        self.link.resume_reading()  # in case the backlog before the CONNACK paused it
-        leftover = reader.take() if reader is not None else b""
-        if leftover:
-            self._consume(leftover)
+        keepalive = self.router.keepalive
+        keepalive.forget(self)  # the CONNECT's deadline
+        self.heard_at = time.monotonic()
+        keepalive.watch(self)
+        if self._step is None:
+            self.link.resume_reading()  # in case the backlog before the CONNACK paused it
+            buffer, self._buffer = self._buffer, b""
+            if buffer:
+                self._consume(buffer)
 
     def close(self) -> None:
-        """End the connection (the broker takes it over, drops it or shuts down)."""
+        """End the connection (the broker takes it over, drops it or shuts down), and what it awaits."""
+        step = self._step
         self._end(clean=False)
+        if step is not None and step is not asyncio.current_task():
+            step.cancel()
 
     @property
     def session(self) -> MqttSession:
@@ -226,15 +256,25 @@ class ConnectionHandler(asyncio.Protocol):
         return session
 
     @property
+    def accepted(self) -> bool:
+        """Whether its CONNECT was accepted (it has a session)."""
+        return self._session is not None
+
+    @property
     def closed(self) -> bool:
         """Whether the connection has ended."""
         return self._closed
 
     @property
     def deadline(self) -> int:
-        """Seconds of silence after which the client is gone (0: never)."""
+        """Seconds of silence after which the client is gone (0: never); before it, the CONNECT's."""
         session = self._session
-        return session.keep_alive if session is not None else 0
+        return session.keep_alive if session is not None else self.router.connect_timeout_s
+
+    @property
+    def step(self) -> asyncio.Task[None] | None:
+        """What the connection waits for, if anything (a CONNECT's check, a packet's handling)."""
+        return self._step
 
     @property
     def busy(self) -> bool:
@@ -242,8 +282,23 @@ class ConnectionHandler(asyncio.Protocol):
         return self._step is not None
 
     def expire(self) -> None:
-        """The keepalive deadline passed in silence [MQTT-3.1.2-24]."""
-        logger.info("keepalive expired for device_id=%s; closing", self._client_id())
+        """The keepalive deadline passed in silence [MQTT-3.1.2-24], or the CONNECT's."""
+        if self._session is None:
+            logger.info("no CONNECT from %s in time; closing", self.remote())
+        else:
+            logger.info("keepalive expired for device_id=%s; closing", self._client_id())
+        self._end(clean=False)
+
+    def remote(self) -> str:
+        """The client's "address:port" (for logs; "unknown:0" once it is gone)."""
+        peer = self.link.get_extra_info("peername")
+        if peer and len(peer) >= 2:  # noqa: PLR2004 - (host, port)
+            return f"{peer[0]}:{peer[1]}"
+        return "unknown:0"
+
+    def refuse(self, return_code: int) -> None:
+        """Refuse the CONNECT: CONNACK ``return_code``, then close."""
+        self._write(connack_packet(session_present=False, return_code=return_code))
         self._end(clean=False)
 
     def _end(self, *, clean: bool) -> None:
@@ -252,15 +307,13 @@ class ConnectionHandler(asyncio.Protocol):
         self.flush()
         self._closed = True
         step = self._step
-        if step is not None and step is not asyncio.current_task():
+        # A packet's step ends with the connection; a CONNECT's runs on to ``accept``, which
+        # reports the end of a device whose connection was reported already.
+        if step is not None and self._session is not None and step is not asyncio.current_task():
             step.cancel()
         self.router.keepalive.forget(self)
         self.link.close()
-        reader = self.connect_reader
-        if reader is not None:  # still at the CONNECT: the broker's task sees the end of the stream
-            reader.feed_eof()
-        elif self._session is not None:
-            self.router.connection_ended(self, clean)
+        self.router.connection_ended(self, clean)
 
     def _client_id(self) -> str:
         session = self._session
@@ -345,6 +398,29 @@ class ConnectionHandler(asyncio.Protocol):
 
     # --- reading ---------------------------------------------------------------------------
 
+    def _connect_from_buffer(self) -> None:
+        """Hand the CONNECT to the broker once its bytes are all here; the first packet must be one."""
+        buffer = self._buffer
+        try:
+            if buffer[0] >> 4 != _CONNECT:
+                raise NotConnect(f"first packet has type {buffer[0] >> 4}, not CONNECT [MQTT-3.1.0-1]")
+            packet = next_packet_within(buffer, 0, self.router.max_packet_bytes)
+        except (AMQTTError, MalformedPacket) as exc:
+            logger.info("refused connection from %s: %s", self.remote(), exc)
+            self._end(clean=False)
+            return
+        if packet is None:
+            return
+        _, start, end = packet
+        self._buffer = buffer[end:]
+        try:
+            step = self.router.connect_received(self, buffer[start:end])
+        except Exception as exc:  # noqa: BLE001 - a bug must cost only this connection (and is logged)
+            self._end_on(exc)
+            return
+        if step is not None and not self._closed:
+            self._step = asyncio.get_running_loop().create_task(self._finish_step(step))
+
     def _consume(self, buffer: bytes) -> None:
         """Handle the packets in ``buffer``; keep an incomplete one; start a step if one must wait."""
         try:
@@ -376,6 +452,9 @@ class ConnectionHandler(asyncio.Protocol):
             return
         self._step = None
         if self._closed:
+            return
+        if self._session is None:  # a CONNECT's step that neither accepted nor closed: a bug
+            self._end_on(RuntimeError("a CONNECT was neither accepted nor refused"))
             return
         self.heard_at = time.monotonic()  # busy until now: silence counts from here
         buffer, self._buffer = self._buffer, b""
@@ -470,7 +549,7 @@ class ConnectionHandler(asyncio.Protocol):
             return self.router.on_subscribe(self, packet_id, asked)
         elif packet_type == _UNSUBSCRIBE:
             packet_id, filters = parse_unsubscribe(body)
-            return self.router.on_unsubscribe(self, packet_id, filters)
+            self.router.on_unsubscribe(self, packet_id, filters)
         elif packet_type == _CONNECT:
             raise ProtocolViolation("second CONNECT [MQTT-3.1.0-2]")
         elif packet_type in {0, 15}:

@@ -116,31 +116,73 @@ class RoutingBroker:
 
     # --- subscriptions -----------------------------------------------------------------------
 
-    async def on_subscribe(
+    def on_subscribe(
         self, handler: ConnectionHandler, packet_id: int, topics: list[tuple[str, int]]
-    ) -> None:
-        """SUBSCRIBE: grant or refuse each filter, SUBACK, then the retained messages of each."""
+    ) -> Awaitable[None] | None:
+        """SUBSCRIBE: grant or refuse each filter, SUBACK, then the retained messages of each.
+
+        ``None`` when handled at once (no filter needed the directory: a device's own inbox and
+        presence, a service's anything); otherwise something to await, reading paused meanwhile.
+        """
         session = handler.session
-        codes = [await self.add_subscription(session, topic_filter, qos) for topic_filter, qos in topics]
+        codes: list[int] = []
+        for topic_filter, qos in topics:
+            code = self.add_subscription(session, topic_filter, qos)
+            if not isinstance(code, int):
+                return self._subscribe_waiting(handler, packet_id, topics, codes, code)
+            codes.append(code)
+        self.subscribed(handler, packet_id, topics, codes)
+        return None
+
+    async def _subscribe_waiting(
+        self,
+        handler: ConnectionHandler,
+        packet_id: int,
+        topics: list[tuple[str, int]],
+        codes: list[int],
+        pending: Awaitable[int],
+    ) -> None:
+        """The rest of ``on_subscribe`` once a filter's answer must be waited for (in order)."""
+        codes.append(await pending)
+        for topic_filter, qos in topics[len(codes) :]:
+            code = self.add_subscription(handler.session, topic_filter, qos)
+            codes.append(code if isinstance(code, int) else await code)
+        self.subscribed(handler, packet_id, topics, codes)
+
+    def subscribed(
+        self, handler: ConnectionHandler, packet_id: int, topics: list[tuple[str, int]], codes: list[int]
+    ) -> None:
+        """Every filter of a SUBSCRIBE decided: SUBACK, then the retained messages of those granted."""
         handler.suback(packet_id, codes)
-        if session.handler is not handler:
+        if handler.session.handler is not handler:
             return  # the connection ended meanwhile
         for (topic_filter, _), code in zip(topics, codes, strict=True):
             if code != REFUSED:
                 self._send_retained(handler, topic_filter, code)
 
-    async def on_unsubscribe(self, handler: ConnectionHandler, packet_id: int, topics: list[str]) -> None:
+    def on_unsubscribe(self, handler: ConnectionHandler, packet_id: int, topics: list[str]) -> None:
         """UNSUBSCRIBE: remove each filter, then UNSUBACK."""
         client_id = handler.session.client_id
         for topic_filter in topics:
             self.index.remove(topic_filter, client_id)
         handler.unsuback(packet_id)
 
-    async def add_subscription(self, session: MqttSession, topic_filter: str, qos: int) -> int:
-        """Subscribe ``session`` if the filter is valid and allowed; the granted QoS or 0x80."""
+    def add_subscription(self, session: MqttSession, topic_filter: str, qos: int) -> int | Awaitable[int]:
+        """Subscribe ``session`` if the filter is valid and allowed: granted QoS or 0x80, or an awaitable."""
         if not is_valid_filter(topic_filter) or qos not in {0, 1, 2}:
             return REFUSED
-        if not await self._acl.may_subscribe(session, topic_filter):
+        allowed = self._acl.check(session, topic_filter)
+        if isinstance(allowed, bool):
+            return self._grant(session, topic_filter, qos, allowed=allowed)
+        return self._grant_after(session, topic_filter, qos, allowed)
+
+    async def _grant_after(
+        self, session: MqttSession, topic_filter: str, qos: int, allowed: Awaitable[bool]
+    ) -> int:
+        return self._grant(session, topic_filter, qos, allowed=await allowed)
+
+    def _grant(self, session: MqttSession, topic_filter: str, qos: int, *, allowed: bool) -> int:
+        if not allowed:
             return REFUSED
         self.index.add(topic_filter, session, qos)
         return qos

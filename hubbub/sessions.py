@@ -110,14 +110,25 @@ class SignedInDevices:
         self._asking: dict[str, int] = {}  # device -> questions to the store on the way
         self._ended_while_asking: set[str] = set()
 
+    def remembers(self, user_id: int, device_id: str) -> bool:
+        """Whether ``device_id`` is remembered as a signed-in device of ``user_id`` (asks no one).
+
+        The broker asks this first: a yes lets a reconnecting device in within the turn of
+        the event loop that read its CONNECT; a no means ``is_signed_in`` must be awaited.
+        """
+        known = self._known.get(device_id)
+        if known is None:
+            return False
+        if known[0] == user_id and known[1] > self._clock():
+            self._known.move_to_end(device_id)
+            return True
+        del self._known[device_id]
+        return False
+
     async def is_signed_in(self, user_id: int, device_id: str) -> bool:
         """Whether ``device_id`` is a signed-in device of ``user_id``: remembered, or asked."""
-        known = self._known.get(device_id)
-        if known is not None:
-            if known[0] == user_id and known[1] > self._clock():
-                self._known.move_to_end(device_id)
-                return True
-            del self._known[device_id]
+        if self.remembers(user_id, device_id):
+            return True
         self._asking[device_id] = self._asking.get(device_id, 0) + 1
         try:
             answer = await self._store.is_signed_in(user_id, device_id)
