@@ -64,9 +64,12 @@ run: install web
 cluster: install system-deps web
 	$(VENV)/bin/python -m launcher.devcluster
 
+## Bytecode caching on even where the environment turns it off (PYTHONDONTWRITEBYTECODE, as in
+## container images): the suite starts many Python processes (`hubbub up`, cluster nodes, the
+## CLI), and each would compile every module it imports from source again: 3-10 s a start.
 test: install system-deps web cassandra-jars
 	cd web && npm test
-	$(VENV)/bin/pytest
+	env -u PYTHONDONTWRITEBYTECODE $(VENV)/bin/pytest
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -115,7 +115,7 @@ def create_app(
             sessions=async_sessionmaker(engine, expire_on_commit=False),
             reads=async_sessionmaker(_autocommit(engine)),
             tokens=tokens,
-            passwords=Passwords(),
+            passwords=Passwords(memory_kib=settings.password_hash_memory_kib),
             login_backoff=FailureBackoff(
                 free_failures=settings.login_free_failures,
                 base_delay_s=_LOGIN_BASE_DELAY_S,

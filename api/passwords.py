@@ -10,11 +10,13 @@ the service's name. Each refusal names its reason.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import unicodedata
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+from argon2.profiles import RFC_9106_LOW_MEMORY
 from zxcvbn.frequency_lists import FREQUENCY_LISTS
 
 from hubbub.errors import InvalidInput
@@ -60,10 +62,18 @@ def _built_from(password: str, word: str) -> bool:
 
 
 class Passwords:
-    """Hashes and checks passwords in a worker thread so the API keeps serving meanwhile."""
+    """Hashes and checks passwords in a worker thread so the API keeps serving meanwhile.
 
-    def __init__(self, hasher: PasswordHasher | None = None) -> None:
-        self._hasher = hasher or PasswordHasher()  # argon2id with the library's RFC 9106 defaults
+    New hashes are argon2id with RFC 9106's second recommended parameters (3 passes, 4 lanes) and
+    ``memory_kib`` of memory (``HUBBUB_PASSWORD_HASH_MEMORY_KIB``: 64 MiB unless a test suite
+    lowers it). Each stored hash names its own parameters, so hashes made at another cost keep
+    verifying.
+    """
+
+    def __init__(self, *, memory_kib: int) -> None:
+        self._hasher = PasswordHasher.from_parameters(
+            dataclasses.replace(RFC_9106_LOW_MEMORY, memory_cost=memory_kib)
+        )
         # Checked against when the user does not exist, so both failures cost the same time.
         self._decoy = self._hasher.hash("decoy password for unknown users")
 

@@ -17,6 +17,7 @@ import stat
 from pathlib import Path
 from typing import Literal
 
+from argon2.profiles import RFC_9106_LOW_MEMORY
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
@@ -47,6 +48,10 @@ Port = int
 CassandraConsistency = Literal["LOCAL_QUORUM", "QUORUM", "EACH_QUORUM", "LOCAL_ONE", "ONE", "ALL"]
 _NODE_NAME = re.compile(r"^[-_A-Za-z0-9]{1,64}$")
 _REPO_WEB_DIST = Path(__file__).resolve().parents[1] / "web" / "dist"
+# Passwords are hashed with argon2id as RFC 9106's second recommended option (argon2-cffi's
+# default profile: 64 MiB, 3 passes, 4 lanes); argon2 itself needs at least 8 KiB per lane.
+_PASSWORD_HASH_MEMORY_KIB = RFC_9106_LOW_MEMORY.memory_cost
+_MIN_PASSWORD_HASH_MEMORY_KIB = 8 * RFC_9106_LOW_MEMORY.parallelism
 
 
 class Settings(BaseSettings):
@@ -133,6 +138,13 @@ class Settings(BaseSettings):
         description="Comma-separated addresses or networks of reverse proxies whose X-Forwarded-For is "
         "believed (default: none, the peer's address counts).",
     )
+    password_hash_memory_kib: int = Field(
+        _PASSWORD_HASH_MEMORY_KIB,
+        le=4 * 1024 * 1024,
+        description="Memory (KiB) of each argon2id password hash: the cost of a sign-up or login, and of "
+        "a guess. Keep the default (RFC 9106's 64 MiB) in production; test suites lower it to the "
+        f"minimum ({_MIN_PASSWORD_HASH_MEMORY_KIB}). Stored hashes carry their own cost and keep verifying.",
+    )
     login_attempts_per_address_per_minute: int = Field(
         60, ge=1, description="Login attempts per client address (many users may share one NAT)."
     )
@@ -210,6 +222,17 @@ class Settings(BaseSettings):
     def _bind_is_an_address(cls, value: str) -> str:
         if not value or any(ch.isspace() for ch in value):
             raise ValueError("must be a host name or IP address")
+        return value
+
+    @field_validator("password_hash_memory_kib")
+    @classmethod
+    def _argon2_memory_minimum(cls, value: int) -> int:
+        if value < _MIN_PASSWORD_HASH_MEMORY_KIB:
+            raise ValueError(
+                f"argon2id needs at least 8 KiB per lane, {_MIN_PASSWORD_HASH_MEMORY_KIB} KiB with its "
+                f"{RFC_9106_LOW_MEMORY.parallelism} lanes (in production keep the default, "
+                f"{_PASSWORD_HASH_MEMORY_KIB})"
+            )
         return value
 
     @field_validator("trusted_proxies")

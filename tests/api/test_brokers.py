@@ -1,7 +1,7 @@
 """Where devices connect: login's list of broker nodes, ``GET /v1/brokers``, and sync's one read.
 
 One node (``hubbub up``) lists its one broker; the cluster's list of live nodes is
-tests/e2e/test_cluster_failover.py's. ``GET /v1/brokers`` is what a device asks once every node
+tests/cluster/test_cluster_device_failover.py's. ``GET /v1/brokers`` is what a device asks once every node
 it was given has failed, so it must cost no durable write: its token is checked by signature.
 """
 

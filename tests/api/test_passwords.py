@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from api.passwords import check_password
+from api.passwords import Passwords, check_password
 from hubbub.errors import InvalidInput
 from tests.support.api import ApiClient
 
@@ -86,3 +86,16 @@ def test_a_password_change_to_a_weak_one_is_refused_and_changes_nothing(api: Api
     assert response.json()["error"]["data"]["reason"] == "common"
     assert api.http.get("/v1/users/me", headers=other.headers).status_code == 200  # nobody signed out
     api.login(login.username)  # the old password still works
+
+
+async def test_hashes_made_at_another_memory_cost_keep_verifying() -> None:
+    strong = Passwords(memory_kib=65_536)
+    cheap = Passwords(memory_kib=32)
+    strong_hash = await strong.hash("correct horse 1")
+    cheap_hash = await cheap.hash("correct horse 1")
+    assert strong_hash.startswith("$argon2id$v=19$m=65536,t=3,p=4$")
+    assert cheap_hash.startswith("$argon2id$v=19$m=32,t=3,p=4$")
+    assert await cheap.verify(strong_hash, "correct horse 1")
+    assert await strong.verify(cheap_hash, "correct horse 1")
+    assert not await cheap.verify(strong_hash, "correct horse 2")
+    assert not await cheap.verify(None, "correct horse 1")

@@ -78,3 +78,15 @@ def test_http_limits_must_be_positive(monkeypatch: pytest.MonkeyPatch, variable:
     monkeypatch.setenv(variable, value)
     with pytest.raises(SettingsError, match=variable):
         load_settings()
+
+
+def test_the_password_hash_keeps_rfc_9106s_memory_unless_lowered_to_at_least_argon2s_minimum(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert load_settings().password_hash_memory_kib == 65_536
+    monkeypatch.setenv("HUBBUB_PASSWORD_HASH_MEMORY_KIB", "32")
+    assert load_settings().password_hash_memory_kib == 32
+    monkeypatch.setenv("HUBBUB_PASSWORD_HASH_MEMORY_KIB", "31")
+    refusal = r"HUBBUB_PASSWORD_HASH_MEMORY_KIB: .*at least 8 KiB per lane, 32 KiB"
+    with pytest.raises(SettingsError, match=refusal):
+        load_settings()

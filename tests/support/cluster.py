@@ -30,6 +30,7 @@ from hubbub.shards import ShardMap
 from launcher.devcluster import ClusterPlan, DevCluster, HubbubProcess
 from tests.support.chat import all_history, client_factory
 from tests.support.nats import NatsCluster
+from tests.support.platform import CHEAP_PASSWORD_HASH
 from tests.support.webhook import PushGateway
 
 __all__ = [
@@ -76,7 +77,7 @@ def _settings(gateway: PushGateway) -> dict[str, str]:
         "HUBBUB_LOGIN_ATTEMPTS_PER_ADDRESS_PER_MINUTE": "1000000",
         "HUBBUB_PUSH_WEBHOOK_URL": gateway.url,
         "HUBBUB_PUSH_COALESCE_WINDOW_S": "0",  # one push per message: pushes can be counted
-    }
+    } | CHEAP_PASSWORD_HASH
 
 
 def eventually(check: Callable[[], T | None], what: str, timeout: float = OUTCOME_S) -> T:

@@ -5,12 +5,10 @@ Login lists every live broker node; the access token is valid on each. So when i
 refresh (its tokens stay what they were) and catches up; only when every listed node has failed
 does it ask ``GET /v1/brokers``, which answers the live nodes from the registry.
 
-The cluster is what ``make cluster`` starts (tests/support/cluster.py), one for this module.
+The cluster is what ``make cluster`` starts (tests/support/cluster.py): the session's.
 """
 
 from __future__ import annotations
-
-from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -19,58 +17,22 @@ from client import HubbubClient
 from launcher.devcluster import HubbubProcess
 from tests.support.api import ApiClient
 from tests.support.chat import direct_conversation, expect_event
-from tests.support.cluster import (
-    OUTCOME_S,
-    ClusterClients,
-    HubbubCluster,
-    cluster_clients,
-    eventually,
-    start_hubbub_cluster,
-)
-from tests.support.nats import start_nats
-from tests.support.postgres import PostgresServer
+from tests.support.cluster import OUTCOME_S, ClusterClients, HubbubCluster, eventually
 
 pytestmark = pytest.mark.timeout(300)
 
 
-@pytest.fixture(scope="module")
-def hubbub_cluster(
-    tmp_path_factory: pytest.TempPathFactory, postgres: PostgresServer
-) -> Iterator[HubbubCluster]:
-    """Two brokers, two persisters, a notifier and an API on three NATS servers and PostgreSQL."""
-    nats = start_nats(tmp_path_factory.mktemp("failover-nats"), size=3)
-    try:
-        running = start_hubbub_cluster(
-            tmp_path_factory.mktemp("failover-cluster"), nats, postgres.create_database("failover")
-        )
-        try:
-            yield running
-        finally:
-            running.stop()
-            running.gateway.close()
-    finally:
-        nats.stop()
-
-
 @pytest.fixture
-def cluster(hubbub_cluster: HubbubCluster) -> HubbubCluster:
-    """The module's cluster with every process running, and both brokers in the registry."""
-    hubbub_cluster.repair()
-    api = ApiClient(hubbub_cluster.api_url)
+def cluster(cluster: HubbubCluster) -> HubbubCluster:
+    """The session's cluster (every process running again), with both brokers in the registry."""
+    api = ApiClient(cluster.api_url)
     try:
         token = api.new_user("lister").access_token
     finally:
         api.close()
-    ports = {_port(broker) for broker in hubbub_cluster.brokers}
-    eventually(lambda: _listed_ports(hubbub_cluster, token) == ports or None, "both brokers listed")
-    return hubbub_cluster
-
-
-@pytest.fixture
-def users(cluster: HubbubCluster) -> Iterator[ClusterClients]:
-    """New users' devices on the cluster, on a broker the test names."""
-    with cluster_clients(cluster) as make:
-        yield make
+    ports = {_port(broker) for broker in cluster.brokers}
+    eventually(lambda: _listed_ports(cluster, token) == ports or None, "both brokers listed")
+    return cluster
 
 
 def _port(broker: HubbubProcess) -> int:
