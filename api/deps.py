@@ -25,7 +25,9 @@ __all__ = ["CurrentDevice", "CurrentUser", "SessionDep", "StateDep", "VerifiedTo
 _bearer = HTTPBearer(auto_error=False, description="The access token from POST /v1/auth/token")
 
 
-def _state(request: Request) -> AppState:
+async def _state(request: Request) -> AppState:
+    # ``async``, as every dependency here: FastAPI runs a plain ``def`` one in a worker thread,
+    # a hand-off per request that costs more than the work.
     state: AppState = request.app.state.hubbub
     return state
 
@@ -43,7 +45,7 @@ async def _unit_of_work(state: StateDep) -> AsyncIterator[AsyncSession]:
 SessionDep = Annotated[AsyncSession, Depends(_unit_of_work, scope="function")]
 
 
-def _verified_token(
+async def _verified_token(
     state: StateDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 ) -> AccessClaims:
     """A device's access token, verified by its signature and expiry alone (no database)."""

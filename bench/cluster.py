@@ -2,7 +2,7 @@
 
 What it runs, on what ``make cluster`` starts (``bench.cluster_target``: NATS x3 with JetStream
 replicated x3, PostgreSQL with durable commits, two broker nodes, two persisters, a notifier
-and an API):
+and two API processes):
 
 - ``kill -9`` of broker-1 holding N devices (first, on a fresh node: its RSS growth per device
   is then theirs alone): until all are connected to broker-2 (the next node their login listed,
@@ -269,7 +269,7 @@ def _failover_table(run: ClusterRun) -> list[str]:
                 f"{b.all_synced_s:.1f} s; {b.p50_synced_s:.1f} s",
             ),
             (
-                "… `GET /v1/sync` answered by the one API process: rate; one sync's wait, p50; p99",
+                f"… `GET /v1/sync` by the {PLAN.apis} API processes: rate; one sync's wait, p50, p99",
                 f"{b.syncs_per_s:,.0f}/s; {b.sync_p50_s * 1e3:,.0f} ms; {b.sync_p99_s * 1e3:,.0f} ms",
             ),
             (
@@ -309,7 +309,7 @@ def cluster_markdown(run: ClusterRun, command: str) -> list[str]:
             f"{run.elapsed_s / 60:.1f} minutes of which {run.started_s:.0f} s starting the cluster. What "
             "`make cluster` starts (launcher/devcluster.py): three NATS servers (JetStream, streams and "
             f"buckets replicated x3), PostgreSQL with its durable defaults, {PLAN.brokers} broker nodes, "
-            f"{PLAN.persisters} persisters, {PLAN.notifiers} notifier and {PLAN.apis} API, "
+            f"{PLAN.persisters} persisters, {PLAN.notifiers} notifier and {PLAN.apis} API processes, "
             f"{PLAN.conversation_shards} conversation shards. The chat load is section 2's and 3's "
             '(closed loop, 5 unacknowledged per sender); "1 node" puts every device on broker-1, '
             '"2 nodes" puts each pair\'s members (and every other group member) on different nodes.'
@@ -318,7 +318,7 @@ def cluster_markdown(run: ClusterRun, command: str) -> list[str]:
         *_chat_table(run),
         *_failover_table(run),
         (
-            "Reading these: nine server processes (two brokers, two persisters, a notifier, an API, "
+            "Reading these: ten server processes (two brokers, two persisters, a notifier, two APIs, "
             "three NATS servers) plus PostgreSQL and the two load-generator processes share two cores, "
             "so the two-node figure shows what the hops cost (accepted stream, persister, fan-out over "
             "`hubbub.inbox.<uid>` to the recipient's node), not how the cluster scales. The closed loop "
@@ -335,9 +335,10 @@ def cluster_markdown(run: ClusterRun, command: str) -> list[str]:
             "next broker node its login listed with the access token it holds, so no refresh (a durable "
             "token rotation) and no registry round trip stand between the kill and the reconnect; "
             "`GET /v1/brokers` (read from the registry in memory) only once every listed node failed. "
-            "The generator keeps at most 100 MQTT connects (two processes x 50) and 32 REST requests "
-            "(2 x 16) in flight. What is left is the surviving broker's CONNECT rate (sections 4 and 5) "
-            "and the one API process answering the syncs: the two rows above say which."
+            "The generator keeps at most 100 MQTT connects (two processes x 50) and 16 REST requests "
+            "(2 x 8) in flight, each generator process on its own API process (as a balancer spreads "
+            "them). What is left is the surviving broker's CONNECT rate (sections 4 and 5) and the API "
+            "processes answering the syncs: the two rows above say which."
         ),
         "",
     ]

@@ -54,7 +54,9 @@ NS = 1_000_000_000
 KEEPALIVE_S = 600
 SEND_EVERY_S = 0.02
 FLOWING_ACKS = 5  # acks seen before the kill: commits flow
-HTTP_CONCURRENCY = 16  # per worker: two workers hold ~ the API's account pool (30), history has its own
+# Per worker, each on its own API process: under that process's pools (10 connections each, account
+# store and history): past them every request would open and close an overflow connection.
+HTTP_CONCURRENCY = 8
 RETRY_S = 0.2
 MISSED = 20  # messages each failover device's group gets while the device is away
 GROUP_SIZE = 100  # a sender and 99 failover devices
@@ -343,9 +345,8 @@ def run_broker_failover(  # noqa: PLR0917 - the scenario's knobs
     pipes: list[Connection] = []
     try:
         for w in range(workers):
-            job = _Job(
-                target.http_url, host, port, brokers, logins[w::workers], concurrency, deadline_s, missed
-            )
+            api_url = target.http_urls[w % len(target.http_urls)]  # as a balancer would spread them
+            job = _Job(api_url, host, port, brokers, logins[w::workers], concurrency, deadline_s, missed)
             parent, child = ctx.Pipe()
             proc = ctx.Process(target=_worker_main, args=(job, child), name=f"bench-failover-{w}")
             proc.daemon = True

@@ -40,7 +40,9 @@ from persister.sql_database import create_engine
 
 __all__ = ["PLAN", "ClusterTarget", "DeviceLogin", "start_cluster"]
 
-PLAN = ClusterPlan(brokers=2, persisters=2, notifiers=1, apis=1)
+# Two API processes: REST is stateless over PostgreSQL, so a deployment runs several behind a
+# balancer, and a failover's syncs are spread over them (the failover's workers, one API each).
+PLAN = ClusterPlan(brokers=2, persisters=2, notifiers=1, apis=2)
 _CLUSTER_SETTINGS = {
     **{f"HUBBUB_{name.upper()}": value for name, value in _SETTINGS.items()},
     "HUBBUB_LOGIN_ATTEMPTS_PER_ADDRESS_PER_MINUTE": "1000000",
@@ -82,6 +84,7 @@ class ClusterTarget:
         self.secret = processes.api.env["HUBBUB_SECRET_KEY"]
         self.mqtt_host, self.mqtt_port = self.brokers[0].ready.mqtt
         self.http_url = processes.api.ready.http_url
+        self.http_urls = [api.ready.http_url for api in processes.role("api")]  # every API process
         self._next_user = USER_ID_BASE + int(time.time()) % 1000 * 10_000
         self.readings: list[dict[str, float]] = []  # every cpu_seconds() call's per-process figures
 

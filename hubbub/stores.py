@@ -16,6 +16,7 @@ from hubbub.envelope import AcceptedMessage, CommitResult, CommittedMessage, Sen
 from hubbub.errors import CommitFailed
 
 __all__ = [
+    "CatchUp",
     "Directory",
     "Fence",
     "FencedOut",
@@ -37,6 +38,18 @@ class MessagePage:
 
     messages: list[CommittedMessage]
     has_more: bool
+
+
+@dataclass(frozen=True, slots=True)
+class CatchUp:
+    """A conversation's history past a device's cursor: the first messages after it, and the newest seq.
+
+    ``messages`` ascend from the cursor without a gap; the device holds everything once it holds
+    ``latest_seq`` (when ``messages`` stop short of it, the rest is still missing).
+    """
+
+    latest_seq: int
+    messages: list[CommittedMessage]
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +123,17 @@ class MessageStore(Protocol):
 
     async def latest_seqs(self, conversation_ids: Collection[int]) -> dict[int, int]:
         """The highest ``seq`` of each conversation that has messages."""
+        ...
+
+    async def catch_up(self, cursors: Mapping[int, int], *, limit: int) -> dict[int, CatchUp]:
+        """For each conversation of ``cursors`` whose history moved past its cursor: what lies after it.
+
+        ``cursors`` maps a conversation id to the last seq a device holds (0: none); the answer
+        has the conversations with a message past it, each with its newest seq and up to
+        ``limit`` messages after the cursor. What ``latest_seqs`` and a ``page(after=cursor)`` per
+        moved conversation would say, in one round trip where the backend allows (SQL: one
+        statement): every device of a failed broker node asks it at once.
+        """
         ...
 
     async def last_messages(self, conversation_ids: Collection[int]) -> dict[int, CommittedMessage]:

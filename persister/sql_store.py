@@ -9,12 +9,13 @@ fenced commits are checked on PostgreSQL and refused on SQLite (``persister.sql_
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
+from typing import Any
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import Select, and_, func, or_, select, union_all
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from hubbub.envelope import AcceptedMessage, CommitResult, CommittedMessage
-from hubbub.stores import Fence, MessagePage
+from hubbub.stores import CatchUp, Fence, MessagePage
 from persister.sql_commit import Committer, EngineCommitter
 from persister.sql_schema import COLUMNS, messages, row_message
 
@@ -22,6 +23,10 @@ __all__ = ["SqlMessageStore"]
 
 # Keeps each IN (...) / OR list well under SQLite's bound-parameter limit.
 _CHUNK = 300
+# Conversations per catch-up statement: a UNION ALL of one part each, under SQLite's limit of
+# 500 parts in a compound SELECT and of 32,766 bound parameters.
+_CATCH_UP_CHUNK = 100
+_WIDTH = len(COLUMNS)  # a catch-up row: a message's columns, then its conversation's newest seq
 
 
 class SqlMessageStore:
@@ -29,6 +34,7 @@ class SqlMessageStore:
 
     def __init__(self, engine: AsyncEngine, committer: Committer | None = None) -> None:
         self._engine = engine
+        self._reads = _autocommit(engine)
         self._committer = committer or EngineCommitter(engine)
 
     async def commit(
@@ -104,6 +110,32 @@ class SqlMessageStore:
                 found.update({cid: int(seq) for cid, seq in await connection.execute(query)})
         return found
 
+    async def catch_up(self, cursors: Mapping[int, int], *, limit: int) -> dict[int, CatchUp]:
+        """See ``hubbub.stores.MessageStore.catch_up``: one statement per 100 conversations.
+
+        Each conversation is one part of a ``UNION ALL``: the first ``limit`` messages past its
+        cursor (an index range) with its newest seq beside each (an index probe), so a
+        conversation that did not move returns no row. Read in autocommit: one statement, no
+        BEGIN and ROLLBACK around it (an in-memory SQLite database excepted, see ``_reads``).
+        """
+        found: dict[int, CatchUp] = {}
+        pairs = list(cursors.items())
+        async with self._reads.connect() as connection:
+            for start in range(0, len(pairs), _CATCH_UP_CHUNK):
+                parts = [
+                    _past_cursor(cid, cursor, limit) for cid, cursor in pairs[start : start + _CATCH_UP_CHUNK]
+                ]
+                query = parts[0] if len(parts) == 1 else union_all(*parts)
+                for row in await connection.execute(query):
+                    message = row_message(row[:_WIDTH])
+                    entry = found.get(message.conversation_id)
+                    if entry is None:
+                        entry = found[message.conversation_id] = CatchUp(int(row[_WIDTH]), [])
+                    entry.messages.append(message)
+        for entry in found.values():
+            entry.messages.sort(key=lambda message: message.seq)
+        return found
+
     async def last_messages(self, conversation_ids: Collection[int]) -> dict[int, CommittedMessage]:
         """The newest message of each conversation that has one."""
         latest = await self.latest_seqs(conversation_ids)
@@ -142,3 +174,34 @@ class SqlMessageStore:
     async def close(self) -> None:
         """Close the committer; the shared engine is disposed by its owner."""
         await self._committer.close()
+
+
+def _autocommit(engine: AsyncEngine) -> AsyncEngine:
+    """``engine`` for single-statement reads, without BEGIN and ROLLBACK round trips.
+
+    Not for an in-memory SQLite database: it is one connection that the committer shares, and
+    switching it to autocommit would commit an open transaction of the committer.
+    """
+    url = engine.url
+    if url.get_backend_name() == "sqlite" and url.database in {None, "", ":memory:"}:
+        return engine
+    return engine.execution_options(isolation_level="AUTOCOMMIT")
+
+
+def _past_cursor(conversation_id: int, cursor: int, limit: int) -> Select[Any]:
+    """The first ``limit`` messages of a conversation after ``cursor``, each with the newest seq beside it."""
+    heads = messages.alias("heads")
+    newest = (
+        select(func.max(heads.c.seq))
+        .where(heads.c.conversation_id == conversation_id)
+        .scalar_subquery()
+        .label("latest")
+    )
+    page = (
+        select(*COLUMNS, newest)
+        .where(messages.c.conversation_id == conversation_id, messages.c.seq > cursor)
+        .order_by(messages.c.seq)
+        .limit(limit)
+        .subquery()
+    )
+    return select(page)

@@ -10,54 +10,57 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, status
+import orjson
+from fastapi import APIRouter, Query, Response, status
 
 from api.deps import CurrentDevice, CurrentUser, SessionDep, StateDep, VerifiedToken, signed_out
-from api.schemas import ConversationSync, CursorMove, MissingRange, SyncOut
+from api.schemas import CursorMove, SyncOut
 from api.store import conversations as queries
-from api.views import message_out
+from hubbub.events import message_json
 
 __all__ = ["router"]
 
 router = APIRouter(prefix="/v1/sync", tags=["sync"])
 
 
-@router.get("")
+@router.get("", response_model=SyncOut)
 async def sync(
     claims: VerifiedToken,
     state: StateDep,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
-) -> SyncOut:
+) -> Response:
     """For each of my conversations past this device's cursor: the messages after it.
 
     Every device of a failed broker node asks this at once on reconnecting elsewhere, so it
     costs the account store one read in autocommit (the device still signed in, its user's
-    conversations and its cursors, together) and history one query for the latest seqs plus
-    one page per conversation that moved.
+    conversations and its cursors, together) and history one more (``MessageStore.catch_up``:
+    the newest seqs and the pages after the moved cursors). The body is ``SyncOut``, written
+    with orjson from the messages' JSON shape (``message_json``, the inbox event's) rather
+    than validated model by model: it is built here from typed store values.
     """
     async with state.reads() as session:
         cursors = await queries.sync_positions(session, claims.device_id, claims.user_id)
     if cursors is None:
         raise signed_out()
-    latest = await state.messages.latest_seqs(list(cursors))
+    caught_up = await state.messages.catch_up(cursors, limit=limit)
     moved = []
     for conversation_id, cursor in cursors.items():
-        newest = latest.get(conversation_id, 0)
-        if newest <= cursor:
+        past = caught_up.get(conversation_id)
+        if past is None:
             continue
-        page = await state.messages.page(conversation_id, limit=limit, after=cursor)
-        held = page.messages[-1].seq if page.messages else cursor
+        newest = past.latest_seq
+        held = past.messages[-1].seq if past.messages else cursor
         moved.append(
-            ConversationSync(
-                conversation_id=str(conversation_id),
-                cursor=cursor,
-                latest_seq=newest,
-                messages=[message_out(message) for message in page.messages],
-                complete=held >= newest,
-                missing=None if held >= newest else MissingRange(after=held, up_to=newest),
-            )
+            {
+                "conversation_id": str(conversation_id),
+                "cursor": cursor,
+                "latest_seq": newest,
+                "messages": [message_json(message) for message in past.messages],
+                "complete": held >= newest,
+                "missing": None if held >= newest else {"after": held, "up_to": newest},
+            }
         )
-    return SyncOut(conversations=moved)
+    return Response(orjson.dumps({"conversations": moved}), media_type="application/json")
 
 
 @router.post("/cursors", status_code=status.HTTP_204_NO_CONTENT)

@@ -69,7 +69,7 @@ from cassandra.cluster import EXEC_PROFILE_DEFAULT  # type: ignore[import-untype
 from cassandra.query import BatchStatement, BatchType, tuple_factory  # type: ignore[import-untyped]
 
 from hubbub.envelope import AcceptedMessage, CommitResult, CommittedMessage
-from hubbub.stores import Fence, MessagePage
+from hubbub.stores import CatchUp, Fence, MessagePage
 from persister.cassandra_store.batching import ROW_OVERHEAD, Write, pack
 from persister.cassandra_store.driver import (
     Row,
@@ -369,6 +369,23 @@ class CassandraMessageStore:
     async def latest_seqs(self, conversation_ids: Collection[int]) -> dict[int, int]:
         """The heads: a conversation's latest committed seq, one single-row read each."""
         return await self._read_heads(conversation_ids)
+
+    async def catch_up(self, cursors: Mapping[int, int], *, limit: int) -> dict[int, CatchUp]:
+        """See ``MessageStore.catch_up``: the heads, then every moved conversation's seqs at once.
+
+        Seqs are dense, so the page after a cursor is the exact range ``cursor + 1 ..`` capped at
+        ``limit`` and the head: key-range reads, all in flight together.
+        """
+        heads = await self._read_heads(cursors)
+        plans = {
+            cid: plan_page(head, limit=limit, after=cursors[cid])
+            for cid, head in heads.items()
+            if head > cursors[cid]
+        }
+        pages = await asyncio.gather(
+            *(self._read_messages(cid, plan.first, plan.last) for cid, plan in plans.items())
+        )
+        return {cid: CatchUp(heads[cid], page) for cid, page in zip(plans, pages, strict=True)}
 
     async def last_messages(self, conversation_ids: Collection[int]) -> dict[int, CommittedMessage]:
         """The message at each head."""

@@ -24,7 +24,7 @@ from hubbub import subjects
 from hubbub.envelope import AcceptedMessage, CommitResult, CommittedMessage
 from hubbub.errors import CommitFailed, Unavailable
 from hubbub.shards import ShardMap
-from hubbub.stores import Fence, FencedOut, MessagePage
+from hubbub.stores import CatchUp, Fence, FencedOut, MessagePage
 from persister import Persister
 from tests.cluster.test_accepted_contract import accepted, fresh_streams, nats_connection
 from tests.support.nats import NatsCluster
@@ -116,6 +116,10 @@ class FencedStore:
 
     async def latest_seqs(self, conversation_ids: Collection[int]) -> dict[int, int]:
         return {cid: self.seqs[cid] for cid in conversation_ids if cid in self.seqs}
+
+    async def catch_up(self, cursors: Mapping[int, int], *, limit: int) -> dict[int, CatchUp]:
+        del cursors, limit  # the persister never reads
+        return {}
 
     async def last_messages(self, conversation_ids: Collection[int]) -> dict[int, CommittedMessage]:
         return {

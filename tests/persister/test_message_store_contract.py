@@ -152,6 +152,21 @@ async def test_latest_last_and_unread(store: MessageStore) -> None:
     assert await store.unread_counts({11: 0}, reader_id=7) == {11: 2}
 
 
+async def test_catch_up_past_cursors(store: MessageStore) -> None:
+    await store.commit([accepted(31, f"a{i}") for i in range(5)] + [accepted(32, "b"), accepted(33, "c")])
+    caught = await store.catch_up({31: 1, 32: 1, 33: 0, 34: 0}, limit=3)
+    # 32 did not move past its cursor and 34 has no history: absent; 31 stops short of its head.
+    assert {cid: (c.latest_seq, [m.seq for m in c.messages]) for cid, c in caught.items()} == {
+        31: (5, [2, 3, 4]),
+        33: (1, [1]),
+    }
+    assert [m.cmid for m in caught[31].messages] == ["a1", "a2", "a3"]
+    many = dict.fromkeys(range(1000, 1250), 0)  # more conversations than one statement takes
+    await store.commit([accepted(1_249, "last")])
+    assert {cid: c.latest_seq for cid, c in (await store.catch_up(many, limit=1)).items()} == {1_249: 1}
+    assert await store.catch_up({}, limit=1) == {}
+
+
 async def test_a_failed_commit_leaves_no_trace_and_seqs_stay_dense(store: MessageStore) -> None:
     await store.commit([accepted(20, "ok")])
     clash = AcceptedMessage(20, 10**19, 7, "dev1", "x", "hi", 0)  # message_id out of BIGINT range
