@@ -64,18 +64,6 @@ _ROUTERS: tuple[tuple[ModuleType, tuple[int, ...]], ...] = (
 )
 
 
-def _autocommit(engine: AsyncEngine) -> AsyncEngine:
-    """``engine`` for single reads: no BEGIN and no COMMIT round trip around each.
-
-    Not for an in-memory SQLite database: it is one connection that every session shares, and
-    switching it to autocommit would commit another session's open transaction.
-    """
-    url = engine.url
-    if url.get_backend_name() == "sqlite" and url.database in {None, "", ":memory:"}:
-        return engine
-    return engine.execution_options(isolation_level="AUTOCOMMIT")
-
-
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -85,6 +73,7 @@ def create_app(
     *,
     tokens: TokenCodec,
     engine: AsyncEngine,
+    read_engine: AsyncEngine,
     ids: SnowflakeGenerator,
     broker: BrokerEndpoint,
     messages_store: MessageStore,
@@ -100,6 +89,9 @@ def create_app(
 ) -> FastAPI:
     """The API over an already migrated database; its own helpers are built in the lifespan.
 
+    ``read_engine`` answers single-statement reads (``engine`` without a transaction around
+    each, where the database allows it: ``persister.sql_database.autocommit_reads``).
+
     ``live_connections`` closes an ended device's MQTT connections (the messaging core).
     ``broker`` is where devices connect when ``discover_brokers`` names no node (one node, or a
     cluster's registry with no healthy broker yet), ``brokers_max_age_s`` how old its answer may be
@@ -113,7 +105,7 @@ def create_app(
             settings=settings,
             engine=engine,
             sessions=async_sessionmaker(engine, expire_on_commit=False),
-            reads=async_sessionmaker(_autocommit(engine)),
+            reads=async_sessionmaker(read_engine),
             tokens=tokens,
             passwords=Passwords(memory_kib=settings.password_hash_memory_kib),
             login_backoff=FailureBackoff(

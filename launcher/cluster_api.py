@@ -35,6 +35,7 @@ from launcher.http import bind_socket
 from launcher.push import shared_vapid_key
 from launcher.serving import WS_PATH, http_url, serve_until_stopped, uvicorn_server
 from messaging import LoopClock, MessagingCore
+from persister.sql_database import autocommit_reads
 
 __all__ = ["BrokerDiscovery", "run_cluster_api"]
 
@@ -128,6 +129,7 @@ async def run_cluster_api(settings: Settings) -> None:
             settings,
             tokens=core.tokens,
             engine=core.engine,
+            read_engine=autocommit_reads(core.engine),
             ids=core.ids,
             broker=fallback,
             messages_store=core.store,

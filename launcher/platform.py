@@ -37,6 +37,7 @@ from notifier.metrics import PushMetrics
 from notifier.planner import PushPlanner
 from persister import Persister
 from persister.local_log import LocalAcceptedLog
+from persister.sql_database import autocommit_reads
 
 __all__ = ["Messaging", "one_node_messaging", "run_api", "run_broker", "run_up"]
 
@@ -149,6 +150,7 @@ async def run_up(settings: Settings) -> None:
             settings,
             tokens=core.tokens,
             engine=core.engine,
+            read_engine=autocommit_reads(core.engine),
             ids=core.ids,
             broker=endpoint,
             messages_store=core.store,
@@ -192,6 +194,7 @@ async def run_api(settings: Settings) -> None:
             settings,
             tokens=core.tokens,
             engine=core.engine,
+            read_engine=autocommit_reads(core.engine),
             ids=core.ids,
             broker=endpoint,
             messages_store=core.store,

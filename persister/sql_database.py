@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from persister.commit_process import ProcessCommitter
 from persister.sql_commit import Committer, EngineCommitter
 
-__all__ = ["create_engine", "is_in_memory", "message_committer", "sqlite_writer_engine"]
+__all__ = ["autocommit_reads", "create_engine", "is_in_memory", "message_committer", "sqlite_writer_engine"]
 
 
 def _sqlite_pragmas(dbapi_connection: DBAPIConnection, _record: object) -> None:
@@ -50,6 +50,17 @@ def create_engine(url: str) -> AsyncEngine:
 def is_in_memory(engine: AsyncEngine) -> bool:
     """Whether ``engine`` is an in-memory SQLite database (one per engine, so not to be opened twice)."""
     return _in_memory(engine.url)
+
+
+def autocommit_reads(engine: AsyncEngine) -> AsyncEngine:
+    """``engine`` for single-statement reads, without BEGIN and ROLLBACK round trips around each.
+
+    Not for an in-memory SQLite database: it is one connection that every session and the
+    committer share, and switching it to autocommit would commit another's open transaction.
+    """
+    if is_in_memory(engine):
+        return engine
+    return engine.execution_options(isolation_level="AUTOCOMMIT")
 
 
 def _in_memory(url: URL) -> bool:

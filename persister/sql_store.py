@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from hubbub.envelope import AcceptedMessage, CommitResult, CommittedMessage
 from hubbub.stores import CatchUp, Fence, MessagePage
 from persister.sql_commit import Committer, EngineCommitter
+from persister.sql_database import autocommit_reads
 from persister.sql_schema import COLUMNS, messages, row_message
 
 __all__ = ["SqlMessageStore"]
@@ -34,7 +35,7 @@ class SqlMessageStore:
 
     def __init__(self, engine: AsyncEngine, committer: Committer | None = None) -> None:
         self._engine = engine
-        self._reads = _autocommit(engine)
+        self._reads = autocommit_reads(engine)
         self._committer = committer or EngineCommitter(engine)
 
     async def commit(
@@ -174,18 +175,6 @@ class SqlMessageStore:
     async def close(self) -> None:
         """Close the committer; the shared engine is disposed by its owner."""
         await self._committer.close()
-
-
-def _autocommit(engine: AsyncEngine) -> AsyncEngine:
-    """``engine`` for single-statement reads, without BEGIN and ROLLBACK round trips.
-
-    Not for an in-memory SQLite database: it is one connection that the committer shares, and
-    switching it to autocommit would commit an open transaction of the committer.
-    """
-    url = engine.url
-    if url.get_backend_name() == "sqlite" and url.database in {None, "", ":memory:"}:
-        return engine
-    return engine.execution_options(isolation_level="AUTOCOMMIT")
 
 
 def _past_cursor(conversation_id: int, cursor: int, limit: int) -> Select[Any]:
