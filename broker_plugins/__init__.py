@@ -29,9 +29,6 @@ The remaining amqtt touches, all public names (each exercised by the tests named
   the CONNECT itself (``tests/broker_plugins/test_connect_auth.py``, ``test_connect_decoder.py``:
   refusals, protocol level, client id rules);
 - ``amqtt.mqtt.connack.NOT_AUTHORIZED`` in ``broker.py`` (``test_connect_auth.py``);
-- ``amqtt.adapters.ReaderAdapter`` / ``WriterAdapter``, the interfaces of ``read_connect``, the
-  stream form of the CONNECT decoder (``test_codec.py``, ``test_connect_decoder.py``); the
-  handler itself frames the CONNECT from the bytes it is fed and calls ``decode_connect``;
 - ``amqtt.errors`` (``AMQTTError``, ``MQTTError``, ``NoDataError``), what that decoder raises.
 
 No private amqtt name is used.

@@ -6,8 +6,6 @@ it was among the broker's top costs. The handler frames the packet from the byte
 fed (refusing an oversized one from its length, ``limits.py``) and ``decode_connect`` slices
 the fields out of the body: no task, reader or coroutine per CONNECT. What it returns is a
 plain ``Connect``; a refusal that gets a CONNACK raises ``ConnectRefused`` with its code.
-``read_connect`` is the same decoder over an amqtt ``ReaderAdapter`` / ``WriterAdapter`` pair
-(a stream, and where the refusal's CONNACK goes).
 
 The checks and refusals are amqtt 0.12.1's ``BrokerProtocolHandler.init_from_connect``
 [MQTT-3.1.0-1, 3.1.2-1, 3.1.2-3, 3.1.2-22, 3.1.3-8, 3.2.2-4], as amqtt's decoder saw the fields:
@@ -27,22 +25,18 @@ The checks and refusals are amqtt 0.12.1's ``BrokerProtocolHandler.init_from_con
 
 from __future__ import annotations
 
-import asyncio
 import struct
 from dataclasses import dataclass
 
-from amqtt.adapters import ReaderAdapter, WriterAdapter
 from amqtt.errors import MQTTError, NoDataError
 from amqtt.mqtt.connack import BAD_USERNAME_PASSWORD, IDENTIFIER_REJECTED, UNACCEPTABLE_PROTOCOL_VERSION
 from amqtt.utils import gen_client_id
 
-from broker_plugins.codec import connack_packet
 from broker_plugins.routing import check_topic
 from broker_plugins.sessions import Will
 
-__all__ = ["Connect", "ConnectRefused", "decode_connect", "read_connect"]
+__all__ = ["Connect", "ConnectRefused", "decode_connect"]
 
-_CONNECT = 1
 _MQTT_3_1_1 = 4
 _USERNAME = 0x80
 _PASSWORD = 0x40
@@ -51,8 +45,6 @@ _WILL_QOS = 0x18
 _WILL = 0x04
 _CLEAN_SESSION = 0x02
 _RESERVED = 0x01
-_CONTINUATION = 0x80
-_MAX_LENGTH_BYTES = 4
 _HEADER = struct.Struct("!BBH")  # protocol level, connect flags, keep alive
 _LENGTH = struct.Struct("!H")
 
@@ -76,32 +68,6 @@ class ConnectRefused(MQTTError):
     def __init__(self, return_code: int, reason: str) -> None:
         super().__init__(f"CONNECT refused: {reason}")
         self.return_code = return_code
-
-
-async def _read(reader: ReaderAdapter, n: int) -> bytes:
-    """Exactly ``n`` bytes; ``NoDataError`` when the stream ends first (as amqtt's ``read_or_raise``)."""
-    try:
-        data: bytes | None = await reader.read(n)
-    except (asyncio.IncompleteReadError, ConnectionResetError, BrokenPipeError):
-        data = None
-    if data is None or len(data) < n:
-        raise NoDataError("No more data")
-    return data
-
-
-async def _read_body(reader: ReaderAdapter) -> bytes:
-    """The body of the first packet, which must be a CONNECT [MQTT-3.1.0-1]."""
-    first = (await _read(reader, 1))[0]
-    if first >> 4 != _CONNECT:
-        raise MQTTError(f"first packet has type {first >> 4}, not CONNECT [MQTT-3.1.0-1]")
-    length, multiplier = 0, 1
-    for _ in range(_MAX_LENGTH_BYTES):
-        byte = (await _read(reader, 1))[0]
-        length += (byte & ~_CONTINUATION) * multiplier
-        if not byte & _CONTINUATION:
-            return await _read(reader, length) if length else b""
-        multiplier *= 128
-    raise MQTTError("invalid remaining length of a CONNECT")
 
 
 class _Fields:
@@ -209,15 +175,3 @@ def decode_connect(body: bytes, remote: str) -> Connect:
         will=will,
         remote=remote,
     )
-
-
-async def read_connect(reader: ReaderAdapter, writer: WriterAdapter) -> Connect:
-    """``decode_connect`` over a stream: a refused CONNECT gets its CONNACK and raises ``MQTTError``."""
-    body = await _read_body(reader)
-    remote_address, remote_port = writer.get_peer_info() or ("unknown", 0)
-    try:
-        return decode_connect(body, f"{remote_address}:{remote_port}")
-    except ConnectRefused as refused:
-        writer.write(connack_packet(session_present=False, return_code=refused.return_code))
-        await writer.close()
-        raise

@@ -9,7 +9,6 @@ from __future__ import annotations
 import struct
 
 import pytest
-from amqtt.adapters import BufferReader
 from amqtt.errors import MQTTError
 
 from broker_plugins.codec import (
@@ -21,8 +20,7 @@ from broker_plugins.codec import (
     suback_packet,
     unsuback_packet,
 )
-from broker_plugins.connect import read_connect
-from tests.broker_plugins.recording import RecordingWriter
+from broker_plugins.connect import Connect, ConnectRefused, decode_connect
 from tests.support.wire import connect_packet, remaining_length
 
 
@@ -66,27 +64,24 @@ def test_acknowledgements_are_framed_as_mqtt_3_1_1_says() -> None:
     assert next_packet(suback_packet(7, [1]), 0) == (0x90, 2, 5)
 
 
-@pytest.fixture
-def recorder() -> RecordingWriter:
-    return RecordingWriter(("192.0.2.1", 40000))
+def _decode(packet: bytes) -> Connect:
+    """Frame ``packet`` as the handler does, then decode its body."""
+    _, start, end = next_packet(packet, 0)
+    return decode_connect(packet[start:end], "192.0.2.1:40000")
 
 
-async def test_a_connect_is_read_into_plain_fields_with_its_peer(recorder: RecordingWriter) -> None:
-    connect = await read_connect(
-        BufferReader(connect_packet("phone-1", "42", "token", keepalive=30)), recorder
-    )
+def test_a_connect_is_read_into_plain_fields_with_its_peer() -> None:
+    connect = _decode(connect_packet("phone-1", "42", "token", keepalive=30))
     assert (connect.client_id, connect.username, connect.password) == ("phone-1", "42", "token")
     assert (connect.clean_session, connect.keep_alive, connect.will) == (True, 30, None)
     assert connect.remote == "192.0.2.1:40000"
-    assert recorder.written == b""
 
 
-async def test_a_will_is_read(recorder: RecordingWriter) -> None:
+def test_a_will_is_read() -> None:
     flags = 0b11000010 | 0b00100100 | 0b00001000  # user, password, clean; will retained; will QoS 1
     body = _string("MQTT") + bytes([4, flags]) + struct.pack("!H", 10)
     body += _string("svc") + _string("status/svc") + _string("gone") + _string("service:x") + _string("t")
-    packet = b"\x10" + remaining_length(len(body)) + body
-    connect = await read_connect(BufferReader(packet), recorder)
+    connect = _decode(b"\x10" + remaining_length(len(body)) + body)
     assert connect.will is not None
     assert (connect.will.topic, connect.will.payload, connect.will.qos, connect.will.retain) == (
         "status/svc",
@@ -96,36 +91,33 @@ async def test_a_will_is_read(recorder: RecordingWriter) -> None:
     )
 
 
-async def test_an_unsupported_protocol_level_gets_its_connack_and_is_refused(
-    recorder: RecordingWriter,
-) -> None:
+def test_an_unsupported_protocol_level_is_refused_with_connack_1() -> None:
     body = _string("MQTT") + bytes([3, 0b00000010]) + struct.pack("!H", 10) + _string("phone-1")
-    with pytest.raises(MQTTError, match="protocol level 3"):
-        await read_connect(BufferReader(b"\x10" + remaining_length(len(body)) + body), recorder)
-    assert recorder.written == b"\x20\x02\x00\x01"
-    assert recorder.closed
+    with pytest.raises(ConnectRefused, match="protocol level 3") as refused:
+        _decode(b"\x10" + remaining_length(len(body)) + body)
+    assert refused.value.return_code == 1
 
 
-async def test_no_client_id_with_a_persistent_session_is_refused(recorder: RecordingWriter) -> None:
+def test_no_client_id_with_a_persistent_session_is_refused_with_connack_2() -> None:
     body = _string("MQTT") + bytes([4, 0b00000000]) + struct.pack("!H", 10) + _string("")
-    with pytest.raises(MQTTError, match=r"MQTT-3\.1\.3-8"):
-        await read_connect(BufferReader(b"\x10" + remaining_length(len(body)) + body), recorder)
-    assert recorder.written == b"\x20\x02\x00\x02"
+    with pytest.raises(ConnectRefused, match=r"MQTT-3\.1\.3-8") as refused:
+        _decode(b"\x10" + remaining_length(len(body)) + body)
+    assert refused.value.return_code == 2
 
 
 @pytest.mark.parametrize(
     ("client_id", "username"),
     [(b"a\x00b", b"42"), (b"a\xffb", b"42"), (b"phone", b"4\x002"), (b"ph", b"\xc3")],
 )
-async def test_a_connect_string_that_is_not_utf_8_without_nul_closes_without_connack(
-    recorder: RecordingWriter, client_id: bytes, username: bytes
+def test_a_connect_string_that_is_not_utf_8_without_nul_closes_without_connack(
+    client_id: bytes, username: bytes
 ) -> None:
-    # amqtt's decoder reads invalid UTF-8 as str(bytes) ("b'a\\xffb'"): read_connect must notice.
+    # amqtt's decoder read invalid UTF-8 as str(bytes) ("b'a\\xffb'"): this one must notice.
     def raw(data: bytes) -> bytes:
         return struct.pack("!H", len(data)) + data
 
     body = _string("MQTT") + bytes([4, 0b11000010]) + struct.pack("!H", 10)
     body += raw(client_id) + raw(username) + _string("token")
-    with pytest.raises(MQTTError, match=r"MQTT-1\.5\.3"):
-        await read_connect(BufferReader(b"\x10" + remaining_length(len(body)) + body), recorder)
-    assert recorder.written == b""
+    with pytest.raises(MQTTError, match=r"MQTT-1\.5\.3") as raised:
+        _decode(b"\x10" + remaining_length(len(body)) + body)
+    assert not isinstance(raised.value, ConnectRefused)  # no CONNACK code says "malformed"
