@@ -1,13 +1,16 @@
 """A cluster process told to stop while its NATS is gone still exits, and says why.
 
-Brokers and a persister sent SIGTERM at the moment their NATS servers were killed once stayed
-alive for over an hour, idle, awaiting a NATS answer that never came. A node stopping without
-NATS can neither deregister nor release its leases (those run out by their TTL, which the
-design allows), but it must exit, cleanly, with one warning that NATS was not there to hear it.
+Brokers and a persister sent SIGTERM at the moment their NATS servers were killed were found
+alive over an hour later. Here, before the fix, such a node waited one NATS request timeout
+(5 s) per lease shard, one after another, and then failed (exit 1) draining a reconnecting
+connection. A node stopping without NATS can neither deregister nor release its leases (those
+run out by their TTL, which the design allows), but it must exit, cleanly (0), with one warning
+that NATS was not there to hear it.
 
-Each process here (a broker and a persister) runs against a NATS server of its own, so killing
-that server hurts no other test. Two moments: SIGTERM at once after the kill (the node has not
-noticed yet) and SIGTERM once the node has logged that it is reconnecting.
+Each process here (a broker and a persister) runs against NATS servers of their own, so killing
+them hurts no other test. Three moments: SIGTERM at once after the kill, once the node has
+logged that it is reconnecting, and just before the kill; and, for contrast, a stop with NATS up:
+the leases are released and nothing is said of NATS.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ _RECONNECTING = "lost; reconnecting"
 
 @pytest.fixture
 def own_nats(tmp_path: Path) -> Iterator[NatsCluster]:
-    """One NATS server for this test alone (it gets killed)."""
+    """Three NATS servers for this test alone (they get killed)."""
     nats = start_nats(tmp_path / "nats", size=3)
     yield nats
     nats.stop()
@@ -94,3 +97,14 @@ def test_nodes_whose_nats_dies_as_they_stop_exit(own_nats: NatsCluster, nodes: D
     _stop(nodes)
     _kill(own_nats)
     _assert_each_exits_saying_why(nodes)
+
+
+def test_nodes_stopped_with_nats_up_release_and_say_nothing_of_it(nodes: DevCluster) -> None:
+    _stop(nodes)
+    codes = {name: process.wait_exit(EXIT_S) for name, process in nodes.processes.items()}
+    assert codes == dict.fromkeys(nodes.processes, 0), f"exit codes {codes}\n{nodes.logs()}"
+    for name, process in nodes.processes.items():
+        log = process.log()
+        assert _UNREACHABLE not in log, f"{name} warned of NATS with NATS up\n{process.log_tail()}"
+        assert ": released" in log, f"{name} released no lease\n{process.log_tail()}"
+        assert "left the cluster" in log, process.log_tail()
