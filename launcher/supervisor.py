@@ -242,7 +242,7 @@ class Supervisor:
             raise
         stall.cancel()
         if not task.done():
-            task.cancel()
+            cancelling.cancel(task)
             await asyncio.gather(task, return_exceptions=True)
             status.last_error = "stalled"
             logger.error("loop %s stalled: cancelled, to start again", status.name)
