@@ -84,8 +84,8 @@ from nats.js import JetStreamContext
 from nats.js.errors import KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
-from cluster import cancelling
 from cluster.kv import Bucket, ensure_bucket
+from hubbub import cancelling
 
 __all__ = ["LeaseRecord", "ShardCallback", "ShardLeases", "bucket_name"]
 

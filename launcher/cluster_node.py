@@ -27,12 +27,12 @@ from prometheus_client import CollectorRegistry, generate_latest
 from starlette.applications import Starlette
 from starlette.routing import Route
 
-from cluster import cancelling
 from cluster.connection import ClusterConnection, NatsOptions, parse_servers
 from cluster.kv import Bucket
 from cluster.leases import ShardCallback, ShardLeases
 from cluster.registry import Endpoints, NodeDirectory, NodeHeartbeat, open_registry
 from config import Settings
+from hubbub import cancelling
 from hubbub.errors import SettingsError
 from launcher.health import ConsumerLag, Health, NodeCollector, health_routes
 from launcher.http import bind_socket

@@ -24,7 +24,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from cluster import cancelling
+from hubbub import cancelling
 
 __all__ = ["LoopStatus", "Supervisor"]
 
