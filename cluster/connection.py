@@ -5,17 +5,24 @@ nats-py reconnects by itself; what it does not do is say so anywhere a health ch
 ``/metrics`` will read, logs every transition, and retries forever by default: a node outlives a
 NATS server restart or a rolling upgrade without being restarted itself. Dead connections are
 found by the client's PINGs (``ping_interval_s`` x ``max_outstanding_pings``).
+
+A node that stops says goodbye over this connection (deregisters, releases its leases, drains)
+through ``goodbye``: every such step within one shutdown budget for the process
+(``shutdown_timeout_s``), skipped once NATS has shown it is not there. Without NATS the node
+still exits, bounded, with one warning; what it could not hand back runs out by its TTL.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import nats
 from nats.aio.client import Client
+from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 
 __all__ = ["ClusterConfigError", "ClusterConnection", "ConnectionState", "NatsOptions", "parse_servers"]
@@ -47,6 +54,9 @@ class NatsOptions:
     ping_interval_s: float = 5.0
     max_outstanding_pings: int = 2
     request_timeout_s: float = 5.0  # JetStream API calls (KV reads and writes included)
+    # Everything a stopping node still says to NATS (deregister, release), together; and, on its
+    # own, draining the connection.
+    shutdown_timeout_s: float = 15.0
 
 
 @dataclass
@@ -80,6 +90,9 @@ class ClusterConnection:
         self.options = options
         self.state = state
         self.js: JetStreamContext = client.jetstream(timeout=options.request_timeout_s)
+        self._goodbye_left_s = options.shutdown_timeout_s  # of the one budget for every goodbye
+        self._unreachable: str | None = None  # why the goodbyes are skipped
+        self._said_unreachable = False
 
     @classmethod
     async def connect(cls, options: NatsOptions) -> ClusterConnection:
@@ -132,8 +145,67 @@ class ClusterConnection:
         """Connected now (a reconnect in progress is not healthy)."""
         return self.state.connected and self.client.is_connected
 
+    async def goodbye(self, what: str, step: Callable[[], Awaitable[object]]) -> bool:
+        """Run ``step``, something a stopping node tells NATS, within the shutdown budget.
+
+        The budget (``shutdown_timeout_s``) is one for all the process's goodbyes together
+        (what a node does locally between them, like settling batches, is not counted: it is
+        bounded on its own). ``False`` if the step was
+        skipped or cut short: NATS is (or turned out to be) unreachable, said once at WARNING
+        with what was left unsaid; the caller then stops its part locally.
+        """
+        if self._unreachable is None and self.healthy:
+            loop = asyncio.get_running_loop()
+            began = loop.time()
+            try:
+                async with asyncio.timeout(self._goodbye_left_s):
+                    await step()
+            except (TimeoutError, NatsError, OSError) as exc:
+                self._unreachable = _why(exc)
+            else:
+                return True
+            finally:
+                self._goodbye_left_s = max(0.0, self._goodbye_left_s - (loop.time() - began))
+        self._say_unreachable(what)
+        return False
+
+    def _say_unreachable(self, what: str) -> None:
+        """Once per process at WARNING (the first step left unsaid), at DEBUG after."""
+        if self._unreachable is None:
+            self._unreachable = "not connected"
+        elif self._said_unreachable:
+            logger.debug("NATS unreachable at shutdown: skipped %s", what)
+            return
+        self._said_unreachable = True
+        logger.warning(
+            "NATS unreachable at shutdown (%s) while %s: leaving without the rest of the goodbye; "
+            "this node's registry entry and leases run out by their TTL",
+            self._unreachable,
+            what,
+        )
+
     async def close(self) -> None:
-        """Flush what is pending and close."""
+        """Flush what is pending and close (drained, bounded; closed at once without NATS)."""
         self.state.closing = True
-        if not self.client.is_closed:
-            await self.client.drain()
+        if self.client.is_closed:
+            return
+        if self._unreachable is None and self.healthy:
+            try:
+                async with asyncio.timeout(self.options.shutdown_timeout_s):
+                    await self.client.drain()
+            except (TimeoutError, NatsError, OSError) as exc:
+                self._unreachable = _why(exc)
+            else:
+                return
+        self._say_unreachable("draining the connection")
+        # A connection that cannot drain is closed without it: nothing pending can reach NATS.
+        # (nats-py's close writes what it buffered while reconnecting into the dead socket: uvloop
+        # refuses with RuntimeError, after the client's tasks were cancelled.)
+        with contextlib.suppress(TimeoutError, NatsError, OSError, RuntimeError):
+            async with asyncio.timeout(self.options.connect_timeout_s):
+                await self.client.close()
+
+
+def _why(exc: BaseException) -> str:
+    """``TimeoutError`` or ``ConnectionReconnectingError: nats: connection reconnecting``."""
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

@@ -58,10 +58,9 @@ from nats.errors import Error as NatsError
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
-from cluster import cancelling
 from cluster.committed import CommitReplier
 from cluster.connection import ClusterConnection
-from hubbub import subjects
+from hubbub import cancelling, subjects
 from hubbub.envelope import AcceptedMessage, CommitResult, WireFormatError, decode_accepted
 from hubbub.stores import Fence, FencedOut
 

@@ -84,8 +84,8 @@ from nats.js import JetStreamContext
 from nats.js.errors import KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
-from cluster import cancelling
 from cluster.kv import Bucket, ensure_bucket
+from hubbub import cancelling
 
 __all__ = ["LeaseRecord", "ShardCallback", "ShardLeases", "bucket_name"]
 
@@ -226,14 +226,24 @@ class ShardLeases:
         """Stop keeping leases; with ``release``, hand every shard back and leave at once."""
         task, self._task = self._task, None
         await cancelling.stop(task)
-        for shard in sorted(self._held):
-            if release:
-                await self._release(shard)
-            else:
-                self._lose(shard, "stopped")
+        # Every shard's work stops here first (``on_lost``), whatever NATS then says: a stop cut
+        # short while handing the shards back (NATS gone, the shutdown deadline passed) leaves
+        # nothing running on a lease that is no longer kept. The hand-backs go out at once.
+        why = "released" if release else "stopped"
+        lost = {shard: self._lose(shard, why) for shard in sorted(self._held)}
         if release:
-            with contextlib.suppress(*_TRANSIENT):
-                await self.bucket.kv.delete(f"{_MEMBER_PREFIX}{self.owner_id}")
+            await asyncio.gather(
+                *(self._hand_back(shard, held) for shard, held in lost.items()),
+                self._leave(),
+            )
+
+    async def _hand_back(self, shard: int, held: _Held) -> None:
+        with contextlib.suppress(KeyWrongLastSequenceError, *_TRANSIENT):
+            await self.bucket.kv.delete(_shard_key(shard), last=held.revision)
+
+    async def _leave(self) -> None:
+        with contextlib.suppress(*_TRANSIENT):
+            await self.bucket.kv.delete(f"{_MEMBER_PREFIX}{self.owner_id}")
 
     @property
     def running(self) -> bool:
@@ -322,9 +332,7 @@ class ShardLeases:
         self._notify(self._on_gained, shard, revision)
 
     async def _release(self, shard: int) -> None:
-        held = self._lose(shard, "released")
-        with contextlib.suppress(KeyWrongLastSequenceError, *_TRANSIENT):
-            await self.bucket.kv.delete(_shard_key(shard), last=held.revision)
+        await self._hand_back(shard, self._lose(shard, "released"))
 
     def _expire_overdue(self) -> None:
         now = self._monotonic()

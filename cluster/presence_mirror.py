@@ -31,10 +31,9 @@ from nats.aio.subscription import Subscription
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 
-from cluster import cancelling
 from cluster.connection import ClusterConnection
 from cluster.kv import Bucket, ensure_bucket
-from hubbub import subjects
+from hubbub import cancelling, subjects
 from hubbub.events import presence_payload
 from hubbub.presence import PresenceChange
 from hubbub.shards import ShardMap

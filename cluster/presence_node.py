@@ -29,10 +29,9 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.errors import Error as NatsError
 
-from cluster import cancelling
 from cluster.connection import ClusterConnection
 from cluster.presence_mirror import PresenceMirror
-from hubbub import subjects
+from hubbub import cancelling, subjects
 from hubbub.connections import DeviceConnections
 from hubbub.presence import DeviceChange, NodeDevices
 from hubbub.shards import ShardMap

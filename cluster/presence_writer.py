@@ -49,12 +49,11 @@ from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 
-from cluster import cancelling
 from cluster.connection import ClusterConnection
 from cluster.kv import Bucket, ensure_bucket
 from cluster.leases import ShardLeases, bucket_name
 from cluster.registry import BROKER, NodeDirectory
-from hubbub import subjects
+from hubbub import cancelling, subjects
 from hubbub.presence import DeviceChange, NodeDevices, PresenceChange, PresenceDecider, Publish
 
 __all__ = ["LEASE_GROUP", "DeciderFactory", "PresenceWriters", "open_presence_leases"]

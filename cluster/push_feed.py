@@ -46,10 +46,9 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
-from cluster import cancelling
 from cluster.committed import ensure_committed_stream
 from cluster.leases import ShardLeases
-from hubbub import subjects
+from hubbub import cancelling, subjects
 from hubbub.envelope import CommitResult, WireFormatError, decode_commit_result
 from hubbub.push_feed import CommittedBatch
 

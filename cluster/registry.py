@@ -34,8 +34,8 @@ import orjson
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 
-from cluster import cancelling
 from cluster.kv import Bucket, ensure_bucket
+from hubbub import cancelling
 
 __all__ = ["BUCKET", "Endpoints", "NodeDirectory", "NodeHeartbeat", "NodeInfo", "open_registry"]
 

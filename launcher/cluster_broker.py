@@ -117,7 +117,8 @@ async def _broker_node(core: Foundation, node: ClusterNode) -> AsyncIterator[Hub
         yield broker
     finally:
         await node.close()  # deregistered before devices go
-        await writers.stop(release=True)  # the presence shards move on at once
+        # The presence shards move on at once (or after the TTL, without NATS).
+        await node.leave("releasing the presence leases", writers.stop, lambda: writers.stop(release=False))
         await broker.shutdown()
         await messaging.close()
         await node_inbox.close()

@@ -14,6 +14,7 @@ it), stop the directory and the supervised loops, then drain and close the NATS 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -31,6 +32,7 @@ from cluster.kv import Bucket
 from cluster.leases import ShardCallback, ShardLeases
 from cluster.registry import Endpoints, NodeDirectory, NodeHeartbeat, open_registry
 from config import Settings
+from hubbub import cancelling
 from hubbub.errors import SettingsError
 from launcher.health import ConsumerLag, Health, NodeCollector, health_routes
 from launcher.http import bind_socket
@@ -190,14 +192,26 @@ class ClusterNode:
         """The Prometheus text with the lags as last sampled (for a synchronous caller)."""
         return generate_latest(self.metrics)
 
+    async def leave(
+        self, what: str, goodbye: Callable[[], Awaitable[object]], alone: Callable[[], Awaitable[object]]
+    ) -> None:
+        """Stop a part saying ``goodbye`` to NATS (release, deregister), or ``alone`` without NATS.
+
+        The goodbye runs within the process's one shutdown budget (``ClusterConnection.goodbye``);
+        skipped or cut short, the part stops locally (``alone``) and what it held runs out by TTL.
+        ``goodbye`` must leave ``alone`` something to finish if it is cut short.
+        """
+        if not await self.connection.goodbye(what, goodbye):
+            await alone()
+
     async def close(self) -> None:
-        """Deregister, release every lease, stop the directory (idempotent)."""
+        """Deregister, release every lease, stop the directory (idempotent; bounded without NATS)."""
         heartbeat, self._heartbeat = self._heartbeat, None
         if heartbeat is not None:
-            await heartbeat.stop(deregister=True)
+            await self.leave("deregistering", heartbeat.stop, lambda: heartbeat.stop(deregister=False))
         leases, self._leases = self._leases, []
         for group in leases:
-            await group.stop(release=True)
+            await self.leave("releasing leases", group.stop, functools.partial(group.stop, release=False))
         directory, self._directory = self._directory, None
         if directory is not None:
             await directory.stop()
@@ -236,7 +250,7 @@ async def cluster_node(settings: Settings, kind: str) -> AsyncIterator[ClusterNo
                 yield node
             finally:
                 await node.close()
-                supervising.cancel()
+                cancelling.cancel(supervising)
     finally:
         await connection.close()
     logger.info("%s %s left the cluster", kind, name)

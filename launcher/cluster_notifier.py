@@ -98,7 +98,8 @@ async def run_cluster_notifier(settings: Settings) -> None:
         try:
             await node.serve_health()
         finally:
-            await leases.stop(release=True)  # no new batches; the next owners start at once
+            # No new batches; the next owners start at once (or after the TTL, without NATS).
+            await node.leave("releasing the notifier leases", leases.stop, lambda: leases.stop(release=False))
             await feed.close()
             try:
                 async with asyncio.timeout(_SETTLE_AT_SHUTDOWN_S):

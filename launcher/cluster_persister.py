@@ -89,7 +89,8 @@ async def run_cluster_persister(settings: Settings) -> None:
         try:
             await node.serve_health()
         finally:
-            await leases.stop(release=True)  # no new batches; the next owners start at once
+            # No new batches; the next owners start at once (or after the TTL, without NATS).
+            await node.leave("releasing the leases", leases.stop, lambda: leases.stop(release=False))
             try:
                 async with asyncio.timeout(_SETTLE_AT_SHUTDOWN_S):
                     await intake.settled()

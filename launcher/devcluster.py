@@ -26,7 +26,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -141,20 +141,23 @@ class HubbubProcess:
 
     def wait_ready(self, timeout: float = READY_TIMEOUT_S) -> Endpoints:
         """The endpoints of the process's ready line; ``StartFailed`` with its log if none comes."""
+        line = self.wait_for_line(lambda line: line.startswith(READY_PREFIX), "a ready line", timeout)
+        self.endpoints = Endpoints.parse(line)
+        return self.endpoints
+
+    def wait_for_line(self, predicate: Callable[[str], bool], what: str, timeout: float) -> str:
+        """The next line of output ``predicate`` holds for; ``StartFailed`` with the log if none comes."""
         deadline = time.monotonic() + timeout
         while True:
             try:
                 line = self._lines.get(timeout=max(0.0, deadline - time.monotonic()))
             except queue.Empty:
-                raise StartFailed(
-                    f"{self.name}: no ready line within {timeout}s\n{self.log_tail()}"
-                ) from None
+                raise StartFailed(f"{self.name}: no {what} within {timeout}s\n{self.log_tail()}") from None
             if line is None:
                 code = self.process.wait() if self.process is not None else None
-                raise StartFailed(f"{self.name} exited ({code}) before it was ready\n{self.log_tail()}")
-            if line.startswith(READY_PREFIX):
-                self.endpoints = Endpoints.parse(line)
-                return self.endpoints
+                raise StartFailed(f"{self.name} exited ({code}) before {what}\n{self.log_tail()}")
+            if predicate(line):
+                return line
 
     def running(self) -> bool:
         """Whether the process is alive (a paused one is)."""

@@ -24,6 +24,8 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+from hubbub import cancelling
+
 __all__ = ["LoopStatus", "Supervisor"]
 
 logger = logging.getLogger(__name__)
@@ -235,12 +237,12 @@ class Supervisor:
             await asyncio.wait({task, stall}, return_when=asyncio.FIRST_COMPLETED)
         except asyncio.CancelledError:  # the supervisor stops: so does the loop
             stall.cancel()
-            task.cancel()
+            cancelling.cancel(task)  # for certain: a loop in the NATS client can swallow one cancel
             await asyncio.gather(task, return_exceptions=True)
             raise
         stall.cancel()
         if not task.done():
-            task.cancel()
+            cancelling.cancel(task)
             await asyncio.gather(task, return_exceptions=True)
             status.last_error = "stalled"
             logger.error("loop %s stalled: cancelled, to start again", status.name)

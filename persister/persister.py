@@ -32,6 +32,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 
+from hubbub import cancelling
 from hubbub.envelope import AcceptedMessage, CommitResult
 from hubbub.errors import CommitFailed
 from hubbub.failure_log import FailureLog
@@ -86,12 +87,24 @@ class Persister:
         )
 
     async def run(self) -> None:
-        """Commit and deliver until cancelled."""
+        """Commit and deliver until cancelled (a stage that fails ends both, with its error).
+
+        Not a ``TaskGroup``: the deliver stage publishes over NATS, which can swallow the one
+        cancellation a group sends and leave the stage waiting for the next batch, for ever
+        (``hubbub.cancelling``); each stage is cancelled for certain instead.
+        """
+        stages = [
+            asyncio.create_task(self._commit_stage(), name="persister-commit"),
+            asyncio.create_task(self._deliver_stage(), name="persister-deliver"),
+        ]
         try:
-            async with asyncio.TaskGroup() as group:
-                group.create_task(self._commit_stage(), name="persister-commit")
-                group.create_task(self._deliver_stage(), name="persister-deliver")
+            done, _ = await asyncio.wait(stages, return_when=asyncio.FIRST_COMPLETED)
+            for stage in done:
+                stage.result()  # its failure, raised here
         finally:
+            for stage in stages:
+                cancelling.cancel(stage)
+            await asyncio.gather(*stages, return_exceptions=True)
             unfinished = []
             while not self._committing.empty():
                 unfinished.append(self._committing.get_nowait()[1])

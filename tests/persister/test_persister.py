@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,8 @@ from persister import LocalAcceptedLog, Persister, SqlMessageStore
 from persister.persister import retry_after_ms
 from persister.sql_database import create_engine, message_committer
 from tests.support.schema import migrate
+
+_STOP_BOUND_S = 30.0  # generous: a stop either ends or never does
 
 
 @pytest.fixture
@@ -164,3 +167,23 @@ async def test_a_redelivering_source_is_settled_per_outcome_and_its_senders_are_
     assert outcomes == ["fenced out", "retry 1000", "done 1"]
     assert delivered == [1]
     assert told == []  # the source brings the failed batch again: nobody resends
+
+
+async def test_a_stop_ends_a_deliver_stage_that_swallowed_its_cancellation(store: SqlMessageStore) -> None:
+    """As nats-py can lose a cancellation mid-publish: the stage then waits for the next batch."""
+    accepted = LocalAcceptedLog(1)
+    assert accepted.offer(_accepted(0)) is None
+    delivering, never = asyncio.Event(), asyncio.Event()
+
+    async def on_committed(_results: Sequence[CommitResult]) -> None:
+        delivering.set()
+        with contextlib.suppress(asyncio.CancelledError):  # lost in the library, as nats-py loses it
+            await never.wait()
+
+    persister = Persister(store, accepted, on_committed)
+    running = asyncio.create_task(persister.run())
+    async with asyncio.timeout(_STOP_BOUND_S):
+        await delivering.wait()
+        running.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await running

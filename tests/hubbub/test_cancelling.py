@@ -1,4 +1,4 @@
-"""A cluster task that swallows its cancellation (as the NATS client can) is still stopped."""
+"""A task that swallows its cancellation (as the NATS client can) is still stopped."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from cluster import cancelling
+from hubbub import cancelling
 
 BOUND_S = 30.0  # generous: the stop either returns or never does
 

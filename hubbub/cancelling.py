@@ -1,4 +1,4 @@
-"""Cancelling a cluster task for certain.
+"""Cancelling a task for certain (shared: the cluster's loops and the components' stages).
 
 A cancellation can be lost inside the NATS client: on Python 3.11 ``asyncio.wait_for`` (which
 nats-py's requests wait with) returns the reply instead of raising ``CancelledError`` when the
@@ -7,6 +7,11 @@ reply and the cancellation land in the same loop turn, and nats-py's flush ends 
 on as if nothing had been asked, and whoever awaits it after ``cancel()`` waits for ever (a
 node's heartbeat loop did, under load: its stop never returned). So a task is cancelled again
 each time it comes back to an await without having ended.
+
+An ``asyncio.TaskGroup`` cancels its children once: a child that swallowed that cancellation
+and then waits on a queue keeps the group, and whoever awaits it, waiting for ever, however
+often the group's own task is cancelled again. Stages that may call NATS are stopped with
+``stop`` instead.
 """
 
 from __future__ import annotations
