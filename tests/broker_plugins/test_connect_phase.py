@@ -9,18 +9,16 @@ pieces, and packets sent right behind it are handled after its CONNACK.
 from __future__ import annotations
 
 import asyncio
-import struct
 from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass, field
 
 import pytest
 
 from broker_plugins import BrokerOptions, HubbubBroker
-from broker_plugins.codec import IncompletePacket, next_packet
 from hubbub.sessions import DeviceSessions, SignedInDevices
 from hubbub.tokens import TokenCodec
 from tests.messaging.doubles import FakeDirectory
-from tests.support.wire import connect_packet, remaining_length
+from tests.support.wire import PacketReader, connect_packet, subscribe_packet
 
 USER = 7
 CONNACK_ACCEPTED = (0x20, b"\x00\x00")
@@ -102,7 +100,7 @@ class Client:
     """A raw MQTT client socket reading whole packets."""
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader, self.writer, self._buffer = reader, writer, b""
+        self.writer, self._packets = writer, PacketReader(reader)
 
     @classmethod
     async def open(cls, server: Server) -> Client:
@@ -111,17 +109,7 @@ class Client:
 
     async def packet(self) -> tuple[int, bytes] | None:
         """The next packet (first byte, body), or ``None`` once the broker closed the connection."""
-        while True:
-            try:
-                first, start, end = next_packet(self._buffer, 0)
-            except IncompletePacket:
-                data = await self.reader.read(1 << 16)
-                if not data:
-                    return None
-                self._buffer += data
-                continue
-            body, self._buffer = self._buffer[start:end], self._buffer[end:]
-            return first, body
+        return await self._packets.packet()
 
     async def close(self) -> None:
         self.writer.close()
@@ -130,11 +118,6 @@ class Client:
 
 def _connect(server: Server, device_id: str) -> bytes:
     return connect_packet(device_id, str(USER), server.tokens.issue_access(USER, device_id))
-
-
-def _subscribe(topic: str) -> bytes:
-    body = b"\x00\x01" + struct.pack("!H", len(topic)) + topic.encode() + b"\x01"
-    return b"\x82" + remaining_length(len(body)) + body
 
 
 async def _connect_and_leave(server: Server, device_id: str) -> tuple[int, bytes] | None:
@@ -171,7 +154,7 @@ async def test_a_connect_in_pieces_with_a_subscribe_behind_it_gets_connack_then_
     if remembered:
         assert await _connect_and_leave(server, "phone") == CONNACK_ACCEPTED
     client = await Client.open(server)
-    data = _connect(server, "phone") + _subscribe(f"user/{USER}/inbox")
+    data = _connect(server, "phone") + subscribe_packet(f"user/{USER}/inbox")
     for at in range(0, len(data), 7):  # the CONNECT arrives in pieces, the SUBSCRIBE right behind it
         client.writer.write(data[at : at + 7])
         await client.writer.drain()

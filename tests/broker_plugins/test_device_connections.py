@@ -15,11 +15,11 @@ import orjson
 import pytest
 
 from broker_plugins import BrokerOptions, HubbubBroker
-from broker_plugins.codec import IncompletePacket, next_packet, parse_publish
+from broker_plugins.codec import parse_publish
 from hubbub.connections import DeviceConnections, DeviceEvents
 from hubbub.tokens import TokenCodec
 from tests.messaging.doubles import FakeDeviceSessions, FakeDirectory
-from tests.support.wire import connect_packet, remaining_length
+from tests.support.wire import PacketReader, connect_packet, remaining_length, subscribe_packet
 
 USER = 7
 
@@ -98,25 +98,17 @@ async def broker() -> AsyncIterator[Broker]:
 
 class Device:
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader, self.writer, self._buffer = reader, writer, b""
+        self.writer, self._packets = writer, PacketReader(reader)
 
     async def packet(self) -> tuple[int, bytes]:
         """The next packet: (first byte, body)."""
-        while True:
-            try:
-                first, start, end = next_packet(self._buffer, 0)
-            except IncompletePacket:
-                data = await self.reader.read(1 << 16)
-                if not data:
-                    raise EOFError from None
-                self._buffer += data
-                continue
-            body, self._buffer = self._buffer[start:end], self._buffer[end:]
-            return first, body
+        packet = await self._packets.packet()
+        if packet is None:
+            raise EOFError
+        return packet
 
     async def subscribe(self, topic: str) -> bytes:
-        body = b"\x00\x01" + struct.pack("!H", len(topic)) + topic.encode() + b"\x01"
-        self.writer.write(b"\x82" + remaining_length(len(body)) + body)
+        self.writer.write(subscribe_packet(topic))
         first, suback = await self.packet()
         assert first == 0x90
         return suback[2:]
