@@ -7,13 +7,14 @@ every wait is Playwright's auto-waiting ``expect``.
 
 from __future__ import annotations
 
+import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Locator, Page, expect, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Locator, Page, Route, expect, sync_playwright
 
 from tests.support.platform import REPO_ROOT, Platform, start_platform
 
@@ -86,9 +87,9 @@ class People:
         page.goto("/")
         return page
 
-    def sign_up(self, prefix: str) -> tuple[Page, str]:
-        """A new person signed up through the page; their page and username."""
-        page = self.open()
+    def sign_up(self, prefix: str, page: Page | None = None) -> tuple[Page, str]:
+        """A new person signed up through the page (``page``, or a new one); their page and username."""
+        page = page or self.open()
         username = f"{prefix}_{uuid.uuid4().hex[:8]}"
         page.locator("#signup-username").fill(username)
         page.get_by_label("Display name").fill(prefix.capitalize())
@@ -193,6 +194,30 @@ def test_a_message_sent_offline_is_pending_then_resent_and_missed_ones_caught_up
     expect(bob.locator("#message-list li .text")).to_have_text(
         ["first", "while you were away", "written in a tunnel"]
     )
+
+
+def test_a_login_naming_dead_broker_nodes_connects_through_a_live_one(people: People) -> None:
+    """The page walks the login's ``brokers`` past nodes that refuse, then asks ``GET /v1/brokers``."""
+    with socket.socket() as first, socket.socket() as second:
+        # Bound, never listening: a node that refuses every connection, its port held meanwhile.
+        dead = []
+        for sock in (first, second):
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+            dead.append({"host": "127.0.0.1", "port": port, "ws_url": f"ws://127.0.0.1:{port}/mqtt"})
+
+        def name_dead_nodes(route: Route) -> None:
+            response = route.fetch()
+            body = response.json()
+            body["mqtt"], body["brokers"] = dead[0], dead
+            route.fulfill(status=response.status, json=body)
+
+        page = people.open()
+        page.route("**/v1/auth/token", name_dead_nodes)
+        with page.expect_request("**/v1/brokers") as asked:
+            people.sign_up("carol", page)
+        assert asked.value.method == "GET"
+        expect(page.locator("#connection")).to_have_attribute("data-state", "online")
 
 
 def test_a_reload_keeps_device_history_and_long_messages_whole(people: People) -> None:

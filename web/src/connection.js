@@ -1,7 +1,13 @@
-// The one MQTT connection of this device (MQTT.js over WebSocket), reconnecting by itself.
+// The one MQTT connection of this device (MQTT.js over WebSocket), moving across broker nodes.
+//
+// MQTT.js's own reconnect retries the one URL it was given, which is no use once that node is
+// dead. So its loop is off (`reconnectPeriod: 0`): when a connection ends or an attempt fails,
+// the `BrokerRoute` names the next node and the wait before it, `transformWsUrl` points the next
+// attempt there, and a route whose every node failed asks `liveBrokers` (`GET /v1/brokers`) for a
+// fresh list first. A CONNECT refused for its token is the caller's (`onRefused`, then `nudge`):
+// it is retried on the same node.
 import mqtt from 'mqtt';
 
-const RECONNECT_MS = 2000;
 const decoder = new TextDecoder();
 
 /**
@@ -11,7 +17,9 @@ const decoder = new TextDecoder();
 export class Connection {
   /**
    * @param {{
-   *   url: string, clientId: string, userId: string, password: () => string,
+   *   route: import('./route.js').BrokerRoute,
+   *   liveBrokers: () => Promise<string[]|null>,
+   *   clientId: string, userId: string, password: () => string,
    *   onStatus: (state: 'online'|'connecting'|'offline') => void,
    *   onConnect: () => void,
    *   onEvent: (event: any) => void,
@@ -23,27 +31,30 @@ export class Connection {
     this.options = options;
     this.presenceTopics = new Set();
     this.client = null;
-    this.refused = false; // MQTT.js stops retrying after a refused CONNACK: we restart it
+    this.refused = false; // a refused CONNACK waits for nudge(), on the same node
+    this._retryTimer = 0;
     this._onOffline = () => this._networkDown();
   }
 
   start() {
-    const { url, clientId, userId, password } = this.options;
+    const { route, clientId, userId, password } = this.options;
     this.options.onStatus('connecting');
-    const client = mqtt.connect(url, {
+    const client = mqtt.connect(route.current, {
       clientId,
       username: userId,
       password: password(),
       protocolVersion: 4,
       clean: true,
       keepalive: 30,
-      reconnectPeriod: RECONNECT_MS,
+      reconnectPeriod: 0, // the route decides where and when the next attempt goes
+      transformWsUrl: () => route.current,
       connectTimeout: 10_000,
       resubscribe: false, // subscriptions are made afresh on every connect
       queueQoSZero: false, // a typing notice is worthless later
     });
     this.client = client;
     client.on('connect', () => {
+      route.connected();
       this.options.onStatus('online');
       // Catch-up starts once the inbox subscription holds, so nothing falls between the two.
       client.subscribe(`user/${userId}/inbox`, { qos: 1 }, (error) => {
@@ -56,10 +67,13 @@ export class Connection {
       client.options.password = password();
       this.options.onStatus(navigator.onLine === false ? 'offline' : 'connecting');
     });
-    client.on('close', () => this.options.onStatus(navigator.onLine === false ? 'offline' : 'connecting'));
+    client.on('close', () => {
+      this.options.onStatus(navigator.onLine === false ? 'offline' : 'connecting');
+      if (!this.refused) this._moveOn(client);
+    });
     client.on('error', (error) => {
       const code = /** @type {any} */ (error).code;
-      // CONNACK refusals (4 bad credentials, 5 not authorized...) stop MQTT.js's own retries.
+      // CONNACK refusals (4 bad credentials, 5 not authorized...): renewed by the caller first.
       if (typeof code === 'number' && code > 0 && code < 128) {
         this.refused = true;
         this.options.onRefused(code);
@@ -101,7 +115,7 @@ export class Connection {
     return true;
   }
 
-  /** Connect again after a refused CONNACK (otherwise MQTT.js retries every RECONNECT_MS itself). */
+  /** Connect again, to the same node, after a refused CONNACK (the caller has renewed the token). */
   nudge() {
     const client = this.client;
     if (!client || client.connected || client.disconnecting || !this.refused) return;
@@ -112,8 +126,29 @@ export class Connection {
 
   stop() {
     window.removeEventListener('offline', this._onOffline);
+    clearTimeout(this._retryTimer);
     this.client?.end(true);
     this.client = null;
+  }
+
+  /** The connection ended or an attempt failed: the route's next node, after its wait. */
+  _moveOn(client) {
+    if (this.client !== client || client.disconnecting || this._retryTimer) return;
+    const { route, liveBrokers } = this.options;
+    const step = route.failed();
+    this._retryTimer = window.setTimeout(async () => {
+      if (step.askRegistry) {
+        try {
+          const urls = await liveBrokers();
+          if (urls?.length) route.replace(urls);
+        } catch {
+          // unanswered (the API is unreachable too?): the list held is walked again
+        }
+      }
+      this._retryTimer = 0;
+      if (this.client !== client || client.connected || this.refused) return;
+      client.reconnect(); // its 'reconnect' event sets the freshest access token
+    }, step.delayMs);
   }
 
   _networkDown() {

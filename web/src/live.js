@@ -5,6 +5,7 @@ import { Connection } from './connection.js';
 import { conversations } from './conversations.js';
 import { byId } from './dom.js';
 import { people } from './people.js';
+import { BrokerRoute } from './route.js';
 
 /** @type {Connection|null} */
 let conn = null;
@@ -17,7 +18,8 @@ export function connect({ onConnect, onEvent, onPresence }) {
   const tokens = api.tokens;
   let refusals = 0;
   const connection = new Connection({
-    url: wsUrl(tokens.mqtt.ws_url),
+    route: new BrokerRoute(brokerUrls([tokens.mqtt, ...(tokens.brokers ?? [])])),
+    liveBrokers,
     clientId: tokens.device_id,
     userId: people.me.id,
     password: () => api.tokens?.access_token ?? '',
@@ -59,6 +61,20 @@ export function publish(topic, body, qos) {
 /** Watch the presence of everyone whose dot shows (friends and conversation members). */
 export function watchPresence() {
   conn?.watchPresence(people.watched(conversations.all()));
+}
+
+/**
+ * The WebSocket URLs of the broker nodes the API named (`{host, port, ws_url}`), in their order.
+ * @param {{ws_url?: string}[]} endpoints
+ */
+export function brokerUrls(endpoints, here = location) {
+  return endpoints.filter((endpoint) => endpoint?.ws_url).map((endpoint) => wsUrl(endpoint.ws_url, here));
+}
+
+/** `GET /v1/brokers`: the live nodes' URLs, asked once every listed node has failed. */
+async function liveBrokers() {
+  const answer = await api.get('/v1/brokers');
+  return brokerUrls(answer?.brokers ?? []);
 }
 
 /** The broker endpoint the API advertised, reachable from where this page was loaded (`here`). */

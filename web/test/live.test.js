@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { wsUrl } from '../src/live.js';
+import { brokerUrls, wsUrl } from '../src/live.js';
 
 const page = (href) => new URL(href);
 
@@ -21,4 +21,15 @@ test('an https page upgrades ws to wss', () => {
 test('an address that cannot be parsed falls back to /mqtt on the page host', () => {
   assert.equal(wsUrl('ws://[bad', page('https://chat.example:8443/')), 'wss://chat.example:8443/mqtt');
   assert.equal(wsUrl('ws://[bad', page('http://chat.example/')), 'ws://chat.example/mqtt');
+});
+
+test('the listed broker nodes become their reachable WebSocket URLs, in order', () => {
+  const here = page('http://192.168.1.5:8000/');
+  const listed = [
+    { host: '127.0.0.1', port: 1883, ws_url: 'ws://127.0.0.1:8883/mqtt' },
+    { host: '127.0.0.1', port: 1884, ws_url: 'ws://127.0.0.1:8884/mqtt' },
+    { host: 'x', port: 1 },
+  ];
+  assert.deepEqual(brokerUrls(listed, here), ['ws://192.168.1.5:8883/mqtt', 'ws://192.168.1.5:8884/mqtt']);
+  assert.deepEqual(brokerUrls([], here), []);
 });
