@@ -4,8 +4,12 @@ A new message goes to every member's inbox: all their devices, the sender's othe
 included, but not the device that sent it. That device gets the ``ack`` instead, which
 carries what the server added (``message_id``, ``seq``, ``created_at``) to the text it
 already holds: echoing the message back would cost a second delivery of up to 400 KB per
-send. A resend of a message stored before is answered with the original ``ack`` only: the
-others had the message, or catch up through sync.
+send. A message stored before (a device's resend, or in a cluster the accepted stream's
+redelivery after a persister died) goes out again in full, the ``ack`` with the original ids:
+a persister killed between its commit and its fan-out left the members without the message,
+and nothing else would tell a connected device that the conversation's tail is missing (a
+``seq`` gap only shows at the next message). Devices merge by ``seq``, so a second copy of a
+message they hold changes nothing.
 
 Each event is encoded once per message, whatever the number of recipients; the MQTT
 server encodes each PUBLISH once too. In a cluster each event crosses NATS once per
@@ -18,7 +22,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from hubbub.connections import Inboxes
 from hubbub.envelope import CommitResult
-from hubbub.events import ack_event, delivery_events
+from hubbub.events import delivery_events
 
 __all__ = ["Members", "fan_out"]
 
@@ -32,15 +36,12 @@ async def fan_out(results: Sequence[CommitResult], members: Members, inboxes: In
     """
     rosters = {
         cid: await members(cid) or frozenset()
-        for cid in {result.message.conversation_id for result in results if not result.duplicate}
+        for cid in {result.message.conversation_id for result in results}
     }
     to_inbox = inboxes.to_inbox
     for result in results:
         message = result.message
         sender, device = message.sender_id, result.sender_device_id
-        if result.duplicate:
-            to_inbox(sender, ack_event(message), only_device=device)
-            continue
         payload, ack = delivery_events(message)
         for user_id in rosters[message.conversation_id]:
             to_inbox(user_id, payload, skip_device=device if user_id == sender else None)
