@@ -154,7 +154,7 @@ class HubbubBroker(RoutingBroker):
             logger.info("refused connection from %s: %s", handler.remote(), refused)
             handler.refuse(refused.return_code)
             return None
-        except MQTTError as exc:  # NoDataError is one
+        except MQTTError as exc:
             logger.info("refused connection from %s: %s", handler.remote(), exc)
             handler.close()
             return None

@@ -28,7 +28,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from amqtt.errors import MQTTError, NoDataError
+from amqtt.errors import MQTTError
 from amqtt.mqtt.connack import BAD_USERNAME_PASSWORD, IDENTIFIER_REJECTED, UNACCEPTABLE_PROTOCOL_VERSION
 from amqtt.utils import gen_client_id
 
@@ -133,13 +133,14 @@ def _refusal(
 def decode_connect(body: bytes, remote: str) -> Connect:
     """The CONNECT in ``body`` (from ``remote``, "address:port"), checked.
 
-    Raises ``ConnectRefused`` when it must be refused with a CONNACK, ``MQTTError`` (or
-    ``NoDataError``) when the connection must close without one.
+    Raises ``ConnectRefused`` when it must be refused with a CONNACK, ``MQTTError`` when the
+    connection must close without one (a whole packet whose body ends inside its variable
+    header is malformed, not a connection that ended: the handler frames it first).
     """
     fields = _Fields(body, 0)
     name = fields.take()
     if name is None or fields.at + _HEADER.size > len(body):
-        raise NoDataError("CONNECT ends inside its variable header")
+        raise MQTTError("CONNECT ends inside its variable header")
     level, flags, keep_alive = _HEADER.unpack_from(body, fields.at)
     fields.at += _HEADER.size
     raw_client_id = fields.take()

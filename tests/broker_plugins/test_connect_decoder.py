@@ -11,7 +11,7 @@ from __future__ import annotations
 import struct
 
 import pytest
-from amqtt.errors import MQTTError, NoDataError
+from amqtt.errors import MQTTError
 
 from broker_plugins.codec import IncompletePacket, MalformedPacket, next_packet
 from broker_plugins.connect import Connect, ConnectRefused, decode_connect
@@ -72,9 +72,14 @@ def test_a_malformed_connect_is_refused_without_connack(packet: bytes) -> None:
     assert not isinstance(raised.value, ConnectRefused)
 
 
-def test_a_body_ending_inside_its_variable_header_is_no_data() -> None:
-    with pytest.raises(NoDataError):
-        _decode(b"\x10\x07" + _raw(b"MQTT") + b"\x04")
+@pytest.mark.parametrize(
+    "packet", [b"\x10\x07" + _raw(b"MQTT") + b"\x04", b"\x10\x00"], ids=["inside it", "an empty body"]
+)
+def test_a_whole_connect_ending_inside_its_variable_header_is_malformed(packet: bytes) -> None:
+    # Found by the MQTT fuzz test: this raised NoDataError, which the handler took for a bug.
+    with pytest.raises(MQTTError, match="ends inside its variable header") as raised:
+        _decode(packet)
+    assert not isinstance(raised.value, ConnectRefused)
 
 
 @pytest.mark.parametrize(
