@@ -43,7 +43,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable
-from typing import TYPE_CHECKING, Protocol, cast
+from typing import TYPE_CHECKING, cast
 
 from amqtt.errors import AMQTTError, MQTTError
 
@@ -59,22 +59,16 @@ from broker_plugins.codec import (
     suback_packet,
     unsuback_packet,
 )
-from broker_plugins.keepalive import KeepaliveWheel
 from broker_plugins.limits import NotConnect, next_packet_within
-from broker_plugins.metrics import ShedCounts
+from broker_plugins.output import OUTPUT
+from broker_plugins.router import ProtocolViolation, Router
 from broker_plugins.sessions import MqttSession, Outgoing
 from broker_plugins.transport import Link
 
 if TYPE_CHECKING:
     from broker_plugins.keepalive import Watched
 
-__all__ = [
-    "MAX_INFLIGHT",
-    "QOS0_HIGH_WATER",
-    "ConnectionHandler",
-    "ProtocolViolation",
-    "Router",
-]
+__all__ = ["MAX_INFLIGHT", "QOS0_HIGH_WATER", "ConnectionHandler"]
 
 logger = logging.getLogger(__name__)
 
@@ -86,57 +80,6 @@ _CONNECT, _PUBLISH, _PUBACK, _PUBREC, _PUBREL, _PUBCOMP = 1, 3, 4, 5, 6, 7
 _SUBSCRIBE, _UNSUBSCRIBE, _PINGREQ, _DISCONNECT = 8, 10, 12, 14
 _SUBSCRIBE_FLAGS = 0x02  # SUBSCRIBE, UNSUBSCRIBE and PUBREL have flags 0b0010 [MQTT-3.8.1-1]
 _PUBACK_FIRST = _PUBACK << 4  # the other packets from a client have flags 0 [MQTT-2.2.2-2]
-
-
-class ProtocolViolation(MQTTError):
-    """The client broke the protocol: the connection is closed without a reply [MQTT-4.8.0-1]."""
-
-
-class Router(Protocol):
-    """What the handler hands to the broker, and where it counts what it sheds."""
-
-    shed: ShedCounts
-    keepalive: KeepaliveWheel
-    max_packet_bytes: int
-    connect_timeout_s: int  # whole seconds a new connection has to complete its CONNECT
-
-    def connection_made(self, handler: ConnectionHandler) -> None:
-        """A new connection (its CONNECT follows in ``connect_received``)."""
-        ...
-
-    def connect_received(self, handler: ConnectionHandler, body: bytes) -> Awaitable[None] | None:
-        """The body of the connection's CONNECT: ``handler.accept`` it or refuse it (and close).
-
-        ``None`` when done at once, else something to await first (reading goes on meanwhile,
-        the bytes kept until the CONNECT is accepted).
-        """
-        ...
-
-    def connection_ended(self, handler: ConnectionHandler, clean: bool) -> None:
-        """A connection ended (``clean``: by DISCONNECT): will, session, presence once accepted.
-
-        Called once more by ``accept`` when the connection ended while its CONNECT was checked.
-        """
-        ...
-
-    def on_publish(
-        self, handler: ConnectionHandler, topic: str, payload: bytes, qos: int, retain: bool
-    ) -> Awaitable[None] | None:
-        """A client's PUBLISH; ``None`` when handled already, else something to await first."""
-        ...
-
-    def on_subscribe(
-        self, handler: ConnectionHandler, packet_id: int, topics: list[tuple[str, int]]
-    ) -> Awaitable[None] | None:
-        """A SUBSCRIBE: subscribe, SUBACK (``handler.suback``), then retained messages.
-
-        ``None`` when handled at once, else something to await first (an ACL lookup).
-        """
-        ...
-
-    def on_unsubscribe(self, handler: ConnectionHandler, packet_id: int, topics: list[str]) -> None:
-        """An UNSUBSCRIBE: unsubscribe, then UNSUBACK (``handler.unsuback``)."""
-        ...
 
 
 class ConnectionHandler(asyncio.Protocol):
@@ -330,7 +273,7 @@ class ConnectionHandler(asyncio.Protocol):
         pending = self._pending
         if pending is None:
             self._pending = [data]
-            _OUTPUT.mark(self)
+            OUTPUT.mark(self)
         else:
             pending.append(data)
 
@@ -556,23 +499,3 @@ class ConnectionHandler(asyncio.Protocol):
             raise ProtocolViolation("reserved packet type")
         # CONNACK, SUBACK, UNSUBACK, PINGRESP from a client mean nothing to a server: ignored.
         return None
-
-
-class _OutputBatch:
-    """Handlers with queued output, flushed together once the event loop's current turn ends."""
-
-    def __init__(self) -> None:
-        self._dirty: list[ConnectionHandler] = []
-
-    def mark(self, handler: ConnectionHandler) -> None:
-        if not self._dirty:
-            asyncio.get_running_loop().call_soon(self.flush)
-        self._dirty.append(handler)
-
-    def flush(self) -> None:
-        dirty, self._dirty = self._dirty, []
-        for handler in dirty:
-            handler.flush()
-
-
-_OUTPUT = _OutputBatch()  # one per process: the broker runs one event loop

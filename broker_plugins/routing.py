@@ -26,8 +26,9 @@ from collections.abc import Awaitable
 
 from broker_plugins.acl import TopicAcl
 from broker_plugins.codec import encode_publish
-from broker_plugins.handler import ConnectionHandler, ProtocolViolation
+from broker_plugins.handler import ConnectionHandler
 from broker_plugins.metrics import BrokerCollector, ShedCounts
+from broker_plugins.router import ProtocolViolation
 from broker_plugins.sessions import MqttSession, Outgoing, Will
 from broker_plugins.subscriptions import SubscriptionIndex, is_valid_filter, matches
 
