@@ -12,10 +12,13 @@ lease and registry TTLs) and loose where a test would trip on them (send rate, l
 from __future__ import annotations
 
 import asyncio
+import math
+import re
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -141,6 +144,37 @@ class HubbubCluster:
                 process.resume()
             else:
                 process.restart()
+        self.wait_leases_balanced()
+
+    def wait_leases_balanced(self) -> None:
+        """Every lease group's shards held by its running members, as evenly as the balancer spreads them.
+
+        After a restart shards move for a few lease ticks (the newcomer takes the surplus the others
+        hand back, a killed member's records run out): a test that picks a shard's owner from the
+        bucket before that ends may pick one about to let it go. The processes' own view
+        (``/metrics``) is what counts here: a record in the bucket may still name a member that
+        was killed and restarted under the same name, whose new process never held it.
+        """
+        groups = (
+            ("persister", self.persisters, self.shards.conversation_shards),
+            ("notifier", [self.notifier], self.shards.conversation_shards),
+            ("presence", self.brokers, self.shards.presence_shards),
+        )
+        for group, members, shards in groups:
+            eventually(
+                partial(self._spread, group, members, shards),
+                f"the {group} leases spread over {[member.name for member in members]}",
+            )
+
+    def _spread(self, group: str, members: list[HubbubProcess], shards: int) -> bool | None:
+        owned = [self.owned_shards(process, group) for process in members]
+        return True if sum(owned) == shards and max(owned) <= math.ceil(shards / len(members)) else None
+
+    def owned_shards(self, process: HubbubProcess, group: str) -> int:
+        """How many shards of the lease ``group`` the process holds, by its ``/metrics``."""
+        pattern = rf'^hubbub_lease_owned_shards\{{group="{group}"\}} (\S+)$'
+        found = re.search(pattern, self.metrics(process), re.MULTILINE)
+        return 0 if found is None else int(float(found.group(1)))
 
     def stop(self) -> dict[str, int]:
         """Stop every process; their exit codes by name."""
