@@ -170,6 +170,7 @@ class ShardLeases:
         self._held: dict[int, _Held] = {}
         self._order = random.Random(owner_id)  # noqa: S311 - spreading attempts, not a secret
         self._task: asyncio.Task[None] | None = None
+        self._expiry: asyncio.TimerHandle | None = None
         self._ticked = asyncio.Condition()
         self.ticks = 0  # rounds of heartbeat, renewals and balancing done (for /healthz)
         self.owner_changes = 0  # gains and losses, for /metrics
@@ -231,6 +232,7 @@ class ShardLeases:
         # nothing running on a lease that is no longer kept. The hand-backs go out at once.
         why = "released" if release else "stopped"
         lost = {shard: self._lose(shard, why) for shard in sorted(self._held)}
+        self._arm_expiry()  # nothing held: the timer goes
         if release:
             await asyncio.gather(
                 *(self._hand_back(shard, held) for shard, held in lost.items()),
@@ -255,12 +257,9 @@ class ShardLeases:
     async def _run(self) -> None:
         next_tick = self._monotonic() + self.renew_interval_s
         while True:
-            deadlines = [held.valid_until for held in self._held.values()]
-            await asyncio.sleep(max(0.0, min([next_tick, *deadlines]) - self._monotonic()))
-            self._expire_overdue()
-            if self._monotonic() >= next_tick:
-                next_tick = self._monotonic() + self.renew_interval_s
-                await self._tick()
+            await asyncio.sleep(max(0.0, next_tick - self._monotonic()))
+            next_tick = self._monotonic() + self.renew_interval_s
+            await self._tick()
 
     async def _tick(self) -> None:
         # Each step on its own and bounded: a failed or slow heartbeat or snapshot must neither
@@ -286,7 +285,9 @@ class ShardLeases:
             await self._ticked.wait()
 
     async def _renew(self, shard: int) -> None:
-        held = self._held[shard]
+        held = self._held.get(shard)
+        if held is None:  # its deadline passed since the tick began
+            return
         sent = self._monotonic()
         try:
             # A renewal answered after the local deadline is of no use: the lease is lost by then.
@@ -295,13 +296,18 @@ class ShardLeases:
                     _shard_key(shard), self._value(held.epoch), last=held.revision
                 )
         except KeyWrongLastSequenceError:
-            self._lose(shard, "taken over or expired")
+            if self._held.get(shard) is held:
+                self._lose(shard, "taken over or expired")
         except _TRANSIENT as exc:
             logger.warning(
                 "renewing shard %d failed (%r); the lease runs out unless a renewal lands", shard, exc
             )
         else:
+            if self._held.get(shard) is not held:  # its deadline passed while the answer came
+                await self._hand_back(shard, held)
+                return
             held.valid_until = sent + self.ttl_s - self.safety_margin_s
+            self._arm_expiry()
 
     async def _balance(self) -> None:
         entries = await self.bucket.latest()
@@ -327,17 +333,35 @@ class ShardLeases:
         except KeyWrongLastSequenceError:
             return  # someone else was quicker
         self._held[shard] = _Held(revision, revision, sent + self.ttl_s - self.safety_margin_s)
+        self._arm_expiry()
         self.owner_changes += 1
         logger.info("%s owns shard %d (epoch %d)", self.owner_id, shard, revision)
         self._notify(self._on_gained, shard, revision)
 
     async def _release(self, shard: int) -> None:
-        await self._hand_back(shard, self._lose(shard, "released"))
+        if shard in self._held:  # not run out while an earlier release was answered
+            await self._hand_back(shard, self._lose(shard, "released"))
+
+    def _arm_expiry(self) -> None:
+        """One timer at the earliest local deadline, whatever the loop is awaiting meanwhile.
+
+        A tick can sit in a slow heartbeat or renewal for most of a renew interval on a loaded
+        machine; a deadline checked only between ticks let ``on_lost`` come after the bucket had
+        expired the record and another owner had taken it.
+        """
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
+        if self._held:
+            delay = min(held.valid_until for held in self._held.values()) - self._monotonic()
+            self._expiry = asyncio.get_running_loop().call_later(max(0.0, delay), self._expire_overdue)
 
     def _expire_overdue(self) -> None:
+        self._expiry = None
         now = self._monotonic()
         for shard in [shard for shard, held in self._held.items() if now >= held.valid_until]:
             self._lose(shard, "not renewed in time")
+        self._arm_expiry()
 
     def _lose(self, shard: int, why: str) -> _Held:
         held = self._held.pop(shard)

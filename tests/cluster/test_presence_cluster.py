@@ -30,6 +30,7 @@ from hubbub.shards import ShardMap
 from messaging.clock import LoopClock
 from messaging.presence import PresenceTracker
 from tests.messaging.doubles import FakeConnections, FakeDirectory
+from tests.support.leases import freeze
 from tests.support.nats import NatsCluster
 
 GRACE_S = 0.5
@@ -365,9 +366,7 @@ async def test_a_paused_writer_past_its_lease_writes_nothing_over_its_successor(
         holder.presence.device_connected(7, "phone")
         await log.until(lambda: log.of(7) == ["online"])
         assert stale.writers is not None
-        lease_loop = stale.writers.leases._task
-        assert lease_loop is not None
-        lease_loop.cancel()  # paused: it keeps its subscriptions and believes what it believed
+        freeze(stale.writers.leases)  # paused: it keeps its subscriptions and believes what it believed
         successor = await nodes("successor")
         await all_shards_written(successor)
         assert stale.writers._writers  # still deciding, unaware
