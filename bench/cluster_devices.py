@@ -72,7 +72,7 @@ class DeviceReport:
     discoveries: int = 0
     syncs: int = 0
     ports: dict[int, int] = field(default_factory=dict)
-    connect_s: list[float] = field(default_factory=list)  # each reconnection's CONNECT + SUBSCRIBE
+    connect_s: list[float] = field(default_factory=list)  # a reconnection's CONNECT + SUBSCRIBE (in the gate)
     sync_s: list[float] = field(default_factory=list)  # each GET /v1/sync
 
     def merge(self, other: DeviceReport) -> None:
@@ -103,9 +103,9 @@ async def _reconnect(device: DeviceLogin, job: DeviceJob, http: HttpPool, report
             report.discoveries += 1
             route.replace(listed["brokers"])
         host, port = route.current["host"], int(route.current["port"])
-        began = time.monotonic()
         try:
             async with job.gate, asyncio.timeout(15):
+                began = time.monotonic()  # the CONNECT's own time, not its wait for the gate
                 conn = await MqttConnection.open(
                     host,
                     port,

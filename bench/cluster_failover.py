@@ -61,7 +61,7 @@ class BrokerFailover:
     missed: int  # messages each device missed while away (its group's), returned by its sync
     syncs: int
     connects_per_s: float  # reconnections over the span from the first to the last
-    connect_p50_s: float  # one reconnection's CONNECT + SUBSCRIBE, connection set-up included
+    connect_p50_s: float  # one reconnection's CONNECT + SUBSCRIBE once in the gate, set-up included
     connect_p99_s: float
     sync_p50_s: float  # one GET /v1/sync, as the device waits for it
     sync_p99_s: float
