@@ -333,7 +333,9 @@ def cluster_markdown(run: ClusterRun, command: str) -> list[str]:
             "`GET /v1/brokers` (read from the registry in memory) only once every listed node failed. "
             "The generator keeps at most 100 MQTT connects (two processes x 50) and 16 REST requests "
             "(2 x 8) in flight, each generator process on its own API process (as a balancer spreads "
-            "them). What is left is the surviving broker's CONNECT rate (sections 4 and 5) and the API "
+            "them), its REST on a keep-alive HTTP/1.1 client of its own (`bench.cluster_http`: with "
+            "httpx, its pool's bookkeeping took both generator processes' whole cores until 2026-11-27). "
+            "What is left is the surviving broker's CONNECT rate (sections 4 and 5) and the API "
             "processes answering the syncs: the two rows above say which."
         ),
         "",
