@@ -105,7 +105,7 @@ def create_app(
             settings=settings,
             engine=engine,
             sessions=async_sessionmaker(engine, expire_on_commit=False),
-            reads=async_sessionmaker(read_engine),
+            reads=read_engine,
             tokens=tokens,
             passwords=Passwords(memory_kib=settings.password_hash_memory_kib),
             login_backoff=FailureBackoff(

@@ -26,8 +26,8 @@ class AppState:
     settings: Settings
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
-    reads: async_sessionmaker[AsyncSession]
-    """Sessions in autocommit: one read statement without BEGIN and COMMIT round trips."""
+    reads: AsyncEngine
+    """The engine in autocommit: one read statement without BEGIN and COMMIT round trips."""
     tokens: TokenCodec
     passwords: Passwords
     login_backoff: FailureBackoff

@@ -13,7 +13,7 @@ and two API processes):
   two members, and every other member of a group, on different nodes): delivered/s, p50/p99
   send-to-receive, and CPU per delivered message of each kind of process, from ``/proc``;
 - ``kill -9`` of the persister owning a conversation's shard: until the lease moves, and until
-  the new owner's first commit reaches the sender (``bench.cluster_failover``).
+  the new owner's first commit reaches the sender (``bench.cluster_persister``).
 
 Why the one-node run is a cluster too: the difference between the two runs is the cost of the
 hops between nodes (a message accepted on one node, committed by a persister, fanned out to the
@@ -34,12 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.chat import PipelineResult, _groups, _measure, _pairs
-from bench.cluster_failover import (
-    BrokerFailover,
-    PersisterFailover,
-    run_broker_failover,
-    run_persister_failover,
-)
+from bench.cluster_failover import BrokerFailover, run_broker_failover
+from bench.cluster_persister import PersisterFailover, run_persister_failover
 from bench.cluster_target import PLAN, ClusterTarget, start_cluster
 from bench.relay import RelayError
 from launcher.local_servers import StartFailed
@@ -337,7 +333,9 @@ def cluster_markdown(run: ClusterRun, command: str) -> list[str]:
             "`GET /v1/brokers` (read from the registry in memory) only once every listed node failed. "
             "The generator keeps at most 100 MQTT connects (two processes x 50) and 16 REST requests "
             "(2 x 8) in flight, each generator process on its own API process (as a balancer spreads "
-            "them). What is left is the surviving broker's CONNECT rate (sections 4 and 5) and the API "
+            "them), its REST on a keep-alive HTTP/1.1 client of its own (`bench.cluster_http`: with "
+            "httpx, its pool's bookkeeping took both generator processes' whole cores until 2026-11-27). "
+            "What is left is the surviving broker's CONNECT rate (sections 4 and 5) and the API "
             "processes answering the syncs: the two rows above say which."
         ),
         "",

@@ -1,44 +1,28 @@
-"""Failover in a cluster: ``kill -9`` of a broker node holding N devices, and of a shard's persister.
+"""Failover in a cluster: ``kill -9`` of a broker node holding N devices.
 
-Broker node: N devices (one per user, each subscribed to its inbox) sit on broker-1; it is
-killed. Each device does what docs/clients.md says a client does after losing its connection
-(``client.connection`` with ``client.route``): after a jittered wait it connects to the next
-broker node its login listed, with the access token it holds (no refresh: the token is valid on
-every node), asking ``GET /v1/brokers`` only once every listed node has failed; it subscribes to
-its inbox, then ``GET /v1/sync`` until every entry is complete. The devices'
-users are in groups of 99 with one sender each on the surviving node, who sends ``MISSED``
-messages right after the kill: a device is caught up once its sync returns all of them. The
-figures are from the kill to the last device connected, and to the last one caught up. At most
-``concurrency`` MQTT connects are in flight per worker process, and ``HTTP_CONCURRENCY`` REST
-requests (the generator's limits, not the platform's).
-
-Persister: a device keeps sending to a conversation (one message per ``SEND_EVERY_S``); the
-persister owning its shard (read from the ``persister`` lease bucket) is killed. The figures are
-from the kill to the lease record naming another owner, and to the first ``ack`` (sent only
-after a commit) the device receives after that change: the new owner's first commit of the shard.
+N devices (one per user, each subscribed to its inbox) sit on broker-1; it is killed. Each device
+fails over as a client does (``bench.cluster_devices``: the next listed node with the token it
+holds, then ``GET /v1/sync`` until caught up). The devices' users are in groups of 99 with one
+sender each on the surviving node, who sends ``MISSED`` messages right after the kill: a device is
+caught up once its sync returns all of them. The figures are from the kill to the last device
+connected, and to the last one caught up.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import multiprocessing
 import sys
 import time
-import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import httpx
-import nats
-import orjson
-from nats.js.errors import KeyNotFoundError
 
-from bench import eventloop
-from bench.mqtt_wire import PUBLISH, MqttConnection, encode_publish, publish_payload_offset
-from client.route import BrokerRoute, Endpoint
-from cluster.leases import LeaseRecord, bucket_name
+from bench.cluster_devices import RETRY_S, DeviceJob, DeviceReport, Sender, receive, worker_main
+from bench.mqtt_wire import MqttConnection
+from client.route import Endpoint
 from hubbub import topics
 
 if TYPE_CHECKING:
@@ -48,53 +32,17 @@ if TYPE_CHECKING:
     from bench.cluster_target import ClusterTarget, DeviceLogin
     from bench.hubbub_up import BenchUser
 
-__all__ = ["BrokerFailover", "PersisterFailover", "run_broker_failover", "run_persister_failover"]
+__all__ = ["BrokerFailover", "run_broker_failover"]
 
 NS = 1_000_000_000
-KEEPALIVE_S = 600
-SEND_EVERY_S = 0.02
-FLOWING_ACKS = 5  # acks seen before the kill: commits flow
-# Per worker, each on its own API process: under that process's pools (10 connections each, account
-# store and history): past them every request would open and close an overflow connection.
-HTTP_CONCURRENCY = 8
-RETRY_S = 0.2
 MISSED = 20  # messages each failover device's group gets while the device is away
 GROUP_SIZE = 100  # a sender and 99 failover devices
 SENDER_DEADLINE_S = 120.0  # a device told a broker that refuses it asks again after this
-_ACK = b'{"kind":"ack"'
 
 
 def _say(text: str) -> None:
     sys.stderr.write(text + "\n")
     sys.stderr.flush()
-
-
-@dataclass
-class _Job:
-    api_url: str
-    host: str
-    port: int
-    brokers: list[Endpoint]  # what the devices' login answered: broker-1 (theirs) first
-    devices: list[DeviceLogin]
-    concurrency: int
-    deadline_s: float
-    missed: int = 0  # messages each device's group gets while it is away: its sync must return them
-    http_concurrency: int = HTTP_CONCURRENCY
-    gate: asyncio.Semaphore = field(init=False, repr=False)  # MQTT connects in flight (made in the worker)
-
-
-@dataclass
-class _Report:
-    connected: int = 0
-    errors: list[str] = field(default_factory=list)
-    dropped_ns: list[int] = field(default_factory=list)
-    reconnected_ns: list[int] = field(default_factory=list)
-    synced_ns: list[int] = field(default_factory=list)
-    discoveries: int = 0
-    syncs: int = 0
-    ports: dict[int, int] = field(default_factory=dict)
-    connect_s: list[float] = field(default_factory=list)  # each reconnection's CONNECT + SUBSCRIBE
-    sync_s: list[float] = field(default_factory=list)  # each GET /v1/sync
 
 
 @dataclass(frozen=True)
@@ -113,7 +61,7 @@ class BrokerFailover:
     missed: int  # messages each device missed while away (its group's), returned by its sync
     syncs: int
     connects_per_s: float  # reconnections over the span from the first to the last
-    connect_p50_s: float  # one reconnection's CONNECT + SUBSCRIBE, connection set-up included
+    connect_p50_s: float  # one reconnection's CONNECT + SUBSCRIBE once in the gate, set-up included
     connect_p99_s: float
     sync_p50_s: float  # one GET /v1/sync, as the device waits for it
     sync_p99_s: float
@@ -121,119 +69,6 @@ class BrokerFailover:
     cpu_s: dict[str, float]  # CPU seconds of each kind of process from the kill to the last catch-up
     errors: list[str]
     kb_per_connection: float  # broker-1's RSS growth per device held (its inbox subscription included)
-
-
-async def _reconnect(device: DeviceLogin, job: _Job, http: httpx.AsyncClient, report: _Report) -> None:
-    """What ``client.connection`` does when its node dies: the next listed node, the same token."""
-    route = BrokerRoute(job.brokers)
-    step = route.failed()  # the node it was on (the first listed) is gone
-    deadline = time.monotonic() + job.deadline_s
-    headers = {"Authorization": f"Bearer {device.access_token}"}
-    while time.monotonic() < deadline:
-        await asyncio.sleep(step.delay_s)
-        if step.ask_registry:
-            response = await http.get("/v1/brokers", headers=headers)
-            report.discoveries += 1
-            response.raise_for_status()
-            route.replace(response.json()["brokers"])
-        host, port = route.current["host"], int(route.current["port"])
-        began = time.monotonic()
-        try:
-            async with job.gate, asyncio.timeout(15):
-                conn = await MqttConnection.open(
-                    host,
-                    port,
-                    client_id=device.device_id,
-                    username=str(device.user_id),
-                    password=device.access_token,
-                    keepalive=KEEPALIVE_S,
-                )
-                await conn.subscribe([(topics.inbox(device.user_id), 1)])
-        except (OSError, TimeoutError):
-            step = route.failed()
-            continue
-        report.connect_s.append(time.monotonic() - began)
-        report.reconnected_ns.append(time.time_ns())
-        report.ports[port] = report.ports.get(port, 0) + 1
-        await _catch_up(http, headers, job, report)
-        report.synced_ns.append(time.time_ns())
-        conn.close()
-        return
-    raise TimeoutError(f"{device.device_id} found no broker in {job.deadline_s} s")
-
-
-async def _catch_up(http: httpx.AsyncClient, headers: dict[str, str], job: _Job, report: _Report) -> None:
-    """``GET /v1/sync`` until complete and holding the ``missed`` messages (some may be still committing)."""
-    for _ in range(int(job.deadline_s / RETRY_S)):
-        began = time.monotonic()
-        sync = await http.get("/v1/sync", headers=headers)
-        report.sync_s.append(time.monotonic() - began)
-        report.syncs += 1
-        sync.raise_for_status()
-        entries = sync.json()["conversations"]
-        held = sum(len(entry["messages"]) for entry in entries)
-        if held >= job.missed and all(entry.get("complete", True) for entry in entries):
-            return
-        await asyncio.sleep(RETRY_S)  # the senders' messages are not all committed yet: ask again
-    raise TimeoutError(f"sync never held the {job.missed} missed messages")
-
-
-async def _device(device: DeviceLogin, job: _Job, http: httpx.AsyncClient, report: _Report) -> None:
-    async with job.gate, asyncio.timeout(30):
-        conn = await MqttConnection.open(
-            job.host,
-            job.port,
-            client_id=device.device_id,
-            username=str(device.user_id),
-            password=device.access_token,
-            keepalive=KEEPALIVE_S,
-        )
-        await conn.subscribe([(topics.inbox(device.user_id), 1)])
-    report.connected += 1
-    with contextlib.suppress(Exception):
-        for _ in range(1 << 62):
-            await conn.read_packets()
-    report.dropped_ns.append(time.time_ns())
-    conn.close()
-    await _reconnect(device, job, http, report)
-
-
-async def _worker(job: _Job, pipe: Connection) -> None:
-    report = _Report()
-    job.gate = asyncio.Semaphore(job.concurrency)
-    limits = httpx.Limits(max_connections=job.http_concurrency)
-    async with httpx.AsyncClient(base_url=job.api_url, timeout=60, limits=limits) as http:
-        tasks = [asyncio.create_task(_device(d, job, http, report)) for d in job.devices]
-        for _ in range(int(job.deadline_s * 10)):
-            if report.connected + sum(t.done() for t in tasks) >= len(tasks):
-                break
-            await asyncio.sleep(0.1)
-        pipe.send(("ready", report.connected))
-        done = await asyncio.gather(*tasks, return_exceptions=True)
-    report.errors = [repr(r) for r in done if isinstance(r, BaseException)]
-    pipe.send(("result", report))
-
-
-def _worker_main(job: _Job, pipe: Connection) -> None:
-    async def bounded() -> None:
-        async with asyncio.timeout(job.deadline_s * 2):
-            await _worker(job, pipe)
-
-    try:
-        eventloop.run(bounded())
-    except Exception:  # noqa: BLE001 - reported to the parent
-        pipe.send(("error", traceback.format_exc()))
-    finally:
-        pipe.close()
-
-
-def _receive(pipe: Connection, kind: str, timeout: float) -> object:
-    if not pipe.poll(timeout):
-        raise RuntimeError(f"failover worker sent no {kind!r} in {timeout} s")
-    message = pipe.recv()
-    if message[0] != kind:
-        raise RuntimeError(f"failover worker: {message[1]}")
-    return message[1]
 
 
 def _groups_of(target: ClusterTarget, logins: list[DeviceLogin]) -> list[tuple[BenchUser, int]]:
@@ -263,11 +98,9 @@ async def _send_missed(target: ClusterTarget, groups: list[tuple[BenchUser, int]
         )
         try:
             await conn.subscribe([(topics.inbox(sender.user_id), 1)])
-            device = _Sender(conn, conversation_id)
+            device = Sender(conn, conversation_id)
             for k in range(missed):
-                device.sent[f"missed-{k}"] = time.time_ns()
-                payload = orjson.dumps({"cmid": f"missed-{k}", "text": "sent while you were away"})
-                conn.writer.write(encode_publish(device.topic, payload, 1, conn.next_packet_id()))
+                device.send_one(f"missed-{k}", "sent while you were away")
             reader = asyncio.create_task(device.read())
             for _ in range(int(SENDER_DEADLINE_S / RETRY_S)):
                 if len(device.acks) >= missed:
@@ -346,39 +179,32 @@ def run_broker_failover(  # noqa: PLR0917 - the scenario's knobs
     try:
         for w in range(workers):
             api_url = target.http_urls[w % len(target.http_urls)]  # as a balancer would spread them
-            job = _Job(api_url, host, port, brokers, logins[w::workers], concurrency, deadline_s, missed)
+            job = DeviceJob(api_url, host, port, brokers, logins[w::workers], concurrency, deadline_s, missed)
             parent, child = ctx.Pipe()
-            proc = ctx.Process(target=_worker_main, args=(job, child), name=f"bench-failover-{w}")
+            proc = ctx.Process(target=worker_main, args=(job, child), name=f"bench-failover-{w}")
             proc.daemon = True
             proc.start()
             child.close()
             procs.append(proc)
             pipes.append(parent)
-        connected = sum(int(str(_receive(pipe, "ready", deadline_s))) for pipe in pipes)
+        connected = sum(int(str(receive(pipe, "ready", deadline_s))) for pipe in pipes)
         held = _rss_bytes(target.brokers[0].pid) - rss_before
         _say(f"[failover] {connected:,} of {devices:,} devices on broker-1; kill -9")
         cpu_before = target.cpu_by_process()
         killed_ns = time.time_ns()
         target.brokers[0].kill()
         asyncio.run(_send_missed(target, groups, missed))
-        reports = [_receive(pipe, "result", deadline_s * 2) for pipe in pipes]
+        reports = [receive(pipe, "result", deadline_s * 2) for pipe in pipes]
         cpu_after = target.cpu_by_process()
     finally:
         for started in procs:
             started.join(10)
             if started.is_alive():
                 started.terminate()
-    merged = _Report()
+    merged = DeviceReport()
     for report in reports:
-        assert isinstance(report, _Report)  # noqa: S101 - narrowing what came over the pipe
-        merged.dropped_ns += report.dropped_ns
-        merged.reconnected_ns += report.reconnected_ns
-        merged.synced_ns += report.synced_ns
-        merged.discoveries += report.discoveries
-        merged.syncs += report.syncs
-        merged.errors += report.errors
-        merged.connect_s += report.connect_s
-        merged.sync_s += report.sync_s
+        assert isinstance(report, DeviceReport)  # noqa: S101 - narrowing what came over the pipe
+        merged.merge(report)
     span = (max(merged.reconnected_ns, default=0) - min(merged.reconnected_ns, default=0)) / NS
     sync_span = (max(merged.synced_ns, default=0) - min(merged.reconnected_ns, default=0)) / NS
     result = BrokerFailover(
@@ -409,131 +235,5 @@ def run_broker_failover(  # noqa: PLR0917 - the scenario's knobs
         f"({result.connects_per_s:,.0f} connects/s, CONNECT p50 {result.connect_p50_s * 1e3:.0f} ms; "
         f"{result.syncs:,} syncs, {result.syncs_per_s:,.0f}/s, p50 {result.sync_p50_s * 1e3:.0f} ms; "
         f"{result.discoveries:,} discoveries; CPU s {result.cpu_s})"
-    )
-    return result
-
-
-@dataclass(frozen=True)
-class PersisterFailover:
-    """``kill -9`` of the persister owning a shard: when another owned it and committed."""
-
-    shard: int
-    old_owner: str
-    new_owner: str
-    lease_moved_s: float  # kill to the lease record naming the new owner
-    first_commit_s: float  # kill to the first ack received after the lease moved
-    longest_wait_s: float  # the longest send-to-ack of a message sent around the kill
-
-
-async def _lease(kv: object, shard: int) -> LeaseRecord | None:
-    from nats.js.kv import KeyValue  # noqa: PLC0415 - only for the type check
-
-    assert isinstance(kv, KeyValue)  # noqa: S101
-    try:
-        return LeaseRecord.parse(await kv.get(f"shard.{shard}"))
-    except KeyNotFoundError:
-        return None
-
-
-class _Sender:
-    """One device sending to a conversation at a steady pace, timing each ack."""
-
-    def __init__(self, conn: MqttConnection, conversation_id: int) -> None:
-        self.conn = conn
-        self.topic = topics.conversation_send(conversation_id)
-        self.sent: dict[str, int] = {}
-        self.acks: list[tuple[int, int]] = []  # (received ns, sent ns)
-
-    async def send(self, stop: asyncio.Event) -> None:
-        for k in range(1 << 62):
-            if stop.is_set():
-                return
-            cmid = f"pf-{time.time_ns()}-{k}"
-            self.sent[cmid] = time.time_ns()
-            payload = orjson.dumps({"cmid": cmid, "text": "persister failover"})
-            self.conn.writer.write(encode_publish(self.topic, payload, 1, self.conn.next_packet_id()))
-            await asyncio.sleep(SEND_EVERY_S)
-
-    async def read(self) -> None:
-        for _ in range(1 << 62):
-            packets = await self.conn.read_packets()
-            now = time.time_ns()
-            for packet in packets:
-                if packet.ptype != PUBLISH:
-                    continue
-                start = publish_payload_offset(packet.flags, packet.body)
-                if packet.flags & 0x06:
-                    self.conn.puback(int.from_bytes(packet.body[start - 2 : start]))
-                if packet.body.startswith(_ACK, start):
-                    cmid = orjson.loads(packet.body[start:]).get("cmid")
-                    if cmid in self.sent:
-                        self.acks.append((now, self.sent[cmid]))
-
-
-async def _persister_failover(
-    target: ClusterTarget, sender: BenchUser, conversation_id: int
-) -> PersisterFailover:
-    shard = target.shards.conversation(conversation_id)
-    client = await nats.connect(servers=target.nats.urls)
-    host, port = target.brokers[-1].ready.mqtt
-    conn = await MqttConnection.open(
-        host, port, client_id=sender.device_id, username=str(sender.user_id), password=sender.token
-    )
-    await conn.subscribe([(topics.inbox(sender.user_id), 1)])
-    device = _Sender(conn, conversation_id)
-    stop = asyncio.Event()
-    tasks = [asyncio.create_task(device.send(stop)), asyncio.create_task(device.read())]
-    try:
-        kv = await client.jetstream().key_value(bucket_name("persister"))
-        for _ in range(600):  # the flow runs: acks come back
-            if len(device.acks) >= FLOWING_ACKS:
-                break
-            await asyncio.sleep(0.05)
-        old = await _lease(kv, shard)
-        if old is None:
-            raise RuntimeError(f"no persister owns shard {shard}")
-        killed_ns = time.time_ns()
-        await asyncio.to_thread(target.processes[old.owner].kill)
-        new = old
-        for _ in range(1200):
-            record = await _lease(kv, shard)
-            if record is not None and record.owner != old.owner:
-                new = record
-                break
-            await asyncio.sleep(0.05)
-        moved_ns = time.time_ns()
-        for _ in range(1200):
-            if any(received > moved_ns for received, _ in device.acks):
-                break
-            await asyncio.sleep(0.02)
-        await asyncio.sleep(1.0)  # the messages held up by the kill are acked too
-    finally:
-        stop.set()
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        conn.close()
-        await client.close()
-    first = min((received for received, _ in device.acks if received > moved_ns), default=0)
-    around = [received - sent for received, sent in device.acks if received > killed_ns]
-    return PersisterFailover(
-        shard=shard,
-        old_owner=old.owner,
-        new_owner=new.owner,
-        lease_moved_s=(moved_ns - killed_ns) / NS if new is not old else float("nan"),
-        first_commit_s=(first - killed_ns) / NS if first else float("nan"),
-        longest_wait_s=max(around, default=0) / NS,
-    )
-
-
-def run_persister_failover(target: ClusterTarget) -> PersisterFailover:
-    """A fresh 1:1 conversation with a sending device; its shard's persister killed."""
-    a, b = target.make_users(2)
-    with httpx.Client(base_url=target.http_url, timeout=30) as http:
-        cid = target.create_conversation(http, a, {"type": "direct", "user_id": str(b.user_id)})
-    result = asyncio.run(_persister_failover(target, a, cid))
-    _say(
-        f"[failover] persister of shard {result.shard} ({result.old_owner}) killed: lease to "
-        f"{result.new_owner} in {result.lease_moved_s:.1f} s, first commit {result.first_commit_s:.1f} s"
     )
     return result

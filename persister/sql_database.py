@@ -15,6 +15,7 @@ from pathlib import Path
 import sqlalchemy
 from sqlalchemy import URL, event, make_url
 from sqlalchemy.engine.interfaces import DBAPIConnection
+from sqlalchemy.exc import InvalidatePoolError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from persister.commit_process import ProcessCommitter
@@ -34,11 +35,29 @@ def _sqlite_pragmas(dbapi_connection: DBAPIConnection, _record: object) -> None:
     cursor.close()
 
 
+def _ping_on_checkout(dbapi_connection: DBAPIConnection, _record: object, _proxy: object) -> None:
+    """``pool_pre_ping`` in one round trip: asyncpg's own ping is ``BEGIN; ;ROLLBACK`` (three).
+
+    Every checkout of a pooled PostgreSQL connection asks the server, as ``pool_pre_ping`` does,
+    so a connection whose session ended (a restart, ``pg_terminate_backend``) is replaced before
+    use and the pool drops the others opened before it; but the statement goes to asyncpg
+    outside a transaction (``AdaptedConnection.run_async``, SQLAlchemy's way for pool events), not
+    wrapped in one as SQLAlchemy's asyncpg ping is (for pgbouncer's transaction mode, which this
+    one statement does not need). A sync after a node's failover checks out two connections.
+    """
+    try:
+        dbapi_connection.run_async(lambda connection: connection.fetchrow(";"))
+    except Exception as exc:
+        raise InvalidatePoolError(f"pinging a pooled connection failed: {exc!r}") from exc
+
+
 def create_engine(url: str) -> AsyncEngine:
     """An async engine for ``url``, with SQLite made fit for concurrent use."""
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
-        return create_async_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+        engine = create_async_engine(url, pool_size=10, max_overflow=20)
+        event.listen(engine.sync_engine, "checkout", _ping_on_checkout)
+        return engine
     path = _sqlite_file(parsed)
     if path is not None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)

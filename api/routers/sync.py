@@ -38,8 +38,8 @@ async def sync(
     with orjson from the messages' JSON shape (``message_json``, the inbox event's) rather
     than validated model by model: it is built here from typed store values.
     """
-    async with state.reads() as session:
-        cursors = await queries.sync_positions(session, claims.device_id, claims.user_id)
+    async with state.reads.connect() as connection:
+        cursors = await queries.sync_positions(connection, claims.device_id, claims.user_id)
     if cursors is None:
         raise signed_out()
     caught_up = await state.messages.catch_up(cursors, limit=limit)
