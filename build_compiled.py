@@ -51,6 +51,7 @@ MODULES = (
     "messaging/membership.py",  # the members of a conversation, cached
     "messaging/fanout.py",  # the events of each committed message to each member
     "messaging/core.py",  # the seam between the MQTT server and ingest / fan-out
+    "messaging/clock.py",  # the time each send is stamped and rate-limited with
     "hubbub/envelope.py",  # the send's parsing and the message classes
     "hubbub/topics.py",  # topic names built and parsed per message
     "hubbub/ids.py",  # the Snowflake of each message
