@@ -410,7 +410,10 @@ class ConnectionHandler(asyncio.Protocol):
         """Handle complete packets until one must be waited for: (bytes consumed, what to wait for)."""
         position = 0
         limit = self.router.max_packet_bytes
-        for _ in range(len(buffer)):  # each round consumes at least two bytes
+        size = len(buffer)
+        # Each round consumes at least two bytes. A read nearly always ends with a packet: stopping
+        # there rather than asking for the next one spares an ``IncompletePacket`` raised per read.
+        while position < size:
             packet = next_packet_within(buffer, position, limit)
             if packet is None:
                 break
