@@ -7,7 +7,7 @@ STAMP := $(VENV)/.synced
 
 WEB_BUILD := web/dist/index.html
 
-.PHONY: install web run cluster test lint bench system-deps cassandra-jars clean
+.PHONY: install compile interpreted web run cluster test lint bench system-deps cassandra-jars clean
 
 $(UV):
 	$(PYTHON) -m venv $(VENV)
@@ -17,7 +17,24 @@ $(STAMP): $(UV) uv.lock pyproject.toml
 	$(UV) sync --frozen --inexact --python $(VENV)/bin/python
 	touch $(STAMP)
 
-install: $(STAMP)
+## The broker's per-message hot path, compiled with mypyc (build_compiled.py lists the modules and
+## says why): a C extension beside each of those .py files, built again whenever one changes. It
+## needs a C compiler and Python's headers. `make interpreted` removes it: the same code then runs
+## from source (until the next `make install`, `run` or `test`, which build it again).
+COMPILED_SOURCES := $(shell $(PYTHON) build_compiled.py --sources)
+COMPILED := $(VENV)/.compiled
+
+$(COMPILED): $(STAMP) build_compiled.py pyproject.toml $(COMPILED_SOURCES)
+	$(VENV)/bin/python build_compiled.py
+	touch $@
+
+install: $(STAMP) $(COMPILED)
+
+compile: $(COMPILED)
+
+interpreted:
+	rm -f $(COMPILED)
+	if [ -x $(VENV)/bin/python ]; then $(VENV)/bin/python build_compiled.py --clean; fi
 
 ## The web chat: MQTT.js and esbuild from the npm lock file, bundled into web/dist.
 $(WEB_BUILD): web/package.json web/package-lock.json web/build.mjs $(wildcard web/src/*)
@@ -71,11 +88,11 @@ test: install system-deps web cassandra-jars
 	cd web && npm test
 	env -u PYTHONDONTWRITEBYTECODE $(VENV)/bin/pytest
 
-lint: install
+lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 
-clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+clean: interpreted
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .cache/mypyc

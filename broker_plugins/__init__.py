@@ -29,7 +29,7 @@ The remaining amqtt touches, all public names (each exercised by the tests named
   the CONNECT itself (``tests/broker_plugins/test_connect_auth.py``, ``test_connect_decoder.py``:
   refusals, protocol level, client id rules);
 - ``amqtt.mqtt.connack.NOT_AUTHORIZED`` in ``broker.py`` (``test_connect_auth.py``);
-- ``amqtt.errors`` (``AMQTTError``, ``MQTTError``), what that decoder raises.
+- ``amqtt.errors.MQTTError``, what that decoder raises.
 
 No private amqtt name is used.
 """

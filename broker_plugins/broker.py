@@ -40,6 +40,7 @@ import logging
 import math
 from collections.abc import Awaitable
 from dataclasses import dataclass
+from typing import Any
 
 from amqtt.errors import MQTTError
 from amqtt.mqtt.connack import NOT_AUTHORIZED
@@ -115,7 +116,8 @@ class HubbubBroker(RoutingBroker):
         """The TCP port actually bound (differs from the setting when that is 0)."""
         if self._server is None:
             raise RuntimeError("the broker is not started")
-        return int(self._server.sockets[0].getsockname()[1])
+        server: Any = self._server  # uvloop's has a list of sockets, typeshed says a tuple (mypyc checks)
+        return int(server.sockets[0].getsockname()[1])
 
     async def shutdown(self) -> None:
         """Stop listening, close every connection and forget every session (idempotent)."""

@@ -45,7 +45,7 @@ import time
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, cast
 
-from amqtt.errors import AMQTTError, MQTTError
+from amqtt.errors import MQTTError
 
 from broker_plugins.codec import (
     PINGRESP_PACKET,
@@ -348,7 +348,7 @@ class ConnectionHandler(asyncio.Protocol):
             if buffer[0] >> 4 != _CONNECT:
                 raise NotConnect(f"first packet has type {buffer[0] >> 4}, not CONNECT [MQTT-3.1.0-1]")
             packet = next_packet_within(buffer, 0, self.router.max_packet_bytes)
-        except (AMQTTError, MalformedPacket) as exc:
+        except MalformedPacket as exc:  # PacketTooLarge and NotConnect are ones too
             logger.info("refused connection from %s: %s", self.remote(), exc)
             self._end(clean=False)
             return
@@ -380,7 +380,7 @@ class ConnectionHandler(asyncio.Protocol):
 
     def _end_on(self, exc: Exception) -> None:
         """Close the connection a packet's handling failed on: a client's fault, or a bug (traceback)."""
-        if isinstance(exc, ProtocolViolation | MalformedPacket | AMQTTError | MQTTError):
+        if isinstance(exc, MalformedPacket | MQTTError):  # ProtocolViolation is an MQTTError
             logger.info("closing device_id=%s: %s", self._client_id(), exc)
         else:
             logger.error("unexpected error handling device_id=%s; closing", self._client_id(), exc_info=exc)
@@ -410,7 +410,10 @@ class ConnectionHandler(asyncio.Protocol):
         """Handle complete packets until one must be waited for: (bytes consumed, what to wait for)."""
         position = 0
         limit = self.router.max_packet_bytes
-        for _ in range(len(buffer)):  # each round consumes at least two bytes
+        size = len(buffer)
+        # Each round consumes at least two bytes. A read nearly always ends with a packet: stopping
+        # there rather than asking for the next one spares an ``IncompletePacket`` raised per read.
+        while position < size:
             packet = next_packet_within(buffer, position, limit)
             if packet is None:
                 break

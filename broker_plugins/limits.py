@@ -8,9 +8,7 @@ the size of each complete packet, and the remaining-length field of an incomplet
 
 from __future__ import annotations
 
-from amqtt.errors import AMQTTError
-
-from broker_plugins.codec import IncompletePacket, next_packet
+from broker_plugins.codec import IncompletePacket, MalformedPacket, next_packet
 
 __all__ = ["NotConnect", "PacketTooLarge", "check_announced_size", "next_packet_within"]
 
@@ -18,11 +16,11 @@ _CONTINUATION = 0x80
 _LENGTH_BITS = 0x7F
 
 
-class PacketTooLarge(AMQTTError):
+class PacketTooLarge(MalformedPacket):
     """A packet announced a body larger than the configured limit."""
 
 
-class NotConnect(AMQTTError):
+class NotConnect(MalformedPacket):
     """The first packet of a connection is not a CONNECT [MQTT-3.1.0-1]."""
 
 

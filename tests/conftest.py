@@ -7,11 +7,28 @@ from pathlib import Path
 
 import pytest
 
+from build_compiled import compiled_files, stale_modules
 from tests.support.api import ApiClient
 from tests.support.cassandra import CassandraServer, start_cassandra
 from tests.support.chat import ClientFactory, client_factory
 from tests.support.platform import Platform, start_platform
 from tests.support.postgres import PostgresServer, start_postgres
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Refuse to test old code: a compiled module older than its source is what Python would import."""
+    del config
+    stale = stale_modules()
+    if stale:
+        raise pytest.UsageError(
+            f"compiled modules are older than their sources ({', '.join(stale)}): the tests would run "
+            "the old code. Run `make compile` (or `make interpreted` to test from source)."
+        )
+
+
+def pytest_report_header() -> str:
+    """Which build of the hot path runs (``build_compiled.py``)."""
+    return "hot path: compiled (mypyc)" if compiled_files() else "hot path: interpreted (no build)"
 
 
 @pytest.fixture(scope="session")
