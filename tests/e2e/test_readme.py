@@ -7,12 +7,15 @@ import subprocess
 from pathlib import Path
 
 import httpx
+import pytest
 
 from launcher.devcluster import READY_PREFIX, Endpoints
 from tests.support.platform import REPO_ROOT
 from tests.support.processes import start_ready_process
 
 
+# A fresh clone installs the lock file, compiles the hot path (~1 min) and bundles the web chat first.
+@pytest.mark.timeout(600)
 def test_make_run_in_a_clean_clone_answers_healthz(tmp_path: Path) -> None:
     clone = tmp_path / "clone"
     subprocess.run(["git", "clone", "--quiet", str(REPO_ROOT), str(clone)], check=True, timeout=120)
