@@ -69,8 +69,9 @@ async def one_node_messaging(core: Foundation, *, api_here: bool) -> AsyncIterat
     accepted = LocalAcceptedLog(_ACCEPTED_QUEUE)
     sessions = async_sessionmaker(core.engine, expire_on_commit=False)
     directory = SqlDirectory(sessions)
-    signed_in = SignedInDevices(SqlDeviceSessions(sessions)) if api_here else None
-    devices: DeviceSessions = signed_in or SqlDeviceSessions(sessions)
+    device_store = SqlDeviceSessions(sessions, own_sqlite_reader=True)
+    signed_in = SignedInDevices(device_store) if api_here else None
+    devices: DeviceSessions = signed_in or device_store
     broker = mqtt_server(core, directory, devices)
     messaging_core = MessagingCore(
         connections=broker,

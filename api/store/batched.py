@@ -38,19 +38,24 @@ class BatchedLookup(Generic[K, V]):
     ) -> None:
         self._load = load
         self._max_batch = max_batch
-        self._waiting: dict[K, asyncio.Future[V | None]] = {}
+        self._waiting: dict[K, list[asyncio.Future[V | None]]] = {}  # key -> its callers' futures
         self._loader: asyncio.Task[None] | None = None
 
-    async def get(self, key: K) -> V | None:
-        """The value of ``key``, from the next batch."""
-        future = self._waiting.get(key)
-        if future is None:
-            future = asyncio.get_running_loop().create_future()
-            self._waiting[key] = future
-            if self._loader is None or self._loader.done():
-                self._loader = asyncio.create_task(self._run(), name="batched-lookup")
-        # shielded: a caller that gives up (a CONNECT timing out) must not cancel its batch-mates' answer
-        return await asyncio.shield(future)
+    def get(self, key: K) -> asyncio.Future[V | None]:
+        """The value of ``key``, from the next batch.
+
+        Each caller gets a future of its own: one that gives up (a CONNECT timing out)
+        cancels only its own, never its batch-mates' answer, with no ``shield`` per call.
+        """
+        future: asyncio.Future[V | None] = asyncio.get_running_loop().create_future()
+        waiting = self._waiting.get(key)
+        if waiting is not None:
+            waiting.append(future)
+            return future
+        self._waiting[key] = [future]
+        if self._loader is None or self._loader.done():
+            self._loader = asyncio.create_task(self._run(), name="batched-lookup")
+        return future
 
     async def _run(self) -> None:
         await asyncio.sleep(0)  # let the callers of this turn of the loop join the first batch
@@ -61,10 +66,13 @@ class BatchedLookup(Generic[K, V]):
                 found = await self._load(keys)
             except Exception as exc:  # noqa: BLE001 - handed to the callers that asked
                 logger.warning("a batched lookup of %d keys failed: %r", len(keys), exc)
-                for future in batch.values():
-                    if not future.done():
-                        future.set_exception(exc)
+                for futures in batch.values():
+                    for future in futures:
+                        if not future.done():
+                            future.set_exception(exc)
                 continue
-            for key, future in batch.items():
-                if not future.done():
-                    future.set_result(found.get(key))
+            for key, futures in batch.items():
+                value = found.get(key)
+                for future in futures:
+                    if not future.done():
+                        future.set_result(value)
