@@ -415,16 +415,23 @@ def _connections_section(results: SuiteResults) -> list[str]:
         "## 4. Idle connections",
         "",
         (
-            "Each client connects with its own login, subscribes to its inbox and stays silent. Memory is "
-            "the broker's RSS growth divided by the connections."
+            "Each client connects with its own login (a JWT on Hubbub), subscribes to its inbox and to a "
+            "retained presence topic, receives the retained message and stays silent; a connect is counted "
+            "once that message arrived. Memory is the broker's RSS growth divided by the connections. CPU "
+            "per connect is the broker's and the load generator's (both workers) over the connect window; "
+            "other load is the share of the cores busy with neither."
         ),
         "",
-        "| broker | connections | connect s | connects/s | KB per connection |",
-        "| --- | ---: | ---: | ---: | ---: |",
+        (
+            "| broker | connections | connect s | connects/s | KB per connection | broker µs/connect "
+            "| generator µs/connect | other load |"
+        ),
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     lines += [
         f"| {c.broker} | {c.connected:,} | {c.connect_seconds:.1f} | {c.connect_rate:,.0f} | "
-        f"{c.bytes_per_connection / 1024:.1f} |"
+        f"{c.bytes_per_connection / 1024:.1f} | {c.broker_us_per_connect:,.0f} | "
+        f"{c.generator_us_per_connect:,.0f} | {c.other_load:.0%} |"
         for c in results.connections
     ]
     lines += [f"\n{c.broker}: {c.limit_note}." for c in results.connections if c.limit_note]
