@@ -139,15 +139,15 @@ async def _connect(job: ChatJob, report: ChatReport) -> list[_Device]:
 
     async def one(spec: ChatDevice) -> None:
         async with sem, asyncio.timeout(30):
-            conn = await MqttConnection.open(
+            conn = await MqttConnection.subscribed(
                 job.host,
                 job.port,
                 client_id=spec.device_id,
                 username=str(spec.user_id),
                 password=spec.token,
                 keepalive=job.keepalive,
+                topic=topics.inbox(spec.user_id),
             )
-            await conn.subscribe([(topics.inbox(spec.user_id), 1)])
             devices.append(_Device(spec, conn))
 
     started = time.perf_counter()

@@ -106,15 +106,15 @@ async def _reconnect(device: DeviceLogin, job: DeviceJob, http: HttpPool, report
         try:
             async with job.gate, asyncio.timeout(15):
                 began = time.monotonic()  # the CONNECT's own time, not its wait for the gate
-                conn = await MqttConnection.open(
+                conn = await MqttConnection.subscribed(
                     host,
                     port,
                     client_id=device.device_id,
                     username=str(device.user_id),
                     password=device.access_token,
                     keepalive=KEEPALIVE_S,
+                    topic=topics.inbox(device.user_id),
                 )
-                await conn.subscribe([(topics.inbox(device.user_id), 1)])
         except (OSError, TimeoutError):
             step = route.failed()
             continue
@@ -145,15 +145,15 @@ async def _catch_up(http: HttpPool, headers: dict[str, str], job: DeviceJob, rep
 
 async def _device(device: DeviceLogin, job: DeviceJob, http: HttpPool, report: DeviceReport) -> None:
     async with job.gate, asyncio.timeout(30):
-        conn = await MqttConnection.open(
+        conn = await MqttConnection.subscribed(
             job.host,
             job.port,
             client_id=device.device_id,
             username=str(device.user_id),
             password=device.access_token,
             keepalive=KEEPALIVE_S,
+            topic=topics.inbox(device.user_id),
         )
-        await conn.subscribe([(topics.inbox(device.user_id), 1)])
     report.connected += 1
     with contextlib.suppress(Exception):
         for _ in range(1 << 62):

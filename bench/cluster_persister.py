@@ -67,10 +67,14 @@ async def _persister_failover(
     shard = target.shards.conversation(conversation_id)
     client = await nats.connect(servers=target.nats.urls)
     host, port = target.brokers[-1].ready.mqtt
-    conn = await MqttConnection.open(
-        host, port, client_id=sender.device_id, username=str(sender.user_id), password=sender.token
+    conn = await MqttConnection.subscribed(
+        host,
+        port,
+        client_id=sender.device_id,
+        username=str(sender.user_id),
+        password=sender.token,
+        topic=topics.inbox(sender.user_id),
     )
-    await conn.subscribe([(topics.inbox(sender.user_id), 1)])
     device = Sender(conn, conversation_id)
     stop = asyncio.Event()
     tasks = [asyncio.create_task(device.send(stop, SEND_EVERY_S)), asyncio.create_task(device.read())]

@@ -314,6 +314,25 @@ class MqttConnection:
             self._pending.extend(await self.read_packets())
         raise MqttProtocolError("no complete packet after 65536 reads")
 
+    @classmethod
+    async def subscribed(
+        cls,
+        host: str,
+        port: int,
+        *,
+        client_id: str,
+        username: str,
+        password: str,
+        topic: str,
+        keepalive: int = 60,
+    ) -> MqttConnection:
+        """A device's connection as the benchmarks hold it: signed in, subscribed to ``topic`` at QoS 1."""
+        connection = await cls.open(
+            host, port, client_id=client_id, username=username, password=password, keepalive=keepalive
+        )
+        await connection.subscribe([(topic, 1)])
+        return connection
+
     async def subscribe(self, topics: list[tuple[str, int]]) -> list[int]:
         """Send SUBSCRIBE and return the granted codes; packets arriving first are kept for later."""
         packet_id = self.next_packet_id()
