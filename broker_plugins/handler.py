@@ -1,10 +1,7 @@
 """The per-connection protocol handler: fed bytes, it handles packets; it delivers without waiting.
 
-Stock amqtt 0.12.1, per connection and per packet, reads the fixed header one byte per
-``await``, builds a packet object, starts a task for it, queues a PUBLISH for a second
-loop in the broker, and on the way out awaits ``drain()`` after every packet and keeps a
-task per QoS 1/2 delivery alive until its PUBACK arrives. This handler is the broker's
-own (it no longer subclasses amqtt's ``BrokerProtocolHandler``):
+Stock amqtt 0.12.1 reads a byte per ``await``, starts a task per packet, awaits ``drain()``
+after each and keeps a task per QoS 1/2 delivery until its PUBACK. This handler is the broker's own:
 
 - it is an ``asyncio.Protocol``: on TCP the event loop calls ``data_received`` with whatever
   bytes arrived, and the WebSocket bridge calls the same three methods from its own loop.
@@ -31,10 +28,8 @@ own (it no longer subclasses amqtt's ``BrokerProtocolHandler``):
   PUBREL [MQTT-4.4.0-1]; stock amqtt dropped them when the connection ended.
 - an inbound QoS 2 PUBLISH is delivered on receipt, its packet id kept until PUBREL
   (the spec's "method B"), so a resent PUBLISH with that id is not delivered twice.
-- keepalive: a client silent for 1.5 x its keepalive is disconnected [MQTT-3.1.2-24]
-  (``keepalive.py``); stock amqtt never did (amqtt issue #308), so dead connections looked
-  alive for ever.
-- a packet above the size limit is refused from its fixed header (``limits.py``).
+- a silent client is disconnected (``keepalive.py``; stock amqtt never did, its issue #308), and a
+  packet above the size limit is refused from its fixed header (``limits.py``).
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ from sqlalchemy import event
 from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 
 from api import SqlDeviceSessions, SqlDirectory
-from tests.support.api import ApiClient, Login
+from tests.support.api import ApiClient, sign_in_questions
 from tests.support.platform import Platform
 
 
@@ -36,29 +36,17 @@ async def _store(platform: Platform) -> AsyncIterator[tuple[async_sessionmaker[A
 
 
 def test_concurrent_sign_in_checks_are_one_query(platform: Platform, api: ApiClient) -> None:
-    logins = [api.new_user() for _ in range(3)]
-    ended = api.new_user()
-    assert api.http.post("/v1/auth/logout", headers=ended.headers).status_code == 204
+    questions, expected = sign_in_questions(api)
 
-    async def ask(questions: list[tuple[int, str]]) -> tuple[list[bool], list[str]]:
+    async def ask() -> tuple[list[bool], list[str]]:
         async with _store(platform) as (sessions, statements):
             devices = SqlDeviceSessions(sessions)
             asked = (devices.is_signed_in(user, device) for user, device in questions)
             answers = await asyncio.gather(*asked)
             return list(answers), [sql for sql in statements if sql.lstrip().upper().startswith("SELECT")]
 
-    def user(login: Login) -> int:
-        return int(login.user_id)
-
-    questions = [(user(login), login.device_id) for login in logins]
-    questions += [
-        (user(logins[1]), logins[0].device_id),  # another user's device
-        (user(ended), ended.device_id),  # signed out
-        (user(logins[0]), "no-such-device"),
-        (user(logins[2]), logins[2].device_id),  # asked twice at once
-    ]
-    answers, selects = asyncio.run(ask(questions))
-    assert answers == [True, True, True, False, False, False, True]
+    answers, selects = asyncio.run(ask())
+    assert answers == expected
     assert len(selects) == 1
 
 

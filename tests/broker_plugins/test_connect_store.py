@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 
 from api import SqlDeviceSessions
 from api.store.batched import BatchedLookup
-from tests.support.api import ApiClient, Login
+from tests.support.api import ApiClient, Login, sign_in_questions
 from tests.support.platform import Platform
 
 
@@ -35,17 +35,8 @@ async def _ask(platform: Platform, questions: list[tuple[int, str]]) -> list[boo
 
 
 def test_the_own_reader_answers_as_the_store(platform: Platform, api: ApiClient) -> None:
-    logins = [api.new_user() for _ in range(3)]
-    ended = api.new_user()
-    assert api.http.post("/v1/auth/logout", headers=ended.headers).status_code == 204
-    questions = [(_user(login), login.device_id) for login in logins]
-    questions += [
-        (_user(logins[1]), logins[0].device_id),  # another user's device
-        (_user(ended), ended.device_id),  # signed out
-        (_user(logins[0]), "no-such-device"),
-        (_user(logins[2]), logins[2].device_id),  # asked twice at once
-    ]
-    assert asyncio.run(_ask(platform, questions)) == [True, True, True, False, False, False, True]
+    questions, answers = sign_in_questions(api)
+    assert asyncio.run(_ask(platform, questions)) == answers
 
 
 def test_a_sign_out_bites_at_the_next_question(platform: Platform, api: ApiClient) -> None:

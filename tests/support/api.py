@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 
-__all__ = ["PASSWORD", "ApiClient", "Login"]
+__all__ = ["PASSWORD", "ApiClient", "Login", "sign_in_questions"]
 
 _counter = itertools.count()
 PASSWORD = "correct horse 1"  # the test users' password
@@ -78,3 +78,23 @@ class ApiClient:
         username = self.unique_username(prefix)
         self.sign_up(username)
         return self.login(username)
+
+
+def sign_in_questions(api: ApiClient) -> tuple[list[tuple[int, str]], list[bool]]:
+    """(user id, device id) pairs a CONNECT's signed-in check must get right, and their answers.
+
+    Three signed-in devices, another user's device, a signed-out one, an unknown one, and one
+    asked twice at once (concurrent questions share a batch).
+    """
+    logins = [api.new_user() for _ in range(3)]
+    ended = api.new_user()
+    assert api.http.post("/v1/auth/logout", headers=ended.headers).status_code == 204
+    users = [int(login.user_id) for login in logins]
+    questions = [(user, login.device_id) for user, login in zip(users, logins, strict=True)]
+    questions += [
+        (users[1], logins[0].device_id),  # another user's device
+        (int(ended.user_id), ended.device_id),  # signed out
+        (users[0], "no-such-device"),
+        (users[2], logins[2].device_id),  # asked twice at once
+    ]
+    return questions, [True, True, True, False, False, False, True]
