@@ -64,7 +64,10 @@ class NodePresence:
         self._mirror = mirror
         self._held: dict[int, set[tuple[int, str]]] = {}
         self._seq: dict[int, int] = {}
-        self._retained: set[int] = set()
+        # The users whose topic this node retains, each with the last decision seen for it. A
+        # decision reaches the mirror's subscription as it is published, before the bucket's
+        # leader has stored it: a read of the bucket just after can still answer the one before.
+        self._retained: dict[int, bytes | None] = {}
         self._outbox: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
         self._sender: asyncio.Task[None] | None = None
         self._subscription: Subscription | None = None
@@ -98,8 +101,10 @@ class NodePresence:
 
     async def snapshot(self, user_id: int) -> bytes:
         """The payload a ``presence/{user_id}`` topic starts from here; its later changes follow."""
-        self._retained.add(user_id)  # first: a change arriving during the read is applied, not lost
-        return await self._mirror.snapshot(user_id)
+        self._retained.setdefault(user_id, None)  # first: a change arriving during the read is kept
+        stored = await self._mirror.snapshot(user_id)
+        seen = self._retained[user_id]
+        return stored if seen is None else seen
 
     # --- running -------------------------------------------------------------------------------
 
@@ -172,4 +177,5 @@ class NodePresence:
 
     def _changed(self, user_id: int, payload: bytes) -> None:
         if user_id in self._retained:
+            self._retained[user_id] = payload
             self._connections.set_presence(user_id, payload)
