@@ -44,6 +44,7 @@ from launcher.serving import WS_PATH, http_url, serve_until_stopped, uvicorn_ser
 from messaging import LoopClock, MessagingCore
 from messaging.last_active import LastActiveWriter
 from messaging.presence import PresenceTracker
+from persister.sql_database import autocommit_reads
 
 __all__ = ["run_cluster_broker"]
 
@@ -61,7 +62,10 @@ async def _broker_node(core: Foundation, node: ClusterNode) -> AsyncIterator[Hub
     shards = shard_map(settings)
     sessions = async_sessionmaker(core.engine, expire_on_commit=False)
     directory = SqlDirectory(sessions)
-    signed_in = SignedInDevices(SqlDeviceSessions(sessions))  # hubbub.device.ended reaches every node
+    # The signed-in check at CONNECT is one SELECT per batch: in autocommit, without a BEGIN and a
+    # ROLLBACK around it (two of its four round trips; every reconnecting device waits for them).
+    # hubbub.device.ended reaches every node, so the devices found signed in are remembered.
+    signed_in = SignedInDevices(SqlDeviceSessions(async_sessionmaker(autocommit_reads(core.engine))))
     broker = mqtt_server(core, directory, signed_in)
     await retrying(
         "creating the accepted stream", lambda: ensure_accepted_stream(connection.js, settings.nats_replicas)
