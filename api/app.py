@@ -28,7 +28,7 @@ from api.routers import (
     users,
 )
 from api.schemas import BrokerEndpoint
-from api.state import AppState
+from api.state import AppState, ReadRunner
 from config import Settings
 from hubbub.ids import SnowflakeGenerator
 from hubbub.sessions import LiveConnections
@@ -74,6 +74,7 @@ def create_app(
     tokens: TokenCodec,
     engine: AsyncEngine,
     read_engine: AsyncEngine,
+    run_read: ReadRunner,
     ids: SnowflakeGenerator,
     broker: BrokerEndpoint,
     messages_store: MessageStore,
@@ -90,7 +91,8 @@ def create_app(
     """The API over an already migrated database; its own helpers are built in the lifespan.
 
     ``read_engine`` answers single-statement reads (``engine`` without a transaction around
-    each, where the database allows it: ``persister.sql_database.autocommit_reads``).
+    each, where the database allows it: ``persister.sql_database.autocommit_reads``), through
+    ``run_read`` (``persister.sql_database.retried_read``).
 
     ``live_connections`` closes an ended device's MQTT connections (the messaging core).
     ``broker`` is where devices connect when ``discover_brokers`` names no node (one node, or a
@@ -106,6 +108,7 @@ def create_app(
             engine=engine,
             sessions=async_sessionmaker(engine, expire_on_commit=False),
             reads=read_engine,
+            run_read=run_read,
             tokens=tokens,
             passwords=Passwords(memory_kib=settings.password_hash_memory_kib),
             login_backoff=FailureBackoff(

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Protocol, TypeVar
 
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
 from api.passwords import Passwords
 from api.ratelimit import FailureBackoff, SlidingWindowLimiter
@@ -16,7 +17,23 @@ from hubbub.sessions import LiveConnections
 from hubbub.stores import InboxPublisher, MessageStore, MessageSubmitter, PresenceView
 from hubbub.tokens import TokenCodec
 
-__all__ = ["AppState"]
+__all__ = ["AppState", "ReadRunner"]
+
+_T = TypeVar("_T")
+
+
+class ReadRunner(Protocol):
+    """Runs a read on a connection of an engine, again on another if the server had closed that one.
+
+    ``persister.sql_database.retried_read``, passed in by the launcher: its connection skips the
+    checkout's ping, which every other checkout pays.
+    """
+
+    def __call__(
+        self, engine: AsyncEngine, read: Callable[[AsyncConnection], Awaitable[_T]], /
+    ) -> Awaitable[_T]:
+        """What ``read`` returned."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +45,8 @@ class AppState:
     sessions: async_sessionmaker[AsyncSession]
     reads: AsyncEngine
     """The engine in autocommit: one read statement without BEGIN and COMMIT round trips."""
+    run_read: ReadRunner
+    """How a read on ``reads`` runs: on a connection not pinged first, again if it was dead."""
     tokens: TokenCodec
     passwords: Passwords
     login_backoff: FailureBackoff

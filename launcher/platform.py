@@ -37,7 +37,7 @@ from notifier.metrics import PushMetrics
 from notifier.planner import PushPlanner
 from persister import Persister
 from persister.local_log import LocalAcceptedLog
-from persister.sql_database import autocommit_reads
+from persister.sql_database import autocommit_reads, retried_read
 
 __all__ = ["Messaging", "one_node_messaging", "run_api", "run_broker", "run_up"]
 
@@ -152,6 +152,7 @@ async def run_up(settings: Settings) -> None:
             tokens=core.tokens,
             engine=core.engine,
             read_engine=autocommit_reads(core.engine),
+            run_read=retried_read,
             ids=core.ids,
             broker=endpoint,
             messages_store=core.store,
@@ -196,6 +197,7 @@ async def run_api(settings: Settings) -> None:
             tokens=core.tokens,
             engine=core.engine,
             read_engine=autocommit_reads(core.engine),
+            run_read=retried_read,
             ids=core.ids,
             broker=endpoint,
             messages_store=core.store,

@@ -24,12 +24,12 @@ from sqlalchemy import (
     select,
     union_all,
 )
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from hubbub.envelope import AcceptedMessage, CommitResult, CommittedMessage
 from hubbub.stores import CatchUp, Fence, MessagePage
 from persister.sql_commit import Committer, EngineCommitter
-from persister.sql_database import autocommit_reads
+from persister.sql_database import autocommit_reads, retried_read
 from persister.sql_schema import COLUMNS, messages, row_message
 
 __all__ = ["SqlMessageStore"]
@@ -129,11 +129,13 @@ class SqlMessageStore:
         Each conversation is one part of a ``UNION ALL``: the first ``limit`` messages past its
         cursor (an index range) with its newest seq beside each (an index probe), so a
         conversation that did not move returns no row. Read in autocommit: one statement, no
-        BEGIN and ROLLBACK around it (an in-memory SQLite database excepted, see ``_reads``).
+        BEGIN and ROLLBACK around it (an in-memory SQLite database excepted, see ``_reads``), on a
+        connection not pinged first (``retried_read``: read again if the server had closed it).
         """
-        found: dict[int, CatchUp] = {}
         pairs = list(cursors.items())
-        async with self._reads.connect() as connection:
+
+        async def read(connection: AsyncConnection) -> dict[int, CatchUp]:
+            found: dict[int, CatchUp] = {}
             for start in range(0, len(pairs), _CATCH_UP_CHUNK):
                 chunk = pairs[start : start + _CATCH_UP_CHUNK]
                 values: dict[str, int] = {"limit": limit}
@@ -145,6 +147,9 @@ class SqlMessageStore:
                     if entry is None:
                         entry = found[message.conversation_id] = CatchUp(int(row[_WIDTH]), [])
                     entry.messages.append(message)
+            return found
+
+        found = await retried_read(self._reads, read)
         for entry in found.values():
             entry.messages.sort(key=lambda message: message.seq)
         return found
