@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parent
 
 # The per-packet and per-message path, in the order a message crosses it. A module belongs here
 # if it runs for every packet or message and compiles without contortions; the rest of the
-# platform (API, persister, CONNECT decoding, presence) stays interpreted.
+# platform (API, the message stores, CONNECT decoding, push providers) stays interpreted.
 MODULES = (
     "broker_plugins/codec.py",  # framing and encoding of every packet after CONNECT
     "broker_plugins/limits.py",  # the size check on every packet
@@ -57,6 +57,15 @@ MODULES = (
     "hubbub/envelope.py",  # the send's parsing and the message classes
     "hubbub/topics.py",  # topic names built and parsed per message
     "hubbub/ids.py",  # the Snowflake of each message
+    # chat4: the commit's way after ingest (hubbub up's process, and its SQLite writer's)
+    "hubbub/event_builders.py",  # the message and ack events of each message
+    "persister/local_log.py",  # the accepted queue each message is put on and taken from
+    "persister/persister.py",  # the commit and deliver stages of each batch
+    "persister/commit_process.py",  # a batch to the writer process and back, and its serving loop
+    "persister/sql_commit.py",  # seqs, rows and results of each message of a batch
+    "hubbub/push_feed.py",  # each commit's results on their way to the push planner
+    "notifier/planner.py",  # who of each message's members is offline
+    "messaging/presence.py",  # which members are online, asked per message by the planner
 )
 
 _BUILD_DIR = ROOT / ".cache" / "mypyc"  # generated C and object files (git-ignored)

@@ -8,10 +8,12 @@ definitions give the JSON Schemas of the MQTT contract (``hubbub.asyncapi``) and
 the Python client (``parse_inbox_event``), so the server, the published document and the client
 cannot drift apart.
 
-The builders sit on the hot path (a ``message`` and an ``ack`` per message, built together): they
-fill plain dicts annotated with these types and hand them to orjson. The types cost nothing at
-run time and nothing is validated per message; mypy checks the builders against the types, and
-the tests validate what devices receive against the generated schemas.
+The builders sit on the hot path (a ``message`` and an ``ack`` per message, built together), so
+they live in ``hubbub.event_builders``, compiled with mypyc, and are re-exported here: mypyc
+cannot compile these pydantic ``TypedDict``s. They fill plain dicts annotated with these types
+and hand them to orjson. The types cost nothing at run time and nothing is validated per
+message; mypy checks the builders against the types, and the tests validate what devices
+receive against the generated schemas. ``error_event`` stays here, beside the codes it checks.
 """
 
 from __future__ import annotations
@@ -23,8 +25,20 @@ import orjson
 from pydantic import ConfigDict, Field, TypeAdapter, with_config
 from typing_extensions import TypedDict  # pydantic reads TypedDicts from typing_extensions on 3.11
 
-from hubbub.envelope import MAX_CMID_LENGTH, CommittedMessage, format_time
+from hubbub.envelope import MAX_CMID_LENGTH
 from hubbub.errors import MessageRejected
+from hubbub.event_builders import (
+    ack_event,
+    conversation_event,
+    delivery_events,
+    friend_event,
+    message_event,
+    message_json,
+    presence_payload,
+    push_register_again_event,
+    receipt_event,
+    typing_event,
+)
 
 __all__ = [
     "ERROR_CODES",
@@ -256,58 +270,6 @@ InboxEvent = Annotated[
 """Everything the server publishes to ``user/{uid}/inbox``, told apart by ``kind``."""
 
 
-def message_json(message: CommittedMessage) -> MessageJson:
-    """The JSON shape of a committed message, as history returns it."""
-    return {
-        "conversation_id": str(message.conversation_id),
-        "message_id": str(message.message_id),
-        "seq": message.seq,
-        "sender_id": str(message.sender_id),
-        "cmid": message.cmid,
-        "text": message.text,
-        "created_at": format_time(message.created_at_ms),
-    }
-
-
-def message_event(message: CommittedMessage) -> bytes:
-    """The ``message`` inbox event, delivered to every member's devices."""
-    return delivery_events(message)[0]
-
-
-def ack_event(message: CommittedMessage) -> bytes:
-    """The ``ack`` inbox event for the sender's devices: ``cmid`` is stored as ``message_id``/``seq``."""
-    return delivery_events(message)[1]
-
-
-def delivery_events(message: CommittedMessage) -> tuple[bytes, bytes]:
-    """A new message's ``message`` event and its ``ack``, the fields they share formatted once.
-
-    The fan-out needs both for every new message, so they are built together.
-    """
-    conversation_id = str(message.conversation_id)
-    message_id = str(message.message_id)
-    created_at = format_time(message.created_at_ms)
-    event: MessageEvent = {
-        "kind": "message",
-        "conversation_id": conversation_id,
-        "message_id": message_id,
-        "seq": message.seq,
-        "sender_id": str(message.sender_id),
-        "cmid": message.cmid,
-        "text": message.text,
-        "created_at": created_at,
-    }
-    ack: AckEvent = {
-        "kind": "ack",
-        "conversation_id": conversation_id,
-        "cmid": message.cmid,
-        "message_id": message_id,
-        "seq": message.seq,
-        "created_at": created_at,
-    }
-    return orjson.dumps(event), orjson.dumps(ack)
-
-
 def error_event(conversation_id: int | None, cmid: str | None, error: MessageRejected) -> bytes:
     """The ``error`` inbox event for the sending device; ``error.code`` must be one of ``ERROR_CODES``."""
     if error.code not in ERROR_CODES:
@@ -322,60 +284,6 @@ def error_event(conversation_id: int | None, cmid: str | None, error: MessageRej
     if error.retry_after_ms is not None:
         event["retry_after_ms"] = error.retry_after_ms
     return orjson.dumps(event)
-
-
-def typing_event(conversation_id: int, user_id: int) -> bytes:
-    """The ``typing`` inbox event for the other members (never stored)."""
-    event: TypingEvent = {"kind": "typing", "conversation_id": str(conversation_id), "user_id": str(user_id)}
-    return orjson.dumps(event)
-
-
-def receipt_event(conversation_id: int, user_id: int, seq: int) -> bytes:
-    """The ``receipt`` inbox event: ``user_id`` read ``conversation_id`` up to ``seq``."""
-    event: ReceiptEvent = {
-        "kind": "receipt",
-        "conversation_id": str(conversation_id),
-        "user_id": str(user_id),
-        "seq": seq,
-    }
-    return orjson.dumps(event)
-
-
-def friend_event(action: FriendAction, user_id: int) -> bytes:
-    """The ``friend`` inbox event: the friendship with ``user_id`` was ``action``."""
-    event: FriendEvent = {"kind": "friend", "action": action, "user_id": str(user_id)}
-    return orjson.dumps(event)
-
-
-def conversation_event(
-    action: ConversationAction, conversation: ConversationInfo, *, by: int, user_id: int | None = None
-) -> bytes:
-    """The ``conversation`` inbox event: what changed, by whom, and the conversation now."""
-    event: ConversationEvent = {
-        "kind": "conversation",
-        "action": action,
-        "by": str(by),
-        "user_id": None if user_id is None else str(user_id),
-        "conversation": conversation,
-    }
-    return orjson.dumps(event)
-
-
-def push_register_again_event() -> bytes:
-    """Tells a device its push token was rejected for good: register a fresh one."""
-    event: PushEvent = {"kind": "push", "action": "register_again"}
-    return orjson.dumps(event)
-
-
-def presence_payload(user_id: int, *, online: bool, last_active_ms: int | None) -> bytes:
-    """The retained ``presence/{uid}`` payload."""
-    presence: Presence = {
-        "user_id": str(user_id),
-        "status": "online" if online else "offline",
-        "last_active_at": None if last_active_ms is None else format_time(last_active_ms),
-    }
-    # Copied: orjson's result sits in a 4 KB allocation, and this one is retained per user.
-    return bytes(memoryview(orjson.dumps(presence)))
 
 
 @functools.cache

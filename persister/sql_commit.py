@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Collection, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 from sqlalchemy import Connection, bindparam, func, select
 from sqlalchemy.engine import Dialect
@@ -59,6 +59,10 @@ _BY_KEY = select(*COLUMNS).where(
     messages.c.cmid == bindparam("cmid"),
 )
 _Key = tuple[int, int, str]
+# Rows read back are held as plain sequences in a list (``all()``), never as what ``execute`` types
+# a row: mypy sees SQLAlchemy's ``Row`` as a tuple, so this module, compiled (``build_compiled.py``),
+# would check that each ``Row`` it handles is a tuple, and fail.
+_ReadRow = Sequence[Any]
 # The columns of a row as ``_assign`` builds it, in the order of the table's compiled INSERT.
 _ROW_COLUMNS = ("conversation_id", "seq", "message_id", "sender_id", "cmid", "text", "created_at")
 _Row = tuple[int, int, int, int, str, str, int]
@@ -140,7 +144,8 @@ class BatchCommitter:
             .where(messages.c.conversation_id.in_(list(conversation_ids)))
             .group_by(messages.c.conversation_id)
         )
-        for conversation_id, last in connection.execute(query):
+        rows: Sequence[_ReadRow] = connection.execute(query).all()
+        for conversation_id, last in rows:
             self._last_seq[conversation_id] = int(last)
 
     def _insert_sql(self, dialect: Dialect) -> str:
@@ -255,9 +260,9 @@ def _already_stored(connection: Connection, batch: Sequence[AcceptedMessage]) ->
     # the whole table, which made every commit cost in proportion to the history.
     found: dict[_Key, CommittedMessage] = {}
     for key in {(m.conversation_id, m.sender_id, m.cmid) for m in batch}:
-        row = connection.execute(_BY_KEY, dict(zip(_KEY_NAMES, key, strict=True))).first()
-        if row is not None:
-            found[key] = row_message(row)
+        rows: Sequence[_ReadRow] = connection.execute(_BY_KEY, dict(zip(_KEY_NAMES, key, strict=True))).all()
+        if rows:  # one at most: the key is unique
+            found[key] = row_message(rows[0])
     return found
 
 
