@@ -18,6 +18,7 @@ holds no transaction open between queries (the connection is in autocommit).
 from __future__ import annotations
 
 import asyncio
+import functools
 import sqlite3
 from collections.abc import Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -53,14 +54,29 @@ class SqlDeviceSessions:
         load = self._load_owners if path is None else _SqliteOwners(path).load
         self._owners: BatchedLookup[str, int] = BatchedLookup(load)
 
-    async def is_signed_in(self, user_id: int, device_id: str) -> bool:
-        """Whether ``device_id`` is a device of ``user_id`` that has not been ended."""
-        return await self._owners.get(device_id) == user_id
+    def is_signed_in(self, user_id: int, device_id: str) -> asyncio.Future[bool]:
+        """Whether ``device_id`` is a device of ``user_id`` that has not been ended (a future: no task)."""
+        owner = self._owners.get(device_id)
+        answer: asyncio.Future[bool] = owner.get_loop().create_future()
+        owner.add_done_callback(functools.partial(_is_owner, user_id, answer))
+        return answer
 
     async def _load_owners(self, device_ids: Collection[str]) -> dict[str, int]:
         async with self._engine.connect() as connection:
             rows = await connection.execute(_OWNERS, {"ids": list(device_ids)})
             return dict(rows.all())
+
+
+def _is_owner(user_id: int, answer: asyncio.Future[bool], owner: asyncio.Future[int | None]) -> None:
+    """``answer``: whether the device's ``owner`` (from the batch) is ``user_id``, or the batch's failure."""
+    if answer.done():
+        return
+    if owner.cancelled():
+        answer.cancel()
+    elif (failed := owner.exception()) is not None:
+        answer.set_exception(failed)
+    else:
+        answer.set_result(owner.result() == user_id)
 
 
 def _sqlite_file(url: URL) -> str | None:
