@@ -37,8 +37,8 @@ __all__ = ["MODULES", "ROOT", "build", "clean", "compiled_files", "stale_modules
 ROOT = Path(__file__).resolve().parent
 
 # The per-packet and per-message path, in the order a message crosses it. A module belongs here
-# if it runs for every packet or message and compiles without contortions; the rest of the
-# platform (API, persister, CONNECT decoding, presence) stays interpreted.
+# if it runs for every packet or message (or every connect) and compiles without contortions;
+# the rest of the platform (API, persister, presence) stays interpreted.
 MODULES = (
     "broker_plugins/codec.py",  # framing and encoding of every packet after CONNECT
     "broker_plugins/limits.py",  # the size check on every packet
@@ -57,6 +57,10 @@ MODULES = (
     "hubbub/envelope.py",  # the send's parsing and the message classes
     "hubbub/topics.py",  # topic names built and parsed per message
     "hubbub/ids.py",  # the Snowflake of each message
+    # A device's connect: each CONNECT's decoding and token check, each SUBSCRIBE's ACL.
+    "broker_plugins/connect.py",
+    "broker_plugins/auth.py",
+    "broker_plugins/acl.py",
 )
 
 _BUILD_DIR = ROOT / ".cache" / "mypyc"  # generated C and object files (git-ignored)
