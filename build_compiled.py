@@ -37,8 +37,8 @@ __all__ = ["MODULES", "ROOT", "build", "clean", "compiled_files", "stale_modules
 ROOT = Path(__file__).resolve().parent
 
 # The per-packet and per-message path, in the order a message crosses it. A module belongs here
-# if it runs for every packet or message and compiles without contortions; the rest of the
-# platform (API, the message stores, CONNECT decoding, push providers) stays interpreted.
+# if it runs for every packet or message (or every connect) and compiles without contortions;
+# the rest of the platform (API, the message stores, push providers) stays interpreted.
 MODULES = (
     "broker_plugins/codec.py",  # framing and encoding of every packet after CONNECT
     "broker_plugins/limits.py",  # the size check on every packet
@@ -57,7 +57,7 @@ MODULES = (
     "hubbub/envelope.py",  # the send's parsing and the message classes
     "hubbub/topics.py",  # topic names built and parsed per message
     "hubbub/ids.py",  # the Snowflake of each message
-    # chat4: the commit's way after ingest (hubbub up's process, and its SQLite writer's)
+    # The commit's way after ingest (hubbub up's process, and its SQLite writer's).
     "hubbub/event_builders.py",  # the message and ack events of each message
     "persister/local_log.py",  # the accepted queue each message is put on and taken from
     "persister/persister.py",  # the commit and deliver stages of each batch
@@ -66,6 +66,10 @@ MODULES = (
     "hubbub/push_feed.py",  # each commit's results on their way to the push planner
     "notifier/planner.py",  # who of each message's members is offline
     "messaging/presence.py",  # which members are online, asked per message by the planner
+    # A device's connect: each CONNECT's decoding and token check, each SUBSCRIBE's ACL.
+    "broker_plugins/connect.py",
+    "broker_plugins/auth.py",
+    "broker_plugins/acl.py",
 )
 
 _BUILD_DIR = ROOT / ".cache" / "mypyc"  # generated C and object files (git-ignored)

@@ -40,6 +40,8 @@ class TopicAcl:
         user_id = session.user_id
         if user_id is None:
             return True  # a service
+        if topic_filter in (topics.inbox(user_id), topics.presence(user_id)):
+            return True  # what every device subscribes to on connecting: its own, known without parsing
         parsed = topics.parse(topic_filter)
         if parsed is not None and parsed.kind is TopicKind.PRESENCE and parsed.entity_id != user_id:
             return self._may_see_presence(session, topic_filter, user_id, parsed.entity_id)

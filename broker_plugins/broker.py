@@ -29,13 +29,16 @@ fixed header.
 It runs within the turn of the event loop that read the CONNECT whenever nothing must be
 waited for: a known token, a device ``SignedInDevices`` remembers as signed in, one node's
 core. A reconnecting device thus costs no task, coroutine or timer: a reconnect storm is
-mostly this path. Otherwise (a device the store must be asked about, a cluster node's inbox
-subscription) the rest runs in the handler's step, a task that ends with the CONNACK.
+mostly this path. A device the store must be asked about costs no task either: the rest runs
+in a callback on the store's answer (a future, ``DeviceSessions``), and the connection's step
+is a future that ends with the CONNACK. Only a cluster node's inbox subscription, waited for
+before the CONNACK, runs as a task.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
 from collections.abc import Awaitable
@@ -171,21 +174,45 @@ class HubbubBroker(RoutingBroker):
                 return self._connect_when_signed_in(handler, connect, identity)
         return self._admit(handler, connect, identity)
 
-    async def _connect_when_signed_in(
+    def _connect_when_signed_in(
         self, handler: ConnectionHandler, connect: Connect, identity: Identity
-    ) -> None:
-        """The rest of ``connect_received`` once the store said whether the device is still signed in."""
+    ) -> asyncio.Future[None]:
+        """The connection's step while the store is asked whether the device is still signed in."""
         user_id = identity.user_id
         assert user_id is not None  # noqa: S101 - a device: services are not asked about
-        if not await self._devices.is_signed_in(user_id, connect.client_id):
+        answer = asyncio.ensure_future(self._devices.is_signed_in(user_id, connect.client_id))
+        decided: asyncio.Future[None] = answer.get_loop().create_future()
+        then = functools.partial(self._signed_in_answered, handler, connect, identity, decided)
+        answer.add_done_callback(then)
+        return decided
+
+    def _signed_in_answered(
+        self,
+        handler: ConnectionHandler,
+        connect: Connect,
+        identity: Identity,
+        decided: asyncio.Future[None],
+        answer: asyncio.Future[bool],
+    ) -> None:
+        """The rest of ``connect_received`` once the store answered; ``decided`` ends with the CONNACK."""
+        if decided.done():  # the connection was closed meanwhile (it cancelled its step)
+            return
+        if answer.cancelled():
+            decided.cancel()
+            return
+        failed = answer.exception()
+        if failed is not None:
+            decided.set_exception(failed)
+            return
+        if not answer.result():
             logger.info("refused CONNECT device_id=%s: the device was signed out", connect.client_id)
             handler.refuse(NOT_AUTHORIZED)
-            return
-        if handler.closed:  # gone while the store was asked: nothing was reported, nothing to undo
-            return
-        pending = self._admit(handler, connect, identity)
-        if pending is not None:
-            await pending
+        elif not handler.closed:  # else gone while the store was asked: nothing reported, nothing to undo
+            pending = self._admit(handler, connect, identity)
+            if pending is not None:
+                _end_with(decided, asyncio.ensure_future(pending))
+                return
+        decided.set_result(None)
 
     def _admit(
         self, handler: ConnectionHandler, connect: Connect, identity: Identity
@@ -376,3 +403,21 @@ class HubbubBroker(RoutingBroker):
             session.handler.close()
         else:
             self.forget(session)
+
+
+def _end_with(step: asyncio.Future[None], task: asyncio.Future[None]) -> None:
+    """``step`` ends as ``task`` does, and ``task`` is cancelled if ``step`` is (the connection closed)."""
+
+    def ended(task: asyncio.Future[None]) -> None:
+        if step.done():
+            return
+        failed = None if task.cancelled() else task.exception()
+        if task.cancelled():
+            step.cancel()
+        elif failed is not None:
+            step.set_exception(failed)
+        else:
+            step.set_result(None)
+
+    task.add_done_callback(ended)
+    step.add_done_callback(lambda _: task.cancel())

@@ -32,6 +32,7 @@ from amqtt.errors import MQTTError
 from amqtt.mqtt.connack import BAD_USERNAME_PASSWORD, IDENTIFIER_REJECTED, UNACCEPTABLE_PROTOCOL_VERSION
 from amqtt.utils import gen_client_id
 
+from broker_plugins.router import ConnectRefused
 from broker_plugins.routing import check_topic
 from broker_plugins.sessions import Will
 
@@ -60,14 +61,6 @@ class Connect:
     keep_alive: int
     will: Will | None
     remote: str  # "address:port", for logs
-
-
-class ConnectRefused(MQTTError):
-    """A CONNECT refused before authentication: answered with CONNACK ``return_code``, then closed."""
-
-    def __init__(self, return_code: int, reason: str) -> None:
-        super().__init__(f"CONNECT refused: {reason}")
-        self.return_code = return_code
 
 
 class _Fields:

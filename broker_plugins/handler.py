@@ -9,17 +9,16 @@ after each and keeps a task per QoS 1/2 delivery until its PUBACK. This handler 
   transport, this slotted object and its session are all there is.
 - ``data_received`` splits the bytes into packets in one pass (``codec.next_packet``) and
   handles every packet type after CONNECT itself; PUBLISH, SUBSCRIBE and UNSUBSCRIBE go to
-  the broker (``Router``) in order, most of them answered at once (a device's SUBSCRIBE to
-  its inbox among them). When one must be waited for (a SUBSCRIBE's lookup of who may see
-  whose presence, a cluster node's publish until the stream accepted it), a task waits for
-  it with the connection's reading paused, then handles the rest: packets stay in order,
-  and a client cannot pile up work.
+  the broker (``Router``) in order, most answered at once (a device's SUBSCRIBE to its inbox
+  among them). One that must be waited for (a SUBSCRIBE's lookup of who may see whose
+  presence, a cluster node's publish until the stream accepted it) is the connection's step:
+  reading pauses until it is done, then the rest is handled, so packets stay in order and a
+  client cannot pile up work. A step handed over as a future costs no task; a coroutine, one.
 - before its CONNECT is accepted, the bytes are kept until the CONNECT is complete (nearly
   always the first read), then handed to the broker (``Router.connect_received``), which
-  decodes, authenticates and accepts it at once when nothing must be asked of the account
-  store (no task), or returns what to wait for (a step, as for any packet). ``accept`` ends
-  that phase. A connection must complete its CONNECT within the broker's ``connect_timeout_s``
-  (watched by the keepalive wheel, so a connecting socket costs no timer of its own).
+  accepts it at once when nothing must be asked of the account store, or returns a step.
+  ``accept`` ends that phase. A connection must complete its CONNECT within the broker's
+  ``connect_timeout_s`` (watched by the keepalive wheel: no timer per connecting socket).
 - ``publish_nowait`` writes a PUBLISH into the transport buffer and, for QoS 1/2, records
   it in the session (``session.track``); the acknowledgement removes it. Nothing waits.
   At most ``MAX_INFLIGHT`` messages are unacknowledged per session; more wait in the
@@ -107,7 +106,7 @@ class ConnectionHandler(asyncio.Protocol):
         self.heard_at = 0.0  # time.monotonic() of the last bytes from the client
         self.keepalive_slot: set[Watched] | None = None
         self._buffer = b""  # the start of a packet not complete yet, or what came during a step
-        self._step: asyncio.Task[None] | None = None  # what is waited for (after CONNECT, reading paused)
+        self._step: asyncio.Future[None] | None = None  # what is waited for (after CONNECT, reading paused)
         self._pending: list[bytes] | None = None  # packets written during this turn of the event loop
         self._congested = False  # the client's unsent bytes passed QOS0_HIGH_WATER when this turn began
         self._closed = False
@@ -148,18 +147,16 @@ class ConnectionHandler(asyncio.Protocol):
     # --- its life ----------------------------------------------------------------------------------
 
     def accept(self, session: MqttSession, present: bool) -> None:
-        """The CONNECT was accepted: CONNACK, and reading packets from now on.
+        """The CONNECT was accepted: CONNACK, what the session left unacknowledged, what it queued.
 
-        First go what the session left unacknowledged, then what was queued, then the
-        packets the client sent right after its CONNECT are handled (after the step, if
-        the CONNECT was one).
+        Then the packets sent right behind the CONNECT are handled (after its step, if it had one).
         """
         self._session = session
         session.handler = self
         if self._closed:  # the connection ended while its CONNECT was being checked
             self.router.connection_ended(self, False)  # noqa: FBT003 - not clean
             return
-        self.connack(present)
+        self._write(connack_packet(session_present=present, return_code=0))
         for message in session.unacknowledged():
             if message.qos == 2 and message.released:  # noqa: PLR2004 - QoS 2
                 self._write(ack_packet(_PUBREL, message.packet_id))
@@ -210,7 +207,7 @@ class ConnectionHandler(asyncio.Protocol):
         return session.keep_alive if session is not None else self.router.connect_timeout_s
 
     @property
-    def step(self) -> asyncio.Task[None] | None:
+    def step(self) -> asyncio.Future[None] | None:
         """What the connection waits for, if anything (a CONNECT's check, a packet's handling)."""
         return self._step
 
@@ -322,10 +319,6 @@ class ConnectionHandler(asyncio.Protocol):
         while session.has_queued() and session.in_flight() < MAX_INFLIGHT:
             self._send_tracked(session, session.dequeue())
 
-    def connack(self, session_present: bool) -> None:
-        """CONNACK (accepted), written at once."""
-        self._write(connack_packet(session_present=session_present, return_code=0))
-
     def suback(self, packet_id: int, return_codes: list[int]) -> None:
         """SUBACK, written at once."""
         self._write(suback_packet(packet_id, return_codes))
@@ -357,7 +350,7 @@ class ConnectionHandler(asyncio.Protocol):
             self._end_on(exc)
             return
         if step is not None and not self._closed:
-            self._step = asyncio.get_running_loop().create_task(self._finish_step(step))
+            self._wait_for(step)
 
     def _consume(self, buffer: bytes) -> None:
         """Handle the packets in ``buffer``; keep an incomplete one; start a step if one must wait."""
@@ -371,9 +364,9 @@ class ConnectionHandler(asyncio.Protocol):
         self._buffer = buffer[position:] if position else buffer
         if step is not None:
             self.link.pause_reading()
-            self._step = asyncio.get_running_loop().create_task(self._finish_step(step))
+            self._wait_for(step)
 
-    def _end_on(self, exc: Exception) -> None:
+    def _end_on(self, exc: BaseException) -> None:
         """Close the connection a packet's handling failed on: a client's fault, or a bug (traceback)."""
         if isinstance(exc, MalformedPacket | MQTTError):  # ProtocolViolation is an MQTTError
             logger.info("closing device_id=%s: %s", self._client_id(), exc)
@@ -381,12 +374,19 @@ class ConnectionHandler(asyncio.Protocol):
             logger.error("unexpected error handling device_id=%s; closing", self._client_id(), exc_info=exc)
         self._end(clean=False)
 
-    async def _finish_step(self, step: Awaitable[None]) -> None:
-        """Wait for a packet's handling, then handle what came after it and read again."""
-        try:
-            await step
-        except Exception as exc:  # noqa: BLE001 - a bug must cost only this connection (and is logged)
-            self._end_on(exc)
+    def _wait_for(self, step: Awaitable[None]) -> None:
+        """Make ``step`` the connection's step: a future as it is (no task), a coroutine run by a task."""
+        future = asyncio.ensure_future(step)
+        self._step = future
+        future.add_done_callback(self._step_done)
+
+    def _step_done(self, step: asyncio.Future[None]) -> None:
+        """The step ended: handle what came during it, and read again (a failure closes the connection)."""
+        if step.cancelled():  # the connection was closed
+            return
+        failed = step.exception()
+        if failed is not None:  # a bug must cost only this connection (and is logged)
+            self._end_on(failed)
             return
         self._step = None
         if self._closed:

@@ -1,4 +1,4 @@
-"""What a connection hands to the broker (``Router``), and the error a client's protocol breach raises.
+"""What a connection hands to the broker (``Router``), and the errors a client's protocol breach raises.
 
 Kept apart from ``handler.py`` so the connection's packet loop and the broker's side of it each
 read on their own: the handler calls these methods as packets arrive, the broker
@@ -17,11 +17,23 @@ if TYPE_CHECKING:
     from broker_plugins.keepalive import KeepaliveWheel
     from broker_plugins.metrics import ShedCounts
 
-__all__ = ["ProtocolViolation", "Router"]
+__all__ = ["ConnectRefused", "ProtocolViolation", "Router"]
 
 
 class ProtocolViolation(MQTTError):
     """The client broke the protocol: the connection is closed without a reply [MQTT-4.8.0-1]."""
+
+
+class ConnectRefused(MQTTError):
+    """A CONNECT refused before authentication: answered with CONNACK ``return_code``, then closed.
+
+    Raised by ``connect.py``, which is compiled: a compiled class cannot subclass amqtt's
+    untyped error (``build_compiled.py``), so the errors live here.
+    """
+
+    def __init__(self, return_code: int, reason: str) -> None:
+        super().__init__(f"CONNECT refused: {reason}")
+        self.return_code = return_code
 
 
 class Router(Protocol):

@@ -24,9 +24,11 @@ ended) is bounded by the entries' lifetime, after which the store is asked again
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Literal, Protocol, get_args
 
@@ -70,8 +72,13 @@ class DeviceEnded:
 class DeviceSessions(Protocol):
     """What the broker asks the account store at CONNECT, after the token itself checked out."""
 
-    async def is_signed_in(self, user_id: int, device_id: str) -> bool:
-        """Whether ``device_id`` is a device of ``user_id`` that has not been ended."""
+    def is_signed_in(self, user_id: int, device_id: str) -> Awaitable[bool]:
+        """Whether ``device_id`` is a device of ``user_id`` that has not been ended.
+
+        A coroutine, or a future: the broker waits for a future with a callback on it, where a
+        coroutine costs it a task per CONNECT (``SqlDeviceSessions`` and ``SignedInDevices``
+        answer with futures).
+        """
         ...
 
 
@@ -125,26 +132,42 @@ class SignedInDevices:
         del self._known[device_id]
         return False
 
-    async def is_signed_in(self, user_id: int, device_id: str) -> bool:
-        """Whether ``device_id`` is a signed-in device of ``user_id``: remembered, or asked."""
+    def is_signed_in(self, user_id: int, device_id: str) -> asyncio.Future[bool]:
+        """Whether ``device_id`` is a signed-in device of ``user_id``: remembered, or asked (a future)."""
+        answer: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         if self.remembers(user_id, device_id):
-            return True
+            answer.set_result(True)
+            return answer
         self._asking[device_id] = self._asking.get(device_id, 0) + 1
-        try:
-            answer = await self._store.is_signed_in(user_id, device_id)
-        finally:
-            ended = device_id in self._ended_while_asking
-            left = self._asking.pop(device_id) - 1
-            if left:
-                self._asking[device_id] = left
-            else:
-                self._ended_while_asking.discard(device_id)
-        if not answer or ended:
-            return False
-        self._known[device_id] = (user_id, self._clock() + self._ttl_s)
-        if len(self._known) > self._capacity:
-            self._known.popitem(last=False)
-        return True
+        asked = asyncio.ensure_future(self._store.is_signed_in(user_id, device_id))
+        asked.add_done_callback(functools.partial(self._answered, user_id, device_id, answer))
+        return answer
+
+    def _answered(
+        self, user_id: int, device_id: str, answer: asyncio.Future[bool], asked: asyncio.Future[bool]
+    ) -> None:
+        """The store answered (or failed): believed unless the device was ended meanwhile."""
+        ended = device_id in self._ended_while_asking
+        left = self._asking.pop(device_id) - 1
+        if left:
+            self._asking[device_id] = left
+        else:
+            self._ended_while_asking.discard(device_id)
+        if asked.cancelled():
+            answer.cancel()
+            return
+        failed = asked.exception()
+        if failed is not None:
+            if not answer.done():
+                answer.set_exception(failed)
+            return
+        signed_in = asked.result() and not ended
+        if signed_in:
+            self._known[device_id] = (user_id, self._clock() + self._ttl_s)
+            if len(self._known) > self._capacity:
+                self._known.popitem(last=False)
+        if not answer.done():  # unless the caller gave up
+            answer.set_result(signed_in)
 
     def forget(self, device_id: str) -> None:
         """``device_id`` was ended: refuse it from now on, including a question on the way."""

@@ -134,6 +134,7 @@ async def one_node_messaging(core: Foundation, *, api_here: bool) -> AsyncIterat
                     task.cancel()
     finally:
         await broker.shutdown()  # idempotent: for a failure before the pipeline ran
+        await device_store.close()  # its SQLite reader's thread and connection, now nothing asks it
         for provider in (*providers.native, providers.fallback):
             await provider.close()
 

@@ -12,12 +12,14 @@ the execute, the fetch, the close and the rollback on return. With a connect sto
 of a few devices each, that was most of a connect's CPU. ``own_sqlite_reader`` reads instead
 on a connection of the standard library's ``sqlite3`` kept by one thread of its own: one hop
 per batch (~0.1 ms). The file is in WAL mode, so each query sees every committed sign-out and
-holds no transaction open between queries (the connection is in autocommit).
+holds no transaction open between queries (the connection is in autocommit). That thread and
+its connection live until ``close`` (at the process's shutdown).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import sqlite3
 from collections.abc import Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -50,17 +52,38 @@ class SqlDeviceSessions:
             raise TypeError("SqlDeviceSessions needs sessions bound to an AsyncEngine")
         self._engine = engine
         path = _sqlite_file(engine.url) if own_sqlite_reader else None
-        load = self._load_owners if path is None else _SqliteOwners(path).load
+        self._reader = None if path is None else _SqliteOwners(path)
+        load = self._load_owners if self._reader is None else self._reader.load
         self._owners: BatchedLookup[str, int] = BatchedLookup(load)
 
-    async def is_signed_in(self, user_id: int, device_id: str) -> bool:
-        """Whether ``device_id`` is a device of ``user_id`` that has not been ended."""
-        return await self._owners.get(device_id) == user_id
+    def is_signed_in(self, user_id: int, device_id: str) -> asyncio.Future[bool]:
+        """Whether ``device_id`` is a device of ``user_id`` that has not been ended (a future: no task)."""
+        owner = self._owners.get(device_id)
+        answer: asyncio.Future[bool] = owner.get_loop().create_future()
+        owner.add_done_callback(functools.partial(_is_owner, user_id, answer))
+        return answer
+
+    async def close(self) -> None:
+        """Close the own SQLite reader's connection and end its thread, if there is one (at shutdown)."""
+        if self._reader is not None:
+            await self._reader.close()
 
     async def _load_owners(self, device_ids: Collection[str]) -> dict[str, int]:
         async with self._engine.connect() as connection:
             rows = await connection.execute(_OWNERS, {"ids": list(device_ids)})
             return dict(rows.all())
+
+
+def _is_owner(user_id: int, answer: asyncio.Future[bool], owner: asyncio.Future[int | None]) -> None:
+    """``answer``: whether the device's ``owner`` (from the batch) is ``user_id``, or the batch's failure."""
+    if answer.done():
+        return
+    if owner.cancelled():
+        answer.cancel()
+    elif (failed := owner.exception()) is not None:
+        answer.set_exception(failed)
+    else:
+        answer.set_result(owner.result() == user_id)
 
 
 def _sqlite_file(url: URL) -> str | None:
@@ -77,10 +100,28 @@ class _SqliteOwners:
         self._path = path
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="device-sessions")
         self._db: sqlite3.Connection | None = None  # opened, and only used, on that thread
+        self._closed = False
 
     async def load(self, device_ids: Collection[str]) -> dict[str, int]:
         """``{device id: user id}`` of the devices among ``device_ids`` still signed in."""
+        if self._closed:
+            raise RuntimeError("the device sessions' SQLite reader is closed")
         return await asyncio.get_running_loop().run_in_executor(self._thread, self._read, list(device_ids))
+
+    async def close(self) -> None:
+        """Close the connection on its thread, after any read queued before; then the thread ends."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._thread, self._close_db)
+        finally:
+            self._thread.shutdown()  # nothing is queued behind that: the join is immediate
+
+    def _close_db(self) -> None:
+        db, self._db = self._db, None
+        if db is not None:
+            db.close()
 
     def _read(self, device_ids: Sequence[str]) -> dict[str, int]:
         db = self._db

@@ -4,12 +4,13 @@
 with the standard library's ``sqlite3`` on a thread of its own, not through the engine: its
 answers must be the store's, a sign-out must bite at the very next question, and concurrent
 questions must still be asked together (``BatchedLookup``), one caller giving up without
-taking its batch-mates' answer with it.
+taking its batch-mates' answer with it. ``close`` (at shutdown) ends its thread and connection.
 """
 
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Collection
 
 import pytest
@@ -29,7 +30,10 @@ async def _ask(platform: Platform, questions: list[tuple[int, str]]) -> list[boo
     engine = create_async_engine(f"sqlite+aiosqlite:///{platform.data_dir / 'hubbub.db'}")
     try:
         devices = SqlDeviceSessions(async_sessionmaker(engine), own_sqlite_reader=True)
-        return list(await asyncio.gather(*(devices.is_signed_in(u, d) for u, d in questions)))
+        try:
+            return list(await asyncio.gather(*(devices.is_signed_in(u, d) for u, d in questions)))
+        finally:
+            await devices.close()
     finally:
         await engine.dispose()
 
@@ -50,7 +54,9 @@ def test_a_sign_out_bites_at_the_next_question(platform: Platform, api: ApiClien
             before = [await devices.is_signed_in(*question[0])]
             response = await asyncio.to_thread(api.http.post, "/v1/auth/logout", headers=login.headers)
             assert response.status_code == 204
-            return before, [await devices.is_signed_in(*question[0])]  # the same connection, asked again
+            after = [await devices.is_signed_in(*question[0])]  # the same connection, asked again
+            await devices.close()
+            return before, after
         finally:
             await engine.dispose()
 
@@ -92,3 +98,33 @@ def test_a_failed_load_fails_its_batch_only() -> None:
         return await lookup.get("good")
 
     assert asyncio.run(run()) == 1
+
+
+def _reader_threads() -> list[str]:
+    return [thread.name for thread in threading.enumerate() if thread.name.startswith("device-sessions")]
+
+
+def test_close_ends_the_readers_thread_and_a_question_after_it_fails_clearly(
+    platform: Platform, api: ApiClient
+) -> None:
+    login = api.new_user()
+    question = (_user(login), login.device_id)
+
+    async def ask_close_ask() -> tuple[bool, list[str]]:
+        engine = create_async_engine(f"sqlite+aiosqlite:///{platform.data_dir / 'hubbub.db'}")
+        try:
+            devices = SqlDeviceSessions(async_sessionmaker(engine), own_sqlite_reader=True)
+            answer = await devices.is_signed_in(*question)
+            running = _reader_threads()
+            await devices.close()
+            await devices.close()  # idempotent
+            with pytest.raises(RuntimeError, match="closed"):
+                await devices.is_signed_in(*question)
+            return answer, running
+        finally:
+            await engine.dispose()
+
+    answer, running = asyncio.run(ask_close_ask())
+    assert answer
+    assert running  # it had a thread of its own
+    assert _reader_threads() == []

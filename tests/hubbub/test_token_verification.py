@@ -109,3 +109,16 @@ def test_a_refused_token_is_refused_every_time() -> None:
     for _ in range(2):
         with pytest.raises(InvalidToken, match="Signature"):
             codec.verify(forged)
+
+
+def test_a_header_is_trusted_only_once_a_token_with_it_checked_out() -> None:
+    codec = _codec()
+    # HMAC-SHA256 signatures under a header naming another algorithm: refused, before and after
+    # a genuine token (whose header is then no longer decoded) was verified.
+    mislabelled = jwt.encode(_claims(), SECRET, algorithm="HS256", headers={"alg": "HS384"})
+    with pytest.raises(InvalidToken, match="not HS256"):
+        codec.verify(mislabelled)
+    assert codec.verify(jwt.encode(_claims(), SECRET, algorithm="HS256")).user_id == 5
+    with pytest.raises(InvalidToken, match="not HS256"):
+        codec.verify(jwt.encode(_claims(sub="6"), SECRET, algorithm="HS256", headers={"alg": "HS384"}))
+    assert codec.verify(jwt.encode(_claims(sub="7"), SECRET, algorithm="HS256")).user_id == 7
