@@ -398,7 +398,8 @@ class ConnectionHandler(asyncio.Protocol):
         buffer, self._buffer = self._buffer, b""
         if buffer:
             self._consume(buffer)
-        if self._step is None and not self._closed:
+        # Not ``self._step``: compiled, it is checked to be still the None set above (mypy's narrowing).
+        if not self.busy and not self._closed:
             self.link.resume_reading()
 
     def _handle_buffer(self, buffer: bytes) -> tuple[int, Awaitable[None] | None]:

@@ -10,6 +10,7 @@ is asked (a shutdown), and the CONNACK held until the core is ready, or dropped 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass, field
 
@@ -19,7 +20,8 @@ from broker_plugins import BrokerOptions, HubbubBroker
 from hubbub.sessions import DeviceSessions
 from hubbub.tokens import TokenCodec
 from tests.messaging.doubles import FakeDirectory
-from tests.support.wire import PacketReader, connect_packet
+from hubbub import topics
+from tests.support.wire import PacketReader, connect_packet, subscribe_packet
 
 USER = 7
 CONNACK_ACCEPTED = (0x20, b"\x00\x00")
@@ -157,6 +159,24 @@ async def test_a_shutdown_while_the_core_is_waited_for_stops_waiting(server: Ser
     assert await packets.packet() is None
     assert ready.cancelled()  # the inbox subscription is no longer waited for
     assert server.core.disconnected == []  # a shutdown is not the device going offline
+    writer.close()
+
+
+async def test_a_subscribe_sent_behind_a_waiting_connect_is_answered_once_it_is_accepted(
+    server: Server, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Both wait: the CONNECT for the store and the core, then the SUBSCRIBE of a presence topic
+    # with nothing retained for the core's snapshot, a step begun as the CONNECT's ends.
+    packets, writer = await server.connect("phone")
+    writer.write(subscribe_packet(topics.presence(USER)))
+    (await server.store.next_question()).set_result(True)
+    (await _reported(server)).set_result(None)
+    assert await packets.packet() == CONNACK_ACCEPTED
+    assert await packets.packet() == (0x90, b"\x00\x01\x01")  # SUBACK, QoS 1 granted
+    retained = await packets.packet()
+    assert retained is not None
+    assert retained[0] & 0xF0 == 0x30  # the snapshot, retained
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
     writer.close()
 
 
