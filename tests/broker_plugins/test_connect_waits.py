@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 import pytest
 
 from broker_plugins import BrokerOptions, HubbubBroker
+from hubbub import topics
 from hubbub.sessions import DeviceSessions
 from hubbub.tokens import TokenCodec
 from tests.messaging.doubles import FakeDirectory
-from hubbub import topics
 from tests.support.wire import PacketReader, connect_packet, subscribe_packet
 
 USER = 7
