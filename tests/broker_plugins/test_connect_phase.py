@@ -17,7 +17,7 @@ import pytest
 from broker_plugins import BrokerOptions, HubbubBroker
 from hubbub.sessions import DeviceSessions, SignedInDevices
 from hubbub.tokens import TokenCodec
-from tests.messaging.doubles import FakeDirectory
+from tests.messaging.doubles import FakeDirectory, QuietEvents
 from tests.support.wire import PacketReader, connect_packet, subscribe_packet
 
 USER = 7
@@ -39,7 +39,7 @@ class CountingStore:
 
 
 @dataclass
-class Events:
+class Events(QuietEvents):
     """``DeviceEvents`` reduced to what the CONNECT phase reports; the rest does nothing."""
 
     connected: list[str] = field(default_factory=list)
@@ -53,18 +53,6 @@ class Events:
     def device_disconnected(self, user_id: int, device_id: str) -> None:
         del user_id, device_id
         self.gone.set()
-
-    def send(self, user_id: int, device_id: str, conversation_id: int, payload: bytes) -> None:
-        del user_id, device_id, conversation_id, payload
-
-    def typing(self, user_id: int, device_id: str, conversation_id: int) -> None:
-        del user_id, device_id, conversation_id
-
-    def inbox_subscribed(self, user_id: int, device_id: str) -> None:
-        del user_id, device_id
-
-    async def presence_snapshot(self, user_id: int) -> bytes:
-        return b'{"user_id":"%d","status":"offline"}' % user_id
 
 
 @dataclass

@@ -20,7 +20,7 @@ from broker_plugins import BrokerOptions, HubbubBroker
 from hubbub import topics
 from hubbub.sessions import DeviceSessions
 from hubbub.tokens import TokenCodec
-from tests.messaging.doubles import FakeDirectory
+from tests.messaging.doubles import FakeDirectory, QuietEvents
 from tests.support.wire import PacketReader, connect_packet, subscribe_packet
 
 USER = 7
@@ -48,7 +48,7 @@ class HeldStore:
 
 
 @dataclass
-class HeldCore:
+class HeldCore(QuietEvents):
     """``DeviceEvents`` whose ``device_connected`` returns a future the test completes (a cluster node)."""
 
     ready: list[asyncio.Future[None]] = field(default_factory=list)
@@ -65,18 +65,6 @@ class HeldCore:
     def device_disconnected(self, user_id: int, device_id: str) -> None:
         del user_id
         self.disconnected.append(device_id)
-
-    def send(self, user_id: int, device_id: str, conversation_id: int, payload: bytes) -> None:
-        del user_id, device_id, conversation_id, payload
-
-    def typing(self, user_id: int, device_id: str, conversation_id: int) -> None:
-        del user_id, device_id, conversation_id
-
-    def inbox_subscribed(self, user_id: int, device_id: str) -> None:
-        del user_id, device_id
-
-    async def presence_snapshot(self, user_id: int) -> bytes:
-        return b'{"user_id":"%d","status":"offline"}' % user_id
 
 
 @dataclass

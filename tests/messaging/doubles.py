@@ -2,14 +2,16 @@
 
 ``ManualClock`` implements ``messaging.clock.Clock``; ``FakeConnections`` implements
 ``hubbub.connections.DeviceConnections`` and records what the core delivered;
-``FakeDirectory`` implements ``hubbub.stores.Directory`` from dicts.
+``FakeDirectory`` implements ``hubbub.stores.Directory`` from dicts; ``QuietEvents`` is the
+messaging core as the MQTT server sees it (``hubbub.connections.DeviceEvents``) doing nothing,
+for a broker test to override what it watches.
 """
 
 from __future__ import annotations
 
 import heapq
 import itertools
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
 import orjson
@@ -19,7 +21,7 @@ from hubbub.sessions import DeviceSessions
 from hubbub.stores import Directory
 from messaging.clock import Clock
 
-__all__ = ["Delivery", "FakeConnections", "FakeDeviceSessions", "FakeDirectory", "ManualClock"]
+__all__ = ["Delivery", "FakeConnections", "FakeDeviceSessions", "FakeDirectory", "ManualClock", "QuietEvents"]
 
 START_WALL_MS = 1_750_000_000_000
 
@@ -151,3 +153,26 @@ def _conforms(
 ) -> None:
     """The doubles implement the Protocols they stand for: mypy checks this assignment."""
     _: tuple[Clock, DeviceConnections, Directory, DeviceSessions] = (clock, connections, directory, devices)
+
+
+class QuietEvents:
+    """``DeviceEvents`` that ignores every report and answers every presence snapshot "offline"."""
+
+    def device_connected(self, user_id: int, device_id: str) -> Awaitable[None] | None:
+        del user_id, device_id
+        return None
+
+    def device_disconnected(self, user_id: int, device_id: str) -> None:
+        del user_id, device_id
+
+    def send(self, user_id: int, device_id: str, conversation_id: int, payload: bytes) -> None:
+        del user_id, device_id, conversation_id, payload
+
+    def typing(self, user_id: int, device_id: str, conversation_id: int) -> None:
+        del user_id, device_id, conversation_id
+
+    def inbox_subscribed(self, user_id: int, device_id: str) -> None:
+        del user_id, device_id
+
+    async def presence_snapshot(self, user_id: int) -> bytes:
+        return b'{"user_id":"%d","status":"offline"}' % user_id
