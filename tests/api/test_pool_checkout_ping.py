@@ -2,7 +2,7 @@
 
 The pools ping each connection as they hand it out (``persister.sql_database``: one round trip,
 not asyncpg's ``BEGIN; ;ROLLBACK``), except for a sync's two reads, which skip the ping and run
-again on another connection if theirs was dead (``retried_read``). A server restart or
+again on another connection if theirs was dead (``StatementReads``). A server restart or
 ``pg_terminate_backend`` ends every pooled session at once; the requests that come next must
 still be answered, every one, as the syncs of a failed node's devices would be.
 """
