@@ -28,7 +28,7 @@ from api.routers import (
     users,
 )
 from api.schemas import BrokerEndpoint
-from api.state import AppState, ReadRunner
+from api.state import AppState, StatementReader
 from config import Settings
 from hubbub.ids import SnowflakeGenerator
 from hubbub.sessions import LiveConnections
@@ -73,8 +73,7 @@ def create_app(
     *,
     tokens: TokenCodec,
     engine: AsyncEngine,
-    read_engine: AsyncEngine,
-    run_read: ReadRunner,
+    reads: StatementReader,
     ids: SnowflakeGenerator,
     broker: BrokerEndpoint,
     messages_store: MessageStore,
@@ -90,9 +89,8 @@ def create_app(
 ) -> FastAPI:
     """The API over an already migrated database; its own helpers are built in the lifespan.
 
-    ``read_engine`` answers single-statement reads (``engine`` without a transaction around
-    each, where the database allows it: ``persister.sql_database.autocommit_reads``), through
-    ``run_read`` (``persister.sql_database.retried_read``).
+    ``reads`` answers the single-statement reads every device asks at once (``GET /v1/sync``'s):
+    ``persister.sql_database.StatementReads`` on ``engine``, its owner's to close.
 
     ``live_connections`` closes an ended device's MQTT connections (the messaging core).
     ``broker`` is where devices connect when ``discover_brokers`` names no node (one node, or a
@@ -107,8 +105,7 @@ def create_app(
             settings=settings,
             engine=engine,
             sessions=async_sessionmaker(engine, expire_on_commit=False),
-            reads=read_engine,
-            run_read=run_read,
+            reads=reads,
             tokens=tokens,
             passwords=Passwords(memory_kib=settings.password_hash_memory_kib),
             login_backoff=FailureBackoff(

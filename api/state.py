@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import Any, Protocol
 
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy import CompoundSelect, Select
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from api.passwords import Passwords
 from api.ratelimit import FailureBackoff, SlidingWindowLimiter
@@ -17,22 +18,23 @@ from hubbub.sessions import LiveConnections
 from hubbub.stores import InboxPublisher, MessageStore, MessageSubmitter, PresenceView
 from hubbub.tokens import TokenCodec
 
-__all__ = ["AppState", "ReadRunner"]
-
-_T = TypeVar("_T")
+__all__ = ["AppState", "StatementReader"]
 
 
-class ReadRunner(Protocol):
-    """Runs a read on a connection of an engine, again on another if the server had closed that one.
+class StatementReader(Protocol):
+    """Runs one read statement of the account store, for the requests every device asks at once.
 
-    ``persister.sql_database.retried_read``, passed in by the launcher: its connection skips the
-    checkout's ping, which every other checkout pays.
+    ``persister.sql_database.StatementReads``, passed in by the launcher: on PostgreSQL straight on
+    asyncpg (no SQLAlchemy execution, no greenlet), read again if the server had closed the
+    connection; elsewhere on the engine in autocommit.
     """
 
-    def __call__(
-        self, engine: AsyncEngine, read: Callable[[AsyncConnection], Awaitable[_T]], /
-    ) -> Awaitable[_T]:
-        """What ``read`` returned."""
+    async def rows(
+        self,
+        statement: Select[*tuple[Any, ...]] | CompoundSelect[*tuple[Any, ...]],
+        params: Mapping[str, object],
+    ) -> Sequence[Sequence[Any]]:
+        """Every row ``statement`` selects with ``params``, its columns in order."""
         ...
 
 
@@ -43,10 +45,8 @@ class AppState:
     settings: Settings
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
-    reads: AsyncEngine
-    """The engine in autocommit: one read statement without BEGIN and COMMIT round trips."""
-    run_read: ReadRunner
-    """How a read on ``reads`` runs: on a connection not pinged first, again if it was dead."""
+    reads: StatementReader
+    """One-statement reads on the account store, outside SQLAlchemy's async layer where it can."""
     tokens: TokenCodec
     passwords: Passwords
     login_backoff: FailureBackoff

@@ -35,7 +35,6 @@ from launcher.http import bind_socket
 from launcher.push import shared_vapid_key
 from launcher.serving import WS_PATH, http_url, serve_until_stopped, uvicorn_server
 from messaging import LoopClock, MessagingCore
-from persister.sql_database import autocommit_reads, retried_read
 
 __all__ = ["BrokerDiscovery", "run_cluster_api"]
 
@@ -129,8 +128,7 @@ async def run_cluster_api(settings: Settings) -> None:
             settings,
             tokens=core.tokens,
             engine=core.engine,
-            read_engine=autocommit_reads(core.engine),
-            run_read=retried_read,
+            reads=core.reads,
             ids=core.ids,
             broker=fallback,
             messages_store=core.store,

@@ -19,7 +19,7 @@ from hubbub.tokens import TokenCodec
 from launcher.migrate import migrate
 from messaging import IngestLimits
 from persister import SqlMessageStore, cassandra_store
-from persister.sql_database import create_engine, is_in_memory, message_committer
+from persister.sql_database import StatementReads, create_engine, is_in_memory, message_committer
 
 __all__ = ["Foundation", "foundation", "ingest_limits", "mqtt_server", "shard_map"]
 
@@ -33,6 +33,8 @@ class Foundation:
     engine: AsyncEngine
     ids: SnowflakeGenerator
     store: MessageStore
+    reads: StatementReads
+    """The account store's one-statement reads that every device asks at once (a sync's)."""
 
 
 @asynccontextmanager
@@ -48,15 +50,17 @@ async def foundation(settings: Settings, *, node_id: int | None = None) -> Async
     # a burst of them (devices syncing after a node's failover) holds every connection while
     # waiting for one more. An in-memory SQLite database exists once per engine: it shares.
     history_engine = engine if is_in_memory(engine) else create_engine(settings.resolved_database_url)
+    reads = StatementReads(engine)
     try:
         await migrate(engine)
         store = await _message_store(settings, history_engine)
         try:
             ids = SnowflakeGenerator(settings.node_id if node_id is None else node_id)
-            yield Foundation(settings, tokens, engine, ids, store)
+            yield Foundation(settings, tokens, engine, ids, store, reads)
         finally:
             await store.close()
     finally:
+        await reads.close()
         await engine.dispose()
         if history_engine is not engine:
             await history_engine.dispose()

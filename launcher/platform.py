@@ -37,7 +37,6 @@ from notifier.metrics import PushMetrics
 from notifier.planner import PushPlanner
 from persister import Persister
 from persister.local_log import LocalAcceptedLog
-from persister.sql_database import autocommit_reads, retried_read
 
 __all__ = ["Messaging", "one_node_messaging", "run_api", "run_broker", "run_up"]
 
@@ -152,8 +151,7 @@ async def run_up(settings: Settings) -> None:
             settings,
             tokens=core.tokens,
             engine=core.engine,
-            read_engine=autocommit_reads(core.engine),
-            run_read=retried_read,
+            reads=core.reads,
             ids=core.ids,
             broker=endpoint,
             messages_store=core.store,
@@ -197,8 +195,7 @@ async def run_api(settings: Settings) -> None:
             settings,
             tokens=core.tokens,
             engine=core.engine,
-            read_engine=autocommit_reads(core.engine),
-            run_read=retried_read,
+            reads=core.reads,
             ids=core.ids,
             broker=endpoint,
             messages_store=core.store,

@@ -9,38 +9,50 @@ and both sides wait out each other's brief write locks. ``message_committer`` is
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
-from collections.abc import Awaitable, Callable
-from contextvars import ContextVar
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import Any
 
+import asyncpg
 import sqlalchemy
-from sqlalchemy import URL, event, make_url
+from sqlalchemy import URL, CompoundSelect, Select, event, make_url
 from sqlalchemy.engine.interfaces import DBAPIConnection
-from sqlalchemy.exc import DBAPIError, InvalidatePoolError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.exc import InvalidatePoolError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from persister.commit_process import ProcessCommitter
 from persister.sql_commit import Committer, EngineCommitter
 
 __all__ = [
+    "Read",
+    "StatementReads",
     "autocommit_reads",
     "create_engine",
     "is_in_memory",
     "message_committer",
-    "retried_read",
     "sqlite_writer_engine",
 ]
 
 logger = logging.getLogger(__name__)
 
-_T = TypeVar("_T")
+# What a read on a connection whose session had ended raises: the connection's own errors (class
+# 08, "connection was closed in the middle of operation" among them), the server's shutdown or
+# ``pg_terminate_backend`` (57P01-57P03), a reset socket.
+_SESSION_ENDED = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.CrashShutdownError,
+    asyncpg.exceptions.CannotConnectNowError,
+    ConnectionError,
+)
 
-# Set while ``retried_read`` checks a connection out: it retries a read its connection failed,
-# so the checkout need not ask the server first (``_ping_on_checkout``).
-_RETRIED: ContextVar[bool] = ContextVar("retried_read", default=False)
+_Bind = tuple[str, bool, object]  # a parameter's name, whether the caller must give it, its value if not
+
+Read = Select[*tuple[Any, ...]] | CompoundSelect[*tuple[Any, ...]]
+"""What ``StatementReads`` runs: one SELECT (or a compound of them)."""
 
 
 def _sqlite_pragmas(dbapi_connection: DBAPIConnection, _record: object) -> None:
@@ -62,11 +74,8 @@ def _ping_on_checkout(dbapi_connection: DBAPIConnection, _record: object, _proxy
     use and the pool drops the others opened before it; but the statement goes to asyncpg
     outside a transaction (``AdaptedConnection.run_async``, SQLAlchemy's way for pool events), not
     wrapped in one as SQLAlchemy's asyncpg ping is (for pgbouncer's transaction mode, which this
-    one statement does not need). A sync after a node's failover checks out two connections.
-    Skipped for ``retried_read``, which answers a terminated connection by retrying instead.
+    one statement does not need). A sync's reads do not come this way (``StatementReads``).
     """
-    if _RETRIED.get():
-        return
     try:
         dbapi_connection.run_async(lambda connection: connection.fetchrow(";"))
     except Exception as exc:
@@ -88,28 +97,94 @@ def create_engine(url: str) -> AsyncEngine:
     return engine
 
 
-async def retried_read(engine: AsyncEngine, read: Callable[[AsyncConnection], Awaitable[_T]]) -> _T:
-    """``read`` on a connection of ``engine`` checked out without a ping, run again if it was dead.
+class StatementReads:
+    """One-statement reads that every device of a failed node asks at once, straight on asyncpg.
 
-    For reads only (running one twice changes nothing), in autocommit (``autocommit_reads``):
-    the round trip of ``_ping_on_checkout`` was ~10 % of the API's CPU per ``GET /v1/sync``
-    (two checkouts each). A pooled connection whose session the server ended (a restart,
-    ``pg_terminate_backend``) fails its first statement instead; SQLAlchemy sees the disconnect
-    and invalidates it and every connection of the pool opened before it, and ``read`` runs again
-    on a connection checked out as every other is, pinged, so it still never fails the request.
+    ``GET /v1/sync`` is two such reads (the account store's, then ``MessageStore.catch_up``), and
+    after a broker node dies every one of its devices asks it within seconds. Through SQLAlchemy's
+    async layer each read paid a checkout, an execute and a close, each in a greenlet of its own
+    (a switch, a 16 KiB stack) around SQLAlchemy's execution and result machinery: about a quarter
+    of the API's CPU in a failover. On PostgreSQL a statement is compiled once by the engine's
+    dialect (the Core statement stays the one source of the SQL) and run on a connection of an
+    asyncpg pool of this reader's own, which prepares it once per connection; the pool's release
+    sends nothing (a read in autocommit leaves no session state to reset). Elsewhere (SQLite) it
+    runs on a connection of the engine, in autocommit where that is safe (``autocommit_reads``).
+
+    A connection whose session the server ended (a restart, ``pg_terminate_backend``) is replaced
+    on checkout once the event loop has seen it close; one that fails its statement because it
+    died first makes the pool drop every connection opened before it (as SQLAlchemy does on a
+    disconnect), and the read runs again on a new one: it still never fails the request.
     """
-    token = _RETRIED.set(True)
-    try:
-        async with engine.connect() as connection:
-            return await read(connection)
-    except DBAPIError as exc:
-        if not exc.connection_invalidated:
-            raise
-        logger.info("a pooled connection was closed by the server; reading again on another")
-    finally:
-        _RETRIED.reset(token)
-    async with engine.connect() as connection:
-        return await read(connection)
+
+    def __init__(self, engine: AsyncEngine, *, pool_size: int = 10) -> None:
+        self._engine = engine
+        self._direct = engine.dialect.driver == "asyncpg"
+        self._reads = autocommit_reads(engine)
+        self._pool_size = pool_size
+        self._pool: asyncpg.Pool | None = None
+        self._opening = asyncio.Lock()
+        self._compiled: dict[int, tuple[Read, str, tuple[_Bind, ...]]] = {}
+
+    async def rows(self, statement: Read, params: Mapping[str, object]) -> Sequence[Sequence[Any]]:
+        """Every row ``statement`` selects with ``params``, each a sequence of its columns in order.
+
+        For statements built once (module constants, cached builders): each is compiled on its
+        first use and kept. Its parameters go to asyncpg as they are (ints and strings here), and
+        its columns come back as asyncpg decodes them (no SQLAlchemy result processing).
+        """
+        if not self._direct:
+            async with self._reads.connect() as connection:
+                return (await connection.execute(statement, params)).all()
+        sql, binds = self._compile(statement)
+        args = [params[name] if required else params.get(name, value) for name, required, value in binds]
+        pool = await self._connected()
+        try:
+            async with pool.acquire() as connection:
+                return [tuple(record) for record in await connection.fetch(sql, *args)]
+        except _SESSION_ENDED as exc:
+            logger.info(
+                "a pooled connection's session had ended (%s); reading again on a new one", type(exc).__name__
+            )
+        await pool.expire_connections()
+        async with pool.acquire() as connection:
+            return [tuple(record) for record in await connection.fetch(sql, *args)]
+
+    def _compile(self, statement: Read) -> tuple[str, tuple[_Bind, ...]]:
+        """``statement``'s PostgreSQL text and its parameters in ``$n`` order, compiled once."""
+        kept = self._compiled.get(id(statement))
+        if kept is not None and kept[0] is statement:
+            return kept[1], kept[2]
+        compiled = statement.compile(dialect=self._engine.dialect)
+        if compiled.literal_execute_params or compiled.post_compile_params:
+            raise ValueError("a statement with parameters rendered at execution cannot be read directly")
+        binds = tuple(
+            (name, compiled.binds[name].required, compiled.binds[name].value)
+            for name in compiled.positiontup or ()
+        )
+        self._compiled[id(statement)] = (statement, str(compiled), binds)
+        return str(compiled), binds
+
+    async def _connected(self) -> asyncpg.Pool:
+        """The pool, opened on the first read (connections open as reads need them, up to ``pool_size``)."""
+        if self._pool is not None:
+            return self._pool
+        async with self._opening:
+            if self._pool is None:
+                dsn = self._engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+                self._pool = await asyncpg.create_pool(
+                    dsn, min_size=0, max_size=self._pool_size, reset=_nothing_to_reset
+                )
+            return self._pool
+
+    async def close(self) -> None:
+        """Close the pool's connections (the engine is its owner's to dispose)."""
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+
+async def _nothing_to_reset(_connection: object) -> None:
+    """A pooled connection's release: its reads ran in autocommit, so it holds no session state."""
 
 
 def is_in_memory(engine: AsyncEngine) -> bool:

@@ -24,12 +24,12 @@ from sqlalchemy import (
     select,
     union_all,
 )
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from hubbub.envelope import AcceptedMessage, CommitResult, CommittedMessage
 from hubbub.stores import CatchUp, Fence, MessagePage
 from persister.sql_commit import Committer, EngineCommitter
-from persister.sql_database import autocommit_reads, retried_read
+from persister.sql_database import StatementReads
 from persister.sql_schema import COLUMNS, messages, row_message
 
 __all__ = ["SqlMessageStore"]
@@ -47,7 +47,7 @@ class SqlMessageStore:
 
     def __init__(self, engine: AsyncEngine, committer: Committer | None = None) -> None:
         self._engine = engine
-        self._reads = autocommit_reads(engine)
+        self._reads = StatementReads(engine)
         self._committer = committer or EngineCommitter(engine)
 
     async def commit(
@@ -128,28 +128,23 @@ class SqlMessageStore:
 
         Each conversation is one part of a ``UNION ALL``: the first ``limit`` messages past its
         cursor (an index range) with its newest seq beside each (an index probe), so a
-        conversation that did not move returns no row. Read in autocommit: one statement, no
-        BEGIN and ROLLBACK around it (an in-memory SQLite database excepted, see ``_reads``), on a
-        connection not pinged first (``retried_read``: read again if the server had closed it).
+        conversation that did not move returns no row. Every device of a failed broker node asks
+        it at once: on PostgreSQL it runs straight on asyncpg, in autocommit, read again on a new
+        connection if the server had closed its one (``StatementReads``).
         """
         pairs = list(cursors.items())
-
-        async def read(connection: AsyncConnection) -> dict[int, CatchUp]:
-            found: dict[int, CatchUp] = {}
-            for start in range(0, len(pairs), _CATCH_UP_CHUNK):
-                chunk = pairs[start : start + _CATCH_UP_CHUNK]
-                values: dict[str, int] = {"limit": limit}
-                for k, (cid, cursor) in enumerate(chunk):
-                    values[f"cid_{k}"], values[f"cursor_{k}"] = cid, cursor
-                for row in await connection.execute(_catch_up_statement(len(chunk)), values):
-                    message = row_message(row[:_WIDTH])
-                    entry = found.get(message.conversation_id)
-                    if entry is None:
-                        entry = found[message.conversation_id] = CatchUp(int(row[_WIDTH]), [])
-                    entry.messages.append(message)
-            return found
-
-        found = await retried_read(self._reads, read)
+        found: dict[int, CatchUp] = {}
+        for start in range(0, len(pairs), _CATCH_UP_CHUNK):
+            chunk = pairs[start : start + _CATCH_UP_CHUNK]
+            values: dict[str, int] = {"limit": limit}
+            for k, (cid, cursor) in enumerate(chunk):
+                values[f"cid_{k}"], values[f"cursor_{k}"] = cid, cursor
+            for row in await self._reads.rows(_catch_up_statement(len(chunk)), values):
+                message = row_message(row[:_WIDTH])
+                entry = found.get(message.conversation_id)
+                if entry is None:
+                    entry = found[message.conversation_id] = CatchUp(int(row[_WIDTH]), [])
+                entry.messages.append(message)
         for entry in found.values():
             entry.messages.sort(key=lambda message: message.seq)
         return found
@@ -190,8 +185,9 @@ class SqlMessageStore:
         return counts
 
     async def close(self) -> None:
-        """Close the committer; the shared engine is disposed by its owner."""
+        """Close the committer and the direct reads' pool; the shared engine is disposed by its owner."""
         await self._committer.close()
+        await self._reads.close()
 
 
 @functools.cache

@@ -34,15 +34,13 @@ async def sync(
     Every device of a failed broker node asks this at once on reconnecting elsewhere, so it
     costs the account store one read in autocommit (the device still signed in, its user's
     conversations and its cursors, together) and history one more (``MessageStore.catch_up``:
-    the newest seqs and the pages after the moved cursors), neither on a connection pinged
-    first (``state.run_read``: a read is run again if the server had closed its connection).
+    the newest seqs and the pages after the moved cursors), each straight on the driver where
+    it can (``state.reads``; a read is run again if the server had closed its connection).
     The body is ``SyncOut``, written with orjson from the messages' JSON shape
     (``message_json``, the inbox event's) rather than validated model by model: it is built
     here from typed store values.
     """
-    cursors = await state.run_read(
-        state.reads, lambda connection: queries.sync_positions(connection, claims.device_id, claims.user_id)
-    )
+    cursors = await queries.sync_positions(state.reads, claims.device_id, claims.user_id)
     if cursors is None:
         raise signed_out()
     caught_up = await state.messages.catch_up(cursors, limit=limit)

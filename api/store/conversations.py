@@ -6,9 +6,10 @@ from collections.abc import Sequence
 
 from sqlalchemy import and_, bindparam, func, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.db.models import Conversation, Device, DeviceCursor, Member, User
+from api.state import StatementReader
 
 __all__ = [
     "ADMIN",
@@ -192,14 +193,15 @@ _SYNC_POSITIONS = (
 )
 
 
-async def sync_positions(connection: AsyncConnection, device_id: str, user_id: int) -> dict[int, int] | None:
+async def sync_positions(reads: StatementReader, device_id: str, user_id: int) -> dict[int, int] | None:
     """Each conversation of the device's user with the device's cursor in it (0: none yet), in one query.
 
     ``None`` when the device is not ``user_id``'s (signed out, or its account deleted: devices go
-    with their user). What ``GET /v1/sync`` needs from the account store, and all of it: a Core
-    statement on a connection (no ORM session: nothing here is an object to track).
+    with their user). What ``GET /v1/sync`` needs from the account store, and all of it: one
+    statement, run by ``reads`` (straight on the driver where it can: every device of a failed
+    broker node asks it at once).
     """
-    rows = (await connection.execute(_SYNC_POSITIONS, {"device_id": device_id, "user_id": user_id})).all()
+    rows = await reads.rows(_SYNC_POSITIONS, {"device_id": device_id, "user_id": user_id})
     if not rows:
         return None
     return {int(cid): int(seq or 0) for _, cid, seq in rows if cid is not None}

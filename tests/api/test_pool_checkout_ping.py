@@ -1,8 +1,9 @@
 """Pooled PostgreSQL connections whose sessions ended are replaced on checkout, not handed to a request.
 
 The pools ping each connection as they hand it out (``persister.sql_database``: one round trip,
-not asyncpg's ``BEGIN; ;ROLLBACK``), except for a sync's two reads, which skip the ping and run
-again on another connection if theirs was dead (``retried_read``). A server restart or
+not asyncpg's ``BEGIN; ;ROLLBACK``); a sync's two reads run on asyncpg pools of their own, which
+replace a connection seen closed on checkout and read again on a new one if theirs died
+mid-statement (``StatementReads``, tests/api/test_statement_reads.py). A server restart or
 ``pg_terminate_backend`` ends every pooled session at once; the requests that come next must
 still be answered, every one, as the syncs of a failed node's devices would be.
 """
