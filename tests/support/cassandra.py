@@ -27,13 +27,13 @@ from persister.cassandra_store.driver import connect_session, consistency_level,
 from tests.support.platform import REPO_ROOT
 from tests.support.processes import ReadyProcess, start_ready_process
 
-__all__ = ["CassandraServer", "start_cassandra"]
+__all__ = ["START_TIMEOUT_S", "CassandraServer", "start_cassandra"]
 
 CONFIG_DIR = REPO_ROOT / "cassandra-node"
 LIB_DIR = REPO_ROOT / ".cache" / "cassandra" / "lib"
 _READY_LINE = "Startup complete"
 # A cold JVM loads Cassandra in ~13 s on an idle 2-core machine; other test suites may share it.
-_START_TIMEOUT_S = 240.0
+START_TIMEOUT_S = 240.0
 _STOP_TIMEOUT_S = 30.0
 _LOG_TAIL_LINES = 60
 
@@ -133,7 +133,7 @@ def start_cassandra(extra_jvm_options: Sequence[str] = ()) -> CassandraServer:
     process = start_ready_process(argv, env=dict(os.environ), cwd=root, log_path=root / "stderr.log")
     server = CassandraServer(root, native, process, 0.0)
     try:
-        process.wait_for_line(lambda line: _READY_LINE in line, timeout=_START_TIMEOUT_S)
+        process.wait_for_line(lambda line: _READY_LINE in line, timeout=START_TIMEOUT_S)
         # A loop of its own in a thread: the fixture may be first asked for by an async test,
         # whose loop is already running in this thread.
         with ThreadPoolExecutor(1, thread_name_prefix="cassandra-ready") as pool:
