@@ -88,8 +88,9 @@ def cassandra() -> Iterator[CassandraServer]:
 
 @pytest.fixture
 def clean_clone_run() -> Iterator[CleanCloneRun]:
-    """README's ``make run`` in a fresh clone (started early); stopped and removed after the test."""
+    """README's ``make run`` in a fresh clone (started early, niced; normal priority from now on)."""
     run = _early_clone[0].result(_CLONE_START_S) if _early_clone else start_make_run_in_clean_clone()
+    run.hurry()
     yield run
     run.stop()
 
