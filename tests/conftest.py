@@ -1,8 +1,8 @@
 """Session fixtures: the real platform on SQLite, and again on real PostgreSQL and Cassandra servers.
 
-Cassandra and the clean clone's ``make run`` start in the background as the session begins
-(``pytest_collection_finish``), when a collected test needs them: their minutes of start-up
-overlap the tests before their first user instead of adding to the run.
+Cassandra and the clean clone's ``make run`` start in the background at idle priority as the
+session begins (``pytest_collection_finish``), when a collected test needs them: their minutes of
+start-up overlap the tests before their first user instead of adding to the run.
 """
 
 from __future__ import annotations
@@ -15,12 +15,13 @@ import pytest
 
 from build_compiled import compiled_files, stale_modules
 from tests.support.api import ApiClient
-from tests.support.cassandra import START_TIMEOUT_S, CassandraServer, start_cassandra
+from tests.support.cassandra import CassandraServer, launch_cassandra, start_cassandra
 from tests.support.chat import ClientFactory, client_factory
 from tests.support.clean_clone import CleanCloneRun, start_make_run_in_clean_clone
 from tests.support.early import EarlyStart
 from tests.support.platform import Platform, start_platform
 from tests.support.postgres import PostgresServer, start_postgres
+from tests.support.processes import IDLE_PRIORITY
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -39,8 +40,8 @@ def pytest_report_header() -> str:
     return "hot path: compiled (mypyc)" if compiled_files() else "hot path: interpreted (no build)"
 
 
-# What a set-up started early may take before the test that asked for it fails (its own bound).
-_CLONE_START_S = 180.0
+# What launching a set-up started early may take (a clone, a Popen) before the test asking fails.
+_LAUNCH_S = 180.0
 _early_cassandra: list[EarlyStart[CassandraServer]] = []
 _early_clone: list[EarlyStart[CleanCloneRun]] = []
 
@@ -57,7 +58,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     if session.config.option.collectonly:
         return
     if any(_needs(item, "cassandra") for item in session.items):
-        _early_cassandra.append(EarlyStart("cassandra", start_cassandra))
+        _early_cassandra.append(EarlyStart("cassandra", lambda: launch_cassandra(niceness=IDLE_PRIORITY)))
     if any(_needs(item, "clean_clone_run") for item in session.items):
         _early_clone.append(EarlyStart("clean-clone", start_make_run_in_clean_clone))
 
@@ -66,9 +67,9 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     """Stop what was started early for tests that never ran (a run cut short by ``-x`` or a failure)."""
     del session
     for cassandra in _early_cassandra:
-        cassandra.discard(CassandraServer.stop, START_TIMEOUT_S)
+        cassandra.discard(CassandraServer.stop, _LAUNCH_S)
     for clone in _early_clone:
-        clone.discard(CleanCloneRun.stop, _CLONE_START_S)
+        clone.discard(CleanCloneRun.stop, _LAUNCH_S)
 
 
 @pytest.fixture(scope="session")
@@ -80,8 +81,17 @@ def postgres() -> Iterator[PostgresServer]:
 
 @pytest.fixture(scope="session")
 def cassandra() -> Iterator[CassandraServer]:
-    """One Apache Cassandra node for the session (each test uses keyspaces of its own), started early."""
-    server = _early_cassandra[0].result(START_TIMEOUT_S) if _early_cassandra else start_cassandra()
+    """One Apache Cassandra node for the session (each test uses keyspaces of its own).
+
+    Launched early at idle priority (its JVM's start takes only what other tests leave idle), at
+    normal priority from the moment a test needs it.
+    """
+    if not _early_cassandra:
+        server = start_cassandra()
+    else:
+        server = _early_cassandra[0].result(_LAUNCH_S)
+        server.process.renice(0)
+        server.wait_ready()
     yield server
     server.stop()
 
@@ -89,7 +99,7 @@ def cassandra() -> Iterator[CassandraServer]:
 @pytest.fixture
 def clean_clone_run() -> Iterator[CleanCloneRun]:
     """README's ``make run`` in a fresh clone (started early, niced; normal priority from now on)."""
-    run = _early_clone[0].result(_CLONE_START_S) if _early_clone else start_make_run_in_clean_clone()
+    run = _early_clone[0].result(_LAUNCH_S) if _early_clone else start_make_run_in_clean_clone()
     run.hurry()
     yield run
     run.stop()

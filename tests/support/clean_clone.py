@@ -10,7 +10,6 @@ cluster's lease tests time renewals); ``tests/e2e/test_readme.py`` hands it back
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import subprocess
@@ -19,12 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tests.support.platform import REPO_ROOT
-from tests.support.processes import ReadyProcess, start_ready_process
+from tests.support.processes import IDLE_PRIORITY, ReadyProcess, start_ready_process
 
 __all__ = ["CleanCloneRun", "start_make_run_in_clean_clone"]
 
 _CLONE_TIMEOUT_S = 120
-_IDLE_PRIORITY = 19
 
 
 @dataclass
@@ -40,8 +38,7 @@ class CleanCloneRun:
 
         Raising a priority needs root (as on CI and the project's machines); elsewhere it stays idle.
         """
-        with contextlib.suppress(PermissionError, ProcessLookupError):
-            os.setpriority(os.PRIO_PGRP, self.process.process.pid, 0)
+        self.process.renice(0)
 
     def stop(self) -> None:
         """Stop ``make run`` and everything it started; remove the clone."""
@@ -64,10 +61,7 @@ def start_make_run_in_clean_clone() -> CleanCloneRun:
         }
         env |= {"HUBBUB_MQTT_PORT": "0", "HUBBUB_HTTP_PORT": "0"}
         process = start_ready_process(
-            ["nice", "-n", str(_IDLE_PRIORITY), "make", "run"],
-            env=env,
-            cwd=clone,
-            log_path=root / "make-run.log",
+            ["make", "run"], env=env, cwd=clone, log_path=root / "make-run.log", niceness=IDLE_PRIORITY
         )
     except BaseException:
         shutil.rmtree(root, ignore_errors=True)
