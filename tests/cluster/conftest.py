@@ -72,6 +72,20 @@ def _stop(running: HubbubCluster) -> None:
     assert not failed, f"stopped with {failed}\n{running.processes.logs()}"
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The tests of the Hubbub cluster one after another, from where the first one is.
+
+    Its processes stop after the last of a run of its tests (below): a test of another file
+    sorted between two of its files would cost a start of all six processes.
+    """
+    users = [item for item in items if _CLUSTER_FIXTURE in getattr(item, "fixturenames", ())]
+    if not users:
+        return
+    first = items.index(users[0])
+    others = [item for item in items if _CLUSTER_FIXTURE not in getattr(item, "fixturenames", ())]
+    items[:] = others[:first] + users + others[first:]
+
+
 def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
     """After the last of a run of tests using the Hubbub cluster, stop its processes."""
     uses = _CLUSTER_FIXTURE in getattr(item, "fixturenames", ())

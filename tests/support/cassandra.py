@@ -27,13 +27,13 @@ from persister.cassandra_store.driver import connect_session, consistency_level,
 from tests.support.platform import REPO_ROOT
 from tests.support.processes import ReadyProcess, start_ready_process
 
-__all__ = ["CassandraServer", "start_cassandra"]
+__all__ = ["START_TIMEOUT_S", "CassandraServer", "launch_cassandra", "start_cassandra"]
 
 CONFIG_DIR = REPO_ROOT / "cassandra-node"
 LIB_DIR = REPO_ROOT / ".cache" / "cassandra" / "lib"
 _READY_LINE = "Startup complete"
 # A cold JVM loads Cassandra in ~13 s on an idle 2-core machine; other test suites may share it.
-_START_TIMEOUT_S = 240.0
+START_TIMEOUT_S = 240.0
 _STOP_TIMEOUT_S = 30.0
 _LOG_TAIL_LINES = 60
 
@@ -71,6 +71,7 @@ class CassandraServer:
     native_port: int
     process: ReadyProcess
     started_in_s: float
+    launched_at: float  # time.monotonic() when its JVM was started
 
     @property
     def host(self) -> str:
@@ -84,6 +85,20 @@ class CassandraServer:
         if system_log.exists():
             parts.append("\n".join(system_log.read_text(errors="replace").splitlines()[-lines:]))
         return "\n".join(parts)
+
+    def wait_ready(self) -> None:
+        """Wait for "Startup complete" and a CQL answer; stop it and raise with its log if none comes."""
+        try:
+            self.process.wait_for_line(lambda line: _READY_LINE in line, timeout=START_TIMEOUT_S)
+            # A loop of its own in a thread: the fixture may be first asked for by an async test,
+            # whose loop is already running in this thread.
+            with ThreadPoolExecutor(1, thread_name_prefix="cassandra-ready") as pool:
+                pool.submit(asyncio.run, _query_answers(self.host)).result()
+        except Exception as exc:
+            tail = self.log_tail()
+            self.stop()
+            raise AssertionError(f"Cassandra did not start: {exc}\n--- its log tail ---\n{tail}") from exc
+        self.started_in_s = time.monotonic() - self.launched_at
 
     def stop(self) -> None:
         """Kill the node (its data is thrown away, so there is nothing to drain) and remove its files."""
@@ -105,6 +120,13 @@ def start_cassandra(extra_jvm_options: Sequence[str] = ()) -> CassandraServer:
 
     ``extra_jvm_options`` come after ``jvm.options``, so they override its flags.
     """
+    server = launch_cassandra(extra_jvm_options)
+    server.wait_ready()
+    return server
+
+
+def launch_cassandra(extra_jvm_options: Sequence[str] = (), *, niceness: int = 0) -> CassandraServer:
+    """Start the node's JVM at ``niceness`` without waiting for it (``CassandraServer.wait_ready`` does)."""
     if not (LIB_DIR / ".copied").exists():
         raise RuntimeError(f"no Cassandra jars in {LIB_DIR}: run `make cassandra-jars` (Maven Central)")
     root = Path(tempfile.mkdtemp(prefix="hubbub-cassandra-"))
@@ -129,18 +151,8 @@ def start_cassandra(extra_jvm_options: Sequence[str] = ()) -> CassandraServer:
         f"{LIB_DIR}/*",
         "org.apache.cassandra.service.CassandraDaemon",
     ]
-    started = time.monotonic()
-    process = start_ready_process(argv, env=dict(os.environ), cwd=root, log_path=root / "stderr.log")
-    server = CassandraServer(root, native, process, 0.0)
-    try:
-        process.wait_for_line(lambda line: _READY_LINE in line, timeout=_START_TIMEOUT_S)
-        # A loop of its own in a thread: the fixture may be first asked for by an async test,
-        # whose loop is already running in this thread.
-        with ThreadPoolExecutor(1, thread_name_prefix="cassandra-ready") as pool:
-            pool.submit(asyncio.run, _query_answers(server.host)).result()
-    except Exception as exc:
-        tail = server.log_tail()
-        server.stop()
-        raise AssertionError(f"Cassandra did not start: {exc}\n--- its log tail ---\n{tail}") from exc
-    server.started_in_s = time.monotonic() - started
-    return server
+    launched = time.monotonic()
+    process = start_ready_process(
+        argv, env=dict(os.environ), cwd=root, log_path=root / "stderr.log", niceness=niceness
+    )
+    return CassandraServer(root, native, process, 0.0, launched)

@@ -134,16 +134,19 @@ class HubbubCluster:
 
     def repair(self) -> None:
         """Every NATS server and every process running and not paused (a test may have hurt them)."""
-        stopped = [server for server in self.nats.servers if server.process is None]
-        for server in stopped:
+        stopped_servers = [server for server in self.nats.servers if server.process is None]
+        for server in stopped_servers:
             server.start()
-        if stopped:
+        if stopped_servers:
             self.nats.wait_ready()
+        exited = [process for process in self.processes.processes.values() if not process.running()]
         for process in self.processes.processes.values():
-            if process.running():
-                process.resume()
+            if process in exited:
+                process.start()  # side by side: after the cluster was stopped, all six start at once
             else:
-                process.restart()
+                process.resume()
+        for process in exited:
+            process.wait_ready()
         self.wait_leases_balanced()
 
     def wait_leases_balanced(self) -> None:
