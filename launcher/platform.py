@@ -108,7 +108,10 @@ async def one_node_messaging(core: Foundation, *, api_here: bool) -> AsyncIterat
         await messaging_core.committed(results)
         planner.committed(results)
 
-    persister = Persister(core.store, accepted, committed, on_failed=messaging_core.commit_failed)
+    # One commit at a time: the next batch gathers what is accepted meanwhile (fewer, larger commits).
+    persister = Persister(
+        core.store, accepted, committed, on_failed=messaging_core.commit_failed, commits_in_flight=1
+    )
     await broker.start(events=messaging_core)
     try:
         async with asyncio.TaskGroup() as group:

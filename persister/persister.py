@@ -4,7 +4,8 @@ Accepted messages come from an ``AcceptedSource`` (``hubbub.handoffs``): the in-
 one node, or a cluster's JetStream shards this persister holds leases on, each batch carrying
 the ``Fence`` to commit under. Two stages run as a pipeline: one takes the next batch (whatever
 queued up meanwhile, so commit cost is shared under load without adding latency when idle) and
-starts its commit while the last one is still committing (the store commits them in order); the
+starts its commit, by default while the last one is still committing (the store commits them in
+order), or once it is over (``commits_in_flight=1``: larger batches, for one node); the
 other waits for each commit in turn, passes the results to ``on_committed`` (fan-out, acks,
 push, the committed stream) and only then settles the batch (``done``: a JetStream ack).
 Results are delivered in commit order, and only committed messages are ever delivered.
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 
 from hubbub import cancelling
@@ -39,16 +41,16 @@ from hubbub.failure_log import FailureLog
 from hubbub.handoffs import AcceptedBatch, AcceptedSource
 from hubbub.stores import FencedOut, MessageStore
 
-__all__ = ["CommittedHandler", "FailedHandler", "Persister", "retry_after_ms"]
+__all__ = ["COMMITS_IN_FLIGHT", "CommittedHandler", "FailedHandler", "Persister", "retry_after_ms"]
 
 logger = logging.getLogger(__name__)
 
 CommittedHandler = Callable[[Sequence[CommitResult]], Awaitable[None]]
 FailedHandler = Callable[[Sequence[AcceptedMessage], int], None]
 """Told the messages of a batch that failed to commit, and in how many ms a resend may work."""
-# Batches committing at once. More would only queue in the store; meanwhile the next batch
-# keeps growing in the accepted queue, and a slow store slows intake instead.
-_IN_FLIGHT = 2
+# Batches committing at once, by default. More would only queue in the store; meanwhile the next
+# batch keeps growing in the accepted source, and a slow store slows intake instead.
+COMMITS_IN_FLIGHT = 2
 # The retry hint doubles with each failed batch in a row, so a store that stays down is not
 # hammered by resends: 1 s, 2 s, 4 s ... up to 30 s.
 _RETRY_FIRST_MS = 1_000
@@ -71,8 +73,20 @@ class Persister:
         *,
         on_failed: FailedHandler | None = None,
         max_batch: int = 500,
+        commits_in_flight: int = COMMITS_IN_FLIGHT,
         failure_log: FailureLog | None = None,
     ) -> None:
+        """``commits_in_flight``: batches committing at once (at least one).
+
+        With one, the next batch is taken only once the last one's commit is over, so it gathers
+        everything accepted meanwhile: fewer, larger commits, for a store whose cost is mostly per
+        commit and which commits one batch at a time anyway (one node's SQLite writer process
+        writes the index pages a commit touched once per commit, however many rows changed them).
+        With two, the next batch is already on its way while the last one commits (a cluster's
+        shards, each read into batches of its own).
+        """
+        if commits_in_flight < 1:
+            raise ValueError("a persister commits at least one batch at a time")
         self._store = store
         self._source = accepted
         self._on_committed = on_committed
@@ -80,8 +94,8 @@ class Persister:
         self._max_batch = max_batch
         self._failures = failure_log or FailureLog(logger, "commit")
         self._failed_in_a_row = 0
-        self._slots = asyncio.Semaphore(_IN_FLIGHT)
-        # Commits in the order started (at most _IN_FLIGHT unfinished), with their batches.
+        self._in_flight = commits_in_flight
+        # Commits in the order started (at most ``commits_in_flight`` unfinished), with their batches.
         self._committing: asyncio.Queue[tuple[AcceptedBatch, asyncio.Task[list[CommitResult]]]] = (
             asyncio.Queue()
         )
@@ -119,12 +133,20 @@ class Persister:
         await self._source.settled()
 
     async def _commit_stage(self) -> None:
+        unfinished: deque[asyncio.Task[list[CommitResult]]] = deque()
         while True:
-            await self._slots.acquire()
+            while unfinished and unfinished[0].done():
+                unfinished.popleft()
+            if len(unfinished) >= self._in_flight:
+                # Woken with the deliver stage, as the oldest commit ends (its outcome is the
+                # deliver stage's): the next batch is taken then, as large as it has grown.
+                await asyncio.wait((unfinished[0],))
+                continue
             batch = await self._source.next_batch(self._max_batch)
             commit = asyncio.create_task(
                 self._store.commit(batch.messages, fence=batch.fence), name="persister-commit-batch"
             )
+            unfinished.append(commit)
             self._committing.put_nowait((batch, commit))
 
     async def _deliver_stage(self) -> None:
@@ -133,17 +155,14 @@ class Persister:
             try:
                 results = await commit
             except FencedOut:
-                self._slots.release()
                 logger.info("commit fenced out of shard %s: a newer owner has it", batch.fence)
                 await self._settle(batch.fenced_out())
                 continue
             except Exception as exc:  # noqa: BLE001 - any failure of the store: retry or tell the senders
-                self._slots.release()
                 await self._settle(batch.retry(self._failed(batch, exc)))
                 continue
             self._failed_in_a_row = 0
             self._failures.succeeded()
-            self._slots.release()  # the next batch may start committing while this one is delivered
             logger.debug("committed %d messages", len(results))
             try:
                 await self._on_committed(results)
