@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import itertools
+import sqlite3
 from pathlib import Path
 
 import pytest
-from sqlalchemy import MetaData
+from sqlalchemy import MetaData, text
 
 import persister
 from persister.sql_database import create_engine
@@ -47,3 +48,20 @@ async def test_a_missing_resend_constraint_is_a_difference(tmp_path: Path) -> No
         ]
     finally:
         await engine.dispose()
+
+
+async def test_a_new_sqlite_file_has_small_pages_in_wal_and_an_old_one_keeps_its_own(tmp_path: Path) -> None:
+    """New files get 2 KiB pages (half the WAL per commit); a file made with 4 KiB pages keeps them."""
+    old = tmp_path / "old.db"
+    with sqlite3.connect(old) as made_before:
+        made_before.execute("PRAGMA page_size=4096")
+        made_before.execute("CREATE TABLE kept (x INTEGER)")
+    for path, page_size in ((tmp_path / "new.db", 2048), (old, 4096)):
+        engine = create_engine(f"sqlite+aiosqlite:///{path}")
+        try:
+            await migrate(engine, persister.MIGRATIONS)
+            async with engine.connect() as connection:
+                assert await connection.scalar(text("PRAGMA page_size")) == page_size
+                assert await connection.scalar(text("PRAGMA journal_mode")) == "wal"
+        finally:
+            await engine.dispose()
