@@ -59,6 +59,7 @@ from hubbub import topics
 from hubbub.connections import DeviceEvents
 from hubbub.errors import MessageRejected
 from hubbub.events import error_event
+from hubbub.futures import forward, passed_failure
 from hubbub.sessions import DeviceSessions, SignedInDevices
 from hubbub.stores import Directory
 from hubbub.tokens import TokenCodec
@@ -195,14 +196,7 @@ class HubbubBroker(RoutingBroker):
         answer: asyncio.Future[bool],
     ) -> None:
         """The rest of ``connect_received`` once the store answered; ``decided`` ends with the CONNACK."""
-        if decided.done():  # the connection was closed meanwhile (it cancelled its step)
-            return
-        if answer.cancelled():
-            decided.cancel()
-            return
-        failed = answer.exception()
-        if failed is not None:
-            decided.set_exception(failed)
+        if decided.done() or passed_failure(decided, answer):  # done: the connection closed meanwhile
             return
         if not answer.result():
             logger.info("refused CONNECT device_id=%s: the device was signed out", connect.client_id)
@@ -407,17 +401,5 @@ class HubbubBroker(RoutingBroker):
 
 def _end_with(step: asyncio.Future[None], task: asyncio.Future[None]) -> None:
     """``step`` ends as ``task`` does, and ``task`` is cancelled if ``step`` is (the connection closed)."""
-
-    def ended(task: asyncio.Future[None]) -> None:
-        if step.done():
-            return
-        failed = None if task.cancelled() else task.exception()
-        if task.cancelled():
-            step.cancel()
-        elif failed is not None:
-            step.set_exception(failed)
-        else:
-            step.set_result(None)
-
-    task.add_done_callback(ended)
+    task.add_done_callback(functools.partial(forward, step))
     step.add_done_callback(lambda _: task.cancel())
