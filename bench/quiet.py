@@ -85,10 +85,11 @@ def _wait_idle(deadline: float) -> tuple[float, list[str]]:
     """Sample until the cores were idle for ``IDLE_FOR_S``; the last share, and the busiest if never."""
     idle_since: float | None = None
     while True:
-        before, processes = machine_busy_s(), _process_cpu()
+        processes = _process_cpu()
+        before, then = machine_busy_s(), time.monotonic()
         time.sleep(_SAMPLE_S)
-        share = (machine_busy_s() - before) / (_SAMPLE_S * (os.cpu_count() or 1))
         now = time.monotonic()
+        share = (machine_busy_s() - before) / ((now - then) * (os.cpu_count() or 1))
         if share > IDLE_SHARE:
             idle_since = None
         elif idle_since is None:
@@ -96,17 +97,19 @@ def _wait_idle(deadline: float) -> tuple[float, list[str]]:
         if idle_since is not None and now - idle_since >= IDLE_FOR_S:
             return share, []
         if now >= deadline:
-            return share, _busiest(processes, _process_cpu())
+            return share, _busiest(processes, _process_cpu(), time.monotonic() - then)
 
 
-def _busiest(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]]) -> list[str]:
-    """The three processes with the most CPU between two samples, as ``name[pid] NN%`` of a core."""
+def _busiest(
+    before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]], elapsed_s: float
+) -> list[str]:
+    """The three processes busiest between two samples ``elapsed_s`` apart, as ``name[pid] NN%`` of a core."""
     used = [
         (seconds - before[pid][1], f"{name}[{pid}]")
         for pid, (name, seconds) in after.items()
         if pid in before and seconds > before[pid][1]
     ]
-    return [f"{label} {spent / _SAMPLE_S:.0%}" for spent, label in sorted(used, reverse=True)[:3]]
+    return [f"{label} {spent / elapsed_s:.0%}" for spent, label in sorted(used, reverse=True)[:3]]
 
 
 def _labels(processes: dict[int, str]) -> list[str]:
