@@ -87,6 +87,7 @@ from bench.mqtt_wire import (
     parse_connack,
     parse_suback,
 )
+from bench.quiet import machine_busy_s
 from bench.relay import RelayError, client_specs
 from hubbub import topics
 from hubbub.events import presence_payload
@@ -450,16 +451,6 @@ def _start_workers(
             raise RelayError("a connections worker never started")
 
 
-def _machine_busy_s() -> float:
-    """CPU seconds the whole machine has been busy (all cores), from /proc/stat."""
-    with contextlib.suppress(OSError, ValueError, IndexError):
-        with Path("/proc/stat").open(encoding="ascii") as stat:
-            ticks = [int(field) for field in stat.readline().split()[1:]]
-        idle = ticks[3] + ticks[4]  # idle, iowait
-        return (sum(ticks[:8]) - idle) / os.sysconf("SC_CLK_TCK")
-    return 0.0
-
-
 def _report(pipe: Connection) -> tuple[str, int, float, float, str]:
     """A worker's ("ready", connected, finished at, its CPU seconds, first error)."""
     try:
@@ -494,13 +485,13 @@ def run_connections(
         time.sleep(1.0)
         before = broker.rss_bytes() or 0
         cpu_before = broker.cpu_seconds() or 0.0
-        busy_before = _machine_busy_s()
+        busy_before = machine_busy_s()
         started = time.monotonic()
         for pipe in pipes:
             pipe.send("go")
         ready = [_report(pipe) for pipe in pipes]
         broker_cpu = (broker.cpu_seconds() or 0.0) - cpu_before
-        busy = _machine_busy_s() - busy_before
+        busy = machine_busy_s() - busy_before
         first_error = next((r[4] for r in ready if r[4]), "")
         if first_error:
             sys.stderr.write(f"[{broker.name} connections] some failed: {first_error}\n")

@@ -28,6 +28,7 @@ from bench.hubbub import HubbubBroker
 from bench.loadgen import LoadParams
 from bench.postgres import run_chat_on_postgres
 from bench.presence_storm import PresenceResult, presence_markdown, run_presence
+from bench.quiet import wait_until_quiet
 from bench.relay import RelayError, RelayResult, run_relay
 from bench.report import Failure, markdown, plot, plot_latency_cdf
 
@@ -223,15 +224,18 @@ def run_suite(options: SuiteOptions) -> SuiteResults:
         ("cluster", lambda: _cluster(results, options)),
     ]
     for name, step in steps:
+        wait_until_quiet(name)  # the step before's processes and page writeback could otherwise weigh on it
         try:
             step()
         except (RelayError, RuntimeError, OSError, ValueError, TimeoutError) as exc:
             _say(f"[{name}] FAILED: {exc}")
             results.errors.append(f"{name}: {exc}")
+    wait_until_quiet("profile")
     try:
         results.profile = _profile(params, 1000)
     except (RelayError, RuntimeError, OSError, ValueError, TimeoutError) as exc:
         results.errors.append(f"profile: {exc}")
+    wait_until_quiet("chat profile")
     try:
         results.chat_profile = _chat_profile(options)
     except (RelayError, RuntimeError, OSError, ValueError, TimeoutError) as exc:

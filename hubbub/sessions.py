@@ -34,6 +34,8 @@ from typing import Literal, Protocol, get_args
 
 import orjson
 
+from hubbub.futures import passed_failure
+
 __all__ = ["DeviceEnded", "DeviceSessions", "EndReason", "LiveConnections", "SignedInDevices"]
 
 EndReason = Literal["logout", "password_changed", "ended", "refresh_token_reused"]
@@ -153,13 +155,7 @@ class SignedInDevices:
             self._asking[device_id] = left
         else:
             self._ended_while_asking.discard(device_id)
-        if asked.cancelled():
-            answer.cancel()
-            return
-        failed = asked.exception()
-        if failed is not None:
-            if not answer.done():
-                answer.set_exception(failed)
+        if passed_failure(answer, asked):
             return
         signed_in = asked.result() and not ended
         if signed_in:

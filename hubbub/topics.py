@@ -18,6 +18,7 @@ from hubbub.ids import parse_id
 __all__ = [
     "CONVERSATION_PREFIX",
     "INTERNAL_PREFIX",
+    "PRESENCE_PREFIX",
     "ParsedTopic",
     "TopicKind",
     "conversation_send",
@@ -30,6 +31,7 @@ __all__ = [
 
 INTERNAL_PREFIX = "$hubbub/"
 CONVERSATION_PREFIX = "conv/"  # a cheap first test on the publish path, before parsing
+PRESENCE_PREFIX = "presence/"  # the same on the subscribe path
 
 
 class TopicKind(Enum):
@@ -76,7 +78,7 @@ def conversation_typing(conversation_id: int) -> str:
 
 def presence(user_id: int) -> str:
     """Retained topic carrying ``user_id``'s aggregated presence."""
-    return f"presence/{user_id}"
+    return f"{PRESENCE_PREFIX}{user_id}"
 
 
 def every_presence() -> str:

@@ -3,15 +3,29 @@
 The questions asked per connection (may this device see that presence, when was that user
 last active, store these users' activity) run as Core statements on a pooled connection: an
 ORM session per question cost about as much CPU as the query itself, on every (re)connect.
+
+The users' activity (a batch of up to 500 users from ``messaging/last_active.py``, a few a
+second in a connect storm) is one ``UPDATE ... FROM`` a table of the batch's ``(user, time)``
+pairs, the whole batch in one or two bound parameters: an ``executemany`` of one ``UPDATE`` per
+user cost 6-7 µs of the broker's CPU per user (SQLAlchemy's per-row parameter processing, and
+aiosqlite's per-row hop on SQLite), one statement 2.2-2.5 µs, on SQLite and PostgreSQL alike.
+The pairs' table is the database's own: SQLite's ``json_each`` over a JSON object
+``{user: time}`` (SQLite >= 3.33 for ``UPDATE ... FROM``; JSON is built in since 3.38), and
+PostgreSQL's ``unnest`` of two ``BIGINT[]`` arrays. Either is one statement whatever the batch's
+size, so it is compiled once (and prepared once by asyncpg). Only ever forward: a time older
+than the stored one is no update.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-from sqlalchemy import bindparam, exists, select, update
+import orjson
+from sqlalchemy import BigInteger, bindparam, cast, exists, func, or_, select, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import aliased
+from sqlalchemy.sql import ColumnElement, Update
 
 from api.db.models import Conversation, Friendship, Member, User
 
@@ -42,6 +56,7 @@ class SqlDirectory:
             raise TypeError("SqlDirectory needs sessions bound to an AsyncEngine")
         self._sessions = sessions
         self._engine = engine
+        self._on_sqlite = engine.dialect.name == "sqlite"
 
     async def members(self, conversation_id: int) -> frozenset[int] | None:
         """Member user ids, or ``None`` if the conversation does not exist."""
@@ -70,17 +85,30 @@ class SqlDirectory:
         """Store each user's ``last_active_at`` (only ever forward): one statement, one transaction."""
         if not activity:
             return
-        params = [{"user": user_id, "at": at_ms} for user_id, at_ms in activity.items()]
         async with self._engine.begin() as connection:
-            await connection.execute(_FORWARD_LAST_ACTIVE, params)
+            if self._on_sqlite:
+                pairs = orjson.dumps(activity, option=orjson.OPT_NON_STR_KEYS).decode()
+                await connection.execute(_FORWARD_ON_SQLITE, {"activity": pairs})
+            else:
+                await connection.execute(
+                    _FORWARD_ON_POSTGRES, {"ids": list(activity), "ats": list(activity.values())}
+                )
 
 
-# Core: executemany of one UPDATE, not the ORM's bulk by key.
-_FORWARD_LAST_ACTIVE = (
-    update(User)
-    .where(
-        User.id == bindparam("user"),
-        User.last_active_at.is_(None) | (User.last_active_at < bindparam("at")),
-    )
-    .values(last_active_at=bindparam("at"))
+def _forward_last_active(user_id: ColumnElement[int], at_ms: ColumnElement[int]) -> Update:
+    """``UPDATE users`` of ``user_id`` to ``at_ms``, unless what it holds is as late or later."""
+    later = or_(User.last_active_at.is_(None), User.last_active_at < at_ms)
+    return update(User).where(User.id == user_id, later).values(last_active_at=at_ms)
+
+
+# SQLite: the batch as one JSON object {"user id": time}, read by json_each as rows (key, value).
+_ACTIVITY_JSON = func.json_each(bindparam("activity")).table_valued("key", "value").alias("activity")
+_FORWARD_ON_SQLITE = _forward_last_active(cast(_ACTIVITY_JSON.c.key, BigInteger), _ACTIVITY_JSON.c.value)
+
+# PostgreSQL: the batch as two arrays of the same length, users and times, zipped by unnest.
+_ACTIVITY_ARRAYS = (
+    func.unnest(bindparam("ids", type_=ARRAY(BigInteger)), bindparam("ats", type_=ARRAY(BigInteger)))
+    .table_valued("id", "at")
+    .render_derived(name="activity")
 )
+_FORWARD_ON_POSTGRES = _forward_last_active(_ACTIVITY_ARRAYS.c.id, _ACTIVITY_ARRAYS.c.at)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import operator
 import sqlite3
 from collections.abc import Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -29,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from api.db.models import Device
 from api.store.batched import BatchedLookup
+from hubbub.futures import forward_answer
 
 __all__ = ["SqlDeviceSessions"]
 
@@ -60,7 +62,8 @@ class SqlDeviceSessions:
         """Whether ``device_id`` is a device of ``user_id`` that has not been ended (a future: no task)."""
         owner = self._owners.get(device_id)
         answer: asyncio.Future[bool] = owner.get_loop().create_future()
-        owner.add_done_callback(functools.partial(_is_owner, user_id, answer))
+        is_user = functools.partial(operator.eq, user_id)
+        owner.add_done_callback(functools.partial(forward_answer, answer, is_user))
         return answer
 
     async def close(self) -> None:
@@ -72,18 +75,6 @@ class SqlDeviceSessions:
         async with self._engine.connect() as connection:
             rows = await connection.execute(_OWNERS, {"ids": list(device_ids)})
             return dict(rows.all())
-
-
-def _is_owner(user_id: int, answer: asyncio.Future[bool], owner: asyncio.Future[int | None]) -> None:
-    """``answer``: whether the device's ``owner`` (from the batch) is ``user_id``, or the batch's failure."""
-    if answer.done():
-        return
-    if owner.cancelled():
-        answer.cancel()
-    elif (failed := owner.exception()) is not None:
-        answer.set_exception(failed)
-    else:
-        answer.set_result(owner.result() == user_id)
 
 
 def _sqlite_file(url: URL) -> str | None:
