@@ -332,7 +332,14 @@ class ShardLeases:
             revision = await self.bucket.kv.create(_shard_key(shard), self._value(0))
         except KeyWrongLastSequenceError:
             return  # someone else was quicker
-        self._held[shard] = _Held(revision, revision, sent + self.ttl_s - self.safety_margin_s)
+        held = _Held(revision, revision, sent + self.ttl_s - self.safety_margin_s)
+        if self._monotonic() >= held.valid_until:
+            # Answered after the lease would have run out here: NATS may have expired the record
+            # meanwhile and another holder taken the shard, its answer read in the same turn as
+            # this one. Never act on it; hand it back (a no-op if it expired).
+            await self._hand_back(shard, held)
+            return
+        self._held[shard] = held
         self._arm_expiry()
         self.owner_changes += 1
         logger.info("%s owns shard %d (epoch %d)", self.owner_id, shard, revision)
@@ -354,7 +361,10 @@ class ShardLeases:
             self._expiry = None
         if self._held:
             delay = min(held.valid_until for held in self._held.values()) - self._monotonic()
-            self._expiry = asyncio.get_running_loop().call_later(max(0.0, delay), self._expire_overdue)
+            if delay <= 0:  # lost now: a turn of the loop later, another holder's gain could come first
+                self._expire_overdue()
+                return
+            self._expiry = asyncio.get_running_loop().call_later(delay, self._expire_overdue)
 
     def _expire_overdue(self) -> None:
         self._expiry = None

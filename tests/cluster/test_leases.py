@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -187,6 +188,40 @@ async def test_a_third_holder_takes_its_share_and_gives_it_back_on_leaving(
         )
         await c.stop()
         await ledger.until(lambda: ledger.covered_once() and ledger.counts() == {"a": 4, "b": 4, "c": 0})
+    assert ledger.overlaps == []
+
+
+async def test_a_lease_answered_after_it_would_have_run_out_is_never_acted_on(
+    group: tuple[Bucket, list[ShardLeases]],
+) -> None:
+    """A creation answered late (a stalled process): NATS may have expired it and given it to another.
+
+    Its clock moves a whole TTL between asking and reading each answer, so every shard it wins
+    comes back too late: it never reports one as gained, and hands each back.
+    """
+    bucket, holders = group
+    ledger = Ledger()
+    gained, lost = ledger.callbacks("late")
+    jumps = itertools.count(step=TTL_S)
+    late = ShardLeases(
+        bucket,
+        owner_id="late",
+        shards=SHARDS,
+        ttl_s=TTL_S,
+        on_gained=gained,
+        on_lost=lost,
+        monotonic=lambda: time.monotonic() + next(jumps),
+    )
+    holders.append(late)
+    async with asyncio.timeout(BOUND_S):
+        await late.start()
+        assert ledger.gains == []
+        assert late.owned == {}
+        assert await late.records() == {}
+        await late.stop()
+        on_time = holder(bucket, holders, ledger, "on_time")  # the shards are free for the next one
+        await on_time.start()
+        await ledger.until(lambda: ledger.counts()["on_time"] == SHARDS)
     assert ledger.overlaps == []
 
 
