@@ -3,27 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 
 import pytest
 
-import persister
 from hubbub.envelope import AcceptedMessage, CommitResult
 from hubbub.stores import Fence
 from persister import LocalAcceptedLog, Persister, SqlMessageStore
-from persister.sql_database import create_engine, message_committer
-from tests.support.schema import migrate
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqlMessageStore]:
-    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'store.db'}")
-    await migrate(engine, persister.MIGRATIONS)
-    sql = SqlMessageStore(engine, message_committer(engine))
-    yield sql
-    await sql.close()
-    await engine.dispose()
 
 
 def _accepted(index: int) -> AcceptedMessage:

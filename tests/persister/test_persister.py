@@ -4,32 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
-import persister
 from hubbub.envelope import AcceptedMessage, CommitResult
 from hubbub.errors import CommitFailed
 from hubbub.stores import Fence, FencedOut
 from persister import LocalAcceptedLog, Persister, SqlMessageStore
 from persister.persister import retry_after_ms
-from persister.sql_database import create_engine, message_committer
-from tests.support.schema import migrate
 
 _STOP_BOUND_S = 30.0  # generous: a stop either ends or never does
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqlMessageStore]:
-    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'store.db'}")
-    await migrate(engine, persister.MIGRATIONS)
-    sql = SqlMessageStore(engine, message_committer(engine))
-    yield sql
-    await sql.close()
-    await engine.dispose()
 
 
 def _accepted(index: int, message_id: int | None = None) -> AcceptedMessage:
