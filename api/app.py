@@ -90,7 +90,7 @@ def create_app(
     """The API over an already migrated database; its own helpers are built in the lifespan.
 
     ``reads`` answers the single-statement reads every device asks at once (``GET /v1/sync``'s):
-    ``persister.sql_database.StatementReads`` on ``engine``, its owner's to close.
+    ``persister.sql_database.StatementReads`` on ``engine``, its owner's to close; warmed up here.
 
     ``live_connections`` closes an ended device's MQTT connections (the messaging core).
     ``broker`` is where devices connect when ``discover_brokers`` names no node (one node, or a
@@ -130,6 +130,7 @@ def create_app(
             brokers_max_age_s=brokers_max_age_s,
             health_problems=health_problems,
         )
+        await reads.warm_up()
         yield
 
     app = FastAPI(title="Hubbub", version="0.1.0", description=_DESCRIPTION, lifespan=lifespan)

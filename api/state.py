@@ -37,6 +37,10 @@ class StatementReader(Protocol):
         """Every row ``statement`` selects with ``params``, its columns in order."""
         ...
 
+    async def warm_up(self) -> None:
+        """Open the connections the reads will need, before a failover's syncs all ask at once."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class AppState:

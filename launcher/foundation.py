@@ -53,7 +53,7 @@ async def foundation(settings: Settings, *, node_id: int | None = None) -> Async
     reads = StatementReads(engine)
     try:
         await migrate(engine)
-        store = await _message_store(settings, history_engine)
+        store = await _message_store(settings, history_engine, reads)
         try:
             ids = SnowflakeGenerator(settings.node_id if node_id is None else node_id)
             yield Foundation(settings, tokens, engine, ids, store, reads)
@@ -66,10 +66,15 @@ async def foundation(settings: Settings, *, node_id: int | None = None) -> Async
             await history_engine.dispose()
 
 
-async def _message_store(settings: Settings, engine: AsyncEngine) -> MessageStore:
-    """History in Cassandra when hosts are configured, else in the SQL database beside accounts."""
+async def _message_store(settings: Settings, engine: AsyncEngine, reads: StatementReads) -> MessageStore:
+    """History in Cassandra when hosts are configured, else in the SQL database beside accounts.
+
+    The SQL store's one-statement reads (a sync's catch-up) share ``reads``: the same database, and
+    a sync asks the account store's read first, then this one, so one pool (warmed by the API) is
+    enough for both.
+    """
     if not settings.cassandra_hosts:
-        return SqlMessageStore(engine, message_committer(engine, log_level=settings.log_level))
+        return SqlMessageStore(engine, message_committer(engine, log_level=settings.log_level), reads=reads)
     hosts = [host.strip() for host in settings.cassandra_hosts.split(",") if host.strip()]
     store = await cassandra_store.connect(
         hosts,

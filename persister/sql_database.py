@@ -51,6 +51,8 @@ _SESSION_ENDED = (
 
 _Bind = tuple[str, bool, object]  # a parameter's name, whether the caller must give it, its value if not
 
+_IDLE_CLOSE_S = 300.0  # asyncpg's default: a pool that was not warmed closes connections idle this long
+
 Read = Select[*tuple[Any, ...]] | CompoundSelect[*tuple[Any, ...]]
 """What ``StatementReads`` runs: one SELECT (or a compound of them)."""
 
@@ -169,7 +171,21 @@ class StatementReads:
         self._compiled[id(statement)] = (statement, str(compiled), binds)
         return str(compiled), binds
 
-    async def _connected(self) -> asyncpg.Pool:
+    async def warm_up(self) -> None:
+        """Open every connection of the pool now, and keep them open however long they idle.
+
+        For a process that serves these reads (an API): the moment they are needed is when a
+        broker node dies and all its devices sync at once, possibly hours after the last sync; a
+        pool opened then spends the first of those seconds starting up to ``pool_size``
+        PostgreSQL backends (a fork and an authentication each) while both the API and the
+        server are busiest. A reader that is never warmed opens connections as reads need them,
+        and closes those idle for five minutes (asyncpg's default). Elsewhere (SQLite) it does
+        nothing.
+        """
+        if self._direct:
+            await self._connected(warm=True)
+
+    async def _connected(self, *, warm: bool = False) -> asyncpg.Pool:
         """The pool, opened on the first read (connections open as reads need them, up to ``pool_size``)."""
         if self._pool is not None:
             return self._pool
@@ -177,7 +193,11 @@ class StatementReads:
             if self._pool is None:
                 dsn = self._engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
                 self._pool = await asyncpg.create_pool(
-                    dsn, min_size=0, max_size=self._pool_size, reset=_nothing_to_reset
+                    dsn,
+                    min_size=self._pool_size if warm else 0,
+                    max_size=self._pool_size,
+                    max_inactive_connection_lifetime=0 if warm else _IDLE_CLOSE_S,
+                    reset=_nothing_to_reset,
                 )
             return self._pool
 

@@ -45,9 +45,18 @@ _WIDTH = len(COLUMNS)  # a catch-up row: a message's columns, then its conversat
 class SqlMessageStore:
     """``MessageStore`` on SQLAlchemy Core; the engine is shared with the account store."""
 
-    def __init__(self, engine: AsyncEngine, committer: Committer | None = None) -> None:
+    def __init__(
+        self, engine: AsyncEngine, committer: Committer | None = None, *, reads: StatementReads | None = None
+    ) -> None:
+        """A store on ``engine``, committing through ``committer``.
+
+        ``reads``: the process's one-statement reader to share (a sync reads the account store and
+        then history, one statement each, so one pool serves both), its owner's to close; by default
+        one of the store's own on ``engine``.
+        """
         self._engine = engine
-        self._reads = StatementReads(engine)
+        self._reads = reads or StatementReads(engine)
+        self._closes_reads = reads is None
         self._committer = committer or EngineCommitter(engine)
 
     async def commit(
@@ -185,9 +194,10 @@ class SqlMessageStore:
         return counts
 
     async def close(self) -> None:
-        """Close the committer and the direct reads' pool; the shared engine is disposed by its owner."""
+        """Close the committer and its own direct reads' pool (a shared engine or reader is its owner's)."""
         await self._committer.close()
-        await self._reads.close()
+        if self._closes_reads:
+            await self._reads.close()
 
 
 @functools.cache

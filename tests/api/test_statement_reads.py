@@ -13,12 +13,19 @@ from __future__ import annotations
 import itertools
 from pathlib import Path
 
-from sqlalchemy import Integer, bindparam, func, literal, select, union_all
+from sqlalchemy import Integer, bindparam, column, func, literal, select, table, union_all
 
 from persister.sql_database import StatementReads, create_engine
 from tests.support.postgres import PostgresServer
 
 _NAMES = itertools.count()
+
+_BACKENDS_HERE = (
+    select(func.count())
+    .select_from(table("pg_stat_activity", column("datname")))
+    .where(column("datname") == func.current_database())
+)
+"""How many server sessions the database has: the reader's pool's, since nothing else connected."""
 
 
 async def test_a_read_whose_session_ends_mid_statement_is_read_again(postgres: PostgresServer) -> None:
@@ -61,3 +68,22 @@ async def test_rows_are_the_same_on_sqlite_and_postgresql(postgres: PostgresServ
             await reads.close()
             await engine.dispose()
     assert found == [[(1, "x"), (2, "y"), (1, "z")]] * 4
+
+
+async def test_a_warmed_up_reader_has_every_connection_open_before_its_first_read(
+    postgres: PostgresServer,
+) -> None:
+    """The API warms its reader at start: a failover's syncs then find the backends already started."""
+    counted = []
+    for warm in (False, True):
+        engine = create_engine(postgres.create_database(f"statement_reads_{next(_NAMES)}"))
+        reads = StatementReads(engine, pool_size=3)
+        try:
+            if warm:
+                await reads.warm_up()
+            ((backends,),) = await reads.rows(_BACKENDS_HERE, {})
+            counted.append(backends)
+        finally:
+            await reads.close()
+            await engine.dispose()
+    assert counted == [1, 3]  # cold: the read's own connection; warmed: all three, opened before it
