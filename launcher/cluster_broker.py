@@ -11,6 +11,7 @@ One broker node is composed of:
   to the retained ``presence/{uid}`` topics);
 - the presence writers of the user shards this node leases (group ``presence``);
 - ``hubbub.device.ended`` and ``hubbub.membership.changed`` (``NodeInbox``);
+- after each reconnect of its NATS connection, a ``resync`` event to its devices (``InboxResync``);
 - the registry heartbeat with its endpoints and connection count.
 
 Persisting and pushing are other processes' (``hubbub persister``, ``hubbub notifier``).
@@ -29,6 +30,7 @@ from api import SqlDeviceSessions, SqlDirectory
 from broker_plugins import HubbubBroker, WebSocketBridge
 from cluster.accepted import NatsAcceptedLog, ensure_accepted_stream
 from cluster.inbox import NatsInboxes
+from cluster.inbox_resync import InboxResync
 from cluster.node_inbox import NodeConnections, NodeDeviceEvents, NodeInbox
 from cluster.presence_node import NodePresence
 from cluster.presence_writer import PresenceWriters, open_presence_leases
@@ -85,6 +87,7 @@ async def _broker_node(core: Foundation, node: ClusterNode) -> AsyncIterator[Hub
     )
     live = signed_in.forget_on_end(messaging)
     node_inbox = NodeInbox(connection.client, broker, live=live, forget=messaging.membership_changed)
+    resync = InboxResync(connection.state, node_inbox, broker)
     last_active = LastActiveWriter(directory)
 
     def decider(publish: Publish) -> PresenceTracker:
@@ -110,10 +113,12 @@ async def _broker_node(core: Foundation, node: ClusterNode) -> AsyncIterator[Hub
         await presence.start()
         await node_inbox.start()
         await writers.start()
+        resync.start()
         node.collector.leases["presence"] = writers.leases
         node.supervisor.watch("presence-mirror", running=lambda: mirror.running)
         node.supervisor.watch("presence-reports", running=lambda: presence.running)
         node.supervisor.watch("presence-writers", running=lambda: writers.running)
+        node.supervisor.watch("inbox-resync", running=lambda: resync.running)
         node.metrics.register(broker.collector())
         node.collector.connections = lambda: _connections(broker)
         node.collector.deliveries = lambda: node_inbox.counts.delivered
@@ -125,6 +130,7 @@ async def _broker_node(core: Foundation, node: ClusterNode) -> AsyncIterator[Hub
         await node.leave("releasing the presence leases", writers.stop, lambda: writers.stop(release=False))
         await broker.shutdown()
         await messaging.close()
+        await resync.stop()
         await node_inbox.close()
         await presence.close()
         await mirror.stop()
