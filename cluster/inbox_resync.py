@@ -18,10 +18,11 @@ after its ``resync``, returns that event too.
 
 Pace. A node holding 100,000 users must not send 100,000 syncs to the API in the same second
 (each is a few database reads; after a NATS server restart every node that used it resyncs at
-once). The node tells at most ``rate`` users a second, in slices every ``tick_s``: the API's extra
-load is bounded by ``rate`` per node whatever the node's size, and the last user of a big node is
-told ``users / rate`` seconds after the reconnect. Pacing on the server, not a random delay in the
-client, because the server knows how many it holds and every client, old or new, is paced alike.
+once). The node tells at most ``rate`` users a second (``HUBBUB_RESYNC_USERS_PER_SECOND``, 2,000
+by default), in slices every ``tick_s``: the API's extra load is bounded by ``rate`` per node
+whatever the node's size, and the last user of a big node is told ``users / rate`` seconds after
+the reconnect. Pacing on the server, not a random delay in the client, because the server knows
+how many it holds and every client, old or new, is paced alike.
 
 Flapping. One round at a time, each user told once per round. A disconnect ends the round before
 its next slice (a device told during the gap would sync before the gap ends); the next reconnect
@@ -45,11 +46,10 @@ from hubbub import cancelling
 from hubbub.connections import Inboxes
 from hubbub.events import resync_event
 
-__all__ = ["RESYNC_RATE", "RESYNC_SETTLE_S", "HeldUsers", "InboxResync"]
+__all__ = ["RESYNC_SETTLE_S", "HeldUsers", "InboxResync"]
 
 logger = logging.getLogger(__name__)
 
-RESYNC_RATE = 2_000.0  # users told per second per node (each of their devices here then syncs)
 RESYNC_SETTLE_S = 0.5  # after a reconnect, for the other NATS servers to learn the subscriptions
 _TICK_S = 0.05
 
@@ -77,12 +77,14 @@ class InboxResync:
         users: HeldUsers,
         local: Inboxes,
         *,
-        rate: float = RESYNC_RATE,
+        rate: float,
         settle_s: float = RESYNC_SETTLE_S,
         tick_s: float = _TICK_S,
         pause: Pause = asyncio.sleep,
     ) -> None:
         """``local`` is the node's MQTT server (never NATS: the event is for devices here).
+
+        ``rate``: users told per second (``HUBBUB_RESYNC_USERS_PER_SECOND``).
 
         ``pause`` waits between slices (tests step the round with it).
         """

@@ -19,9 +19,12 @@ Persisting and pushing are other processes' (``hubbub persister``, ``hubbub noti
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from starlette.applications import Starlette
 from starlette.routing import WebSocketRoute
@@ -57,6 +60,28 @@ def _connections(broker: HubbubBroker) -> int:
     return sum(1 for session in broker.sessions.values() if session.handler is not None)
 
 
+@dataclass(eq=False)  # registered by identity
+class _ResyncCollector(Collector):
+    """``/metrics`` of the node's resyncs: rounds begun, users told, users still owed."""
+
+    node: str
+    resync: InboxResync
+
+    def collect(self) -> Iterator[Metric]:
+        """The three figures, read when ``/metrics`` is scraped."""
+        rounds = CounterMetricFamily(
+            "hubbub_inbox_resync_rounds", "Resync rounds begun (one per NATS reconnect).", labels=["node"]
+        )
+        rounds.add_metric([self.node], self.resync.rounds)
+        told = CounterMetricFamily(
+            "hubbub_inbox_resync_told", "Users told to catch up after a NATS reconnect.", labels=["node"]
+        )
+        told.add_metric([self.node], self.resync.told)
+        owed = GaugeMetricFamily("hubbub_inbox_resync_owed", "Users still to be told.", labels=["node"])
+        owed.add_metric([self.node], self.resync.owed)
+        yield from (rounds, told, owed)
+
+
 @asynccontextmanager
 async def _broker_node(core: Foundation, node: ClusterNode) -> AsyncIterator[HubbubBroker]:
     """The MQTT server with the messaging core, delivery and presence of a broker node, running."""
@@ -87,7 +112,7 @@ async def _broker_node(core: Foundation, node: ClusterNode) -> AsyncIterator[Hub
     )
     live = signed_in.forget_on_end(messaging)
     node_inbox = NodeInbox(connection.client, broker, live=live, forget=messaging.membership_changed)
-    resync = InboxResync(connection.state, node_inbox, broker)
+    resync = InboxResync(connection.state, node_inbox, broker, rate=settings.resync_users_per_second)
     last_active = LastActiveWriter(directory)
 
     def decider(publish: Publish) -> PresenceTracker:
@@ -120,6 +145,7 @@ async def _broker_node(core: Foundation, node: ClusterNode) -> AsyncIterator[Hub
         node.supervisor.watch("presence-writers", running=lambda: writers.running)
         node.supervisor.watch("inbox-resync", running=lambda: resync.running)
         node.metrics.register(broker.collector())
+        node.metrics.register(_ResyncCollector(node.name, resync))
         node.collector.connections = lambda: _connections(broker)
         node.collector.deliveries = lambda: node_inbox.counts.delivered
         await broker.start(events=NodeDeviceEvents(messaging, node_inbox))

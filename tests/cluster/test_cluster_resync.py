@@ -15,6 +15,7 @@ the presence bucket, so the watcher sees the change the gap had hidden.
 from __future__ import annotations
 
 import contextlib
+import re
 import socket
 import threading
 from collections.abc import Iterator
@@ -204,4 +205,9 @@ def test_a_device_whose_node_lost_nats_gets_what_the_gap_lost_through_a_resync(
     held = bob.timelines[conversation_id].ordered()
     assert [message["text"] for message in held] == ["sent in the gap"]
     assert bob.connected.is_set()
+    metrics = cluster.metrics(node)
+    assert re.search(
+        r'^hubbub_inbox_resync_rounds_total\{node="broker-resync"\} [1-9]', metrics, re.MULTILINE
+    )
+    assert re.search(r'^hubbub_inbox_resync_told_total\{node="broker-resync"\} [1-9]', metrics, re.MULTILINE)
     assert _presence_of(here, carol) == "offline"
