@@ -3,7 +3,8 @@
 The node under test is a third broker started here whose NATS connection goes through a TCP
 relay (``_Relay``) the test controls: a blackout drops every byte both ways while both sockets
 stay open, as a network blip does, so the server goes on sending the node its users' events into
-the void and the node does not notice (nats-py would only after two unanswered PINGs, 10-15 s).
+the void. The relay answers the node's PINGs meanwhile, so the node notices nothing however long
+the test's work in the gap takes on a loaded machine (unanswered, two PINGs would end it: 10-15 s).
 During the blackout a message to a user of that node is committed and published on
 ``hubbub.inbox.<uid>``, lost, and a user a device there watches goes offline. Then the relay
 cuts the connection; nats-py reconnects at once, and the node tells its devices ``resync``
@@ -64,18 +65,23 @@ class _Relay:
             with self._lock:
                 self._pairs.append((near, far))
                 self._client_open.add(near)
-            for source, sink in ((near, far), (far, near)):
+            for source, sink, pong in ((near, far, True), (far, near, False)):
                 pump = threading.Thread(
-                    target=self._pump, args=(source, sink), name="relay-pump", daemon=True
+                    target=self._pump, args=(source, sink, pong), name="relay-pump", daemon=True
                 )
                 pump.start()
 
-    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
-        """Copy ``source`` into ``sink`` (nothing while dark) until either end closes; close ``source``."""
+    def _pump(self, source: socket.socket, sink: socket.socket, pong: bool) -> None:
+        """Copy ``source`` into ``sink`` until either end closes; close ``source``.
+
+        While dark nothing is copied, and ``pong``: the PINGs ``source`` sends are answered.
+        """
         with contextlib.suppress(OSError):
             while chunk := source.recv(_CHUNK):
                 if not self._dark.is_set():
                     sink.sendall(chunk)
+                elif pong and (pings := chunk.count(b"PING\r\n")):
+                    source.sendall(b"PONG\r\n" * pings)
         with self._lock:
             self._client_open.discard(source)
         for end in (source, sink):  # wakes the other direction's pump
