@@ -8,7 +8,8 @@ talk to the platform the way an app would:
 - incoming messages merge into per-conversation timelines by ``seq``; a gap (41 then
   43) is filled from history over REST;
 - after each (re)connect the client catches up through ``/v1/sync`` and moves its
-  server-side cursors to what it holds;
+  server-side cursors to what it holds; and again on a ``resync`` event (its broker node lost
+  events for it while its own link to the cluster was down), once however many come in a row;
 - when its broker node goes away it connects to another node its login listed, with the
   access token it holds (``client.connection``, ``client.route``): no refresh, no login;
 - inbox events are parsed with the server's own types (``hubbub.events``): an event that
@@ -93,6 +94,7 @@ class HubbubClient:
         self._worker = threading.Thread(target=self._run_worker, name="hubbub-client-worker", daemon=True)
         self._worker.start()
         self._resender: threading.Timer | None = None
+        self._catch_up_queued = False  # a catch-up waits in the work queue, not begun
 
     # -- REST ------------------------------------------------------------------------------
 
@@ -270,7 +272,7 @@ class HubbubClient:
     def _accepted(self, client: paho.Client) -> None:
         """After every CONNACK that accepted us (on paho's thread): inbox, catch-up, outbox."""
         client.subscribe(topics.inbox(int(self.user_id)), qos=1)
-        self._work.put(self.catch_up)  # queued before ``connected`` is set: see ``settled``
+        self._queue_catch_up()  # queued before ``connected`` is set: see ``settled``
         self.resend_unacked()
 
     def _received(self, _c: paho.Client, _u: object, message: paho.MQTTMessage) -> None:
@@ -292,6 +294,8 @@ class HubbubClient:
             self.errors.append(event)
             if event["code"] in _FINAL_ERRORS and event["cmid"]:
                 self.outbox.settle(event["cmid"])
+        elif event["kind"] == "resync":
+            self._queue_catch_up()
         self.events.put(cast("dict[str, Any]", event))
         if self._on_event is not None:
             self._on_event(event)
@@ -337,6 +341,19 @@ class HubbubClient:
                     timeline.add(row)
             if not rows:
                 return
+
+    def _queue_catch_up(self) -> None:
+        """Queue one catch-up, unless one already waits (a begun one may have read too early)."""
+        with self._lock:
+            if self._catch_up_queued:
+                return
+            self._catch_up_queued = True
+        self._work.put(self._queued_catch_up)
+
+    def _queued_catch_up(self) -> None:
+        with self._lock:
+            self._catch_up_queued = False
+        self.catch_up()
 
     def catch_up(self) -> None:
         """Everything missed while away, from ``/v1/sync``; then move the cursors to what is held."""

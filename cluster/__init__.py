@@ -27,6 +27,8 @@ component that owns it; the NATS ones live here (subjects and headers: ``hubbub.
   core NATS ``hubbub.inbox.<uid>``, at most once on the wire; a broker node subscribes while it
   holds one of the user's devices (before the device's CONNACK); ``hubbub.device.ended`` and
   ``hubbub.membership.changed`` reach every node.
+- ``inbox_resync``: after a broker node's NATS connection comes back, a ``resync`` inbox event
+  to every user it holds (paced), so their devices catch up on what the gap lost.
 - ``presence_writer``, ``presence_node``, ``presence_mirror`` (``hubbub.presence``): one writer
   per user shard under lease group ``presence`` decides online/offline (grace included) from
   the nodes' reports and resyncs, and writes each change to the ``hubbub_presence`` bucket;

@@ -13,7 +13,8 @@ servers learn of the subscription over their routes a moment later, unannounced 
 to wait for it), so an event published through another server within that moment can still miss
 the node: the device gets it at its next ``seq`` gap or sync, as for any at-most-once delivery.
 While NATS is unreachable the node does not hold devices back: nats-py subscribes again on
-reconnect, and devices catch up on the next ``seq`` gap or reconnect.
+reconnect, and ``cluster.inbox_resync`` then tells the devices here to catch up on what the gap
+lost.
 
 Decoding and delivery run off NATS's read loop: nats-py queues each subscription's messages to a
 task of its own, and delivering is a plain call into the MQTT server that never waits, so a busy
@@ -124,6 +125,10 @@ class NodeInbox:
     def holds(self, user_id: int) -> bool:
         """Whether this node is subscribed to ``user_id``'s events (a device of it is connected here)."""
         return user_id in self._interest
+
+    def held_users(self) -> list[int]:
+        """Every user with a device here, in the order they came (``cluster.inbox_resync``)."""
+        return list(self._interest)
 
     @property
     def users(self) -> int:

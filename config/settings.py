@@ -189,6 +189,13 @@ class Settings(BaseSettings):
         description="A process missing from the node registry this long is dead (it heartbeats 3 times "
         "as often); the same in every process of a cluster.",
     )
+    resync_users_per_second: float = Field(
+        2_000.0,
+        gt=0,
+        le=1_000_000,
+        description="After its NATS connection comes back, a broker node tells this many of its users a "
+        "second to catch up (each of their devices then calls GET /v1/sync): its extra load on the API.",
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     push_webhook_url: str | None = Field(

@@ -54,6 +54,7 @@ INBOX_KINDS: Mapping[str, type] = {
     "typing": events.TypingEvent,
     "friend": events.FriendEvent,
     "push": events.PushEvent,
+    "resync": events.ResyncEvent,
 }
 """Every ``kind`` of inbox event, with its type (a test checks this matches ``events.InboxEvent``)."""
 
@@ -118,6 +119,7 @@ _INBOX_EXAMPLES: Mapping[str, Callable[[], list[dict[str, Any]]]] = {
     "typing": lambda: [_example("typing", events.typing_event(_SAMPLE.conversation_id, _BOB))],
     "friend": lambda: [_example("requested", events.friend_event("requested", _BOB))],
     "push": lambda: [_example("register_again", events.push_register_again_event())],
+    "resync": lambda: [_example("resync", events.resync_event())],
 }
 
 
@@ -321,7 +323,7 @@ The MQTT half of Hubbub, as one device sees it (the REST half is the OpenAPI doc
    (short-lived), a `refresh_token` and the broker endpoints.
 2. CONNECT with client id = `device_id`, username = `user_id`, password = `access_token`.
 3. Subscribe to `user/{user_id}/inbox` (QoS 1) after every CONNACK, then catch up with
-   `GET /v1/sync`.
+   `GET /v1/sync`; catch up the same way on a `resync` event (the node lost events for you).
 4. Publish `{"cmid", "text"}` to `conv/{conversation_id}/send` with QoS 1 and keep it in an
    outbox until its `ack` arrives; resend with the same `cmid` after a reconnect.
 

@@ -57,6 +57,7 @@ __all__ = [
     "Presence",
     "PushEvent",
     "ReceiptEvent",
+    "ResyncEvent",
     "SendPayload",
     "TypingEvent",
     "TypingNotice",
@@ -74,6 +75,7 @@ __all__ = [
     "presence_payload",
     "push_register_again_event",
     "receipt_event",
+    "resync_event",
     "typing_event",
 ]
 
@@ -248,6 +250,20 @@ class PushEvent(TypedDict):
 
 
 @with_config(_EXACT)
+class ResyncEvent(TypedDict):
+    """Events for you may have been lost: catch up as after a reconnect (`GET /v1/sync`).
+
+    Sent by a broker node whose own link to the rest of the cluster dropped and came back while
+    your device stayed connected to it: what was published for you meanwhile did not reach it.
+    Your MQTT connection is fine; fetch what you missed (sync, and the conversation and friend
+    lists if you keep them), merge by `seq` and ignore duplicates. One or many in a row ask for
+    the same thing: a catch-up already under way that starts again once is enough.
+    """
+
+    kind: Literal["resync"]
+
+
+@with_config(_EXACT)
 class Presence(TypedDict):
     """A user's aggregated presence, retained on `presence/{uid}`."""
 
@@ -264,7 +280,8 @@ InboxEvent = Annotated[
     | ReceiptEvent
     | TypingEvent
     | FriendEvent
-    | PushEvent,
+    | PushEvent
+    | ResyncEvent,
     Field(discriminator="kind"),
 ]
 """Everything the server publishes to ``user/{uid}/inbox``, told apart by ``kind``."""
@@ -284,6 +301,15 @@ def error_event(conversation_id: int | None, cmid: str | None, error: MessageRej
     if error.retry_after_ms is not None:
         event["retry_after_ms"] = error.retry_after_ms
     return orjson.dumps(event)
+
+
+_RESYNC: ResyncEvent = {"kind": "resync"}
+_RESYNC_JSON = orjson.dumps(_RESYNC)
+
+
+def resync_event() -> bytes:
+    """The ``resync`` inbox event (always the same bytes: a node sends it to every user it holds)."""
+    return _RESYNC_JSON
 
 
 @functools.cache

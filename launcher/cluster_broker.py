@@ -11,6 +11,7 @@ One broker node is composed of:
   to the retained ``presence/{uid}`` topics);
 - the presence writers of the user shards this node leases (group ``presence``);
 - ``hubbub.device.ended`` and ``hubbub.membership.changed`` (``NodeInbox``);
+- after each reconnect of its NATS connection, a ``resync`` event to its devices (``InboxResync``);
 - the registry heartbeat with its endpoints and connection count.
 
 Persisting and pushing are other processes' (``hubbub persister``, ``hubbub notifier``).
@@ -18,9 +19,12 @@ Persisting and pushing are other processes' (``hubbub persister``, ``hubbub noti
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from starlette.applications import Starlette
 from starlette.routing import WebSocketRoute
@@ -29,6 +33,7 @@ from api import SqlDeviceSessions, SqlDirectory
 from broker_plugins import HubbubBroker, WebSocketBridge
 from cluster.accepted import NatsAcceptedLog, ensure_accepted_stream
 from cluster.inbox import NatsInboxes
+from cluster.inbox_resync import InboxResync
 from cluster.node_inbox import NodeConnections, NodeDeviceEvents, NodeInbox
 from cluster.presence_node import NodePresence
 from cluster.presence_writer import PresenceWriters, open_presence_leases
@@ -53,6 +58,28 @@ _LAST_ACTIVE_FLUSH_S = 10.0
 
 def _connections(broker: HubbubBroker) -> int:
     return sum(1 for session in broker.sessions.values() if session.handler is not None)
+
+
+@dataclass(eq=False)  # registered by identity
+class _ResyncCollector(Collector):
+    """``/metrics`` of the node's resyncs: rounds begun, users told, users still owed."""
+
+    node: str
+    resync: InboxResync
+
+    def collect(self) -> Iterator[Metric]:
+        """The three figures, read when ``/metrics`` is scraped."""
+        rounds = CounterMetricFamily(
+            "hubbub_inbox_resync_rounds", "Resync rounds begun (one per NATS reconnect).", labels=["node"]
+        )
+        rounds.add_metric([self.node], self.resync.rounds)
+        told = CounterMetricFamily(
+            "hubbub_inbox_resync_told", "Users told to catch up after a NATS reconnect.", labels=["node"]
+        )
+        told.add_metric([self.node], self.resync.told)
+        owed = GaugeMetricFamily("hubbub_inbox_resync_owed", "Users still to be told.", labels=["node"])
+        owed.add_metric([self.node], self.resync.owed)
+        yield from (rounds, told, owed)
 
 
 @asynccontextmanager
@@ -85,6 +112,7 @@ async def _broker_node(core: Foundation, node: ClusterNode) -> AsyncIterator[Hub
     )
     live = signed_in.forget_on_end(messaging)
     node_inbox = NodeInbox(connection.client, broker, live=live, forget=messaging.membership_changed)
+    resync = InboxResync(connection.state, node_inbox, broker, rate=settings.resync_users_per_second)
     last_active = LastActiveWriter(directory)
 
     def decider(publish: Publish) -> PresenceTracker:
@@ -110,11 +138,14 @@ async def _broker_node(core: Foundation, node: ClusterNode) -> AsyncIterator[Hub
         await presence.start()
         await node_inbox.start()
         await writers.start()
+        resync.start()
         node.collector.leases["presence"] = writers.leases
         node.supervisor.watch("presence-mirror", running=lambda: mirror.running)
         node.supervisor.watch("presence-reports", running=lambda: presence.running)
         node.supervisor.watch("presence-writers", running=lambda: writers.running)
+        node.supervisor.watch("inbox-resync", running=lambda: resync.running)
         node.metrics.register(broker.collector())
+        node.metrics.register(_ResyncCollector(node.name, resync))
         node.collector.connections = lambda: _connections(broker)
         node.collector.deliveries = lambda: node_inbox.counts.delivered
         await broker.start(events=NodeDeviceEvents(messaging, node_inbox))
@@ -125,6 +156,7 @@ async def _broker_node(core: Foundation, node: ClusterNode) -> AsyncIterator[Hub
         await node.leave("releasing the presence leases", writers.stop, lambda: writers.stop(release=False))
         await broker.shutdown()
         await messaging.close()
+        await resync.stop()
         await node_inbox.close()
         await presence.close()
         await mirror.stop()

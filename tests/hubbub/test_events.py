@@ -45,6 +45,7 @@ BUILT = {
     "friend": events.friend_event("requested", 42),
     "conversation": events.conversation_event("member_added", CONVERSATION, by=42, user_id=43),
     "push": events.push_register_again_event(),
+    "resync": events.resync_event(),
 }
 
 

@@ -1,7 +1,9 @@
 // What arrives on the live link: inbox events (message, ack, error, conversation, receipt,
-// typing, friend), presence, and after each (re)connect the catch-up through /v1/sync.
+// typing, friend, resync), presence, and after each (re)connect or resync the catch-up through
+// /v1/sync.
 import { ApiError } from './api.js';
 import { api } from './backend.js';
+import { oneAtATime } from './coalesce.js';
 import { renderHeader } from './conversation-header.js';
 import { scheduleList } from './conversation-list.js';
 import { fetchConversation, loadConversations, storeConversation } from './conversation-actions.js';
@@ -16,9 +18,6 @@ import { TYPING_SHOWN_MS, typing } from './typing.js';
 
 const SYNC_LIMIT = 100;
 
-let catchingUp = false;
-let catchUpAgain = false;
-
 /** Connected, inbox subscribed: resend what waits for an ack, then catch up. */
 export function onConnected() {
   resendAll();
@@ -26,31 +25,21 @@ export function onConnected() {
 }
 
 /** What was missed, from /v1/sync, then the cursors move past it (once more if asked meanwhile). */
-async function catchUp() {
-  if (catchingUp) {
-    catchUpAgain = true;
-    return;
-  }
-  catchingUp = true;
+const catchUp = oneAtATime(async () => {
   try {
-    do {
-      catchUpAgain = false;
-      const sync = await api.get(`/v1/sync?limit=${SYNC_LIMIT}`);
-      const cursors = {};
-      for (const moved of sync.conversations) {
-        for (const message of moved.messages) acceptMessage(message, false);
-        if (!moved.complete) fillGap(moved.conversation_id);
-        cursors[moved.conversation_id] = moved.latest_seq;
-      }
-      await Promise.all([loadConversations(), loadFriends()]);
-      if (Object.keys(cursors).length) await api.post('/v1/sync/cursors', { cursors });
-    } while (catchUpAgain);
+    const sync = await api.get(`/v1/sync?limit=${SYNC_LIMIT}`);
+    const cursors = {};
+    for (const moved of sync.conversations) {
+      for (const message of moved.messages) acceptMessage(message, false);
+      if (!moved.complete) fillGap(moved.conversation_id);
+      cursors[moved.conversation_id] = moved.latest_seq;
+    }
+    await Promise.all([loadConversations(), loadFriends()]);
+    if (Object.keys(cursors).length) await api.post('/v1/sync/cursors', { cursors });
   } catch (error) {
     if (!(error instanceof ApiError)) throw error;
-  } finally {
-    catchingUp = false;
   }
-}
+});
 
 export function onEvent(event) {
   if (!people.me) return;
@@ -75,6 +64,11 @@ export function onEvent(event) {
       break;
     case 'friend':
       loadFriends().catch(() => undefined);
+      break;
+    case 'resync':
+      // The broker node lost events for us (its own link to the cluster dropped): catch up as
+      // after a reconnect; a burst of these costs one catch-up more, not one each.
+      catchUp();
       break;
     default:
       break;
