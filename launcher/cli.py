@@ -19,21 +19,13 @@ import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from nats.errors import Error as NatsError
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
-from client import chat
-from cluster.connection import ClusterConfigError
 from config import Settings, configure_logging, load_settings
 from config.settings import CONFIG_FILE_ENV, ENV_PREFIX
 from hubbub.errors import SettingsError
 from hubbub.failure_log import describe_failure
-from launcher.cluster_api import run_cluster_api
-from launcher.cluster_broker import run_cluster_broker
-from launcher.cluster_notifier import run_cluster_notifier
-from launcher.cluster_persister import run_cluster_persister
-from launcher.platform import run_api, run_broker, run_up
 
 __all__ = ["main"]
 
@@ -73,20 +65,67 @@ def _either(one_node: Runner, cluster: Runner) -> Runner:
     return run
 
 
+# Each role's modules are imported when that role runs, not by every process: the roles between
+# them import FastAPI, alembic, the broker, the cluster and the chat client (about 2 s of CPU per
+# process start on a loaded two-core machine, a quarter of it for what the role never uses).
+
+
+async def _run_up(settings: Settings) -> None:
+    from launcher.platform import run_up  # noqa: PLC0415 - the role's imports, when it runs
+
+    await run_up(settings)
+
+
+async def _run_broker(settings: Settings) -> None:
+    from launcher.platform import run_broker  # noqa: PLC0415 - the role's imports, when it runs
+
+    await run_broker(settings)
+
+
+async def _run_api(settings: Settings) -> None:
+    from launcher.platform import run_api  # noqa: PLC0415 - the role's imports, when it runs
+
+    await run_api(settings)
+
+
+async def _run_cluster_broker(settings: Settings) -> None:
+    from launcher.cluster_broker import run_cluster_broker  # noqa: PLC0415 - the role's imports, when it runs
+
+    await run_cluster_broker(settings)
+
+
+async def _run_cluster_api(settings: Settings) -> None:
+    from launcher.cluster_api import run_cluster_api  # noqa: PLC0415 - the role's imports, when it runs
+
+    await run_cluster_api(settings)
+
+
+async def _run_cluster_persister(settings: Settings) -> None:
+    from launcher.cluster_persister import run_cluster_persister  # noqa: PLC0415 - the role's imports, when it runs
+
+    await run_cluster_persister(settings)
+
+
+async def _run_cluster_notifier(settings: Settings) -> None:
+    from launcher.cluster_notifier import run_cluster_notifier  # noqa: PLC0415 - the role's imports, when it runs
+
+    await run_cluster_notifier(settings)
+
+
 _COMMANDS: dict[str, tuple[str, Runner]] = {
-    "up": ("the whole platform in one process: broker, API, MQTT over WebSocket", _one_node_only(run_up)),
+    "up": ("the whole platform in one process: broker, API, MQTT over WebSocket", _one_node_only(_run_up)),
     "broker": (
         "the MQTT broker (TCP, and WebSocket on broker_ws_port); a cluster node with HUBBUB_NATS_URL",
-        _either(run_broker, run_cluster_broker),
+        _either(_run_broker, _run_cluster_broker),
     ),
-    "api": ("the REST API alone; a cluster node with HUBBUB_NATS_URL", _either(run_api, run_cluster_api)),
+    "api": ("the REST API alone; a cluster node with HUBBUB_NATS_URL", _either(_run_api, _run_cluster_api)),
     "persister": (
         "a cluster's persister: commits the conversation shards it leases (needs HUBBUB_NATS_URL)",
-        _cluster_only("persister", run_cluster_persister),
+        _cluster_only("persister", _run_cluster_persister),
     ),
     "notifier": (
         "a cluster's push notifier: pushes for the shards it leases (needs HUBBUB_NATS_URL)",
-        _cluster_only("notifier", run_cluster_notifier),
+        _cluster_only("notifier", _run_cluster_notifier),
     ),
 }
 
@@ -126,6 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``hubbub`` command."""
     args, rest = _parser().parse_known_args(argv)
     if args.command == "chat":
+        from client import chat  # noqa: PLC0415 - the chat client's imports only for `hubbub chat`
+
         return chat.main(rest)
     if rest:
         _parser().error(f"unrecognized arguments: {' '.join(rest)}")
@@ -184,6 +225,11 @@ def _only_failure(exc: BaseException) -> BaseException:
 
 def _environment_failure(exc: BaseException, settings: Settings) -> str | None:
     """One line for a failure of the surroundings (files, database, ports, NATS); ``None`` for a bug."""
+    # Imported here, on the way out: only a cluster role raises these, and it has loaded them.
+    from nats.errors import Error as NatsError  # noqa: PLC0415
+
+    from cluster.connection import ClusterConfigError  # noqa: PLC0415
+
     exc = _only_failure(exc)
     if isinstance(exc, NatsError | ClusterConfigError):
         servers = settings.nats_url or "(none)"
