@@ -94,6 +94,9 @@ class Settings(BaseSettings):
     database_url: str | None = Field(
         None, description="SQLAlchemy async URL; default sqlite+aiosqlite under data_dir."
     )
+    sqlite_busy_timeout_s: float = Field(
+        5.0, gt=0, le=300, description="How long a SQLite write waits out another's lock before failing."
+    )
     cassandra_hosts: str | None = Field(
         None, description="host[:port],... of a Cassandra cluster for message history (else SQL)."
     )

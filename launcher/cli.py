@@ -13,82 +13,118 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import sqlite3
 import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from nats.errors import Error as NatsError
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
-from client import chat
-from cluster.connection import ClusterConfigError
 from config import Settings, configure_logging, load_settings
 from config.settings import CONFIG_FILE_ENV, ENV_PREFIX
 from hubbub.errors import SettingsError
 from hubbub.failure_log import describe_failure
-from launcher.cluster_api import run_cluster_api
-from launcher.cluster_broker import run_cluster_broker
-from launcher.cluster_notifier import run_cluster_notifier
-from launcher.cluster_persister import run_cluster_persister
-from launcher.platform import run_api, run_broker, run_up
 
 __all__ = ["main"]
 
 logger = logging.getLogger(__name__)
 
 Runner = Callable[[Settings], Coroutine[Any, Any, None]]
+Role = Callable[[Settings], Runner]
+"""A command's role: imports what runs with these settings and returns it (or refuses them).
+
+A role's modules are imported when that role runs, not by every process: between them the
+roles import FastAPI, alembic, the broker, the cluster and the chat client (about 2 s of CPU per
+process start on a loaded two-core machine, a quarter of it for what a role never uses).
+"""
 
 
-def _one_node_only(run: Runner) -> Runner:
-    async def one_node(settings: Settings) -> None:
-        if settings.clustered:
-            raise SettingsError(
-                "`hubbub up` is one node; with HUBBUB_NATS_URL run `hubbub broker`, `hubbub persister`, "
-                "`hubbub notifier` and `hubbub api` (several of each)"
-            )
-        await run(settings)
+def _up(settings: Settings) -> Runner:
+    if settings.clustered:
+        raise SettingsError(
+            "`hubbub up` is one node; with HUBBUB_NATS_URL run `hubbub broker`, `hubbub persister`, "
+            "`hubbub notifier` and `hubbub api` (several of each)"
+        )
+    from launcher.platform import run_up  # noqa: PLC0415 - the role's imports, when it runs
 
-    return one_node
-
-
-def _cluster_only(command: str, run: Runner) -> Runner:
-    async def cluster(settings: Settings) -> None:
-        if not settings.clustered:
-            raise SettingsError(
-                f"`hubbub {command}` is a cluster process: set HUBBUB_NATS_URL (on one node `hubbub up` "
-                f"and `hubbub broker` run the {command} inside)"
-            )
-        await run(settings)
-
-    return cluster
+    return run_up
 
 
-def _either(one_node: Runner, cluster: Runner) -> Runner:
-    async def run(settings: Settings) -> None:
-        await (cluster if settings.clustered else one_node)(settings)
+def _broker(settings: Settings) -> Runner:
+    if settings.clustered:
+        from launcher.cluster_broker import run_cluster_broker  # noqa: PLC0415 - as above
 
-    return run
+        return run_cluster_broker
+    from launcher.platform import run_broker  # noqa: PLC0415 - as above
+
+    return run_broker
 
 
-_COMMANDS: dict[str, tuple[str, Runner]] = {
-    "up": ("the whole platform in one process: broker, API, MQTT over WebSocket", _one_node_only(run_up)),
+def _api(settings: Settings) -> Runner:
+    if settings.clustered:
+        from launcher.cluster_api import run_cluster_api  # noqa: PLC0415 - as above
+
+        return run_cluster_api
+    from launcher.platform import run_api  # noqa: PLC0415 - as above
+
+    return run_api
+
+
+def _persister(settings: Settings) -> Runner:
+    _refuse_one_node("persister", settings)
+    from launcher.cluster_persister import run_cluster_persister  # noqa: PLC0415 - as above
+
+    return run_cluster_persister
+
+
+def _notifier(settings: Settings) -> Runner:
+    _refuse_one_node("notifier", settings)
+    from launcher.cluster_notifier import run_cluster_notifier  # noqa: PLC0415 - as above
+
+    return run_cluster_notifier
+
+
+def _refuse_one_node(command: str, settings: Settings) -> None:
+    if not settings.clustered:
+        raise SettingsError(
+            f"`hubbub {command}` is a cluster process: set HUBBUB_NATS_URL (on one node `hubbub up` "
+            f"and `hubbub broker` run the {command} inside)"
+        )
+
+
+_COMMANDS: dict[str, tuple[str, Role]] = {
+    "up": ("the whole platform in one process: broker, API, MQTT over WebSocket", _up),
     "broker": (
         "the MQTT broker (TCP, and WebSocket on broker_ws_port); a cluster node with HUBBUB_NATS_URL",
-        _either(run_broker, run_cluster_broker),
+        _broker,
     ),
-    "api": ("the REST API alone; a cluster node with HUBBUB_NATS_URL", _either(run_api, run_cluster_api)),
+    "api": ("the REST API alone; a cluster node with HUBBUB_NATS_URL", _api),
     "persister": (
         "a cluster's persister: commits the conversation shards it leases (needs HUBBUB_NATS_URL)",
-        _cluster_only("persister", run_cluster_persister),
+        _persister,
     ),
     "notifier": (
         "a cluster's push notifier: pushes for the shards it leases (needs HUBBUB_NATS_URL)",
-        _cluster_only("notifier", run_cluster_notifier),
+        _notifier,
     ),
 }
+
+
+def _imported(role: Role, settings: Settings) -> Runner:
+    """``role``'s runner, its modules imported with the cyclic garbage collector off.
+
+    An import allocates objects that live as long as the process (classes, functions, module
+    dicts): the collector's passes over them meanwhile find nothing to free and cost a role's
+    start-up about a tenth of its import time.
+    """
+    gc.disable()
+    try:
+        return role(settings)
+    finally:
+        gc.enable()
 
 
 def _settings_help() -> str:
@@ -126,6 +162,8 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``hubbub`` command."""
     args, rest = _parser().parse_known_args(argv)
     if args.command == "chat":
+        from client import chat  # noqa: PLC0415 - the chat client's imports only for `hubbub chat`
+
         return chat.main(rest)
     if rest:
         _parser().error(f"unrecognized arguments: {' '.join(rest)}")
@@ -135,8 +173,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"hubbub: {exc}", file=sys.stderr)  # noqa: T201
         return 2
     configure_logging(settings.log_level)
-    _, run = _COMMANDS[args.command]
+    _, role = _COMMANDS[args.command]
     try:
+        run = _imported(role, settings)
         _check_sqlite_file(settings)
         with asyncio.Runner(loop_factory=_event_loop_factory()) as runner:
             runner.run(run(settings))
@@ -184,6 +223,11 @@ def _only_failure(exc: BaseException) -> BaseException:
 
 def _environment_failure(exc: BaseException, settings: Settings) -> str | None:
     """One line for a failure of the surroundings (files, database, ports, NATS); ``None`` for a bug."""
+    # Imported here, on the way out: only a cluster role raises these, and it has loaded them.
+    from nats.errors import Error as NatsError  # noqa: PLC0415
+
+    from cluster.connection import ClusterConfigError  # noqa: PLC0415
+
     exc = _only_failure(exc)
     if isinstance(exc, NatsError | ClusterConfigError):
         servers = settings.nats_url or "(none)"

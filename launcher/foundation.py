@@ -44,12 +44,13 @@ async def foundation(settings: Settings, *, node_id: int | None = None) -> Async
     ``node_id`` (default ``settings.node_id``) goes into every Snowflake id this process makes.
     """
     tokens = TokenCodec(resolve_secret(settings), access_ttl_s=settings.access_token_ttl_s)
-    engine = create_engine(settings.resolved_database_url)
+    url, busy_s = settings.resolved_database_url, settings.sqlite_busy_timeout_s
+    engine = create_engine(url, sqlite_busy_timeout_s=busy_s)
     # History gets a pool of its own: a request holding an account-store session that reads
     # history (sync, badges) would otherwise need a second connection from the same pool, and
     # a burst of them (devices syncing after a node's failover) holds every connection while
     # waiting for one more. An in-memory SQLite database exists once per engine: it shares.
-    history_engine = engine if is_in_memory(engine) else create_engine(settings.resolved_database_url)
+    history_engine = engine if is_in_memory(engine) else create_engine(url, sqlite_busy_timeout_s=busy_s)
     reads = StatementReads(engine)
     try:
         await migrate(engine)

@@ -10,6 +10,7 @@ and both sides wait out each other's brief write locks. ``message_committer`` is
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import sys
 from collections.abc import Mapping, Sequence
@@ -27,6 +28,7 @@ from persister.commit_process import ProcessCommitter
 from persister.sql_commit import Committer, EngineCommitter
 
 __all__ = [
+    "SQLITE_BUSY_TIMEOUT_S",
     "Read",
     "StatementReads",
     "autocommit_reads",
@@ -57,7 +59,11 @@ Read = Select[*tuple[Any, ...]] | CompoundSelect[*tuple[Any, ...]]
 """What ``StatementReads`` runs: one SELECT (or a compound of them)."""
 
 
-def _sqlite_pragmas(dbapi_connection: DBAPIConnection, _record: object) -> None:
+SQLITE_BUSY_TIMEOUT_S = 5.0
+"""How long a SQLite write waits out another connection's lock before it fails (the default)."""
+
+
+def _sqlite_pragmas(busy_timeout_s: float, dbapi_connection: DBAPIConnection, _record: object) -> None:
     # A new file's pages are 2 KiB, not 4: each commit rewrites every index leaf it touched (about
     # 150 at once under load, whatever its rows), so smaller leaves halve the WAL a message costs
     # (~3.2 -> ~1.4 KB) and cut the writer's CPU per message by ~3 µs. Only a file without tables
@@ -68,7 +74,7 @@ def _sqlite_pragmas(dbapi_connection: DBAPIConnection, _record: object) -> None:
     cursor.execute("PRAGMA page_size=2048")
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.execute(f"PRAGMA busy_timeout={round(busy_timeout_s * 1000)}")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
 
@@ -89,8 +95,11 @@ def _ping_on_checkout(dbapi_connection: DBAPIConnection, _record: object, _proxy
         raise InvalidatePoolError(f"pinging a pooled connection failed: {exc!r}") from exc
 
 
-def create_engine(url: str) -> AsyncEngine:
-    """An async engine for ``url``, with SQLite made fit for concurrent use."""
+def create_engine(url: str, *, sqlite_busy_timeout_s: float = SQLITE_BUSY_TIMEOUT_S) -> AsyncEngine:
+    """An async engine for ``url``, with SQLite made fit for concurrent use.
+
+    ``sqlite_busy_timeout_s``: how long a SQLite write waits for another's lock before it fails.
+    """
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
         engine = create_async_engine(url, pool_size=10, max_overflow=20)
@@ -100,7 +109,7 @@ def create_engine(url: str) -> AsyncEngine:
     if path is not None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
     engine = create_async_engine(url)
-    event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+    event.listen(engine.sync_engine, "connect", functools.partial(_sqlite_pragmas, sqlite_busy_timeout_s))
     return engine
 
 
@@ -251,8 +260,8 @@ def _sqlite_file(url: URL) -> str | None:
     return url.database
 
 
-def sqlite_writer_engine(path: str) -> sqlalchemy.Engine:
+def sqlite_writer_engine(path: str, *, busy_timeout_s: float = SQLITE_BUSY_TIMEOUT_S) -> sqlalchemy.Engine:
     """The writer process's synchronous engine on the SQLite file at ``path``."""
     engine = sqlalchemy.create_engine(make_url("sqlite://").set(database=path))
-    event.listen(engine, "connect", _sqlite_pragmas)
+    event.listen(engine, "connect", functools.partial(_sqlite_pragmas, busy_timeout_s))
     return engine

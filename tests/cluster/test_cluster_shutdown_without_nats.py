@@ -7,10 +7,14 @@ connection. A node stopping without NATS can neither deregister nor release its 
 run out by their TTL, which the design allows), but it must exit, cleanly (0), with one warning
 that NATS was not there to hear it.
 
-Each process here (a broker and a persister) runs against NATS servers of their own, so killing
-them hurts no other test. Three moments: SIGTERM at once after the kill, once the node has
-logged that it is reconnecting, and just before the kill; and, for contrast, a stop with NATS up:
-the leases are released and nothing is said of NATS.
+Each process here (a broker and a persister) runs against a NATS server of their own, so killing
+it hurts no other test: one server, its streams and buckets of one replica, since what is under
+test is a node whose every NATS server is gone (a cluster of three all killed is the same to it),
+and one server with single replicas starts the nodes seconds sooner than three.
+
+Three moments: SIGTERM at once after the kill, once the node has logged that it is reconnecting,
+and just before the kill; and, for contrast, a stop with NATS up: the leases are released and
+nothing is said of NATS.
 """
 
 from __future__ import annotations
@@ -38,8 +42,8 @@ _RECONNECTING = "lost; reconnecting"
 
 @pytest.fixture
 def own_nats(tmp_path: Path) -> Iterator[NatsCluster]:
-    """Three NATS servers for this test alone (they get killed)."""
-    nats = start_nats(tmp_path / "nats", size=3)
+    """A NATS server for this test alone (it gets killed)."""
+    nats = start_nats(tmp_path / "nats", size=1)
     yield nats
     nats.stop()
 
@@ -53,7 +57,7 @@ def nodes(tmp_path: Path, own_nats: NatsCluster, postgres: PostgresServer) -> It
         nats_url=own_nats.url,
         database_url=database_url,
         plan=_PLAN,
-        env={"HUBBUB_CONNECT_TIMEOUT_S": "2"} | CHEAP_PASSWORD_HASH,
+        env={"HUBBUB_CONNECT_TIMEOUT_S": "2", "HUBBUB_NATS_REPLICAS": "1"} | CHEAP_PASSWORD_HASH,
     )
     processes.start()
     yield processes

@@ -30,8 +30,11 @@ from tests.support.mqtt import WAIT_S, Device
 from tests.support.platform import Platform, start_platform
 from tests.support.postgres import PostgresServer
 
-# The writer waits out SQLite's busy timeout (5 s) before a commit fails.
+# The writer waits out SQLite's busy timeout (5 s by default) before a commit fails.
 _FAILURE_WAIT_S = WAIT_S + 10
+# A SQLite write waits this long for the lock before it fails (HUBBUB_SQLITE_BUSY_TIMEOUT_S): the
+# refused writes fail sooner than at the default's 5 s each, and the same.
+_SQLITE_BUSY_TIMEOUT_S = "1"
 
 
 Refusal = Callable[[], AbstractContextManager[None]]
@@ -73,7 +76,7 @@ def _postgres_read_only(server: PostgresServer, database: str) -> Iterator[None]
 def refusing(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Platform, Refusal]]:
     """A platform of its own (the shared ones must never refuse writes), and how to make it."""
     if request.param == "sqlite":
-        running = start_platform(tmp_path)
+        running = start_platform(tmp_path, extra_env={"HUBBUB_SQLITE_BUSY_TIMEOUT_S": _SQLITE_BUSY_TIMEOUT_S})
         refusal: Refusal = lambda: _sqlite_locked(running.data_dir / "hubbub.db")  # noqa: E731
     else:
         server: PostgresServer = request.getfixturevalue("postgres")
