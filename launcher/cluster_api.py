@@ -21,7 +21,8 @@ import logging
 
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from api import BrokerEndpoint, SqlDirectory, create_app
+from api import BrokerEndpoint, SqlDirectory
+from api.app import create_app
 from cluster.accepted import NatsAcceptedLog, ensure_accepted_stream
 from cluster.committed import ReplyListener
 from cluster.inbox import NatsInboxes, follow_membership_changes

@@ -18,7 +18,8 @@ from starlette.applications import Starlette
 from starlette.routing import WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
-from api import BrokerEndpoint, SqlDeviceSessions, SqlDirectory, SqlPushDirectory, create_app
+from api import BrokerEndpoint, SqlDeviceSessions, SqlDirectory, SqlPushDirectory
+from api.app import create_app
 from broker_plugins import HubbubBroker, WebSocketBridge
 from config import Settings
 from hubbub.envelope import CommitResult
