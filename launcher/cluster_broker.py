@@ -10,7 +10,8 @@ One broker node is composed of:
   NATS) and ``NodePresence`` (devices reported to their shard's presence writer, decisions applied
   to the retained ``presence/{uid}`` topics);
 - the presence writers of the user shards this node leases (group ``presence``);
-- ``hubbub.device.ended`` and ``hubbub.membership.changed`` (``NodeInbox``);
+- ``hubbub.device.ended`` and ``hubbub.membership.changed`` (``NodeInbox``), and after each
+  reconnect of its NATS connection every cached membership forgotten (the gap lost the changes);
 - after each reconnect of its NATS connection, a ``resync`` event to its devices (``InboxResync``);
 - the registry heartbeat with its endpoints and connection count.
 
@@ -32,7 +33,7 @@ from starlette.routing import WebSocketRoute
 from api import SqlDeviceSessions, SqlDirectory
 from broker_plugins import HubbubBroker, WebSocketBridge
 from cluster.accepted import NatsAcceptedLog, ensure_accepted_stream
-from cluster.inbox import NatsInboxes
+from cluster.inbox import NatsInboxes, forget_memberships_on_reconnect
 from cluster.inbox_resync import InboxResync
 from cluster.node_inbox import NodeConnections, NodeDeviceEvents, NodeInbox
 from cluster.presence_node import NodePresence
@@ -112,6 +113,7 @@ async def _broker_node(core: Foundation, node: ClusterNode) -> AsyncIterator[Hub
     )
     live = signed_in.forget_on_end(messaging)
     node_inbox = NodeInbox(connection.client, broker, live=live, forget=messaging.membership_changed)
+    forget_memberships_on_reconnect(connection.state, messaging.memberships_lost)
     resync = InboxResync(connection.state, node_inbox, broker, rate=settings.resync_users_per_second)
     last_active = LastActiveWriter(directory)
 
