@@ -10,8 +10,8 @@ One broker node is composed of:
   NATS) and ``NodePresence`` (devices reported to their shard's presence writer, decisions applied
   to the retained ``presence/{uid}`` topics);
 - the presence writers of the user shards this node leases (group ``presence``);
-- ``hubbub.device.ended`` and ``hubbub.membership.changed`` (``NodeInbox``), and after each
-  reconnect of its NATS connection every cached membership forgotten (the gap lost the changes);
+- ``hubbub.device.ended`` and ``hubbub.membership.changed`` (``NodeInbox``), and what a NATS gap
+  lost of them: every cached membership forgotten, every device here checked against the store;
 - after each reconnect of its NATS connection, a ``resync`` event to its devices (``InboxResync``);
 - the registry heartbeat with its endpoints and connection count.
 
@@ -20,6 +20,7 @@ Persisting and pushing are other processes' (``hubbub persister``, ``hubbub noti
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -39,6 +40,7 @@ from cluster.node_inbox import NodeConnections, NodeDeviceEvents, NodeInbox
 from cluster.presence_node import NodePresence
 from cluster.presence_writer import PresenceWriters, open_presence_leases
 from cluster.registry import Endpoints
+from cluster.session_recheck import SessionRecheck
 from config import Settings
 from hubbub.presence import Publish
 from hubbub.sessions import SignedInDevices
@@ -59,6 +61,15 @@ _LAST_ACTIVE_FLUSH_S = 10.0
 
 def _connections(broker: HubbubBroker) -> int:
     return sum(1 for session in broker.sessions.values() if session.handler is not None)
+
+
+def _devices(broker: HubbubBroker) -> list[tuple[int, str]]:
+    """(user id, device id) of every device connected to this node (services are not devices)."""
+    return [
+        (session.user_id, session.client_id)
+        for session in broker.sessions.values()
+        if session.handler is not None and session.user_id is not None
+    ]
 
 
 @dataclass(eq=False)  # registered by identity
@@ -115,6 +126,14 @@ async def _broker_node(core: Foundation, node: ClusterNode) -> AsyncIterator[Hub
     node_inbox = NodeInbox(connection.client, broker, live=live, forget=messaging.membership_changed)
     forget_memberships_on_reconnect(connection.state, messaging.memberships_lost)
     resync = InboxResync(connection.state, node_inbox, broker, rate=settings.resync_users_per_second)
+    recheck = SessionRecheck(
+        connection.state,
+        lambda: _devices(broker),
+        signed_in,
+        signed_in.forget_all,
+        live,
+        rate=settings.resync_users_per_second,
+    )
     last_active = LastActiveWriter(directory)
 
     def decider(publish: Publish) -> PresenceTracker:
@@ -141,11 +160,13 @@ async def _broker_node(core: Foundation, node: ClusterNode) -> AsyncIterator[Hub
         await node_inbox.start()
         await writers.start()
         resync.start()
+        recheck.start()
         node.collector.leases["presence"] = writers.leases
         node.supervisor.watch("presence-mirror", running=lambda: mirror.running)
         node.supervisor.watch("presence-reports", running=lambda: presence.running)
         node.supervisor.watch("presence-writers", running=lambda: writers.running)
         node.supervisor.watch("inbox-resync", running=lambda: resync.running)
+        node.supervisor.watch("session-recheck", running=lambda: recheck.running)
         node.metrics.register(broker.collector())
         node.metrics.register(_ResyncCollector(node.name, resync))
         node.collector.connections = lambda: _connections(broker)
@@ -158,7 +179,7 @@ async def _broker_node(core: Foundation, node: ClusterNode) -> AsyncIterator[Hub
         await node.leave("releasing the presence leases", writers.stop, lambda: writers.stop(release=False))
         await broker.shutdown()
         await messaging.close()
-        await resync.stop()
+        await asyncio.gather(resync.stop(), recheck.stop())
         await node_inbox.close()
         await presence.close()
         await mirror.stop()

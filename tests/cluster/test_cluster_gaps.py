@@ -18,8 +18,10 @@ import pytest
 
 from launcher.devcluster import HubbubProcess
 from tests.cluster.relay import Relay, relayed_broker
+from tests.support.api import ApiClient, Login
 from tests.support.chat import expect_event
 from tests.support.cluster import OUTCOME_S, ClusterClients, HubbubCluster
+from tests.support.mqtt import WAIT_S, Device
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -65,3 +67,39 @@ def test_a_member_removed_during_the_gap_may_not_send_after_it(
     pending = bob.send(group, "after the removal")
     error = expect_event(bob, "error", lambda event: event["cmid"] == pending.cmid)
     assert error["code"] == "not_member"
+
+
+def _device(broker: HubbubProcess, login: Login) -> Device:
+    host, port = broker.ready.mqtt
+    return Device(
+        host=host, port=port, client_id=login.device_id, username=login.user_id, password=login.access_token
+    )
+
+
+def test_a_device_signed_out_during_the_gap_is_closed_and_refused_after_it(
+    cluster: HubbubCluster, relay: Relay, node: HubbubProcess
+) -> None:
+    api = ApiClient(cluster.api_url)
+    phone = api.new_user("gaps")
+    laptop = api.login(phone.username)
+    phone_device, laptop_device = _device(node, phone), _device(node, laptop)
+    try:
+        assert phone_device.connect() == 0
+        assert laptop_device.connect() == 0
+        relay.black_out()
+        assert api.http.post("/v1/auth/logout", headers=phone.headers).status_code == 204
+        assert relay.dark_connections(), "the node left the blackout by itself before the logout"
+        assert not phone_device.disconnected.is_set()
+        relay.cut()
+
+        assert phone_device.disconnected.wait(WAIT_S), "the device signed out in the gap is still connected"
+        again = _device(node, phone)
+        try:
+            assert again.connect() == NOT_AUTHORIZED
+        finally:
+            again.close()
+        assert not laptop_device.disconnected.is_set()  # checked in the same slice, still signed in
+    finally:
+        phone_device.close()
+        laptop_device.close()
+        api.close()

@@ -13,8 +13,10 @@ from collections.abc import AsyncIterator, Mapping
 
 import pytest
 
-from cluster.connection import ClusterConnection, NatsOptions
+from cluster.connection import ClusterConnection, ConnectionState, NatsOptions
 from cluster.inbox import forget_memberships_on_reconnect
+from cluster.session_recheck import SessionRecheck
+from hubbub.sessions import DeviceEnded
 from messaging import LoopClock
 from messaging.membership import UNKNOWN, MembershipCache
 from tests.cluster.relay import Relay
@@ -86,3 +88,64 @@ async def test_every_cached_membership_is_forgotten_on_a_reconnect_and_after_it_
     await asyncio.wait_for(settled.wait(), 30)
     assert await cache.members(_GROUP) == frozenset()
     assert directory.reads == 3
+
+
+class _Store:
+    """The account store's answers: every device signed in but ``ended``."""
+
+    def __init__(self, ended: set[str]) -> None:
+        self.ended = ended
+        self.asked: list[str] = []
+
+    def is_signed_in(self, user_id: int, device_id: str) -> asyncio.Future[bool]:
+        del user_id
+        self.asked.append(device_id)
+        answer: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        answer.set_result(device_id not in self.ended)
+        return answer
+
+
+class _Live:
+    """The node's connections: records what was ended, and says when ``expected`` were."""
+
+    def __init__(self, expected: int) -> None:
+        self.ended: list[str] = []
+        self._expected = expected
+        self.done = asyncio.Event()
+
+    async def end_device(self, ended: DeviceEnded) -> None:
+        self.ended.append(ended.device_id)
+        if len(self.ended) == self._expected:
+            self.done.set()
+
+
+async def _no_pause(_seconds: float) -> None:
+    return None
+
+
+async def test_a_reconnect_forgets_the_sign_ins_and_ends_the_devices_the_store_no_longer_holds() -> None:
+    state = ConnectionState(connected=True)
+    devices = [(1, "a"), (2, "b"), (3, "c"), (3, "d")]
+    store = _Store(ended={"b", "d"})
+    live = _Live(expected=2)
+    forgets = 0
+
+    def forget_all() -> None:
+        nonlocal forgets
+        forgets += 1
+
+    recheck = SessionRecheck(
+        state, lambda: devices, store, forget_all, live, rate=40.0, tick_s=0.05, pause=_no_pause
+    )
+    recheck.start()
+    try:
+        state.reconnected()
+        assert forgets == 1  # at once: a CONNECT from now on asks the store
+        await state.changed()
+        await asyncio.wait_for(live.done.wait(), 30)
+        assert live.ended == ["b", "d"]
+        assert sorted(store.asked) == ["a", "b", "c", "d"]
+        assert forgets == 2
+        assert recheck.rounds == 1
+    finally:
+        await recheck.stop()
