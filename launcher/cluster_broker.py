@@ -74,10 +74,11 @@ def _devices(broker: HubbubBroker) -> list[tuple[int, str]]:
 
 @dataclass(eq=False)  # registered by identity
 class _ResyncCollector(Collector):
-    """``/metrics`` of the node's resyncs: rounds begun, users told, users still owed."""
+    """``/metrics`` of the node's resyncs (rounds begun, users told, users still owed) and rechecks."""
 
     node: str
     resync: InboxResync
+    recheck: SessionRecheck
 
     def collect(self) -> Iterator[Metric]:
         """The three figures, read when ``/metrics`` is scraped."""
@@ -91,7 +92,19 @@ class _ResyncCollector(Collector):
         told.add_metric([self.node], self.resync.told)
         owed = GaugeMetricFamily("hubbub_inbox_resync_owed", "Users still to be told.", labels=["node"])
         owed.add_metric([self.node], self.resync.owed)
-        yield from (rounds, told, owed)
+        checked = CounterMetricFamily(
+            "hubbub_session_recheck_checked",
+            "Devices here checked against the account store after a NATS reconnect.",
+            labels=["node"],
+        )
+        checked.add_metric([self.node], self.recheck.checked)
+        ended = CounterMetricFamily(
+            "hubbub_session_recheck_ended",
+            "Devices closed by those checks: signed out while NATS was out of reach.",
+            labels=["node"],
+        )
+        ended.add_metric([self.node], self.recheck.ended)
+        yield from (rounds, told, owed, checked, ended)
 
 
 @asynccontextmanager
@@ -168,7 +181,7 @@ async def _broker_node(core: Foundation, node: ClusterNode) -> AsyncIterator[Hub
         node.supervisor.watch("inbox-resync", running=lambda: resync.running)
         node.supervisor.watch("session-recheck", running=lambda: recheck.running)
         node.metrics.register(broker.collector())
-        node.metrics.register(_ResyncCollector(node.name, resync))
+        node.metrics.register(_ResyncCollector(node.name, resync, recheck))
         node.collector.connections = lambda: _connections(broker)
         node.collector.deliveries = lambda: node_inbox.counts.delivered
         await broker.start(events=NodeDeviceEvents(messaging, node_inbox))

@@ -11,6 +11,7 @@ against the store again, ``cluster/session_recheck.py``).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -99,6 +100,10 @@ def test_a_device_signed_out_during_the_gap_is_closed_and_refused_after_it(
         finally:
             again.close()
         assert not laptop_device.disconnected.is_set()  # checked in the same slice, still signed in
+        metrics = cluster.metrics(node)
+        assert re.search(
+            r'^hubbub_session_recheck_ended_total\{node="broker-gaps"\} 1\.0$', metrics, re.MULTILINE
+        )
     finally:
         phone_device.close()
         laptop_device.close()
