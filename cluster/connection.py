@@ -70,6 +70,25 @@ class ConnectionState:
     closing: bool = False
     closed: bool = False
     _changed: asyncio.Condition = field(default_factory=asyncio.Condition, repr=False)
+    _on_reconnect: list[Callable[[], None]] = field(default_factory=list, repr=False)
+
+    def on_reconnect(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` after every reconnect, within nats-py's reconnected callback.
+
+        For what must not wait for a task's turn, like forgetting a cache whose invalidations
+        the gap may have lost: nothing read after the reconnect comes from the stale cache.
+        """
+        self._on_reconnect.append(callback)
+
+    def reconnected(self) -> None:
+        """Count a reconnect and run the ``on_reconnect`` callbacks (one failing stops no other)."""
+        self.connected = True
+        self.reconnects += 1
+        for callback in self._on_reconnect:
+            try:
+                callback()
+            except Exception:
+                logger.exception("a reconnect callback failed")
 
     async def changed(self) -> None:
         """Wake whoever waits in ``wait_for``."""
@@ -108,8 +127,7 @@ class ClusterConnection:
             await state.changed()
 
         async def reconnected() -> None:
-            state.connected = True
-            state.reconnects += 1
+            state.reconnected()
             logger.info("NATS connection %s re-established to %s", options.name, client.connected_url)
             await state.changed()
 

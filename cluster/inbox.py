@@ -8,7 +8,9 @@ membership changes (``hubbub.stores.InboxPublisher``) and ended devices
 wire, to the nodes that subscribed because they hold one of the user's devices
 (``cluster.node_inbox``). ``only_device`` / ``skip_device`` travel as headers; an event without
 them carries no header block at all. ``follow_membership_changes`` is the other end of
-``membership_changed``, for any process that caches members (broker nodes, persisters).
+``membership_changed``, for any process that caches members (broker nodes, persisters, notifiers,
+API nodes), and ``forget_memberships_on_reconnect`` goes with it: a change published while the
+process's connection was down is lost (core NATS), so every reconnect forgets the whole cache.
 
 ``to_inbox`` must not wait (the fan-out calls it once per recipient, and the MQTT server's own
 ``to_inbox`` never waits), while nats-py publishes with a coroutine. So events go to an outbox
@@ -31,6 +33,8 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.errors import Error as NatsError
 
+from cluster.connection import ConnectionState
+from cluster.inbox_resync import RESYNC_SETTLE_S
 from hubbub import subjects
 from hubbub.sessions import DeviceEnded
 
@@ -38,6 +42,7 @@ __all__ = [
     "OUTBOX_LIMIT",
     "NatsInboxes",
     "follow_membership_changes",
+    "forget_memberships_on_reconnect",
     "membership_payload",
     "parse_membership",
 ]
@@ -79,6 +84,26 @@ async def follow_membership_changes(client: Client, forget: Callable[[int], None
     subscription = await client.subscribe(subjects.membership_changed(), cb=changed)
     await client.flush()
     return subscription
+
+
+def forget_memberships_on_reconnect(
+    state: ConnectionState, forget_all: Callable[[], None], *, settle_s: float = RESYNC_SETTLE_S
+) -> None:
+    """Call ``forget_all()`` after every reconnect of ``state``'s connection, and ``settle_s`` later.
+
+    The changes published while the connection was down never arrive, and a member removed then
+    would stay cached (for the membership TTL: still sent to, or still allowed to send). At once,
+    inside the reconnect's callback, so no lookup after the reconnect reads the stale cache; and
+    again once the cluster's other NATS servers have surely learnt the process's subscriptions
+    again (a change published through one of them in between is lost too, like an inbox event:
+    ``cluster.inbox_resync``). Each forget costs one directory read per conversation in use.
+    """
+
+    def reconnected() -> None:
+        forget_all()
+        asyncio.get_running_loop().call_later(settle_s, forget_all)
+
+    state.on_reconnect(reconnected)
 
 
 class NatsInboxes:

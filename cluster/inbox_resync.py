@@ -46,7 +46,7 @@ from hubbub import cancelling
 from hubbub.connections import Inboxes
 from hubbub.events import resync_event
 
-__all__ = ["RESYNC_SETTLE_S", "HeldUsers", "InboxResync"]
+__all__ = ["RESYNC_SETTLE_S", "HeldUsers", "InboxResync", "reconnected_since"]
 
 logger = logging.getLogger(__name__)
 
@@ -128,7 +128,7 @@ class InboxResync:
     async def _run(self, seen: int) -> None:
         state = self._state
         while True:
-            await state.wait_for(functools.partial(_reconnected_since, seen))
+            await state.wait_for(functools.partial(reconnected_since, seen))
             seen = state.reconnects
             for user_id in self._users.held_users():
                 self._owed.setdefault(user_id)  # one still owed keeps its place, ahead of the rest
@@ -154,7 +154,8 @@ class InboxResync:
         logger.info("resync round %d done: %d users told in all", self.rounds, self.told)
 
 
-def _reconnected_since(seen: int, state: ConnectionState) -> bool:
+def reconnected_since(seen: int, state: ConnectionState) -> bool:
+    """Whether ``state``'s connection reconnected since it had ``seen`` reconnects (for ``wait_for``)."""
     return state.reconnects != seen
 
 

@@ -175,6 +175,10 @@ class SignedInDevices:
         """``live``, forgetting each ended device here first (so its next CONNECT asks the store)."""
         return _ForgetOnEnd(self, live)
 
+    def forget_all(self) -> None:
+        """Forget every remembered device: an end may have been missed (a cluster's NATS gap)."""
+        self._known.clear()
+
 
 class _ForgetOnEnd:
     """``LiveConnections`` that forgets the device in ``SignedInDevices`` before closing it."""

@@ -25,7 +25,7 @@ from api import BrokerEndpoint, SqlDirectory
 from api.app import create_app
 from cluster.accepted import NatsAcceptedLog, ensure_accepted_stream
 from cluster.committed import ReplyListener
-from cluster.inbox import NatsInboxes, follow_membership_changes
+from cluster.inbox import NatsInboxes, follow_membership_changes, forget_memberships_on_reconnect
 from cluster.registry import Endpoints, NodeDirectory
 from config import Settings
 from hubbub import subjects
@@ -122,6 +122,7 @@ async def run_cluster_api(settings: Settings) -> None:
         await follow_membership_changes(
             connection.client, messaging.membership_changed
         )  # its own ingest's cache
+        forget_memberships_on_reconnect(connection.state, messaging.memberships_lost)
         replies = ReplyListener(connection.client, node.name, messaging.commit_replied)
         await replies.start()
         sock = bind_socket(settings.bind, settings.http_port)

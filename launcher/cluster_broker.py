@@ -10,7 +10,8 @@ One broker node is composed of:
   NATS) and ``NodePresence`` (devices reported to their shard's presence writer, decisions applied
   to the retained ``presence/{uid}`` topics);
 - the presence writers of the user shards this node leases (group ``presence``);
-- ``hubbub.device.ended`` and ``hubbub.membership.changed`` (``NodeInbox``);
+- ``hubbub.device.ended`` and ``hubbub.membership.changed`` (``NodeInbox``), and what a NATS gap
+  lost of them: every cached membership forgotten, every device here checked against the store;
 - after each reconnect of its NATS connection, a ``resync`` event to its devices (``InboxResync``);
 - the registry heartbeat with its endpoints and connection count.
 
@@ -19,6 +20,7 @@ Persisting and pushing are other processes' (``hubbub persister``, ``hubbub noti
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -32,12 +34,13 @@ from starlette.routing import WebSocketRoute
 from api import SqlDeviceSessions, SqlDirectory
 from broker_plugins import HubbubBroker, WebSocketBridge
 from cluster.accepted import NatsAcceptedLog, ensure_accepted_stream
-from cluster.inbox import NatsInboxes
+from cluster.inbox import NatsInboxes, forget_memberships_on_reconnect
 from cluster.inbox_resync import InboxResync
 from cluster.node_inbox import NodeConnections, NodeDeviceEvents, NodeInbox
 from cluster.presence_node import NodePresence
 from cluster.presence_writer import PresenceWriters, open_presence_leases
 from cluster.registry import Endpoints
+from cluster.session_recheck import SessionRecheck
 from config import Settings
 from hubbub.presence import Publish
 from hubbub.sessions import SignedInDevices
@@ -60,12 +63,22 @@ def _connections(broker: HubbubBroker) -> int:
     return sum(1 for session in broker.sessions.values() if session.handler is not None)
 
 
+def _devices(broker: HubbubBroker) -> list[tuple[int, str]]:
+    """(user id, device id) of every device connected to this node (services are not devices)."""
+    return [
+        (session.user_id, session.client_id)
+        for session in broker.sessions.values()
+        if session.handler is not None and session.user_id is not None
+    ]
+
+
 @dataclass(eq=False)  # registered by identity
 class _ResyncCollector(Collector):
-    """``/metrics`` of the node's resyncs: rounds begun, users told, users still owed."""
+    """``/metrics`` of the node's resyncs (rounds begun, users told, users still owed) and rechecks."""
 
     node: str
     resync: InboxResync
+    recheck: SessionRecheck
 
     def collect(self) -> Iterator[Metric]:
         """The three figures, read when ``/metrics`` is scraped."""
@@ -79,7 +92,19 @@ class _ResyncCollector(Collector):
         told.add_metric([self.node], self.resync.told)
         owed = GaugeMetricFamily("hubbub_inbox_resync_owed", "Users still to be told.", labels=["node"])
         owed.add_metric([self.node], self.resync.owed)
-        yield from (rounds, told, owed)
+        checked = CounterMetricFamily(
+            "hubbub_session_recheck_checked",
+            "Devices here checked against the account store after a NATS reconnect.",
+            labels=["node"],
+        )
+        checked.add_metric([self.node], self.recheck.checked)
+        ended = CounterMetricFamily(
+            "hubbub_session_recheck_ended",
+            "Devices closed by those checks: signed out while NATS was out of reach.",
+            labels=["node"],
+        )
+        ended.add_metric([self.node], self.recheck.ended)
+        yield from (rounds, told, owed, checked, ended)
 
 
 @asynccontextmanager
@@ -112,7 +137,16 @@ async def _broker_node(core: Foundation, node: ClusterNode) -> AsyncIterator[Hub
     )
     live = signed_in.forget_on_end(messaging)
     node_inbox = NodeInbox(connection.client, broker, live=live, forget=messaging.membership_changed)
+    forget_memberships_on_reconnect(connection.state, messaging.memberships_lost)
     resync = InboxResync(connection.state, node_inbox, broker, rate=settings.resync_users_per_second)
+    recheck = SessionRecheck(
+        connection.state,
+        lambda: _devices(broker),
+        signed_in,
+        signed_in.forget_all,
+        live,
+        rate=settings.resync_users_per_second,
+    )
     last_active = LastActiveWriter(directory)
 
     def decider(publish: Publish) -> PresenceTracker:
@@ -139,13 +173,15 @@ async def _broker_node(core: Foundation, node: ClusterNode) -> AsyncIterator[Hub
         await node_inbox.start()
         await writers.start()
         resync.start()
+        recheck.start()
         node.collector.leases["presence"] = writers.leases
         node.supervisor.watch("presence-mirror", running=lambda: mirror.running)
         node.supervisor.watch("presence-reports", running=lambda: presence.running)
         node.supervisor.watch("presence-writers", running=lambda: writers.running)
         node.supervisor.watch("inbox-resync", running=lambda: resync.running)
+        node.supervisor.watch("session-recheck", running=lambda: recheck.running)
         node.metrics.register(broker.collector())
-        node.metrics.register(_ResyncCollector(node.name, resync))
+        node.metrics.register(_ResyncCollector(node.name, resync, recheck))
         node.collector.connections = lambda: _connections(broker)
         node.collector.deliveries = lambda: node_inbox.counts.delivered
         await broker.start(events=NodeDeviceEvents(messaging, node_inbox))
@@ -156,7 +192,7 @@ async def _broker_node(core: Foundation, node: ClusterNode) -> AsyncIterator[Hub
         await node.leave("releasing the presence leases", writers.stop, lambda: writers.stop(release=False))
         await broker.shutdown()
         await messaging.close()
-        await resync.stop()
+        await asyncio.gather(resync.stop(), recheck.stop())
         await node_inbox.close()
         await presence.close()
         await mirror.stop()

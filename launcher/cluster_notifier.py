@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from api import SqlDirectory, SqlPushDirectory
 from cluster.committed import ensure_committed_stream
-from cluster.inbox import NatsInboxes, follow_membership_changes
+from cluster.inbox import NatsInboxes, follow_membership_changes, forget_memberships_on_reconnect
 from cluster.push_feed import LEASE_GROUP, NatsCommittedFeed
 from config import Settings
 from hubbub import subjects
@@ -51,6 +51,7 @@ async def run_cluster_notifier(settings: Settings) -> None:
         directory = SqlDirectory(sessions)
         membership = MembershipCache(directory, LoopClock(), ingest_limits(settings).membership_ttl_s)
         await follow_membership_changes(connection.client, membership.forget)
+        forget_memberships_on_reconnect(connection.state, membership.forget_all)
         mirror = await presence_mirror(connection, settings, directory)
         inboxes = NatsInboxes(connection.client)
         vapid = await retrying("sharing the VAPID key", lambda: shared_vapid_key(connection.js, settings))

@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from api import SqlDirectory
 from cluster.accepted import ensure_accepted_stream
 from cluster.committed import CommitReplier, CommittedPublisher, ensure_committed_stream
-from cluster.inbox import NatsInboxes, follow_membership_changes
+from cluster.inbox import NatsInboxes, follow_membership_changes, forget_memberships_on_reconnect
 from cluster.intake import ShardIntake
 from config import Settings
 from hubbub import subjects
@@ -58,6 +58,7 @@ async def run_cluster_persister(settings: Settings) -> None:
             SqlDirectory(sessions), LoopClock(), ingest_limits(settings).membership_ttl_s
         )
         await follow_membership_changes(connection.client, membership.forget)
+        forget_memberships_on_reconnect(connection.state, membership.forget_all)
         inboxes = NatsInboxes(connection.client)
         committed = CommittedPublisher(connection.js, shards)
         intake = ShardIntake(

@@ -214,3 +214,7 @@ class MessagingCore:
         """Stop deciding presence and store the last activity still pending (at shutdown)."""
         self._closed = True
         await self._presence.close()
+
+    def memberships_lost(self) -> None:
+        """Forget every cached membership: changes may have been missed (a cluster's NATS gap)."""
+        self._membership.forget_all()

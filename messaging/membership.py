@@ -61,3 +61,7 @@ class MembershipCache:
     def forget(self, conversation_id: int) -> None:
         """Drop the cached members of ``conversation_id``: they changed."""
         self._members.pop(conversation_id, None)
+
+    def forget_all(self) -> None:
+        """Drop every cached membership: changes may have been missed (a cluster's NATS gap)."""
+        self._members.clear()

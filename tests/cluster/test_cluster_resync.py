@@ -1,7 +1,7 @@
 """A broker node's link to NATS blacks out under it: its devices still get what the gap lost.
 
 The node under test is a third broker started here whose NATS connection goes through a TCP
-relay (``_Relay``) the test controls: a blackout drops every byte both ways while both sockets
+relay (``tests.cluster.relay``) the test controls: a blackout drops every byte both ways while both sockets
 stay open, as a network blip does, so the server goes on sending the node its users' events into
 the void. The relay answers the node's PINGs meanwhile, so the node notices nothing however long
 the test's work in the gap takes on a loaded machine (unanswered, two PINGs would end it: 10-15 s).
@@ -15,10 +15,7 @@ the presence bucket, so the watcher sees the change the gap had hidden.
 
 from __future__ import annotations
 
-import contextlib
 import re
-import socket
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,6 +24,7 @@ import pytest
 
 from client import HubbubClient
 from launcher.devcluster import HubbubProcess
+from tests.cluster.relay import Relay, relayed_broker
 from tests.support.chat import direct_conversation, no_event_before
 from tests.support.cluster import GRACE_S, OUTCOME_S, ClusterClients, HubbubCluster, username_of
 from tests.support.mqtt import Device
@@ -34,114 +32,21 @@ from tests.support.mqtt import Device
 pytestmark = pytest.mark.timeout(300)
 
 _NODE = "broker-resync"
-_NODE_ID = "40"  # the cluster's own processes are 1 to 6
-_CHUNK = 65536
-
-
-class _Relay:
-    """A TCP relay to one NATS server that can black out (drop everything, sockets kept) and cut."""
-
-    def __init__(self, upstream: tuple[str, int]) -> None:
-        self._upstream = upstream
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.port: int = self._listener.getsockname()[1]
-        self._lock = threading.Lock()
-        self._pairs: list[tuple[socket.socket, socket.socket]] = []
-        self._client_open: set[socket.socket] = set()  # client sides not closed by the client
-        self._dark = threading.Event()
-        threading.Thread(target=self._accept, name="relay-accept", daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                near, _ = self._listener.accept()
-            except OSError:
-                return  # closed
-            try:
-                far = socket.create_connection(self._upstream)
-            except OSError:
-                near.close()
-                continue
-            with self._lock:
-                self._pairs.append((near, far))
-                self._client_open.add(near)
-            for source, sink, pong in ((near, far, True), (far, near, False)):
-                pump = threading.Thread(
-                    target=self._pump, args=(source, sink, pong), name="relay-pump", daemon=True
-                )
-                pump.start()
-
-    def _pump(self, source: socket.socket, sink: socket.socket, pong: bool) -> None:
-        """Copy ``source`` into ``sink`` until either end closes; close ``source``.
-
-        While dark nothing is copied, and ``pong``: the PINGs ``source`` sends are answered.
-        """
-        with contextlib.suppress(OSError):
-            while chunk := source.recv(_CHUNK):
-                if not self._dark.is_set():
-                    sink.sendall(chunk)
-                elif pong and (pings := chunk.count(b"PING\r\n")):
-                    source.sendall(b"PONG\r\n" * pings)
-        with self._lock:
-            self._client_open.discard(source)
-        for end in (source, sink):  # wakes the other direction's pump
-            with contextlib.suppress(OSError):
-                end.shutdown(socket.SHUT_RDWR)
-        source.close()
-
-    def black_out(self) -> None:
-        """Drop every byte from now on, both ways, keeping the connections open."""
-        self._dark.set()
-
-    def dark_connections(self) -> int:
-        """Connections the blackout holds whose client has not given up on them."""
-        with self._lock:
-            return len(self._client_open)
-
-    def cut(self) -> None:
-        """End the blackout: close the connections it held (the client reconnects), relay again."""
-        with self._lock:
-            pairs, self._pairs = self._pairs, []
-            self._client_open.clear()
-            self._dark.clear()
-        for near, far in pairs:  # their pumps wake, and close them
-            for end in (near, far):
-                with contextlib.suppress(OSError):
-                    end.shutdown(socket.SHUT_RDWR)
-
-    def close(self) -> None:
-        """Stop accepting and close everything."""
-        self._listener.close()
-        self.cut()
 
 
 @pytest.fixture
-def relay(cluster: HubbubCluster) -> Iterator[_Relay]:
+def relay(cluster: HubbubCluster) -> Iterator[Relay]:
     server = cluster.nats.servers[0]
-    made = _Relay(("127.0.0.1", server.client_port))
+    made = Relay(("127.0.0.1", server.client_port))
     yield made
     made.close()
 
 
 @pytest.fixture
-def node(cluster: HubbubCluster, relay: _Relay, tmp_path: Path) -> Iterator[HubbubProcess]:
+def node(cluster: HubbubCluster, relay: Relay, tmp_path: Path) -> Iterator[HubbubProcess]:
     """A third broker node whose NATS connection goes through ``relay``."""
-    root = tmp_path / _NODE
-    env = cluster.brokers[0].env | {
-        "HUBBUB_NATS_URL": f"nats://127.0.0.1:{relay.port}",
-        "HUBBUB_NODE_NAME": _NODE,
-        "HUBBUB_NODE_ID": _NODE_ID,
-        "HUBBUB_DATA_DIR": str(root),
-    }
-    started = HubbubProcess(_NODE, "broker", env, root)
-    started.start()
-    try:
-        started.wait_ready()
+    with relayed_broker(cluster, relay, tmp_path / _NODE, _NODE) as started:
         yield started
-    finally:
-        relay.cut()
-        code = started.stop()
-        assert code == 0, f"{_NODE} stopped with {code}\n{started.log_tail()}"
 
 
 @pytest.fixture
@@ -177,7 +82,7 @@ def _presence_of(watcher: Device, user: HubbubClient) -> str:
 def test_a_device_whose_node_lost_nats_gets_what_the_gap_lost_through_a_resync(
     cluster: HubbubCluster,
     users: ClusterClients,
-    relay: _Relay,
+    relay: Relay,
     node: HubbubProcess,
     devices: list[Device],
 ) -> None:
