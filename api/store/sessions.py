@@ -34,7 +34,7 @@ import queue
 import sqlite3
 import threading
 from collections.abc import Callable, Collection
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import orjson
 from sqlalchemy import URL, bindparam, select
@@ -102,35 +102,32 @@ def _sqlite_file(url: URL) -> str | None:
     return url.database
 
 
-_Job = tuple[str, "asyncio.Future[dict[str, int]]"]  # the ids as a JSON array, and where the owners go
+# The ids as a JSON array and where their owners go; or ``None`` and what is set once the thread ends.
+_Job = tuple[str, "asyncio.Future[dict[str, int]]"] | tuple[None, "asyncio.Future[None]"]
 
 
 class _SqliteOwners:
     """The owners of devices, read from a SQLite file on one thread with a connection of its own.
 
-    The thread starts with the first ``load`` and serves the loop that asked it; ``close``
-    ends it (a daemon, so a process that never closes it is not kept alive by it).
+    The thread starts with the first ``load``; each answer goes back to the loop of the future
+    it settles. ``close`` ends it (a daemon, so a process that never closes it is not kept alive
+    by it).
     """
 
     def __init__(self, path: str) -> None:
         self._path = path
-        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._jobs: queue.SimpleQueue[_Job] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
-        self._ended: asyncio.Future[None] | None = None  # set by the thread as it ends
         self._closed = False
 
     def load(self, device_ids: Collection[str]) -> asyncio.Future[dict[str, int]]:
         """``{device id: user id}`` of the devices among ``device_ids`` still signed in (a future)."""
         if self._closed:
             raise RuntimeError("the device sessions' SQLite reader is closed")
-        loop = asyncio.get_running_loop()
         if self._thread is None:
-            self._ended = loop.create_future()
-            self._thread = threading.Thread(
-                target=self._serve, args=(loop, self._ended), name="device-sessions", daemon=True
-            )
+            self._thread = threading.Thread(target=self._serve, name="device-sessions", daemon=True)
             self._thread.start()
-        owners: asyncio.Future[dict[str, int]] = loop.create_future()
+        owners: asyncio.Future[dict[str, int]] = asyncio.get_running_loop().create_future()
         self._jobs.put((orjson.dumps(list(device_ids)).decode(), owners))
         return owners
 
@@ -139,30 +136,32 @@ class _SqliteOwners:
         if self._closed:
             return
         self._closed = True
-        if self._thread is None or self._ended is None:
+        if self._thread is None:
             return
-        self._jobs.put(None)
-        await self._ended
+        ended: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._jobs.put((None, ended))
+        await ended
         self._thread.join()  # it has closed its connection and only returns: the join is immediate
 
-    def _serve(self, loop: asyncio.AbstractEventLoop, ended: asyncio.Future[None]) -> None:
-        """The thread: each job's query, its answer handed back to ``loop``; until ``close``."""
+    def _serve(self) -> None:
+        """The thread: each job's query, its answer handed back to its future's loop; until ``close``."""
         db: sqlite3.Connection | None = None
-        try:
-            while (job := self._jobs.get()) is not None:
-                ids, owners = job
-                try:
-                    if db is None:
-                        db = sqlite3.connect(self._path, timeout=_BUSY_TIMEOUT_S, isolation_level=None)
-                    (found,) = db.execute(_OWNERS_AS_JSON, (ids,)).fetchone()
-                    settle = functools.partial(_answer, owners, orjson.loads(found))
-                except Exception as exc:  # noqa: BLE001 - handed to the batch that asked
-                    settle = functools.partial(_fail, owners, exc)
-                _hand_back(loop, settle)
-        finally:
-            if db is not None:
-                db.close()
-            _hand_back(loop, functools.partial(_answer, ended, None))
+        while True:
+            job = self._jobs.get()
+            if job[0] is None:
+                break
+            ids, owners = job
+            try:
+                if db is None:
+                    db = sqlite3.connect(self._path, timeout=_BUSY_TIMEOUT_S, isolation_level=None)
+                (found,) = db.execute(_OWNERS_AS_JSON, (ids,)).fetchone()
+                settle = functools.partial(_answer, owners, orjson.loads(found))
+            except Exception as exc:  # noqa: BLE001 - handed to the batch that asked
+                settle = functools.partial(_fail, owners, exc)
+            _hand_back(owners, settle)
+        if db is not None:
+            db.close()
+        _hand_back(job[1], functools.partial(_answer, job[1], None))
 
 
 def _answer(future: asyncio.Future[T], value: T) -> None:
@@ -177,7 +176,7 @@ def _fail(future: asyncio.Future[T], exc: Exception) -> None:
         future.set_exception(exc)
 
 
-def _hand_back(loop: asyncio.AbstractEventLoop, settle: Callable[[], None]) -> None:
-    """Run ``settle`` on ``loop`` (from the reader's thread); nothing to do once the loop is closed."""
+def _hand_back(future: asyncio.Future[Any], settle: Callable[[], None]) -> None:
+    """Run ``settle`` on ``future``'s loop (from the reader's thread); nothing to do once it is closed."""
     with contextlib.suppress(RuntimeError):
-        loop.call_soon_threadsafe(settle)
+        future.get_loop().call_soon_threadsafe(settle)
