@@ -181,7 +181,9 @@ class HubbubBroker(RoutingBroker):
         """The connection's step while the store is asked whether the device is still signed in."""
         user_id = identity.user_id
         assert user_id is not None  # noqa: S101 - a device: services are not asked about
-        answer = asyncio.ensure_future(self._devices.is_signed_in(user_id, connect.client_id))
+        asked = self._devices.is_signed_in(user_id, connect.client_id)
+        # A future as it is (the stores answer with one): ``ensure_future`` is interpreted code.
+        answer = asked if isinstance(asked, asyncio.Future) else asyncio.ensure_future(asked)
         decided: asyncio.Future[None] = answer.get_loop().create_future()
         then = functools.partial(self._signed_in_answered, handler, connect, identity, decided)
         answer.add_done_callback(then)

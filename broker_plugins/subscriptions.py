@@ -8,8 +8,10 @@ each connection cost O(subscriptions on the node). Here:
 - exact filters live in a hash map (``filters``): one lookup per message;
 - wildcard filters (``+``, ``#``; services only) live in a trie walked level by level;
 - each client's own filters are remembered, so unsubscribing everything when a session
-  ends costs O(its filters); a client holding one filter (a device and its inbox: nearly
-  all of them) is remembered by that string alone, not by a set of one (216 bytes).
+  ends costs O(its filters); a client holding one filter is remembered by that string alone,
+  and a few (a device: its inbox and its own presence) by a tuple (56 bytes for two, and no
+  object the garbage collector keeps watching) rather than a set (216 bytes); a set only
+  past ``_FEW_FILTERS`` (a service's many).
 
 A client holds at most one subscription per filter; subscribing again replaces its QoS
 [MQTT-3.8.4-3]. Topics starting with ``$`` never match a filter starting with a wildcard
@@ -27,6 +29,8 @@ if TYPE_CHECKING:
 __all__ = ["Subscriber", "SubscriptionIndex", "is_valid_filter", "matches"]
 
 Subscriber = tuple["MqttSession", int]  # (session, granted QoS)
+_Own = str | tuple[str, ...] | set[str]  # a client's filters: one, a few, or many
+_FEW_FILTERS = 8  # a client's filters kept in a tuple up to this many (each add copies it)
 
 
 def is_valid_filter(topic_filter: str) -> bool:
@@ -61,6 +65,11 @@ def matches(topic: str, topic_filter: str) -> bool:
     return len(filter_levels) == len(topic_levels)
 
 
+def _each(own: _Own) -> tuple[str, ...] | set[str]:
+    """A client's filters as a collection (one filter is kept as the string itself)."""
+    return (own,) if isinstance(own, str) else own
+
+
 class _Node:
     """One level of the wildcard trie; ``subscribers`` of the filter ending here, by client id."""
 
@@ -78,7 +87,7 @@ class SubscriptionIndex:
         self.filters: dict[str, list[Subscriber]] = {}  # exact and wildcard filters alike
         self._root = _Node()
         self._wildcards = 0
-        self._by_client: dict[str, str | set[str]] = {}  # one filter as itself, several as a set
+        self._by_client: dict[str, _Own] = {}  # one filter as itself, a few as a tuple, many as a set
 
     def __len__(self) -> int:
         return sum(len(subscribers) for subscribers in self.filters.values())
@@ -96,14 +105,7 @@ class SubscriptionIndex:
                     break
             else:
                 subscribers.append((session, qos))
-        own = self._by_client.get(client_id)
-        if own is None:
-            self._by_client[client_id] = topic_filter
-        elif isinstance(own, str):
-            if own != topic_filter:
-                self._by_client[client_id] = {own, topic_filter}
-        else:
-            own.add(topic_filter)
+        self._remember(client_id, topic_filter)
         if "+" in topic_filter or "#" in topic_filter:
             node = self._root
             for level in topic_filter.split("/"):
@@ -111,6 +113,21 @@ class SubscriptionIndex:
             if client_id not in node.subscribers:
                 self._wildcards += 1
             node.subscribers[client_id] = (session, qos)
+
+    def _remember(self, client_id: str, topic_filter: str) -> None:
+        """Add ``topic_filter`` to ``client_id``'s own filters (a string, then a tuple, then a set)."""
+        own = self._by_client.get(client_id)
+        if own is None:
+            self._by_client[client_id] = topic_filter
+        elif isinstance(own, str):
+            if own != topic_filter:
+                self._by_client[client_id] = (own, topic_filter)
+        elif isinstance(own, tuple):
+            if topic_filter not in own:
+                few = len(own) < _FEW_FILTERS
+                self._by_client[client_id] = (*own, topic_filter) if few else {*own, topic_filter}
+        else:
+            own.add(topic_filter)
 
     def remove(self, topic_filter: str, client_id: str) -> bool:
         """Unsubscribe ``client_id`` from ``topic_filter``; whether it was subscribed."""
@@ -128,6 +145,9 @@ class SubscriptionIndex:
         own = self._by_client.get(client_id)
         if own == topic_filter:
             del self._by_client[client_id]
+        elif isinstance(own, tuple):
+            left = tuple(held for held in own if held != topic_filter)
+            self._by_client[client_id] = left[0] if len(left) == 1 else left
         elif isinstance(own, set):
             own.discard(topic_filter)
             if len(own) == 1:
@@ -159,7 +179,7 @@ class SubscriptionIndex:
         if own is None:
             return 0
         removed = 0
-        for topic_filter in (own,) if isinstance(own, str) else own:
+        for topic_filter in _each(own):
             subscribers = self.filters.get(topic_filter)
             if not subscribers:
                 continue
@@ -179,7 +199,7 @@ class SubscriptionIndex:
         own = self._by_client.get(client_id)
         if own is None:
             return frozenset()
-        return frozenset((own,) if isinstance(own, str) else own)
+        return frozenset(_each(own))
 
     def qos_of(self, topic_filter: str, client_id: str) -> int | None:
         """The QoS ``client_id`` holds ``topic_filter`` with, or ``None``."""

@@ -8,34 +8,52 @@ query itself (1.2 ms against 0.7 ms of CPU for 50 devices on SQLite), paid on ev
 
 On a SQLite file even the Core statement costs ~0.7 ms of the event loop's CPU per batch,
 whatever its size: aiosqlite hops to its thread and back for the pool's checkout, the cursor,
-the execute, the fetch, the close and the rollback on return. With a connect storm's batches
-of a few devices each, that was most of a connect's CPU. ``own_sqlite_reader`` reads instead
-on a connection of the standard library's ``sqlite3`` kept by one thread of its own: one hop
-per batch (~0.1 ms). The file is in WAL mode, so each query sees every committed sign-out and
-holds no transaction open between queries (the connection is in autocommit). That thread and
-its connection live until ``close`` (at the process's shutdown).
+the execute, the fetch, the close and the rollback on return. ``own_sqlite_reader`` reads
+instead on a connection of the standard library's ``sqlite3`` kept by one thread of its own
+(``_SqliteOwners``): one hop per batch. The file is in WAL mode, so each query sees every
+committed sign-out and holds no transaction open between queries (the connection is in
+autocommit). That thread and its connection live until ``close`` (at the process's shutdown).
+
+What a batch costs was still a third of a connect's CPU in a connect storm (batches of ~7
+devices), most of it around the query rather than in it: a ``ThreadPoolExecutor`` and
+``wrap_future`` (their locks, condition and callbacks are Python code), and the GIL changing
+hands at each ``sqlite3_step`` (one per row, each releasing and taking it back while the event
+loop's thread wants it). So the reader is a bare thread on a ``SimpleQueue``, handing each answer
+back with one ``call_soon_threadsafe``; its statement is one text whatever the batch's size (the
+ids are one JSON array, ``json_each``) and answers with one row, the owners as one JSON object:
+two steps per batch. And a caller's answer (is it this user's device?) is made where the batch
+settles it (``BatchedLookup.ask``), with no second future per CONNECT.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
-import operator
+import queue
 import sqlite3
-from collections.abc import Collection, Sequence
-from concurrent.futures import ThreadPoolExecutor
+import threading
+from collections.abc import Callable, Collection
+from typing import Any, TypeVar
 
+import orjson
 from sqlalchemy import URL, bindparam, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from api.db.models import Device
 from api.store.batched import BatchedLookup
-from hubbub.futures import forward_answer
 
 __all__ = ["SqlDeviceSessions"]
 
+T = TypeVar("T")
+
 # Compiled once (SQLAlchemy caches it by shape); the expanding parameter takes any number of ids.
 _OWNERS = select(Device.id, Device.user_id).where(Device.id.in_(bindparam("ids", expanding=True)))
+# The own SQLite reader's: one text for any number of ids (a JSON array), one row of owners back.
+_OWNERS_AS_JSON = (
+    f"SELECT json_group_object(id, user_id) FROM {Device.__tablename__}"  # noqa: S608 - a constant
+    " WHERE id IN (SELECT value FROM json_each(?))"
+)
 _BUSY_TIMEOUT_S = 5.0  # as the engine's connections: ride out a checkpoint's brief lock
 
 
@@ -60,11 +78,7 @@ class SqlDeviceSessions:
 
     def is_signed_in(self, user_id: int, device_id: str) -> asyncio.Future[bool]:
         """Whether ``device_id`` is a device of ``user_id`` that has not been ended (a future: no task)."""
-        owner = self._owners.get(device_id)
-        answer: asyncio.Future[bool] = owner.get_loop().create_future()
-        is_user = functools.partial(operator.eq, user_id)
-        owner.add_done_callback(functools.partial(forward_answer, answer, is_user))
-        return answer
+        return self._owners.ask(device_id, functools.partial(_owned_by, user_id))
 
     async def close(self) -> None:
         """Close the own SQLite reader's connection and end its thread, if there is one (at shutdown)."""
@@ -77,6 +91,10 @@ class SqlDeviceSessions:
             return dict(rows.all())
 
 
+def _owned_by(user_id: int, owner: int | None) -> bool:
+    return owner == user_id
+
+
 def _sqlite_file(url: URL) -> str | None:
     """The file a SQLite URL names; ``None`` for other databases and in-memory SQLite."""
     if url.get_backend_name() != "sqlite" or url.database in {None, "", ":memory:"}:
@@ -84,40 +102,81 @@ def _sqlite_file(url: URL) -> str | None:
     return url.database
 
 
+# The ids as a JSON array and where their owners go; or ``None`` and what is set once the thread ends.
+_Job = tuple[str, "asyncio.Future[dict[str, int]]"] | tuple[None, "asyncio.Future[None]"]
+
+
 class _SqliteOwners:
-    """The owners of devices, read from a SQLite file on one thread with a connection of its own."""
+    """The owners of devices, read from a SQLite file on one thread with a connection of its own.
+
+    The thread starts with the first ``load``; each answer goes back to the loop of the future
+    it settles. ``close`` ends it (a daemon, so a process that never closes it is not kept alive
+    by it).
+    """
 
     def __init__(self, path: str) -> None:
         self._path = path
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="device-sessions")
-        self._db: sqlite3.Connection | None = None  # opened, and only used, on that thread
+        self._jobs: queue.SimpleQueue[_Job] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
         self._closed = False
 
-    async def load(self, device_ids: Collection[str]) -> dict[str, int]:
-        """``{device id: user id}`` of the devices among ``device_ids`` still signed in."""
+    def load(self, device_ids: Collection[str]) -> asyncio.Future[dict[str, int]]:
+        """``{device id: user id}`` of the devices among ``device_ids`` still signed in (a future)."""
         if self._closed:
             raise RuntimeError("the device sessions' SQLite reader is closed")
-        return await asyncio.get_running_loop().run_in_executor(self._thread, self._read, list(device_ids))
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._serve, name="device-sessions", daemon=True)
+            self._thread.start()
+        owners: asyncio.Future[dict[str, int]] = asyncio.get_running_loop().create_future()
+        self._jobs.put((orjson.dumps(list(device_ids)).decode(), owners))
+        return owners
 
     async def close(self) -> None:
         """Close the connection on its thread, after any read queued before; then the thread ends."""
         if self._closed:
             return
         self._closed = True
-        try:
-            await asyncio.get_running_loop().run_in_executor(self._thread, self._close_db)
-        finally:
-            self._thread.shutdown()  # nothing is queued behind that: the join is immediate
+        if self._thread is None:
+            return
+        ended: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._jobs.put((None, ended))
+        await ended
+        self._thread.join()  # it has closed its connection and only returns: the join is immediate
 
-    def _close_db(self) -> None:
-        db, self._db = self._db, None
+    def _serve(self) -> None:
+        """The thread: each job's query, its answer handed back to its future's loop; until ``close``."""
+        db: sqlite3.Connection | None = None
+        while True:
+            job = self._jobs.get()
+            if job[0] is None:
+                break
+            ids, owners = job
+            try:
+                if db is None:
+                    db = sqlite3.connect(self._path, timeout=_BUSY_TIMEOUT_S, isolation_level=None)
+                (found,) = db.execute(_OWNERS_AS_JSON, (ids,)).fetchone()
+                settle = functools.partial(_answer, owners, orjson.loads(found))
+            except Exception as exc:  # noqa: BLE001 - handed to the batch that asked
+                settle = functools.partial(_fail, owners, exc)
+            _hand_back(owners, settle)
         if db is not None:
             db.close()
+        _hand_back(job[1], functools.partial(_answer, job[1], None))
 
-    def _read(self, device_ids: Sequence[str]) -> dict[str, int]:
-        db = self._db
-        if db is None:
-            db = self._db = sqlite3.connect(self._path, timeout=_BUSY_TIMEOUT_S, isolation_level=None)
-        marks = ",".join("?" * len(device_ids))
-        query = f"SELECT id, user_id FROM {Device.__tablename__} WHERE id IN ({marks})"  # noqa: S608 - only "?"s
-        return dict(db.execute(query, device_ids).fetchall())
+
+def _answer(future: asyncio.Future[T], value: T) -> None:
+    """On the loop: ``future`` gets ``value`` (unless its waiter gave up)."""
+    if not future.done():
+        future.set_result(value)
+
+
+def _fail(future: asyncio.Future[T], exc: Exception) -> None:
+    """On the loop: ``future`` raises ``exc`` (unless its waiter gave up)."""
+    if not future.done():
+        future.set_exception(exc)
+
+
+def _hand_back(future: asyncio.Future[Any], settle: Callable[[], None]) -> None:
+    """Run ``settle`` on ``future``'s loop (from the reader's thread); nothing to do once it is closed."""
+    with contextlib.suppress(RuntimeError):
+        future.get_loop().call_soon_threadsafe(settle)
