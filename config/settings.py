@@ -197,7 +197,8 @@ class Settings(BaseSettings):
         gt=0,
         le=1_000_000,
         description="After its NATS connection comes back, a broker node tells this many of its users a "
-        "second to catch up (each of their devices then calls GET /v1/sync): its extra load on the API.",
+        "second to catch up (each of their devices then calls GET /v1/sync): its extra load on the API; "
+        "and checks this many of its connected devices a second against the account store.",
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 

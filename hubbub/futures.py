@@ -1,4 +1,4 @@
-"""One future's outcome passed on to another: cancelled, raised, or answered (optionally mapped).
+"""One future's outcome passed on to another: cancelled, raised, or answered.
 
 The connect path waits with futures and callbacks, not tasks (``broker_plugins/broker.py``): a
 CONNECT's step ends when the account store's answer does, that answer when its batch does
@@ -13,13 +13,11 @@ callers on the connect path are (``build_compiled.py``).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from typing import Any, TypeVar
 
-__all__ = ["forward", "forward_answer", "passed_failure"]
+__all__ = ["forward", "passed_failure"]
 
 T = TypeVar("T")
-R = TypeVar("R")
 
 
 def passed_failure(target: asyncio.Future[Any], source: asyncio.Future[Any]) -> bool:
@@ -42,12 +40,3 @@ def forward(target: asyncio.Future[T], source: asyncio.Future[T]) -> None:
     """``target`` ends as ``source`` (done) did: a done callback, ``partial(forward, target)``."""
     if not target.done() and not passed_failure(target, source):
         target.set_result(source.result())
-
-
-def forward_answer(target: asyncio.Future[R], answer: Callable[[T], R], source: asyncio.Future[T]) -> None:
-    """``target`` ends as ``source`` (done) did, its answer mapped by ``answer``.
-
-    A done callback: ``partial(forward_answer, target, answer)``.
-    """
-    if not target.done() and not passed_failure(target, source):
-        target.set_result(answer(source.result()))

@@ -18,8 +18,9 @@ misses it still refuses the device at its next CONNECT, because the store no lon
 each time. It is only correct where every ``DeviceEnded`` reaches it (``forget_on_end`` in front
 of the node's ``LiveConnections``): on one node with the API in the same process, and on a
 cluster's broker nodes. A broker whose API runs apart without NATS never hears of an ended device
-and must ask the store every time. What a node can still miss (a NATS outage while a device is
-ended) is bounded by the entries' lifetime, after which the store is asked again.
+and must ask the store every time. What a node misses while its NATS connection is down (a device
+ended meanwhile) is repaired on the reconnect: it forgets every entry and asks the store again
+about each device connected to it (``cluster/session_recheck.py``).
 """
 
 from __future__ import annotations

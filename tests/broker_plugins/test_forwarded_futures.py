@@ -1,6 +1,6 @@
 """``hubbub.futures``: how the connect path passes a store's answer from one future to the next.
 
-Each case is one outcome of the source (answered, mapped, failed, cancelled) and a target whose
+Each case is one outcome of the source (answered, failed, cancelled) and a target whose
 waiter gave up (already done), which must be left as it is, not raise inside the callback.
 """
 
@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import operator
 
 import pytest
 
-from hubbub.futures import forward, forward_answer, passed_failure
+from hubbub.futures import forward, passed_failure
 
 
 def _futures() -> tuple[asyncio.Future[int], asyncio.Future[int]]:
@@ -27,14 +26,6 @@ async def test_an_answer_is_forwarded() -> None:
     assert await target == 7
 
 
-async def test_an_answer_is_mapped() -> None:
-    source: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
-    target: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-    source.add_done_callback(functools.partial(forward_answer, target, functools.partial(operator.eq, 7)))
-    source.set_result(None)
-    assert await target is False
-
-
 async def test_a_failure_is_forwarded() -> None:
     source, target = _futures()
     source.add_done_callback(functools.partial(forward, target))
@@ -45,7 +36,7 @@ async def test_a_failure_is_forwarded() -> None:
 
 async def test_a_cancellation_is_forwarded() -> None:
     source, target = _futures()
-    source.add_done_callback(functools.partial(forward_answer, target, operator.neg))
+    source.add_done_callback(functools.partial(forward, target))
     source.cancel()
     with pytest.raises(asyncio.CancelledError):
         await target
