@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 import struct
 from collections import deque
 from collections.abc import Sequence
@@ -36,7 +37,7 @@ from hubbub.envelope import AcceptedMessage, CommitResult, CommittedMessage
 from hubbub.errors import CommitFailed
 from hubbub.failure_log import FailureLog, describe_failure
 from hubbub.stores import Fence
-from persister.sql_commit import BatchCommitter, Outcome, commit_outcomes, committed_results
+from persister.sql_commit import BatchCommitter, Outcome, SqliteStatements, commit_outcomes, committed_results
 from persister.sql_fencing import single_node
 
 __all__ = ["ProcessCommitter", "serve"]
@@ -52,21 +53,25 @@ def serve(engine: Engine, requests: IO[bytes], replies: IO[bytes]) -> None:
     """The child: commit each batch read from ``requests`` and answer on ``replies``, until EOF."""
     committer = BatchCommitter()
     failures = FailureLog(logger, "the writer process's commit")  # a full disk fails every batch
-    with engine.connect() as connection:
+    with engine.connect() as connection:  # the engine's pragmas ran on it; its sqlite3 connection commits
+        raw = connection.connection.driver_connection
+        if not isinstance(raw, sqlite3.Connection):
+            raise TypeError(f"the writer process commits to a SQLite file, not through {type(raw).__name__}")
+        statements = SqliteStatements(raw)
         while (body := _read_frame(requests)) is not None:
             batch = [AcceptedMessage(*fields) for fields in orjson.loads(body)]
             try:
                 reply: dict[str, Any] = {
-                    "results": [_encode_outcome(o) for o in commit_outcomes(committer, connection, batch)]
+                    "results": [_encode_outcome(o) for o in commit_outcomes(committer, statements, batch)]
                 }
             except Exception as exc:  # noqa: BLE001 - any failure: answered, and the next batch tried
-                failures.failed(exc)
+                # A database's refusal (locked, disk full) is told by its message: no traceback.
+                failures.failed(exc, traceback=not isinstance(exc, sqlite3.Error))
                 reply = {"error": describe_failure(exc)}  # not str(exc): it holds the statement's values
             else:
                 failures.succeeded()
             payload = orjson.dumps(reply)
-            replies.write(_HEADER.pack(len(payload)))
-            replies.write(payload)
+            replies.write(_HEADER.pack(len(payload)) + payload)  # one write: no frame split in two
             replies.flush()
 
 
@@ -198,8 +203,9 @@ class _Child:
         reply: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         self._waiting.append(reply)
         try:
-            self._stdin.write(_HEADER.pack(len(request)))
-            self._stdin.write(request)
+            # One write per frame: written apart, the header cost a system call of its own and
+            # could wake the child for a frame it cannot read yet.
+            self._stdin.write(_HEADER.pack(len(request)) + request)
             await self._stdin.drain()
         except ConnectionError as exc:
             reply.cancel()  # never answered; the reader fails the others
