@@ -109,9 +109,15 @@ async def one_node_messaging(core: Foundation, *, api_here: bool) -> AsyncIterat
         await messaging_core.committed(results)
         planner.committed(results)
 
-    # One commit at a time: the next batch gathers what is accepted meanwhile (fewer, larger commits).
+    # One commit at a time, at most one per 2 ms: the next batch gathers what is accepted meanwhile
+    # (fewer, larger commits; ``Persister``'s ``min_commit_interval_s`` says why).
     persister = Persister(
-        core.store, accepted, committed, on_failed=messaging_core.commit_failed, commits_in_flight=1
+        core.store,
+        accepted,
+        committed,
+        on_failed=messaging_core.commit_failed,
+        commits_in_flight=1,
+        min_commit_interval_s=0.002,
     )
     await broker.start(events=messaging_core)
     try:

@@ -24,10 +24,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 import struct
 from collections import deque
 from collections.abc import Sequence
-from typing import IO, Any
+from typing import IO, Any, cast
 
 import orjson
 from sqlalchemy import Engine
@@ -36,7 +37,7 @@ from hubbub.envelope import AcceptedMessage, CommitResult, CommittedMessage
 from hubbub.errors import CommitFailed
 from hubbub.failure_log import FailureLog, describe_failure
 from hubbub.stores import Fence
-from persister.sql_commit import BatchCommitter, Outcome, commit_outcomes, committed_results
+from persister.sql_commit import BatchCommitter, Outcome, SqliteStatements, commit_outcomes, committed_results
 from persister.sql_fencing import single_node
 
 __all__ = ["ProcessCommitter", "serve"]
@@ -52,21 +53,25 @@ def serve(engine: Engine, requests: IO[bytes], replies: IO[bytes]) -> None:
     """The child: commit each batch read from ``requests`` and answer on ``replies``, until EOF."""
     committer = BatchCommitter()
     failures = FailureLog(logger, "the writer process's commit")  # a full disk fails every batch
-    with engine.connect() as connection:
+    with engine.connect() as connection:  # the engine's pragmas ran on it; its sqlite3 connection commits
+        raw = connection.connection.driver_connection
+        if not isinstance(raw, sqlite3.Connection):
+            raise TypeError(f"the writer process commits to a SQLite file, not through {type(raw).__name__}")
+        statements = SqliteStatements(raw)
         while (body := _read_frame(requests)) is not None:
             batch = [AcceptedMessage(*fields) for fields in orjson.loads(body)]
             try:
                 reply: dict[str, Any] = {
-                    "results": [_encode_outcome(o) for o in commit_outcomes(committer, connection, batch)]
+                    "results": [_encode_outcome(o) for o in commit_outcomes(committer, statements, batch)]
                 }
             except Exception as exc:  # noqa: BLE001 - any failure: answered, and the next batch tried
-                failures.failed(exc)
+                # A database's refusal (locked, disk full) is told by its message: no traceback.
+                failures.failed(exc, traceback=not isinstance(exc, sqlite3.Error))
                 reply = {"error": describe_failure(exc)}  # not str(exc): it holds the statement's values
             else:
                 failures.succeeded()
             payload = orjson.dumps(reply)
-            replies.write(_HEADER.pack(len(payload)))
-            replies.write(payload)
+            replies.write(_HEADER.pack(len(payload)) + payload)  # one write: no frame split in two
             replies.flush()
 
 
@@ -119,7 +124,7 @@ class ProcessCommitter:
     @property
     def pid(self) -> int | None:
         """The writer process's pid, while one runs."""
-        return None if self._child is None else self._child.process.pid
+        return None if self._child is None else self._child.process_id
 
     async def commit(
         self, batch: Sequence[AcceptedMessage], *, fence: Fence | None = None
@@ -132,7 +137,7 @@ class ProcessCommitter:
         request = orjson.dumps([_encode_request(message) for message in batch])
         async with self._sending:
             child = await self._running_child()
-            reply = await child.send(request)
+            reply = child.send(request)
         decoded = orjson.loads(await reply)
         if "error" in decoded:
             raise CommitFailed(f"the writer process failed the batch: {decoded['error']}")
@@ -171,68 +176,111 @@ class ProcessCommitter:
                 await child.stop()
 
 
-class _Child:
-    """One writer process; its replies are matched to the requests in the order sent."""
+class _Child(asyncio.SubprocessProtocol):
+    """One writer process; its replies are matched to the requests in the order sent.
 
-    def __init__(self, process: asyncio.subprocess.Process, stdin: asyncio.StreamWriter) -> None:
-        self.process = process
-        self._stdin = stdin
+    A protocol, not streams: each reply's bytes, as the event loop reads them, answer the oldest
+    request at once, with no reader task to wake and no ``readexactly`` per header and body. What
+    is sent is bounded by the persister (its commits in flight), so writes do not wait to drain.
+    """
+
+    def __init__(self) -> None:
+        self._transport: asyncio.SubprocessTransport | None = None
+        self._stdin: asyncio.WriteTransport | None = None
+        self._buffer = b""  # the start of a reply not complete yet
         self._waiting: deque[asyncio.Future[bytes]] = deque()
-        self._replies = asyncio.create_task(self._read_replies(), name="sqlite-writer-replies")
+        self._ended = False  # its stdout closed: no reply comes any more
+        self._exited: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     @classmethod
     async def start(cls, command: Sequence[str]) -> _Child:
-        process = await asyncio.create_subprocess_exec(
-            *command, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE
+        loop = asyncio.get_running_loop()
+        _, child = await loop.subprocess_exec(
+            cls, *command, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=None
         )
-        if process.stdin is None:
-            raise CommitFailed("the writer process has no stdin")
-        return cls(process, process.stdin)
+        return child
+
+    @property
+    def process_id(self) -> int | None:
+        return None if self._transport is None else self._transport.get_pid()
 
     @property
     def alive(self) -> bool:
-        return not self._replies.done()
+        return not self._ended
 
-    async def send(self, request: bytes) -> asyncio.Future[bytes]:
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """The process started: its stdin is where requests go."""
+        subprocess = cast("asyncio.SubprocessTransport", transport)
+        self._transport = subprocess
+        stdin = subprocess.get_pipe_transport(0)
+        if stdin is None:
+            raise CommitFailed("the writer process has no stdin")
+        self._stdin = cast("asyncio.WriteTransport", stdin)
+
+    def pipe_data_received(self, fd: int, data: bytes) -> None:
+        """Bytes of replies (stdout): each complete one answers the oldest request."""
+        del fd  # stdout: stderr is inherited, not piped
+        buffer = self._buffer + data if self._buffer else data
+        position = 0
+        while len(buffer) - position >= _HEADER.size:
+            (size,) = _HEADER.unpack_from(buffer, position)
+            end = position + _HEADER.size + size
+            if len(buffer) < end:
+                break
+            body = buffer[position + _HEADER.size : end]
+            position = end
+            if not self._waiting:  # a reply nobody asked for: the child is not ours to trust
+                logger.error("the writer process answered a request never sent; ending it")
+                self._end()
+                if self._transport is not None:
+                    self._transport.kill()
+                return
+            reply = self._waiting.popleft()
+            if not reply.done():
+                reply.set_result(body)
+        self._buffer = buffer[position:]
+
+    def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
+        """Its stdout closed (it ended, or was killed): the requests still waiting fail."""
+        del exc
+        if fd == 1:
+            self._end()
+
+    def process_exited(self) -> None:
+        """The process is gone (what ``stop`` waits for)."""
+        if not self._exited.done():
+            self._exited.set_result(None)
+
+    def _end(self) -> None:
+        self._ended = True
+        while self._waiting:
+            reply = self._waiting.popleft()
+            if not reply.done():
+                reply.set_exception(CommitFailed(_ENDED))
+
+    def send(self, request: bytes) -> asyncio.Future[bytes]:
         """Write ``request``; the future is its reply (or ``CommitFailed`` if the child ends)."""
+        stdin = self._stdin
+        if self._ended or stdin is None or stdin.is_closing():
+            raise CommitFailed(_ENDED)
         reply: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         self._waiting.append(reply)
-        try:
-            self._stdin.write(_HEADER.pack(len(request)))
-            self._stdin.write(request)
-            await self._stdin.drain()
-        except ConnectionError as exc:
-            reply.cancel()  # never answered; the reader fails the others
-            raise CommitFailed(_ENDED) from exc
-        except BaseException:
-            reply.cancel()  # the caller is gone; a reply that comes is dropped in its turn
-            raise
+        # One write per frame: written apart, the header cost a system call of its own and
+        # could wake the child for a frame it cannot read yet.
+        stdin.write(_HEADER.pack(len(request)) + request)
         return reply
 
-    async def _read_replies(self) -> None:
-        stdout = self.process.stdout
-        try:
-            while stdout is not None:
-                (size,) = _HEADER.unpack(await stdout.readexactly(_HEADER.size))
-                body = await stdout.readexactly(size)
-                reply = self._waiting.popleft()
-                if not reply.done():
-                    reply.set_result(body)
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            while self._waiting:
-                reply = self._waiting.popleft()
-                if not reply.done():
-                    reply.set_exception(CommitFailed(_ENDED))
-
     async def stop(self) -> None:
-        if not self._stdin.is_closing():
-            self._stdin.close()
+        stdin = self._stdin
+        if stdin is not None and not stdin.is_closing():
+            stdin.close()  # EOF: the child commits nothing more and exits
         try:
-            await asyncio.wait_for(self.process.wait(), _STOP_TIMEOUT_S)
+            await asyncio.wait_for(asyncio.shield(self._exited), _STOP_TIMEOUT_S)
         except TimeoutError:
-            logger.warning("writer process %s did not stop; killing it", self.process.pid)
-            self.process.kill()
-            await self.process.wait()
-        await self._replies
+            logger.warning("writer process %s did not stop; killing it", self.process_id)
+            if self._transport is not None:
+                self._transport.kill()
+            await self._exited
+        if self._transport is not None:
+            self._transport.close()
+        self._end()

@@ -7,9 +7,13 @@ none of it were stored: the unique (conversation_id, sender_id, cmid) constraint
 check, and costs no query. Only when it fires is the batch committed again with a lookup of
 what is already there.
 
-The work is synchronous, on a SQLAlchemy ``Connection``, so the same code runs in the
-SQLite writer process (``persister.commit_process``) and, through ``run_sync``, on the async
-engine (``EngineCommitter``: PostgreSQL, or an in-memory SQLite).
+The work is synchronous, through ``Statements`` (the few statements a commit runs), so the
+same code runs in the SQLite writer process (``persister.commit_process``, on its ``sqlite3``
+connection itself: ``SqliteStatements``) and, through ``run_sync``, on the async engine
+(``EngineCommitter``: PostgreSQL, or an in-memory SQLite, on a SQLAlchemy ``Connection``:
+``ConnectionStatements``). Why the writer process skips SQLAlchemy: its transaction and its
+``executemany`` cost ~80 µs of Python per commit around SQLite's own ~20, which a commit of a
+few messages (a chat at a moderate rate) paid per message.
 
 Per message it does as little as it can, since on SQLite this is about a third of the
 platform's CPU per chat message: the rows are tuples inserted with one ``executemany`` of the
@@ -26,10 +30,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Collection, Sequence
+import sqlite3
+from collections.abc import Callable, Collection, Sequence
 from typing import Any, Protocol
 
-from sqlalchemy import Connection, bindparam, func, select
+from sqlalchemy import Connection, Select, bindparam, func, select
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -42,8 +48,11 @@ from persister.sql_schema import COLUMNS, messages, row_message
 __all__ = [
     "BatchCommitter",
     "Committer",
+    "ConnectionStatements",
     "EngineCommitter",
     "Outcome",
+    "SqliteStatements",
+    "Statements",
     "commit_batch",
     "commit_outcomes",
     "committed_results",
@@ -66,6 +75,10 @@ _ReadRow = Sequence[Any]
 # The columns of a row as ``_assign`` builds it, in the order of the table's compiled INSERT.
 _ROW_COLUMNS = ("conversation_id", "seq", "message_id", "sender_id", "cmid", "text", "created_at")
 _Row = tuple[int, int, int, int, str, str, int]
+# Each engine's dialect's compiled INSERT, by the dialect's id (the dialect kept: an id may be reused).
+_INSERTS: dict[int, tuple[Dialect, str]] = {}
+# A resend's unique cmid key refused the insert: SQLAlchemy's error, or sqlite3's own (the writer process).
+_REFUSED_AS_RESEND = (IntegrityError, sqlite3.IntegrityError)
 
 Outcome = int | CommittedMessage
 """What committing one accepted message did: stored it with this new ``seq``, or found it
@@ -90,6 +103,141 @@ class Committer(Protocol):
         ...
 
 
+class Statements(Protocol):
+    """The statements a commit attempt runs, on one connection, inside one ``transaction``."""
+
+    def in_transaction(self, work: Callable[[], list[Outcome]]) -> list[Outcome]:
+        """``work()`` in one transaction: committed if it returns, rolled back if it or the COMMIT raises."""
+        ...
+
+    def claim(self, claims: ShardClaims, fence: Fence) -> bool:
+        """``ShardClaims.take`` in this transaction (PostgreSQL); refused where fences are not kept."""
+        ...
+
+    def last_seqs(self, conversation_ids: Collection[int]) -> Sequence[_ReadRow]:
+        """(conversation_id, max(seq)) of each of ``conversation_ids`` that has messages."""
+        ...
+
+    def stored(self, key: _Key) -> Sequence[_ReadRow]:
+        """The message stored under (conversation_id, sender_id, cmid), as ``COLUMNS`` (one row at most)."""
+        ...
+
+    def insert(self, rows: list[_Row]) -> None:
+        """Insert ``rows`` (``_ROW_COLUMNS`` order) in one ``executemany``."""
+        ...
+
+
+class ConnectionStatements:
+    """``Statements`` on a SQLAlchemy ``Connection`` (PostgreSQL, an in-memory SQLite, the tests)."""
+
+    __slots__ = ("connection",)
+
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
+
+    def in_transaction(self, work: Callable[[], list[Outcome]]) -> list[Outcome]:
+        """See ``Statements.in_transaction``: SQLAlchemy's transaction on the connection."""
+        with self.connection.begin():
+            return work()
+
+    def claim(self, claims: ShardClaims, fence: Fence) -> bool:
+        """See ``Statements.claim``."""
+        return claims.take(self.connection, fence)
+
+    def last_seqs(self, conversation_ids: Collection[int]) -> Sequence[_ReadRow]:
+        """See ``Statements.last_seqs``."""
+        rows: Sequence[_ReadRow] = self.connection.execute(_last_seqs_query(conversation_ids)).all()
+        return rows
+
+    def stored(self, key: _Key) -> Sequence[_ReadRow]:
+        """See ``Statements.stored``."""
+        rows: Sequence[_ReadRow] = self.connection.execute(
+            _BY_KEY, dict(zip(_KEY_NAMES, key, strict=True))
+        ).all()
+        return rows
+
+    def insert(self, rows: list[_Row]) -> None:
+        """The dialect's compiled INSERT, positional: no per-row parameter processing."""
+        dialect = self.connection.dialect
+        kept = _INSERTS.get(id(dialect))
+        if kept is None or kept[0] is not dialect:
+            kept = _INSERTS[id(dialect)] = (dialect, _insert_sql(dialect))
+        self.connection.exec_driver_sql(kept[1], rows)
+
+
+class SqliteStatements:
+    """``Statements`` straight on a ``sqlite3`` connection: the SQLite writer process's.
+
+    The connection keeps the standard library's default transaction handling (as SQLAlchemy's
+    pysqlite dialect does): the INSERT begins the transaction, ``commit`` ends it. The
+    statements are the SQLAlchemy ones, compiled once for SQLite.
+    """
+
+    __slots__ = ("_by_key", "_db", "_insert", "_last_seq")
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+        dialect = sqlite.dialect()
+        self._insert = _insert_sql(dialect)
+        by_key = _BY_KEY.compile(dialect=dialect)
+        if tuple(by_key.positiontup or ()) != _KEY_NAMES:
+            raise RuntimeError(f"the lookup by key does not take its parameters in {_KEY_NAMES} order")
+        self._by_key = str(by_key)
+        self._last_seq = str(_LAST_SEQ.compile(dialect=dialect))
+
+    def in_transaction(self, work: Callable[[], list[Outcome]]) -> list[Outcome]:
+        """See ``Statements.in_transaction``."""
+        db = self._db
+        try:
+            outcomes = work()
+            db.commit()
+        except BaseException:
+            db.rollback()
+            raise
+        return outcomes
+
+    def claim(self, claims: ShardClaims, fence: Fence) -> bool:
+        """Refused: a SQLite file serves a single node (``persister.sql_fencing.single_node``)."""
+        del claims
+        raise single_node(fence)
+
+    def last_seqs(self, conversation_ids: Collection[int]) -> Sequence[_ReadRow]:
+        """See ``Statements.last_seqs``: one indexed probe per conversation, its statement compiled once."""
+        found: list[_ReadRow] = []
+        for conversation_id in conversation_ids:
+            (last,) = self._db.execute(self._last_seq, (conversation_id,)).fetchone()
+            if last is not None:
+                found.append((conversation_id, last))
+        return found
+
+    def stored(self, key: _Key) -> Sequence[_ReadRow]:
+        """See ``Statements.stored``."""
+        return self._db.execute(self._by_key, key).fetchall()
+
+    def insert(self, rows: list[_Row]) -> None:
+        """See ``Statements.insert``."""
+        self._db.executemany(self._insert, rows)
+
+
+_LAST_SEQ = select(func.max(messages.c.seq)).where(messages.c.conversation_id == bindparam("conversation_id"))
+
+
+def _last_seqs_query(conversation_ids: Collection[int]) -> Select[tuple[int, int]]:
+    return (
+        select(messages.c.conversation_id, func.max(messages.c.seq))
+        .where(messages.c.conversation_id.in_(list(conversation_ids)))
+        .group_by(messages.c.conversation_id)
+    )
+
+
+def _insert_sql(dialect: Dialect) -> str:
+    """The table's INSERT compiled for ``dialect``, with positional parameters in ``_ROW_COLUMNS`` order."""
+    compiled = messages.insert().compile(dialect=dialect)
+    if tuple(compiled.positiontup or ()) != _ROW_COLUMNS:  # e.g. a named paramstyle
+        raise RuntimeError(f"{dialect.name}: the INSERT does not take rows in {_ROW_COLUMNS} order")
+    return str(compiled)
+
+
 class BatchCommitter:
     """One writer's commits: the seq cache and the statements of one attempt."""
 
@@ -97,16 +245,14 @@ class BatchCommitter:
         """``stalled_after_s``: how long a fenced transaction may sit idle (``persister.sql_fencing``)."""
         self._last_seq: dict[int, int] = {}
         self._claims = ShardClaims(stalled_after_s=stalled_after_s)
-        self._insert: tuple[Dialect, str] | None = None
 
     def claim(self, connection: Connection, fence: Fence) -> None:
         """Check ``fence`` first thing in the caller's transaction (PostgreSQL); raises ``FencedOut``."""
-        if self._claims.take(connection, fence):
-            self._last_seq.clear()  # the shard's last owner may have moved any of its conversations
+        self._claimed(self._claims.take(connection, fence))
 
     def attempt(
         self,
-        connection: Connection,
+        statements: Statements,
         batch: Sequence[AcceptedMessage],
         *,
         lookup: bool,
@@ -119,43 +265,32 @@ class BatchCommitter:
         If the transaction does not commit, the caller must ``forget`` the batch's seqs.
         """
         if fence is not None:
-            self.claim(connection, fence)
+            self._claimed(statements.claim(self._claims, fence))
         conversations = {message.conversation_id for message in batch}
-        self._load_last_seqs(connection, conversations - self._last_seq.keys())
+        self._load_last_seqs(statements, conversations - self._last_seq.keys())
         if lookup:
-            outcomes, rows = self._assign_looked_up(batch, _already_stored(connection, batch))
+            outcomes, rows = self._assign_looked_up(batch, _already_stored(statements, batch))
         else:
             outcomes, rows = self._assign(batch)
         if rows:
-            connection.exec_driver_sql(self._insert_sql(connection.dialect), rows)
+            statements.insert(rows)
         return outcomes
+
+    def _claimed(self, new_epoch: bool) -> None:
+        if new_epoch:
+            self._last_seq.clear()  # the shard's last owner may have moved any of its conversations
 
     def forget(self, batch: Sequence[AcceptedMessage]) -> None:
         """Drop the cached seqs of ``batch``'s conversations: the next attempt reads them back."""
         for message in batch:
             self._last_seq.pop(message.conversation_id, None)
 
-    def _load_last_seqs(self, connection: Connection, conversation_ids: Collection[int]) -> None:
+    def _load_last_seqs(self, statements: Statements, conversation_ids: Collection[int]) -> None:
         if not conversation_ids:
             return
         self._last_seq.update(dict.fromkeys(conversation_ids, 0))
-        query = (
-            select(messages.c.conversation_id, func.max(messages.c.seq))
-            .where(messages.c.conversation_id.in_(list(conversation_ids)))
-            .group_by(messages.c.conversation_id)
-        )
-        rows: Sequence[_ReadRow] = connection.execute(query).all()
-        for conversation_id, last in rows:
+        for conversation_id, last in statements.last_seqs(conversation_ids):
             self._last_seq[conversation_id] = int(last)
-
-    def _insert_sql(self, dialect: Dialect) -> str:
-        """The table's INSERT compiled for ``dialect``, with positional parameters (cached)."""
-        if self._insert is None or self._insert[0] is not dialect:
-            compiled = messages.insert().compile(dialect=dialect)
-            if tuple(compiled.positiontup or ()) != _ROW_COLUMNS:  # e.g. a named paramstyle
-                raise RuntimeError(f"{dialect.name}: the INSERT does not take rows in {_ROW_COLUMNS} order")
-            self._insert = (dialect, str(compiled))
-        return self._insert[1]
 
     def _assign(self, batch: Sequence[AcceptedMessage]) -> tuple[list[Outcome], list[_Row]]:
         """Every message new: the next seq of its conversation, and its row."""
@@ -197,26 +332,28 @@ def commit_batch(
     batch: Sequence[AcceptedMessage],
     fence: Fence | None = None,
 ) -> list[CommitResult]:
-    """Commit ``batch`` (``commit_outcomes``) and say what that did to each message."""
-    return committed_results(batch, commit_outcomes(committer, connection, batch, fence))
+    """Commit ``batch`` on a SQLAlchemy ``connection`` (``commit_outcomes``); what it did to each message."""
+    return committed_results(
+        batch, commit_outcomes(committer, ConnectionStatements(connection), batch, fence)
+    )
 
 
 def commit_outcomes(
     committer: BatchCommitter,
-    connection: Connection,
+    statements: Statements,
     batch: Sequence[AcceptedMessage],
     fence: Fence | None = None,
 ) -> list[Outcome]:
-    """Commit ``batch`` in one transaction on ``connection`` (a second one if it holds a resend).
+    """Commit ``batch`` in one transaction through ``statements`` (a second one if it holds a resend).
 
     Whatever fails — a statement or the COMMIT itself — the seqs the attempt advanced are
     forgotten, so the conversation's next message still gets the next seq actually stored.
     """
     try:
-        return _transaction(committer, connection, batch, fence, lookup=False)
-    except IntegrityError:
+        return _transaction(committer, statements, batch, fence, lookup=False)
+    except _REFUSED_AS_RESEND:
         logger.debug("a resend in a batch of %d; committing it again with a lookup", len(batch))
-    return _transaction(committer, connection, batch, fence, lookup=True)
+    return _transaction(committer, statements, batch, fence, lookup=True)
 
 
 def committed_results(batch: Sequence[AcceptedMessage], outcomes: Sequence[Outcome]) -> list[CommitResult]:
@@ -241,26 +378,27 @@ def fence_shard(committer: BatchCommitter, connection: Connection, fence: Fence)
 
 def _transaction(
     committer: BatchCommitter,
-    connection: Connection,
+    statements: Statements,
     batch: Sequence[AcceptedMessage],
     fence: Fence | None,
     *,
     lookup: bool,
 ) -> list[Outcome]:
     try:
-        with connection.begin():
-            return committer.attempt(connection, batch, lookup=lookup, fence=fence)
+        return statements.in_transaction(
+            lambda: committer.attempt(statements, batch, lookup=lookup, fence=fence)
+        )
     except BaseException:
         committer.forget(batch)
         raise
 
 
-def _already_stored(connection: Connection, batch: Sequence[AcceptedMessage]) -> dict[_Key, CommittedMessage]:
+def _already_stored(statements: Statements, batch: Sequence[AcceptedMessage]) -> dict[_Key, CommittedMessage]:
     # One indexed probe per key: SQLite answers a row-value IN (VALUES ...) with a scan of
     # the whole table, which made every commit cost in proportion to the history.
     found: dict[_Key, CommittedMessage] = {}
     for key in {(m.conversation_id, m.sender_id, m.cmid) for m in batch}:
-        rows: Sequence[_ReadRow] = connection.execute(_BY_KEY, dict(zip(_KEY_NAMES, key, strict=True))).all()
+        rows = statements.stored(key)
         if rows:  # one at most: the key is unique
             found[key] = row_message(rows[0])
     return found
