@@ -75,7 +75,10 @@ async def _message_store(settings: Settings, engine: AsyncEngine, reads: Stateme
     enough for both.
     """
     if not settings.cassandra_hosts:
-        return SqlMessageStore(engine, message_committer(engine, log_level=settings.log_level), reads=reads)
+        committer = message_committer(
+            engine, log_level=settings.log_level, busy_timeout_s=settings.sqlite_busy_timeout_s
+        )
+        return SqlMessageStore(engine, committer, reads=reads)
     hosts = [host.strip() for host in settings.cassandra_hosts.split(",") if host.strip()]
     store = await cassandra_store.connect(
         hosts,

@@ -241,16 +241,20 @@ def _in_memory(url: URL) -> bool:
     return url.get_backend_name() == "sqlite" and url.database in {None, "", ":memory:"}
 
 
-def message_committer(engine: AsyncEngine, *, log_level: str = "INFO") -> Committer:
+def message_committer(
+    engine: AsyncEngine, *, log_level: str = "INFO", busy_timeout_s: float = SQLITE_BUSY_TIMEOUT_S
+) -> Committer:
     """Where the SQL message store on ``engine`` commits: a writer process of its own on a SQLite file.
 
     An in-memory SQLite database exists once per connection, so it (like PostgreSQL)
-    commits on the shared engine. ``log_level`` is the writer process's.
+    commits on the shared engine. ``log_level`` and ``busy_timeout_s`` are the writer process's.
     """
     path = _sqlite_file(engine.url)
     if path is None:
         return EngineCommitter(engine)
-    return ProcessCommitter([sys.executable, "-m", "persister.sqlite_writer", path, log_level])
+    return ProcessCommitter(
+        [sys.executable, "-m", "persister.sqlite_writer", path, log_level, str(busy_timeout_s)]
+    )
 
 
 def _sqlite_file(url: URL) -> str | None:

@@ -30,7 +30,7 @@ from sqlalchemy.engine.interfaces import DBAPIConnection
 from config import configure_logging
 from hubbub.failure_log import FailureLog
 from persister.commit_process import serve
-from persister.sql_database import sqlite_writer_engine
+from persister.sql_database import SQLITE_BUSY_TIMEOUT_S, sqlite_writer_engine
 
 __all__ = ["BACKSTOP_FRAMES", "CHECKPOINT_EVERY_S", "Checkpointer", "checkpoint", "main", "writer_engine"]
 
@@ -84,9 +84,9 @@ def checkpoint(connection: sqlite3.Connection) -> tuple[int, int]:
     return int(frames), int(copied)
 
 
-def writer_engine(path: str) -> Engine:
+def writer_engine(path: str, busy_timeout_s: float = SQLITE_BUSY_TIMEOUT_S) -> Engine:
     """The writer's engine on ``path``: its commits checkpoint only past ``BACKSTOP_FRAMES``."""
-    engine = sqlite_writer_engine(path)
+    engine = sqlite_writer_engine(path, busy_timeout_s=busy_timeout_s)
     event.listen(engine, "connect", _checkpoint_only_as_backstop)
     return engine
 
@@ -99,16 +99,16 @@ def _checkpoint_only_as_backstop(dbapi_connection: DBAPIConnection, _record: obj
 
 def main(argv: list[str]) -> int:
     """Serve until the parent closes the pipe; 2 on a wrong command line."""
-    if len(argv) != 2:  # noqa: PLR2004 - PATH and LOG_LEVEL
-        print("usage: python -m persister.sqlite_writer PATH LOG_LEVEL", file=sys.stderr)  # noqa: T201
+    if len(argv) != 3:  # noqa: PLR2004 - PATH, LOG_LEVEL and BUSY_TIMEOUT_S
+        print("usage: python -m persister.sqlite_writer PATH LOG_LEVEL BUSY_TIMEOUT_S", file=sys.stderr)  # noqa: T201
         return 2
-    path, log_level = argv
+    path, log_level, busy_timeout_s = argv[0], argv[1], float(argv[2])
     # Ctrl-C in a terminal, or a supervisor's SIGTERM, reaches the whole process group; the
     # parent then commits what it accepted before closing our stdin, so we wait for that EOF.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     configure_logging(log_level)
-    engine = writer_engine(path)
+    engine = writer_engine(path, busy_timeout_s)
     checkpointer = Checkpointer(path)
     gc.freeze()  # modules and the engine live as long as the process: no collection need walk them
     checkpointer.start()
