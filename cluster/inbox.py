@@ -34,7 +34,7 @@ from nats.aio.subscription import Subscription
 from nats.errors import Error as NatsError
 
 from cluster.connection import ConnectionState
-from cluster.inbox_resync import RESYNC_SETTLE_S
+from cluster.reconnect_rounds import RECONNECT_SETTLE_S
 from hubbub import subjects
 from hubbub.sessions import DeviceEnded
 
@@ -87,7 +87,7 @@ async def follow_membership_changes(client: Client, forget: Callable[[int], None
 
 
 def forget_memberships_on_reconnect(
-    state: ConnectionState, forget_all: Callable[[], None], *, settle_s: float = RESYNC_SETTLE_S
+    state: ConnectionState, forget_all: Callable[[], None], *, settle_s: float = RECONNECT_SETTLE_S
 ) -> None:
     """Call ``forget_all()`` after every reconnect of ``state``'s connection, and ``settle_s`` later.
 

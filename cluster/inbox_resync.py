@@ -35,25 +35,19 @@ a device that connects after the reconnect syncs on its own connect and is not t
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Iterable
 from typing import Protocol
 
 from cluster.connection import ConnectionState
-from hubbub import cancelling
+from cluster.reconnect_rounds import RECONNECT_SETTLE_S, RECONNECT_TICK_S, Pause, ReconnectRounds
 from hubbub.connections import Inboxes
 from hubbub.events import resync_event
 
-__all__ = ["RESYNC_SETTLE_S", "HeldUsers", "InboxResync", "reconnected_since"]
+__all__ = ["HeldUsers", "InboxResync"]
 
 logger = logging.getLogger(__name__)
-
-RESYNC_SETTLE_S = 0.5  # after a reconnect, for the other NATS servers to learn the subscriptions
-_TICK_S = 0.05
-
-Pause = Callable[[float], Awaitable[None]]
 
 
 class HeldUsers(Protocol):
@@ -68,7 +62,7 @@ class HeldUsers(Protocol):
         ...
 
 
-class InboxResync:
+class InboxResync(ReconnectRounds):
     """Sends ``resync`` to the users this node holds after each reconnect of its NATS connection."""
 
     def __init__(
@@ -78,28 +72,18 @@ class InboxResync:
         local: Inboxes,
         *,
         rate: float,
-        settle_s: float = RESYNC_SETTLE_S,
-        tick_s: float = _TICK_S,
+        settle_s: float = RECONNECT_SETTLE_S,
+        tick_s: float = RECONNECT_TICK_S,
         pause: Pause = asyncio.sleep,
     ) -> None:
         """``local`` is the node's MQTT server (never NATS: the event is for devices here).
 
         ``rate``: users told per second (``HUBBUB_RESYNC_USERS_PER_SECOND``).
-
-        ``pause`` waits between slices (tests step the round with it).
         """
-        if rate <= 0:
-            raise ValueError(f"resync rate must be positive, not {rate}")
-        self._state = state
+        super().__init__(state, name="inbox-resync", rate=rate, settle_s=settle_s, tick_s=tick_s, pause=pause)
         self._users = users
         self._local = local
-        self._per_tick = max(1, int(rate * tick_s))
-        self._settle_s = settle_s
-        self._tick_s = tick_s
-        self._pause = pause
         self._owed: OrderedDict[int, None] = OrderedDict()
-        self._task: asyncio.Task[None] | None = None
-        self.rounds = 0  # rounds begun (one per reconnect; for /metrics and tests)
         self.told = 0  # resync events sent, one per user per round
 
     @property
@@ -107,34 +91,11 @@ class InboxResync:
         """Users still to be told in this round."""
         return len(self._owed)
 
-    def start(self) -> None:
-        """Follow the connection from now on (reconnects before this call are not resynced)."""
-        if self._task is not None:
-            raise RuntimeError("inbox resync already started")
-        self._task = asyncio.get_running_loop().create_task(
-            self._run(self._state.reconnects), name="inbox-resync"
-        )
-
-    async def stop(self) -> None:
-        """Stop; a round under way is left unfinished (the devices go with the node)."""
-        task, self._task = self._task, None
-        await cancelling.stop(task)
-
-    @property
-    def running(self) -> bool:
-        """Following the connection (for /healthz)."""
-        return self._task is not None and not self._task.done()
-
-    async def _run(self, seen: int) -> None:
-        state = self._state
-        while True:
-            await state.wait_for(functools.partial(reconnected_since, seen))
-            seen = state.reconnects
-            for user_id in self._users.held_users():
-                self._owed.setdefault(user_id)  # one still owed keeps its place, ahead of the rest
-            self.rounds += 1
-            logger.info("NATS reconnected: telling %d users to catch up", len(self._owed))
-            await self._tell_owed(_Link(state))
+    async def _round(self) -> None:
+        for user_id in self._users.held_users():
+            self._owed.setdefault(user_id)  # one still owed keeps its place, ahead of the rest
+        logger.info("NATS reconnected: telling %d users to catch up", len(self._owed))
+        await self._tell_owed(_Link(self._state))
 
     async def _tell_owed(self, link: _Link) -> None:
         """Tell what is owed, slice by slice, while the link is the one this round began on."""
@@ -152,11 +113,6 @@ class InboxResync:
             if owed:
                 await self._pause(self._tick_s)
         logger.info("resync round %d done: %d users told in all", self.rounds, self.told)
-
-
-def reconnected_since(seen: int, state: ConnectionState) -> bool:
-    """Whether ``state``'s connection reconnected since it had ``seen`` reconnects (for ``wait_for``)."""
-    return state.reconnects != seen
 
 
 class _Link:

@@ -25,26 +25,21 @@ disconnect does not cut it; reconnects during a round make one more round after 
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 
 from cluster.connection import ConnectionState
-from cluster.inbox_resync import RESYNC_SETTLE_S, reconnected_since
-from hubbub import cancelling
+from cluster.reconnect_rounds import RECONNECT_SETTLE_S, RECONNECT_TICK_S, Pause, ReconnectRounds
 from hubbub.sessions import DeviceEnded, DeviceSessions, LiveConnections
 
 __all__ = ["SessionRecheck"]
 
 logger = logging.getLogger(__name__)
 
-_TICK_S = 0.05
-
-Pause = Callable[[float], Awaitable[None]]
 Devices = Callable[[], Iterable[tuple[int, str]]]  # (user id, device id) of each device connected here
 
 
-class SessionRecheck:
+class SessionRecheck(ReconnectRounds):
     """Ends the devices here whose sign-in ended while the node's NATS connection was down."""
 
     def __init__(
@@ -56,8 +51,8 @@ class SessionRecheck:
         live: LiveConnections,
         *,
         rate: float,
-        settle_s: float = RESYNC_SETTLE_S,
-        tick_s: float = _TICK_S,
+        settle_s: float = RECONNECT_SETTLE_S,
+        tick_s: float = RECONNECT_TICK_S,
         pause: Pause = asyncio.sleep,
     ) -> None:
         """``sessions`` answers whether a device is signed in; ``forget_all`` forgets its memory.
@@ -66,57 +61,32 @@ class SessionRecheck:
         fresh answers for the devices' next CONNECTs.) ``live`` closes an ended device's
         connection here. ``rate``: devices checked per second.
         """
-        if rate <= 0:
-            raise ValueError(f"recheck rate must be positive, not {rate}")
-        self._state = state
+        super().__init__(
+            state, name="session-recheck", rate=rate, settle_s=settle_s, tick_s=tick_s, pause=pause
+        )
         self._devices = devices
         self._sessions = sessions
         self._forget_all = forget_all
         self._live = live
-        self._per_tick = max(1, int(rate * tick_s))
-        self._settle_s = settle_s
-        self._tick_s = tick_s
-        self._pause = pause
-        self._task: asyncio.Task[None] | None = None
-        self.rounds = 0  # rounds begun (for /metrics and tests)
         self.checked = 0  # devices asked about
         self.ended = 0  # devices found signed out, and closed
 
     def start(self) -> None:
-        """Follow the connection from now on (reconnects before this call are not checked)."""
-        if self._task is not None:
-            raise RuntimeError("session recheck already started")
+        """Follow the connection from now on; each reconnect forgets the sign-ins in its callback."""
+        super().start()
         self._state.on_reconnect(self._forget_all)
-        self._task = asyncio.get_running_loop().create_task(
-            self._run(self._state.reconnects), name="session-recheck"
-        )
 
-    async def stop(self) -> None:
-        """Stop; a round under way is left unfinished (the devices go with the node)."""
-        task, self._task = self._task, None
-        await cancelling.stop(task)
-
-    @property
-    def running(self) -> bool:
-        """Following the connection (for /healthz)."""
-        return self._task is not None and not self._task.done()
-
-    async def _run(self, seen: int) -> None:
-        state = self._state
-        while True:
-            await state.wait_for(functools.partial(reconnected_since, seen))
-            seen = state.reconnects
-            self.rounds += 1
-            await self._pause(self._settle_s)
-            self._forget_all()
-            devices = list(self._devices())
-            logger.info("NATS reconnected: checking the sign-in of %d devices", len(devices))
-            per_tick = self._per_tick
-            for start in range(0, len(devices), per_tick):
-                if start:
-                    await self._pause(self._tick_s)
-                await self._check(devices[start : start + per_tick])
-            logger.info("session recheck round %d done: %d devices ended in all", self.rounds, self.ended)
+    async def _round(self) -> None:
+        await self._pause(self._settle_s)
+        self._forget_all()
+        devices = list(self._devices())
+        logger.info("NATS reconnected: checking the sign-in of %d devices", len(devices))
+        per_tick = self._per_tick
+        for start in range(0, len(devices), per_tick):
+            if start:
+                await self._pause(self._tick_s)
+            await self._check(devices[start : start + per_tick])
+        logger.info("session recheck round %d done: %d devices ended in all", self.rounds, self.ended)
 
     async def _check(self, devices: list[tuple[int, str]]) -> None:
         """Ask about one slice together; end those the store no longer holds."""

@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 
 from cluster.connection import ClusterConnection, NatsOptions
+from launcher.devcluster import HubbubProcess
+from tests.cluster.relay import Relay, relayed_broker
 from tests.support.cluster import ClusterClients, HubbubCluster, cluster_clients, start_hubbub_cluster
 from tests.support.nats import NatsCluster, start_nats
 from tests.support.postgres import PostgresServer
@@ -107,3 +110,19 @@ def users(cluster: HubbubCluster) -> Iterator[ClusterClients]:
     """New users' devices on the cluster (on a broker the test names, or the one login answers)."""
     with cluster_clients(cluster) as make:
         yield make
+
+
+@pytest.fixture
+def relay(cluster: HubbubCluster) -> Iterator[Relay]:
+    """A relay to the session cluster's first NATS server, for a node whose link a test blacks out."""
+    server = cluster.nats.servers[0]
+    made = Relay(("127.0.0.1", server.client_port))
+    yield made
+    made.close()
+
+
+@pytest.fixture
+def relayed_node(cluster: HubbubCluster, relay: Relay, tmp_path: Path) -> Iterator[HubbubProcess]:
+    """A third broker node of the session cluster whose NATS connection goes through ``relay``."""
+    with relayed_broker(cluster, relay, tmp_path / "broker-relayed", "broker-relayed") as started:
+        yield started

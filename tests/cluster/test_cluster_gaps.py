@@ -12,13 +12,11 @@ against the store again, ``cluster/session_recheck.py``).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from launcher.devcluster import HubbubProcess
-from tests.cluster.relay import Relay, relayed_broker
+from tests.cluster.relay import Relay
 from tests.support.api import ApiClient, Login
 from tests.support.chat import expect_event
 from tests.support.cluster import OUTCOME_S, ClusterClients, HubbubCluster
@@ -26,30 +24,14 @@ from tests.support.mqtt import WAIT_S, Device
 
 pytestmark = pytest.mark.timeout(300)
 
-_NODE = "broker-gaps"
 NOT_AUTHORIZED = 135  # CONNACK 5, as paho reports it (its MQTT 5 reason code "Not authorized")
 
 
-@pytest.fixture
-def relay(cluster: HubbubCluster) -> Iterator[Relay]:
-    server = cluster.nats.servers[0]
-    made = Relay(("127.0.0.1", server.client_port))
-    yield made
-    made.close()
-
-
-@pytest.fixture
-def node(cluster: HubbubCluster, relay: Relay, tmp_path: Path) -> Iterator[HubbubProcess]:
-    """A third broker node whose NATS connection goes through ``relay``."""
-    with relayed_broker(cluster, relay, tmp_path / _NODE, _NODE) as started:
-        yield started
-
-
 def test_a_member_removed_during_the_gap_may_not_send_after_it(
-    cluster: HubbubCluster, users: ClusterClients, relay: Relay, node: HubbubProcess
+    cluster: HubbubCluster, users: ClusterClients, relay: Relay, relayed_node: HubbubProcess
 ) -> None:
     alice = users(broker=cluster.brokers[1])
-    bob = users(broker=node)
+    bob = users(broker=relayed_node)
     created = alice.request(
         "POST", "/v1/conversations", json={"type": "group", "title": "gap", "member_ids": [bob.user_id]}
     )
@@ -78,12 +60,12 @@ def _device(broker: HubbubProcess, login: Login) -> Device:
 
 
 def test_a_device_signed_out_during_the_gap_is_closed_and_refused_after_it(
-    cluster: HubbubCluster, relay: Relay, node: HubbubProcess
+    cluster: HubbubCluster, relay: Relay, relayed_node: HubbubProcess
 ) -> None:
     api = ApiClient(cluster.api_url)
     phone = api.new_user("gaps")
     laptop = api.login(phone.username)
-    phone_device, laptop_device = _device(node, phone), _device(node, laptop)
+    phone_device, laptop_device = _device(relayed_node, phone), _device(relayed_node, laptop)
     try:
         assert phone_device.connect() == 0
         assert laptop_device.connect() == 0
@@ -94,15 +76,17 @@ def test_a_device_signed_out_during_the_gap_is_closed_and_refused_after_it(
         relay.cut()
 
         assert phone_device.disconnected.wait(WAIT_S), "the device signed out in the gap is still connected"
-        again = _device(node, phone)
+        again = _device(relayed_node, phone)
         try:
             assert again.connect() == NOT_AUTHORIZED
         finally:
             again.close()
         assert not laptop_device.disconnected.is_set()  # checked in the same slice, still signed in
-        metrics = cluster.metrics(node)
+        metrics = cluster.metrics(relayed_node)
         assert re.search(
-            r'^hubbub_session_recheck_ended_total\{node="broker-gaps"\} 1\.0$', metrics, re.MULTILINE
+            rf'^hubbub_session_recheck_ended_total\{{node="{relayed_node.name}"\}} 1\.0$',
+            metrics,
+            re.MULTILINE,
         )
     finally:
         phone_device.close()

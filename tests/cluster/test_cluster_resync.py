@@ -17,36 +17,18 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from pathlib import Path
 
 import orjson
 import pytest
 
 from client import HubbubClient
 from launcher.devcluster import HubbubProcess
-from tests.cluster.relay import Relay, relayed_broker
+from tests.cluster.relay import Relay
 from tests.support.chat import direct_conversation, no_event_before
 from tests.support.cluster import GRACE_S, OUTCOME_S, ClusterClients, HubbubCluster, username_of
 from tests.support.mqtt import Device
 
 pytestmark = pytest.mark.timeout(300)
-
-_NODE = "broker-resync"
-
-
-@pytest.fixture
-def relay(cluster: HubbubCluster) -> Iterator[Relay]:
-    server = cluster.nats.servers[0]
-    made = Relay(("127.0.0.1", server.client_port))
-    yield made
-    made.close()
-
-
-@pytest.fixture
-def node(cluster: HubbubCluster, relay: Relay, tmp_path: Path) -> Iterator[HubbubProcess]:
-    """A third broker node whose NATS connection goes through ``relay``."""
-    with relayed_broker(cluster, relay, tmp_path / _NODE, _NODE) as started:
-        yield started
 
 
 @pytest.fixture
@@ -83,19 +65,19 @@ def test_a_device_whose_node_lost_nats_gets_what_the_gap_lost_through_a_resync(
     cluster: HubbubCluster,
     users: ClusterClients,
     relay: Relay,
-    node: HubbubProcess,
+    relayed_node: HubbubProcess,
     devices: list[Device],
 ) -> None:
     other = cluster.brokers[1]
     alice = users(broker=other)
-    bob = users(broker=node)
+    bob = users(broker=relayed_node)
     carol = users(broker=other)
     conversation_id = direct_conversation(alice, bob)
     assert bob.settled(OUTCOME_S)
-    watcher = users(broker=node, connect=False)
+    watcher = users(broker=relayed_node, connect=False)
     watcher.request("POST", "/v1/friends/requests", json={"user_id": carol.user_id}).raise_for_status()
     carol.request("POST", f"/v1/friends/requests/{watcher.user_id}/accept").raise_for_status()
-    here = _device(watcher, node, devices)  # the watcher's device on the node that loses NATS
+    here = _device(watcher, relayed_node, devices)  # the watcher's device on the node that loses NATS
     there = _device(users(username_of(watcher), broker=other, connect=False), other, devices)
     for device in (here, there):
         assert device.subscribe(f"presence/{carol.user_id}") == [1]
@@ -116,9 +98,11 @@ def test_a_device_whose_node_lost_nats_gets_what_the_gap_lost_through_a_resync(
     held = bob.timelines[conversation_id].ordered()
     assert [message["text"] for message in held] == ["sent in the gap"]
     assert bob.connected.is_set()
-    metrics = cluster.metrics(node)
+    metrics = cluster.metrics(relayed_node)
     assert re.search(
-        r'^hubbub_inbox_resync_rounds_total\{node="broker-resync"\} [1-9]', metrics, re.MULTILINE
+        rf'^hubbub_inbox_resync_rounds_total\{{node="{relayed_node.name}"\}} [1-9]', metrics, re.MULTILINE
     )
-    assert re.search(r'^hubbub_inbox_resync_told_total\{node="broker-resync"\} [1-9]', metrics, re.MULTILINE)
+    assert re.search(
+        rf'^hubbub_inbox_resync_told_total\{{node="{relayed_node.name}"\}} [1-9]', metrics, re.MULTILINE
+    )
     assert _presence_of(here, carol) == "offline"
