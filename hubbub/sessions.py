@@ -119,6 +119,7 @@ class SignedInDevices:
         self._known: OrderedDict[str, tuple[int, float]] = OrderedDict()  # device -> (user, expires at)
         self._asking: dict[str, int] = {}  # device -> questions to the store on the way
         self._ended_while_asking: set[str] = set()
+        self._generation = 0  # forget_all's count: an answer to a question asked before it is not kept
 
     def remembers(self, user_id: int, device_id: str) -> bool:
         """Whether ``device_id`` is remembered as a signed-in device of ``user_id`` (asks no one).
@@ -143,13 +144,24 @@ class SignedInDevices:
             return answer
         self._asking[device_id] = self._asking.get(device_id, 0) + 1
         asked = asyncio.ensure_future(self._store.is_signed_in(user_id, device_id))
-        asked.add_done_callback(functools.partial(self._answered, user_id, device_id, answer))
+        asked.add_done_callback(
+            functools.partial(self._answered, user_id, device_id, self._generation, answer)
+        )
         return answer
 
     def _answered(
-        self, user_id: int, device_id: str, answer: asyncio.Future[bool], asked: asyncio.Future[bool]
+        self,
+        user_id: int,
+        device_id: str,
+        generation: int,
+        answer: asyncio.Future[bool],
+        asked: asyncio.Future[bool],
     ) -> None:
-        """The store answered (or failed): believed unless the device was ended meanwhile."""
+        """The store answered (or failed): believed unless the device was ended meanwhile.
+
+        A yes is remembered only if nothing was forgotten since the question left: after a
+        ``forget_all`` it may predate an end this node never heard of.
+        """
         ended = device_id in self._ended_while_asking
         left = self._asking.pop(device_id) - 1
         if left:
@@ -159,7 +171,7 @@ class SignedInDevices:
         if passed_failure(answer, asked):
             return
         signed_in = asked.result() and not ended
-        if signed_in:
+        if signed_in and generation == self._generation:
             self._known[device_id] = (user_id, self._clock() + self._ttl_s)
             if len(self._known) > self._capacity:
                 self._known.popitem(last=False)
@@ -177,8 +189,12 @@ class SignedInDevices:
         return _ForgetOnEnd(self, live)
 
     def forget_all(self) -> None:
-        """Forget every remembered device: an end may have been missed (a cluster's NATS gap)."""
+        """Forget every remembered device: an end may have been missed (a cluster's NATS gap).
+
+        Answers to questions already on the way are passed on but not remembered either.
+        """
         self._known.clear()
+        self._generation += 1
 
 
 class _ForgetOnEnd:

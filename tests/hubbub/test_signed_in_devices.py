@@ -104,3 +104,20 @@ async def test_entries_expire_and_the_least_recently_connected_go_first() -> Non
     now[0] = 11.0
     assert await devices.is_signed_in(3, "c")
     assert store.asked == ["a", "b", "c", "b", "c"]
+
+
+async def test_an_answer_on_its_way_across_a_forget_all_is_passed_on_but_not_remembered() -> None:
+    """A NATS gap: the question left before the node forgot everything, its yes may predate an end."""
+    store = GatedStore({(7, "phone")}, gate=asyncio.Event())
+    devices = SignedInDevices(store)
+    question = asyncio.ensure_future(devices.is_signed_in(7, "phone"))
+    await store.waiting.wait()  # the store read "signed in" before the node's reconnect
+    devices.forget_all()
+    assert store.gate is not None
+    store.gate.set()
+    assert await question  # what the store said, to the CONNECT that asked
+    store.gate = None
+    assert not devices.remembers(7, "phone")  # but the node's recheck must ask again
+    assert await devices.is_signed_in(7, "phone")
+    assert devices.remembers(7, "phone")  # an answer to a question asked after it is kept
+    assert store.asked == ["phone", "phone"]
