@@ -376,7 +376,8 @@ class ConnectionHandler(asyncio.Protocol):
 
     def _wait_for(self, step: Awaitable[None]) -> None:
         """Make ``step`` the connection's step: a future as it is (no task), a coroutine run by a task."""
-        future = asyncio.ensure_future(step)
+        # A future as it is (the connect path answers with one): ``ensure_future`` is interpreted code.
+        future = step if isinstance(step, asyncio.Future) else asyncio.ensure_future(step)
         self._step = future
         future.add_done_callback(self._step_done)
 
