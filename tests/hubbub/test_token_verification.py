@@ -122,3 +122,33 @@ def test_a_header_is_trusted_only_once_a_token_with_it_checked_out() -> None:
     with pytest.raises(InvalidToken, match="not HS256"):
         codec.verify(jwt.encode(_claims(sub="6"), SECRET, algorithm="HS256", headers={"alg": "HS384"}))
     assert codec.verify(jwt.encode(_claims(sub="7"), SECRET, algorithm="HS256")).user_id == 7
+
+
+# The signature is checked from two SHA-256 states keyed once (RFC 2104's inner and outer pads
+# absorbed at start, their states copied per token), not through ``hmac.HMAC``. Whatever the
+# secret's length (shorter than SHA-256's 64-byte block, exactly one block, longer and so hashed
+# first), a token PyJWT signed with it passes (PyJWT signs with 32 bytes or more), and one signed
+# with any other secret, or altered, does not.
+PAD_SECRETS = ["k" * 32, "k" * 43, "k" * 63, "k" * 64, "k" * 65, "é" * 80]
+
+
+def _codec_for(secret: str) -> TokenCodec:
+    return TokenCodec(secret, access_ttl_s=60, clock_s=lambda: float(NOW))
+
+
+@pytest.mark.parametrize("secret", PAD_SECRETS, ids=lambda secret: f"{len(secret.encode())}-bytes")
+def test_a_token_signed_with_the_secret_passes_whatever_its_length(secret: str) -> None:
+    token = jwt.encode(_claims(), secret, algorithm="HS256")
+    assert _codec_for(secret).verify(token) == AccessClaims(user_id=5, device_id="77")
+
+
+@pytest.mark.parametrize("secret", PAD_SECRETS, ids=lambda secret: f"{len(secret.encode())}-bytes")
+def test_a_token_signed_with_another_secret_or_altered_fails_whatever_its_length(secret: str) -> None:
+    other = jwt.encode(_claims(), secret + "x", algorithm="HS256")
+    with pytest.raises(InvalidToken, match="Signature verification failed"):
+        _codec_for(secret).verify(other)
+    header, payload, signature = jwt.encode(_claims(), secret, algorithm="HS256").split(".")
+    altered = jwt.encode(_claims(sub="6"), secret, algorithm="HS256").split(".")[1]
+    with pytest.raises(InvalidToken, match="Signature verification failed"):
+        _codec_for(secret).verify(f"{header}.{altered}.{signature}")
+    assert payload != altered
