@@ -75,6 +75,7 @@ class Persister:
         max_batch: int = 500,
         commits_in_flight: int = COMMITS_IN_FLIGHT,
         min_commit_interval_s: float = 0.0,
+        pause: Callable[[float], Awaitable[None]] = asyncio.sleep,
         failure_log: FailureLog | None = None,
     ) -> None:
         """``commits_in_flight``: batches committing at once (at least one).
@@ -93,7 +94,8 @@ class Persister:
         whatever came during the last round trip: two or three messages at a few thousand a second,
         so the platform's CPU per message doubled at half the rate it can take. A message after a
         quiet spell (longer than the interval) is committed at once; under full load the commits
-        take longer than the interval and nothing waits.
+        take longer than the interval and nothing waits. ``pause`` waits out the rest of the interval
+        (tests hold it to show what a batch gathers meanwhile).
         """
         if commits_in_flight < 1:
             raise ValueError("a persister commits at least one batch at a time")
@@ -106,6 +108,7 @@ class Persister:
         self._failed_in_a_row = 0
         self._in_flight = commits_in_flight
         self._min_interval_s = min_commit_interval_s
+        self._pause = pause
         # Commits in the order started (at most ``commits_in_flight`` unfinished), with their batches.
         self._committing: asyncio.Queue[tuple[AcceptedBatch, asyncio.Task[list[CommitResult]]]] = (
             asyncio.Queue()
@@ -157,7 +160,7 @@ class Persister:
                 continue
             pause = last_start + self._min_interval_s - loop.time()
             if pause > 0:
-                await asyncio.sleep(pause)  # the batch gathers what comes meanwhile
+                await self._pause(pause)  # the batch gathers what comes meanwhile
             batch = await self._source.next_batch(self._max_batch)
             last_start = loop.time()
             commit = asyncio.create_task(

@@ -7,11 +7,8 @@ from collections.abc import Sequence
 
 import pytest
 
-import persister
 from hubbub.envelope import AcceptedMessage, CommitResult
 from persister import LocalAcceptedLog, Persister, SqlMessageStore
-from persister.sql_database import create_engine
-from tests.support.schema import migrate
 
 
 def _accepted(index: int) -> AcceptedMessage:
@@ -51,30 +48,42 @@ async def test_a_message_after_a_quiet_spell_is_committed_at_once(store: SqlMess
     assert deliveries.batches == [[1]]
 
 
-async def test_the_next_commit_gathers_what_comes_within_the_interval() -> None:
-    # In memory (committed on the engine, no writer process): a warm commit lasts far less than
-    # the interval, which is long enough for the few event-loop turns below however loaded the machine.
-    engine = create_engine("sqlite+aiosqlite://")
-    await migrate(engine, persister.MIGRATIONS)
-    store = SqlMessageStore(engine)
+class _HeldPause:
+    """The persister's pause, held until the test releases it; says when the persister is in it."""
+
+    def __init__(self) -> None:
+        self.asked: list[float] = []
+        self.pausing = asyncio.Event()
+        self.released = asyncio.Event()
+
+    async def __call__(self, seconds: float) -> None:
+        self.asked.append(seconds)
+        self.pausing.set()
+        await self.released.wait()
+
+
+async def test_the_next_commit_gathers_what_comes_within_the_interval(store: SqlMessageStore) -> None:
     accepted = LocalAcceptedLog(100)
     deliveries = _Deliveries()
+    pause = _HeldPause()
     paced = Persister(
-        store, accepted, deliveries.on_committed, commits_in_flight=1, min_commit_interval_s=1.0
+        store,
+        accepted,
+        deliveries.on_committed,
+        commits_in_flight=1,
+        min_commit_interval_s=3600,
+        pause=pause,
     )
     running = asyncio.create_task(paced.run())
     try:
-        for index in range(2):  # the first commits warm the store up
-            assert accepted.offer(_accepted(index)) is None
-            await deliveries.delivered.get()
-        assert accepted.offer(_accepted(2)) is None
-        for _ in range(5):  # turns in which, without the interval, message 2 would be taken alone
-            await asyncio.sleep(0)
-        for index in range(3, 6):
-            assert accepted.offer(_accepted(index)) is None
+        assert accepted.offer(_accepted(0)) is None
+        await deliveries.delivered.get()  # the first commit does not wait
+        await pause.pausing.wait()  # the next one waits out the interval...
+        for index in range(1, 4):
+            assert accepted.offer(_accepted(index)) is None  # ...and what comes meanwhile
+        pause.released.set()
         await deliveries.delivered.get()
     finally:
         await _stop(running)
-        await store.close()
-        await engine.dispose()
-    assert deliveries.batches == [[1], [2], [3, 4, 5, 6]]
+    assert deliveries.batches == [[1], [2, 3, 4]]  # one commit for the three
+    assert 0 < pause.asked[0] <= 3600  # the rest of the interval since the first commit started
