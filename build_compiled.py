@@ -43,6 +43,7 @@ MODULES = (
     "broker_plugins/codec.py",  # framing and encoding of every packet after CONNECT
     "broker_plugins/limits.py",  # the size check on every packet
     "broker_plugins/handler.py",  # the per-connection packet loop
+    "broker_plugins/qos_flows.py",  # the acknowledgement of each QoS 1/2 PUBLISH, and QoS 2's exchange
     "broker_plugins/output.py",  # one write per connection per event-loop turn
     "broker_plugins/sessions.py",  # in-flight QoS 1 messages of each session
     "broker_plugins/subscriptions.py",  # who receives a topic

@@ -55,6 +55,7 @@ from broker_plugins.codec import (
 )
 from broker_plugins.limits import NotConnect, next_packet_within
 from broker_plugins.output import OUTPUT
+from broker_plugins.qos_flows import PUBACK, PUBCOMP, PUBREC, PUBREL, answer_flow_packet, inbound_ack
 from broker_plugins.router import ProtocolViolation, Router
 from broker_plugins.sessions import MqttSession, Outgoing
 from broker_plugins.transport import Link
@@ -70,10 +71,10 @@ MAX_INFLIGHT = 1000  # unacknowledged QoS 1/2 messages per session before the re
 QOS0_HIGH_WATER = 4 << 20  # bytes unsent to a client above which its QoS 0 messages are shed
 CONNECT_BACKLOG = 1 << 16  # bytes beyond a largest CONNECT buffered before it is accepted: reading pauses
 
-_CONNECT, _PUBLISH, _PUBACK, _PUBREC, _PUBREL, _PUBCOMP = 1, 3, 4, 5, 6, 7
+_CONNECT, _PUBLISH = 1, 3
 _SUBSCRIBE, _UNSUBSCRIBE, _PINGREQ, _DISCONNECT = 8, 10, 12, 14
 _SUBSCRIBE_FLAGS = 0x02  # SUBSCRIBE, UNSUBSCRIBE and PUBREL have flags 0b0010 [MQTT-3.8.1-1]
-_PUBACK_FIRST = _PUBACK << 4  # the other packets from a client have flags 0 [MQTT-2.2.2-2]
+_PUBACK_FIRST = PUBACK << 4  # the other packets from a client have flags 0 [MQTT-2.2.2-2]
 
 
 class ConnectionHandler(asyncio.Protocol):
@@ -159,7 +160,7 @@ class ConnectionHandler(asyncio.Protocol):
         self._write(connack_packet(session_present=present, return_code=0))
         for message in session.unacknowledged():
             if message.qos == 2 and message.released:  # noqa: PLR2004 - QoS 2
-                self._write(ack_packet(_PUBREL, message.packet_id))
+                self._write(ack_packet(PUBREL, message.packet_id))
             else:
                 self._write(
                     encode_publish(message.topic, message.payload, message.qos, message.packet_id, dup=True)
@@ -442,7 +443,7 @@ class ConnectionHandler(asyncio.Protocol):
         topic, packet_id, payload = parse_publish(flags, body)
         if qos == 2:  # noqa: PLR2004
             if not self.session.receive_qos2(packet_id or 0):  # a resend of one delivered already
-                self._write(ack_packet(_PUBREC, packet_id or 0))
+                self._write(inbound_ack(qos, packet_id or 0))
                 return None
         elif not qos and flags & 0x08:
             raise ProtocolViolation("DUP set on a QoS 0 PUBLISH [MQTT-3.3.1-2]")
@@ -450,13 +451,13 @@ class ConnectionHandler(asyncio.Protocol):
         if pending is not None:
             return self._acknowledge_after(pending, qos, packet_id)
         if qos:
-            self._write(ack_packet(_PUBACK if qos == 1 else _PUBREC, packet_id or 0))
+            self._write(inbound_ack(qos, packet_id or 0))
         return None
 
     async def _acknowledge_after(self, pending: Awaitable[None], qos: int, packet_id: int | None) -> None:
         await pending
         if qos:
-            self._write(ack_packet(_PUBACK if qos == 1 else _PUBREC, packet_id or 0))
+            self._write(inbound_ack(qos, packet_id or 0))
 
     def _acknowledged(self, body: bytes) -> None:
         """PUBACK: the QoS 1 delivery is done; make room for queued ones."""
@@ -467,25 +468,17 @@ class ConnectionHandler(asyncio.Protocol):
         if session.has_queued():
             self.flush_queue()
 
-    def _on_other(  # noqa: C901 - one flat dispatch over the rare packet types
-        self, packet_type: int, first: int, body: bytes
-    ) -> Awaitable[None] | None:
+    def _on_other(self, packet_type: int, first: int, body: bytes) -> Awaitable[None] | None:
         session = self.session
         flags = first & 0x0F
-        if flags != (_SUBSCRIBE_FLAGS if packet_type in {_PUBREL, _SUBSCRIBE, _UNSUBSCRIBE} else 0):
+        if flags != (_SUBSCRIBE_FLAGS if packet_type in {PUBREL, _SUBSCRIBE, _UNSUBSCRIBE} else 0):
             raise ProtocolViolation(f"packet type {packet_type} with flags {flags:#06b} [MQTT-2.2.2-2]")
         packet_id = (body[0] << 8) | body[1] if len(body) >= 2 else 0  # noqa: PLR2004
-        if packet_type == _PUBREC:
-            message = session.sent(packet_id)
-            if message is not None:
-                message.released = True
-            self._write(ack_packet(_PUBREL, packet_id))
-        elif packet_type == _PUBREL:
-            session.release_qos2(packet_id)
-            self._write(ack_packet(_PUBCOMP, packet_id))
-        elif packet_type == _PUBCOMP:
-            session.acknowledge(packet_id)
-            if session.has_queued():
+        if packet_type in {PUBREC, PUBREL, PUBCOMP}:
+            answer = answer_flow_packet(session, packet_type, packet_id)
+            if answer is not None:
+                self._write(answer)
+            elif session.has_queued():  # a PUBCOMP made room
                 self.flush_queue()
         elif packet_type == _SUBSCRIBE:
             packet_id, asked = parse_subscribe(body)
